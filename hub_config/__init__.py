@@ -1,0 +1,1 @@
+"""Hub configuration: settings, pre-flight checks, batch-script templates and the hub config file."""

@@ -1,0 +1,68 @@
+# AIFA Workbench: JupyterHub configuration.
+#
+# Deployed by Ansible to /etc/aifa-workbench/jupyterhub_config.py and run by the hub's service
+# user (never root). Site-specific values live in the settings file named by
+# $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
+import os
+import sys
+
+from aifa_workbench.hub_config.preflight import PreflightError, check_slurm
+from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.spawners import job_callback
+
+c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
+
+settings_path = os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml")
+try:
+    settings = load_settings(settings_path)
+    proxy_token = settings.secret("proxy-auth-token")
+    admin_token = settings.secret("admin-api-token")
+    demo_password = settings.secret("demo-password")
+    check_slurm(settings.slurm_bin)
+except (SettingsError, PreflightError) as error:
+    # SystemExit passes through traitlets' config loader, which would log and go on otherwise.
+    sys.exit(f"AIFA Workbench cannot start: {error}")
+
+# --- network: public proxy, hub API, proxy API -------------------------------------------
+c.JupyterHub.bind_url = settings.bind_url
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = proxy_token
+
+# --- state: everything the hub writes lives in state_dir ------------------------------------
+state = settings.state_dir
+c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+# --- login: the demo users with one shared password (federated OIDC comes later) -------------
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = demo_password
+c.Authenticator.allowed_users = set(settings.demo_users)
+c.Authenticator.admin_users = set(settings.admin_users)
+
+# --- scripting: a service token with admin rights, read from secrets_dir ----------------------
+c.JupyterHub.services = [{"name": "workbench-admin", "api_token": admin_token}]
+c.JupyterHub.load_roles = [{
+    "name": "workbench-admin",
+    "description": "Scripting the hub's REST API (README: 'API token for scripts')",
+    "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users"],
+    "services": ["workbench-admin"],
+}]
+
+# --- spawner: JupyterLab as a Slurm job, as the user --------------------------------------------
+job_callback.install()
+c.JupyterHub.spawner_class = "aifa_workbench.spawners.slurm.WorkbenchSlurmSpawner"
+c.WorkbenchSlurmSpawner.venv_dir = settings.venv_dir
+c.WorkbenchSlurmSpawner.slurm_bin = settings.slurm_bin
+c.WorkbenchSlurmSpawner.partitions = settings.partitions
+c.WorkbenchSlurmSpawner.default_partition = settings.default_partition
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = settings.start_timeout
+c.Spawner.http_timeout = 120
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5}
+
+c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"
+print(f"AIFA Workbench hub: settings {settings.path}, public URL {settings.bind_url}, "
+      f"state in {state}", file=sys.stderr)

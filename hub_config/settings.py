@@ -1,0 +1,130 @@
+"""The hub's own settings file (workbench.yaml), validated by one schema.
+
+A bad file stops the hub with one sentence naming the file, the key and the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+_NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+_ABS_PATH = {"type": "string", "pattern": r"^/[^\n]*$"}
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["bind_url", "hub_port", "proxy_api_port", "state_dir", "secrets_dir", "venv_dir",
+                 "demo_users", "partitions", "default_partition"],
+    "properties": {
+        "bind_url": {"type": "string", "pattern": r"^https?://[^\s]+/$"},
+        "hub_port": _PORT,
+        "proxy_api_port": _PORT,
+        "state_dir": _ABS_PATH,
+        "secrets_dir": _ABS_PATH,
+        "venv_dir": _ABS_PATH,
+        "slurm_bin": _ABS_PATH,
+        "demo_users": {"type": "array", "items": _NAME, "minItems": 1, "uniqueItems": True},
+        "admin_users": {"type": "array", "items": _NAME, "uniqueItems": True},
+        "default_partition": {"type": "string"},
+        "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400},
+        "partitions": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^[a-z][a-z0-9_-]{0,31}$"},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["max_gpus", "max_hours"],
+                "properties": {
+                    "max_gpus": {"type": "integer", "minimum": 0, "maximum": 64},
+                    "max_hours": {"type": "integer", "minimum": 1, "maximum": 168},
+                },
+            },
+        },
+    },
+}
+
+
+class SettingsError(ValueError):
+    """The settings file cannot be used; the message names file, key and reason."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    bind_url: str
+    hub_port: int
+    proxy_api_port: int
+    state_dir: Path
+    secrets_dir: Path
+    venv_dir: str
+    demo_users: tuple[str, ...]
+    admin_users: tuple[str, ...]
+    partitions: dict
+    default_partition: str
+    slurm_bin: str = "/usr/bin"
+    start_timeout: int = 300
+
+    def secret(self, name: str) -> str:
+        path = self.secrets_dir / name
+        try:
+            value = path.read_text().strip()
+        except OSError as e:
+            raise SettingsError(f"{self.path}: secrets_dir: cannot read {path} ({e.strerror}).") from None
+        if not value:
+            raise SettingsError(f"{self.path}: secrets_dir: {path} is empty.")
+        return value
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties" and not parts:
+        return "(top level)"
+    return ".".join(parts) or "(top level)"
+
+
+def validate(data, path: Path) -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        first = errors[0]
+        raise SettingsError(f"{path}: {_key_of(first)}: {first.message}.")
+    if data["default_partition"] not in data["partitions"]:
+        raise SettingsError(f"{path}: default_partition: {data['default_partition']!r} is not "
+                            f"one of the partitions ({', '.join(sorted(data['partitions']))}).")
+    unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
+    if unknown_admins:
+        raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
+                            "must also be listed in demo_users.")
+
+
+def load_settings(path) -> Settings:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read the settings file ({e.strerror}).") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SettingsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    validate(data, path)
+    return Settings(
+        path=path,
+        bind_url=data["bind_url"],
+        hub_port=data["hub_port"],
+        proxy_api_port=data["proxy_api_port"],
+        state_dir=Path(data["state_dir"]),
+        secrets_dir=Path(data["secrets_dir"]),
+        venv_dir=data["venv_dir"],
+        demo_users=tuple(data["demo_users"]),
+        admin_users=tuple(data.get("admin_users", [])),
+        partitions=data["partitions"],
+        default_partition=data["default_partition"],
+        slurm_bin=data.get("slurm_bin", "/usr/bin"),
+        start_timeout=data.get("start_timeout", 300),
+    )

@@ -1,0 +1,55 @@
+"""The API endpoint a starting job calls to report its port, replacing batchspawner's.
+
+batchspawner's handler `setattr`s every attribute named in the request body on the spawner, so a
+job (run by the user) could rewrite, for example, the command the hub runs next time. This
+handler accepts only `port`, typed, and only for the server whose token made the call while that
+server is starting. The host is never taken from the job: the hub reads it from Slurm.
+"""
+from __future__ import annotations
+
+import json
+
+from jupyterhub.apihandlers import APIHandler, default_handlers
+from tornado import web
+
+ROUTE = r"/api/batchspawner"
+
+
+def parse_report(body) -> dict:
+    """Validate a job's report: {'port': 1..65535}. Raises ValueError."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = set(body) - {"port"}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    port = body.get("port")
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError("port must be an integer from 1 to 65535")
+    return {"port": port}
+
+
+class JobReportHandler(APIHandler):
+    @web.authenticated
+    def post(self):
+        token = self.get_auth_token()
+        spawner = next((s for s in self.current_user.spawners.values()
+                        if s.api_token and s.api_token == token), None)
+        if spawner is None:
+            raise web.HTTPError(403, "Only a server's own token may report its address.")
+        if spawner.pending != "spawn":
+            raise web.HTTPError(409, "The server is not starting; nothing to report.")
+        try:
+            report = parse_report(self.get_json_body())
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from None
+        spawner.port = report["port"]
+        self.set_status(201)
+        self.finish(json.dumps({"message": "address recorded"}))
+
+
+def install() -> None:
+    """Register this handler at batchspawner's route, removing batchspawner's own."""
+    import batchspawner.api  # noqa: F401  (it registers its handler on import)
+
+    default_handlers[:] = [h for h in default_handlers if h[0] != ROUTE]
+    default_handlers.append((ROUTE, JobReportHandler))

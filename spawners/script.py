@@ -1,0 +1,81 @@
+"""Render the batch script of a notebook job: a pure function of the request and the settings."""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+
+from .request import JobRequest
+
+# What may appear after `#SBATCH --opt=`: sbatch parses these lines itself (no shell), so
+# instead of quoting we refuse anything but a plain token.
+_SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.:,=/%@+-]+")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+class ScriptError(ValueError):
+    """A value cannot be written into a batch script safely."""
+
+
+def sbatch_value(value) -> str:
+    text = str(value)
+    if not _SBATCH_SAFE.fullmatch(text):
+        raise ScriptError(f"refusing to write {text!r} into an #SBATCH line")
+    return text
+
+
+@dataclass(frozen=True)
+class ScriptContext:
+    """Everything the template needs besides the request; all of it from the hub's side."""
+
+    username: str
+    home: str
+    venv_bin: str
+    launch_argv: tuple[str, ...]
+    export_names: tuple[str, ...]
+    cpus: int = 1
+    memory_mb: int = 2048
+
+
+def format_walltime(hours: int) -> str:
+    return f"{hours:d}:00:00"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["sbatch_value"] = sbatch_value
+    return env
+
+
+def _template_source(name: str) -> str:
+    return resources.files("aifa_workbench.hub_config").joinpath("templates", name).read_text()
+
+
+def render_batch_script(request: JobRequest, ctx: ScriptContext) -> str:
+    bad_names = [n for n in ctx.export_names if not _ENV_NAME.fullmatch(n)]
+    if bad_names:
+        raise ScriptError(f"refusing to export environment names {bad_names!r}")
+    template = _environment().from_string(_template_source("slurm_job.sh.j2"))
+    return template.render(
+        request=request,
+        username=ctx.username,
+        home=ctx.home,
+        venv_bin=ctx.venv_bin,
+        launch_argv=ctx.launch_argv,
+        export_names=ctx.export_names,
+        cpus=ctx.cpus,
+        memory_mb=ctx.memory_mb,
+        walltime=format_walltime(request.hours),
+        job_name=f"aifa-wb-{ctx.username}",
+        log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",
+    )
