@@ -18,6 +18,7 @@ try:
     proxy_token = settings.secret("proxy-auth-token")
     admin_token = settings.secret("admin-api-token")
     demo_password = settings.secret("demo-password")
+    admin_password = settings.secret("admin-password")
     check_slurm(settings.slurm_bin)
 except (SettingsError, PreflightError) as error:
     # SystemExit passes through traitlets' config loader, which would log and go on otherwise.
@@ -39,6 +40,7 @@ c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 # --- login: the demo users with one shared password (federated OIDC comes later) -------------
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = demo_password
+c.SharedPasswordAuthenticator.admin_password = admin_password  # admins log in with this one
 c.Authenticator.allowed_users = set(settings.demo_users)
 c.Authenticator.admin_users = set(settings.admin_users)
 

@@ -1,0 +1,48 @@
+import os
+import subprocess
+import pytest
+
+from . import hubs
+from .slurm_helpers import wait_for_job_end
+
+ROOT = hubs.ROOT
+DEMO_USERS = ("alice", "bob", "carol")
+
+
+def slurm_up() -> bool:
+    r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    return r.returncode == 0 and " is UP" in r.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The local Slurm cluster: reuse a running one, otherwise bring it up with the Ansible roles."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests act as the hub's service user and need root")
+    if not slurm_up():
+        subprocess.run(["ansible-playbook", "cluster.yml"], cwd=ROOT / "ansible", check=True)
+    assert slurm_up(), "the local Slurm cluster did not come up"
+    return True
+
+
+@pytest.fixture
+def start_hub(cluster):
+    """Factory: start_hub(name, base_path='/') -> a running hubs.Hub; all are stopped afterwards."""
+    started = []
+
+    def _start(name, base_path="/", settings_overrides=None):
+        hub = hubs.running_hub(name, base_path, settings_overrides)
+        started.append(hub)
+        return hub
+
+    yield _start
+    job_ids = [job for hub in started for job in hubs.stop_servers(hub)]
+    for job_id in job_ids:
+        wait_for_job_end(job_id)
+    for hub in started:
+        hubs.stop_hub(hub)
+
+
+@pytest.fixture
+def hub(start_hub):
+    return start_hub("hub")

@@ -1,0 +1,210 @@
+"""Start real hubs for tests: the project's jupyterhub_config.py, run by the hub's service user,
+each hub with its own ports, base URL, state directory and secrets."""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HUB_USER = "aifa-hub"
+VENV = Path("/opt/aifa-workbench/venv")
+INSTALLED_SETTINGS = Path("/etc/aifa-workbench/workbench.yaml")
+TEST_HUBS_DIR = Path("/var/lib/aifa-workbench/test-hubs")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _own(path: Path, mode: int) -> None:
+    entry = pwd.getpwnam(HUB_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(mode)
+
+
+@dataclass
+class Hub:
+    name: str
+    url: str                       # public URL with base path, ending in "/"
+    home: Path                     # state dir, settings and secrets of this hub
+    admin_token: str
+    password: str
+    admin_password: str
+    admin_users: tuple = ()
+    proc: subprocess.Popen | None = None
+    tokens: dict = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "hub.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return requests.request(method, self.url + "hub/api/" + path.lstrip("/"), headers=headers,
+                                timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def user_token(self, username: str) -> str:
+        if username not in self.tokens:
+            r = self.api("POST", f"users/{username}/tokens", json={"note": "test", "expires_in": 3600})
+            r.raise_for_status()
+            self.tokens[username] = r.json()["token"]
+        return self.tokens[username]
+
+    def server_url(self, username: str) -> str:
+        return f"{self.url}user/{username}/"
+
+
+def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None) -> Hub:
+    home = TEST_HUBS_DIR / f"{name}-{secrets.token_hex(3)}"
+    (home / "secrets").mkdir(parents=True)
+    values = {"proxy-auth-token": secrets.token_hex(32), "admin-api-token": secrets.token_hex(32),
+              "demo-password": secrets.token_urlsafe(9), "admin-password": secrets.token_urlsafe(24)}
+    for key, value in values.items():
+        (home / "secrets" / key).write_text(value + "\n")
+        _own(home / "secrets" / key, 0o400)
+    settings = yaml.safe_load(INSTALLED_SETTINGS.read_text())
+    settings.update(
+        bind_url=f"http://127.0.0.1:{free_port()}{base_path}",
+        hub_port=free_port(),
+        proxy_api_port=free_port(),
+        state_dir=str(home),
+        secrets_dir=str(home / "secrets"),
+    )
+    settings.update(settings_overrides or {})
+    (home / "workbench.yaml").write_text(yaml.safe_dump(settings))
+    shutil.copy(ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
+    for path in (home / "secrets", home):
+        _own(path, 0o700)
+    return Hub(name=name, url=settings["bind_url"], home=home, admin_token=values["admin-api-token"],
+               password=values["demo-password"], admin_password=values["admin-password"],
+               admin_users=tuple(settings.get("admin_users", ())))
+
+
+def start_hub_process(hub: Hub) -> subprocess.Popen:
+    log = open(hub.log_path, "ab")
+    argv = ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
+            f"HOME={hub.home}", "LANG=C.UTF-8", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+            str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")]
+    hub.proc = subprocess.Popen(argv, cwd=hub.home, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return hub.proc
+
+
+def wait_until_up(hub: Hub, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub.proc.poll() is not None:
+            raise RuntimeError(f"hub {hub.name} exited ({hub.proc.returncode}):\n{hub.log_tail()}")
+        try:
+            if requests.get(hub.url + "hub/api/", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"hub {hub.name} did not answer within {timeout} s:\n{hub.log_tail()}")
+
+
+def stop_servers(hub: Hub) -> list[str]:
+    """Stop every server of the hub; returns the Slurm job ids they had."""
+    try:
+        users = hub.api("GET", "users", params={"include_stopped_servers": "0"}).json()
+    except Exception:
+        return []
+    job_ids = []
+    for user in users:
+        for server in user.get("servers", {}).values():
+            job_ids.append(server.get("state", {}).get("job_id"))
+        if user.get("server") or user.get("pending"):
+            hub.api("DELETE", f"users/{user['name']}/server")
+    return [j for j in job_ids if j]
+
+
+def stop_hub(hub: Hub, timeout: float = 30) -> None:
+    if hub.proc is None or hub.proc.poll() is not None:
+        return
+    hub.proc.send_signal(signal.SIGTERM)
+    try:
+        hub.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(hub.proc.pid, signal.SIGKILL)
+        hub.proc.wait()
+
+
+def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None) -> Hub:
+    hub = write_hub_files(name, base_path, settings_overrides)
+    start_hub_process(hub)
+    try:
+        wait_until_up(hub)
+    except Exception:
+        stop_hub(hub)
+        raise
+    return hub
+
+
+def login(hub: Hub, username: str, password: str | None = None) -> requests.Session:
+    """Log in through the hub's login form, as a browser would; returns the cookie session."""
+    import re
+
+    session = requests.Session()
+    page = session.get(hub.url + "hub/login", timeout=30)
+    page.raise_for_status()
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    r = session.post(hub.url + "hub/login", timeout=30, allow_redirects=False,
+                     data={"username": username, "_xsrf": xsrf, "password": password or (
+                         hub.admin_password if username in hub.admin_users else hub.password)})
+    if r.status_code != 302:
+        raise AssertionError(f"login of {username} answered {r.status_code}")
+    return session
+
+
+def server_model(hub: Hub, username: str) -> dict:
+    r = hub.api("GET", f"users/{username}")
+    r.raise_for_status()
+    return r.json()["servers"].get("", {})
+
+
+def wait_ready(hub: Hub, username: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = server_model(hub, username)
+        if model.get("ready"):
+            return model
+        if not model:
+            raise AssertionError(f"{username}'s server stopped while starting:\n{hub.log_tail()}")
+        time.sleep(0.5)
+    raise AssertionError(f"{username}'s server was not ready within {timeout} s:\n{hub.log_tail()}")
+
+
+def progress_events(hub: Hub, username: str, token: str, timeout: float = 120) -> list[dict]:
+    """Read the spawn progress stream until it ends (ready or failed)."""
+    import json
+
+    events = []
+    with requests.get(hub.url + f"hub/api/users/{username}/server/progress", stream=True,
+                      headers={"Authorization": f"token {token}"}, timeout=timeout) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                events.append(event)
+                if event.get("ready") or event.get("failed"):
+                    break
+    return events
