@@ -1,0 +1,41 @@
+# AIFA Workbench. Run as root on Debian 12: the roles install packages and start daemons.
+SHELL := /bin/bash
+VENV := /opt/aifa-workbench/venv
+PLAYBOOK := cd ansible && ansible-playbook
+PYTEST := $(VENV)/bin/python -m pytest
+
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit
+
+demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
+	aifa-hubctl run
+
+demo-start: install      ## same, in the background; returns once the hub answers
+	aifa-hubctl start
+
+demo-stop:               ## stop a background hub
+	aifa-hubctl stop
+
+demo-status:
+	aifa-hubctl status
+
+install:                 ## the local Slurm cluster, the venv and the hub (idempotent)
+	ansible/bootstrap.sh
+	$(PLAYBOOK) site.yml
+
+cluster:                 ## only the local Slurm cluster (idempotent)
+	ansible/bootstrap.sh
+	$(PLAYBOOK) cluster.yml
+
+cluster-status:
+	ansible/clusterctl.sh status
+
+cluster-down:
+	ansible/clusterctl.sh down
+
+test:                    ## everything the tests need, then the whole suite
+	ansible/bootstrap.sh --test
+	$(PLAYBOOK) site.yml
+	$(PYTEST) tests
+
+test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
+	$(PYTEST) -m unit tests

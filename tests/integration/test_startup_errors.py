@@ -1,0 +1,96 @@
+"""Bad input at the hub's level: a broken settings file, Slurm down at start, a spawn while Slurm is down."""
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from . import hubs
+from .conftest import slurm_up
+
+pytestmark = pytest.mark.slurm
+
+SLURMCTLD_PIDFILE = Path("/var/lib/aifa-slurm/run/slurmctld.pid")
+
+
+def start_expecting_exit(hub: hubs.Hub, timeout: float = 60) -> str:
+    proc = hubs.start_hub_process(hub)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        hubs.stop_hub(hub)
+        raise AssertionError(f"the hub kept running:\n{hub.log_tail()}")
+    assert proc.returncode != 0
+    return hub.log_path.read_text()
+
+
+def cannot_start_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("AIFA Workbench cannot start:")]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"hub_port": "eighty"}, "workbench.yaml: hub_port: 'eighty' is not of type 'integer'."),
+    ({"partitons": {}}, "workbench.yaml: (top level): Additional properties are not allowed ('partitons' was unexpected)."),
+    ({"default_partition": "nope"}, "workbench.yaml: default_partition: 'nope' is not one of the partitions"),
+    ({"partitions": {"gpu": {"max_gpus": -1, "max_hours": 1}}}, "workbench.yaml: partitions.gpu.max_gpus: -1 is less than the minimum of 0."),
+])
+def test_broken_settings_stop_the_hub_with_one_sentence(cluster, override, expected):
+    if "default_partition" not in override and "partitions" in override:
+        override = {**override, "default_partition": "gpu"}
+    hub = hubs.write_hub_files("broken", settings_overrides=override)
+    log = start_expecting_exit(hub)
+    lines = cannot_start_lines(log)
+    assert len(lines) == 1, log
+    assert expected in lines[0]
+    assert "Traceback" not in log
+
+
+def test_unreadable_secret_names_the_file(cluster):
+    hub = hubs.write_hub_files("nosecret")
+    (hub.home / "secrets" / "demo-password").unlink()
+    lines = cannot_start_lines(start_expecting_exit(hub))
+    assert len(lines) == 1 and "secrets/demo-password" in lines[0] and "No such file" in lines[0]
+
+
+@pytest.fixture
+def slurmctld_stopped(cluster):
+    """Stop the Slurm controller for the test, and start it again afterwards."""
+    def stop():
+        pid = int(SLURMCTLD_PIDFILE.read_text())
+        subprocess.run(["kill", str(pid)], check=True)
+        for _ in range(100):
+            if not slurm_up():
+                return
+            time.sleep(0.1)
+        raise AssertionError("slurmctld did not stop")
+
+    yield stop
+    if not slurm_up():
+        subprocess.run(["/usr/sbin/slurmctld"], check=True)
+        for _ in range(100):
+            if slurm_up():
+                break
+            time.sleep(0.2)
+    assert slurm_up()
+
+
+def test_hub_refuses_to_start_while_slurm_is_down(slurmctld_stopped):
+    slurmctld_stopped()
+    hub = hubs.write_hub_files("noslurm")
+    lines = cannot_start_lines(start_expecting_exit(hub))
+    assert len(lines) == 1, lines
+    assert "Slurm is not answering" in lines[0] and "make cluster" in lines[0]
+
+
+def test_spawn_while_slurm_is_down_fails_with_a_readable_message(start_hub, slurmctld_stopped):
+    hub = start_hub("downspawn")
+    slurmctld_stopped()
+    token = hub.user_token("bob")
+    started = time.monotonic()
+    r = hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
+    assert r.status_code in (202, 500), r.text
+    events = hubs.progress_events(hub, "bob", token, timeout=60)
+    assert events and events[-1].get("failed"), events
+    assert "The Slurm scheduler is not answering" in events[-1]["message"]
+    assert time.monotonic() - started < 45
+    assert not hubs.server_model(hub, "bob")

@@ -1,0 +1,39 @@
+import pytest
+
+from aifa_workbench.spawners.job_callback import parse_report
+from aifa_workbench.spawners.slurm import explain_sbatch_failure, export_names
+from aifa_workbench.spawners.transport import CommandResult
+
+
+def test_a_port_is_accepted():
+    assert parse_report({"port": 8888}) == {"port": 8888}
+
+
+@pytest.mark.parametrize("body", [
+    {"port": 0}, {"port": 70000}, {"port": "8888"}, {"port": True}, {},
+    {"port": 8888, "cmd": ["/bin/sh"]}, {"port": 8888, "batch_submit_cmd": "id"}, {"port": 8888, "ip": "evil"},
+    [8888], "port",
+])
+def test_anything_else_is_refused(body):
+    with pytest.raises(ValueError):
+        parse_report(body)
+
+
+def failed(stderr):
+    return CommandResult(("sbatch",), 1, "", stderr)
+
+
+def test_sbatch_failures_become_sentences():
+    down = explain_sbatch_failure("bob", failed(
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"))
+    assert down.startswith("The Slurm scheduler is not answering")
+    sudo = explain_sbatch_failure("eve", failed("sudo: a password is required"))
+    assert "not allowed to start jobs for 'eve'" in sudo
+    refused = explain_sbatch_failure("bob", failed(
+        "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified"))
+    assert refused == "Slurm refused to start your server: Invalid account or account/partition combination specified."
+
+
+def test_only_jupyterhub_variables_reach_the_job():
+    env = {"JUPYTERHUB_API_TOKEN": "t", "JPY_API_TOKEN": "t", "PATH": "/x", "LD_PRELOAD": "/evil.so"}
+    assert export_names(env) == ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN")
