@@ -75,6 +75,23 @@ def test_two_users_at_once_cannot_reach_each_other(hub):
     assert "JupyterLab" not in r.text
 
 
+def test_a_jobs_token_serves_only_its_own_server(hub):
+    token = hub.user_token("alice")
+    hub.api("POST", "users/alice/server", token=token, json={"partition": "cpu"})
+    hub.api("POST", "users/bob/server", token=hub.user_token("bob"), json={"partition": "cpu"})
+    wait_ready(hub, "alice")
+    wait_ready(hub, "bob")
+    job_token = execute(hub.server_url("alice"), token, "import os; os.environ['JUPYTERHUB_API_TOKEN']").strip("'")
+    auth = {"Authorization": f"token {job_token}"}
+    bob_server = hub.server_url("bob")
+    assert requests.get(bob_server + "api/status", headers=auth, timeout=30, allow_redirects=False).status_code in (302, 403)
+    assert hub.api("GET", "users", token=job_token).status_code == 403
+    assert hub.api("POST", "users/bob/server", token=job_token).status_code == 403
+    # the port callback: only while starting, only a port
+    assert hub.api("POST", "batchspawner", token=job_token, json={"port": 1}).status_code == 409
+    assert hub.api("POST", "batchspawner", token=hub.user_token("bob"), json={"port": 1}).status_code == 403
+
+
 def test_bad_request_is_refused_and_submits_nothing(hub):
     token = hub.user_token("carol")
     before = squeue_ids("carol")

@@ -1,0 +1,37 @@
+"""One installable distribution whose code imports as aifa_workbench.*, as a wheel and editable."""
+import pathlib
+import subprocess
+import sys
+import venv
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.packaging
+
+
+def test_wheel_holds_one_package_with_its_data(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("aifa_workbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names if not n.startswith("aifa_workbench-")}
+    assert top_level == {"aifa_workbench"}
+    for expected in ["aifa_workbench/spawners/slurm.py", "aifa_workbench/hub_config/jupyterhub_config.py",
+                     "aifa_workbench/hub_config/templates/slurm_job.sh.j2", "aifa_workbench/extensions/__init__.py"]:
+        assert expected in names
+
+
+def test_editable_install_imports_from_the_checkout(tmp_path):
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)],
+                   check=True, capture_output=True)
+    code = ("import aifa_workbench.spawners.request as r, importlib.util as u; print(r.__file__); "
+            "print(u.find_spec('spawners') is None)")
+    out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
+    module_file, no_generic_name = out.split()
+    assert module_file == str(ROOT / "spawners" / "request.py")
+    assert no_generic_name == "True"
