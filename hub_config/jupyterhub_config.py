@@ -6,7 +6,8 @@
 import os
 import sys
 
-from aifa_workbench.hub_config.preflight import PreflightError, check_slurm
+from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
 from aifa_workbench.spawners import job_callback
 
@@ -19,8 +20,10 @@ try:
     admin_token = settings.secret("admin-api-token")
     demo_password = settings.secret("demo-password")
     admin_password = settings.secret("admin-password")
+    sites = load_catalogue(settings.catalogue_dir, settings.sites)
     check_slurm(settings.slurm_bin)
-except (SettingsError, PreflightError) as error:
+    check_local_partitions(sites, settings.slurm_bin)
+except (SettingsError, CatalogueError, PreflightError) as error:
     # SystemExit passes through traitlets' config loader, which would log and go on otherwise.
     sys.exit(f"AIFA Workbench cannot start: {error}")
 
@@ -58,13 +61,15 @@ job_callback.install()
 c.JupyterHub.spawner_class = "aifa_workbench.spawners.slurm.WorkbenchSlurmSpawner"
 c.WorkbenchSlurmSpawner.venv_dir = settings.venv_dir
 c.WorkbenchSlurmSpawner.slurm_bin = settings.slurm_bin
-c.WorkbenchSlurmSpawner.partitions = settings.partitions
-c.WorkbenchSlurmSpawner.default_partition = settings.default_partition
+c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
+c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
+c.WorkbenchSlurmSpawner.default_site = settings.default_site
+c.WorkbenchSlurmSpawner.user_accounts = settings.user_accounts or {}
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5}
 
 c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"
-print(f"AIFA Workbench hub: settings {settings.path}, public URL {settings.bind_url}, "
-      f"state in {state}", file=sys.stderr)
+print(f"AIFA Workbench hub: settings {settings.path}, sites {', '.join(sites)}, "
+      f"public URL {settings.bind_url}, state in {state}", file=sys.stderr)

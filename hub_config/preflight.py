@@ -23,3 +23,19 @@ def check_slurm(slurm_bin: str = "/usr/bin", timeout: float = 20) -> None:
     if result.returncode != 0 or " is UP" not in said:
         raise PreflightError(f"Slurm is not answering (`scontrol ping` says: {said or 'nothing'}): "
                              "start it with `make cluster` and start the hub again.")
+
+
+def check_local_partitions(sites, slurm_bin: str = "/usr/bin", timeout: float = 20) -> None:
+    """Fail if a site run on this host's Slurm names a partition Slurm does not have."""
+    local = [site for site in sites.values() if site.transport == "local"]
+    if not local:
+        return
+    result = subprocess.run([f"{slurm_bin}/sinfo", "--noheader", "--format=%R"], capture_output=True,
+                            text=True, timeout=timeout)
+    known = set(result.stdout.split())
+    for site in local:
+        missing = sorted(set(site.partitions) - known)
+        if missing:
+            raise PreflightError(f"{site.path}: partitions: Slurm here has no partition "
+                                 f"{', '.join(missing)} (it has {', '.join(sorted(known)) or 'none'}): "
+                                 "fix the site file or the cluster (`make cluster`).")

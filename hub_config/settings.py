@@ -18,7 +18,7 @@ SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["bind_url", "hub_port", "proxy_api_port", "state_dir", "secrets_dir", "venv_dir",
-                 "demo_users", "partitions", "default_partition"],
+                 "demo_users", "sites", "default_site"],
     "properties": {
         "bind_url": {"type": "string", "pattern": r"^https?://[^\s]+/$"},
         "hub_port": _PORT,
@@ -29,21 +29,15 @@ SCHEMA = {
         "slurm_bin": _ABS_PATH,
         "demo_users": {"type": "array", "items": _NAME, "minItems": 1, "uniqueItems": True},
         "admin_users": {"type": "array", "items": _NAME, "uniqueItems": True},
-        "default_partition": {"type": "string"},
+        "sites": {"type": "array", "items": _NAME, "minItems": 1, "uniqueItems": True},
+        "default_site": _NAME,
+        "catalogue_dir": _ABS_PATH,
         "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400},
-        "partitions": {
+        "user_accounts": {
             "type": "object",
-            "minProperties": 1,
-            "propertyNames": {"pattern": r"^[a-z][a-z0-9_-]{0,31}$"},
-            "additionalProperties": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["max_gpus", "max_hours"],
-                "properties": {
-                    "max_gpus": {"type": "integer", "minimum": 0, "maximum": 64},
-                    "max_hours": {"type": "integer", "minimum": 1, "maximum": 168},
-                },
-            },
+            "propertyNames": {"pattern": _NAME["pattern"]},
+            "additionalProperties": {"type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
+                                     "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         },
     },
 }
@@ -64,8 +58,10 @@ class Settings:
     venv_dir: str
     demo_users: tuple[str, ...]
     admin_users: tuple[str, ...]
-    partitions: dict
-    default_partition: str
+    sites: tuple[str, ...]
+    default_site: str
+    catalogue_dir: str | None = None
+    user_accounts: dict | None = None
     slurm_bin: str = "/usr/bin"
     start_timeout: int = 300
 
@@ -93,9 +89,9 @@ def validate(data, path: Path) -> None:
     if errors:
         first = errors[0]
         raise SettingsError(f"{path}: {_key_of(first)}: {first.message}.")
-    if data["default_partition"] not in data["partitions"]:
-        raise SettingsError(f"{path}: default_partition: {data['default_partition']!r} is not "
-                            f"one of the partitions ({', '.join(sorted(data['partitions']))}).")
+    if data["default_site"] not in data["sites"]:
+        raise SettingsError(f"{path}: default_site: {data['default_site']!r} is not one of the "
+                            f"enabled sites ({', '.join(data['sites'])}).")
     unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
     if unknown_admins:
         raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
@@ -123,8 +119,10 @@ def load_settings(path) -> Settings:
         venv_dir=data["venv_dir"],
         demo_users=tuple(data["demo_users"]),
         admin_users=tuple(data.get("admin_users", [])),
-        partitions=data["partitions"],
-        default_partition=data["default_partition"],
+        sites=tuple(data["sites"]),
+        default_site=data["default_site"],
+        catalogue_dir=data.get("catalogue_dir"),
+        user_accounts=data.get("user_accounts", {}),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
     )

@@ -1,12 +1,20 @@
 """Turn a user's `user_options` into a typed job request, or refuse them with a sentence.
 
-This is the only path from what a user sends to what reaches a batch script: values are
-checked against allowlists and bounds here and nowhere else, and nothing unchecked survives.
+This is the only path from what a user sends to what reaches a batch script: every value is
+checked against the site catalogue, the user's own accounts and reservations, and bounds here,
+and nothing unchecked survives. Pure: no Slurm, no I/O.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Mapping
+
+from aifa_workbench.hub_config.catalogue import Partition, Site
+
+ALLOWED_KEYS = ("profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
+                "reservation", "environment")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class RequestError(ValueError):
@@ -14,24 +22,37 @@ class RequestError(ValueError):
 
 
 @dataclass(frozen=True)
-class PartitionLimits:
-    name: str
-    max_gpus: int
-    max_hours: int
+class UserContext:
+    """What the user may use, per site: Slurm accounts and reservations."""
+
+    accounts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reservations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class JobRequest:
+    site: str
     partition: str
     gpus: int
+    cpus: int
+    memory_gb: int
     hours: int
+    account: str
+    environment: str
+    reservation: str | None = None
+    profile: str | None = None
+    whole_node: bool = False
 
 
-ALLOWED_KEYS = ("partition", "gpus", "hours")
+def _one_of(key: str, value, allowed) -> str:
+    allowed = list(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        shown = ", ".join(allowed) if allowed else "none"
+        raise RequestError(f"'{key}' must be one of: {shown}; {value!r} is not one of them.")
+    return value
 
 
-def _bounded_int(options: Mapping, key: str, default: int, low: int, high: int) -> int:
-    value = options.get(key, default)
+def _whole_number(key: str, value, low: int, high: int) -> int:
     # bool is an int subclass: refuse it, and refuse strings, floats and the like.
     if type(value) is not int:
         raise RequestError(f"'{key}' must be a whole number from {low} to {high}.")
@@ -40,12 +61,50 @@ def _bounded_int(options: Mapping, key: str, default: int, low: int, high: int) 
     return value
 
 
-def parse_job_request(
-    options: Mapping,
-    partitions: Mapping[str, PartitionLimits],
-    default_partition: str,
-    default_hours: int = 1,
-) -> JobRequest:
+def _fixed(key: str, options: Mapping, value: int, why: str) -> int:
+    if key in options and options[key] != value:
+        raise RequestError(f"'{key}' must be {value} on this partition: {why}.")
+    return value
+
+
+def _resources(options: Mapping, site: Site, part: Partition) -> tuple[int, int, int]:
+    """gpus, cpus, memory_gb for the partition, whole-node partitions forcing whole nodes."""
+    if part.whole_node:
+        why = f"{part.name} gives whole nodes only"
+        return (_fixed("gpus", options, part.gpus_per_node, why), _fixed("cpus", options, part.cores_per_node, why),
+                _fixed("memory_gb", options, part.memory_gb_per_node, why))
+    if not part.has_gpus:
+        gpus = _fixed("gpus", options, 0, f"{part.name} has no GPUs")
+        cpus = _whole_number("cpus", options.get("cpus", part.default_cpus), 1, part.cores_per_node)
+        memory = _whole_number("memory_gb", options.get("memory_gb", part.default_memory_gb), 1,
+                               part.memory_gb_per_node)
+        return gpus, cpus, memory
+    gpus = _whole_number("gpus", options.get("gpus", 1), 1, part.gpus_per_node)
+    cpus = _whole_number("cpus", options.get("cpus", gpus * part.cpus_per_gpu), 1, gpus * part.cpus_per_gpu)
+    memory = _whole_number("memory_gb", options.get("memory_gb", gpus * part.memory_gb_per_gpu), 1,
+                           gpus * part.memory_gb_per_gpu)
+    return gpus, cpus, memory
+
+
+def _account(options: Mapping, site: Site, user: UserContext) -> str:
+    mine = tuple(user.accounts.get(site.name, ()))
+    if not mine:
+        raise RequestError(f"You have no project (Slurm account) on {site.title} yet; ask your workbench "
+                           "administrator or your project's PI to add you.")
+    return _one_of("account", options.get("account", mine[0]), mine)
+
+
+def _reservation(options: Mapping, site: Site, user: UserContext) -> str | None:
+    value = options.get("reservation")
+    if value in (None, ""):
+        return None
+    if not site.reservations_allowed:
+        raise RequestError(f"'reservation' cannot be used on {site.title}.")
+    return _one_of("reservation", value, user.reservations.get(site.name, ()))
+
+
+def parse_job_request(options: Mapping, sites: Mapping[str, Site], user: UserContext, default_site: str,
+                      profiles: Mapping[str, Mapping] | None = None) -> JobRequest:
     """Validate `options` (a user's `user_options`) and return a JobRequest.
 
     Raises RequestError with a sentence naming the field and the allowed values.
@@ -54,17 +113,35 @@ def parse_job_request(
         raise RequestError("The server options must be a JSON object.")
     unknown = sorted(str(k) for k in options if k not in ALLOWED_KEYS)
     if unknown:
-        raise RequestError(
-            f"Unknown option {', '.join(repr(k) for k in unknown)}; "
-            f"the options you may set are {', '.join(ALLOWED_KEYS)}."
-        )
-    partition = options.get("partition", default_partition)
-    if not isinstance(partition, str) or partition not in partitions:
-        raise RequestError(
-            f"'partition' must be one of {', '.join(sorted(partitions))}; "
-            f"{partition!r} is not one of them."
-        )
-    limits = partitions[partition]
-    gpus = _bounded_int(options, "gpus", 0, 0, limits.max_gpus)
-    hours = _bounded_int(options, "hours", min(default_hours, limits.max_hours), 1, limits.max_hours)
-    return JobRequest(partition=partition, gpus=gpus, hours=hours)
+        raise RequestError(f"Unknown option {', '.join(repr(k) for k in unknown)}; "
+                           f"the options you may set are {', '.join(ALLOWED_KEYS)}.")
+    profile = None
+    if "profile" in options:
+        profiles = profiles or {}
+        profile = _one_of("profile", options["profile"], profiles)
+        if set(options) - {"profile", "account", "reservation"}:
+            raise RequestError("A profile sets the resources itself: send 'profile' alone "
+                               "(with 'account' or 'reservation' if you need them), or the fields without it.")
+        options = {**profiles[profile], **{k: v for k, v in options.items() if k != "profile"}}
+    site = sites[_one_of("site", options.get("site", default_site), sites)]
+    part = site.partitions[_one_of("partition", options.get("partition", next(iter(site.partitions))),
+                                   site.partitions)]
+    gpus, cpus, memory_gb = _resources(options, site, part)
+    return JobRequest(
+        site=site.name,
+        partition=part.name,
+        gpus=gpus,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        hours=_whole_number("hours", options.get("hours", 1), 1, part.max_hours),
+        account=_account(options, site, user),
+        environment=_one_of("environment", options.get("environment", site.default_environment), site.environments),
+        reservation=_reservation(options, site, user),
+        profile=profile,
+        whole_node=part.whole_node,
+    )
+
+
+def is_safe_name(value: str) -> bool:
+    """Account and reservation names as Slurm reports them (used when reading them from Slurm)."""
+    return bool(_SLUG.fullmatch(value))

@@ -1,4 +1,5 @@
-"""Render the batch script of a notebook job: a pure function of the request and the settings."""
+"""Render the batch script of a notebook job: a pure function of the request, the site catalogue
+and the hub's own settings. One Jinja2 template per site family, StrictUndefined."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 import jinja2
+
+from aifa_workbench.hub_config.catalogue import Site
 
 from .request import JobRequest
 
@@ -29,23 +32,26 @@ def sbatch_value(value) -> str:
 
 @dataclass(frozen=True)
 class ScriptContext:
-    """Everything the template needs besides the request; all of it from the hub's side."""
+    """Everything the template needs besides the request and the catalogue; all from the hub's side."""
 
     username: str
     home: str
     venv_bin: str
     launch_argv: tuple[str, ...]
     export_names: tuple[str, ...]
-    cpus: int = 1
-    memory_mb: int = 2048
 
 
 def format_walltime(hours: int) -> str:
     return f"{hours:d}:00:00"
 
 
+def template_source(name: str) -> str:
+    return resources.files("aifa_workbench.hub_config").joinpath("templates", name).read_text()
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(template_source),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -57,24 +63,25 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _template_source(name: str) -> str:
-    return resources.files("aifa_workbench.hub_config").joinpath("templates", name).read_text()
+_ENV = _environment()
 
 
-def render_batch_script(request: JobRequest, ctx: ScriptContext) -> str:
+def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> str:
     bad_names = [n for n in ctx.export_names if not _ENV_NAME.fullmatch(n)]
     if bad_names:
         raise ScriptError(f"refusing to export environment names {bad_names!r}")
-    template = _environment().from_string(_template_source("slurm_job.sh.j2"))
+    partition = site.partitions[request.partition]
+    template = _ENV.get_template(f"{partition.family}.sh.j2")
     return template.render(
         request=request,
+        site=site,
+        partition=partition,
+        environment=site.environments[request.environment],
         username=ctx.username,
         home=ctx.home,
         venv_bin=ctx.venv_bin,
         launch_argv=ctx.launch_argv,
         export_names=ctx.export_names,
-        cpus=ctx.cpus,
-        memory_mb=ctx.memory_mb,
         walltime=format_walltime(request.hours),
         job_name=f"aifa-wb-{ctx.username}",
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

@@ -2,19 +2,26 @@
 
 Kept from batchspawner: the start/poll/stop life cycle and Slurm state parsing.
 Replaced: shell command strings (argv lists through a transport), the merge of `user_options`
-into template variables (a validated JobRequest instead), and errors users can read.
+into template variables (a JobRequest validated against the site catalogue instead), and errors
+users can read.
 """
 from __future__ import annotations
 
+import functools
 import pwd
 import re
 
 from batchspawner import JobStatus, SlurmSpawner
+from jinja2 import Environment, FunctionLoader, StrictUndefined
 from tornado import web
-from traitlets import Dict, Float, Instance, Integer, Unicode, default
+from traitlets import Dict, Float, Instance, List, Unicode, default
 
-from .request import PartitionLimits, RequestError, parse_job_request
-from .script import ScriptContext, render_batch_script
+from aifa_workbench.hub_config.catalogue import load_catalogue
+
+from . import profiles as profiles_mod
+from .request import RequestError, UserContext, parse_job_request
+from .script import ScriptContext, render_batch_script, template_source
+from .slurm_facts import SlurmFacts
 from .transport import CommandResult, CommandTimeout, LocalTransport
 
 SLURM_UNREACHABLE = re.compile(
@@ -23,6 +30,7 @@ SLURM_UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 _JOB_ID = re.compile(r"(\d+)(;[\w.-]+)?")
+_FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
 
 
 class SpawnError(RuntimeError):
@@ -31,6 +39,13 @@ class SpawnError(RuntimeError):
     def __init__(self, message: str):
         super().__init__(message)
         self.jupyterhub_message = message
+
+
+def user_error(message: str) -> web.HTTPError:
+    """HTTP 400 whose sentence JupyterHub shows as is (REST `message`, spawn form, spawn page)."""
+    error = web.HTTPError(400, message)
+    error.jupyterhub_message = message
+    return error
 
 
 def explain_sbatch_failure(username: str, result: CommandResult) -> str:
@@ -51,18 +66,23 @@ def export_names(env: dict) -> tuple[str, ...]:
     return tuple(sorted(n for n in env if n.startswith("JUPYTERHUB_") or n == "JPY_API_TOKEN"))
 
 
+@functools.lru_cache(maxsize=8)
+def cached_catalogue(directory: str, enabled: tuple[str, ...]):
+    return load_catalogue(directory or None, enabled)
+
+
 class WorkbenchSlurmSpawner(SlurmSpawner):
-    partitions = Dict(
-        help="Partitions users may ask for: name -> {'max_gpus': int, 'max_hours': int}.",
+    catalogue_dir = Unicode("", help="Directory of site files (*.yaml); empty: the bundled catalogue.").tag(config=True)
+    enabled_sites = List(Unicode(), default_value=["local"], help="Sites users may start servers on.").tag(config=True)
+    default_site = Unicode("local", help="Site used when a request names none.").tag(config=True)
+    user_accounts = Dict(
+        help="For sites whose accounts come from settings: {user: {site: [account, ...]}}.",
     ).tag(config=True)
-    default_partition = Unicode("cpu", help="Partition used when a request names none.").tag(config=True)
     venv_dir = Unicode(
         "/opt/aifa-workbench/venv",
         help="Virtual environment, readable by job users, whose jupyterhub-singleuser the job runs.",
     ).tag(config=True)
-    slurm_bin = Unicode("/usr/bin", help="Directory of sbatch, squeue and scancel.").tag(config=True)
-    job_cpus = Integer(1, help="CPUs per notebook job.").tag(config=True)
-    job_memory_mb = Integer(2048, help="Memory per notebook job, in MB.").tag(config=True)
+    slurm_bin = Unicode("/usr/bin", help="Directory of sbatch, squeue, scancel, sacctmgr, scontrol.").tag(config=True)
     command_timeout = Float(30, help="Seconds before a Slurm command is given up on.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
@@ -79,27 +99,67 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def _default_apply_user_options(self):
         return lambda spawner, options: spawner.apply_job_request(options)
 
-    def partition_limits(self) -> dict[str, PartitionLimits]:
-        return {name: PartitionLimits(name, int(v["max_gpus"]), int(v["max_hours"]))
-                for name, v in self.partitions.items()}
+    @default("options_form")
+    def _default_options_form(self):
+        return lambda spawner: spawner.render_options_form()
 
-    def apply_job_request(self, options):
+    # --- catalogue, profiles, what the user may use ------------------------------------------
+    @property
+    def sites(self):
+        return cached_catalogue(self.catalogue_dir, tuple(self.enabled_sites))
+
+    @property
+    def quick_start_profiles(self):
+        return profiles_mod.quick_start_profiles(self.sites)
+
+    @property
+    def facts(self) -> SlurmFacts:
+        return SlurmFacts(self.transport, self.slurm_bin, self.command_timeout)
+
+    async def user_context(self) -> UserContext:
+        accounts, reservations = {}, {}
+        name = self.user.name
+        for site in self.sites.values():
+            if site.accounts_from == "slurm":
+                accounts[site.name] = await self.facts.user_accounts(name)
+                reservations[site.name] = await self.facts.reservations(name, accounts[site.name])
+            else:
+                accounts[site.name] = tuple(self.user_accounts.get(name, {}).get(site.name, ()))
+        return UserContext(accounts=accounts, reservations=reservations)
+
+    async def apply_job_request(self, options):
+        profiles = {p.slug: p.options for p in self.quick_start_profiles}
         try:
-            self.job_request = parse_job_request(options, self.partition_limits(), self.default_partition)
+            request = parse_job_request(options, self.sites, await self.user_context(), self.default_site, profiles)
         except RequestError as e:
-            raise web.HTTPError(400, str(e)) from None
+            raise user_error(str(e)) from None
+        site = self.sites[request.site]
+        if site.transport != "local":
+            raise user_error(f"Servers on {site.title} cannot be started from this hub yet: it reaches only "
+                             "its local cluster. Choose a profile of the local cluster.")
+        self.job_request = request
 
+    # --- the spawn form ------------------------------------------------------------------------
+    async def render_options_form(self) -> str:
+        context = await self.user_context()
+        load = {name: await self.facts.partition_load()
+                for name, site in self.sites.items() if site.transport == "local"}
+        data = profiles_mod.form_data(self.sites, self.quick_start_profiles, context.accounts,
+                                      context.reservations, load)
+        return _FORM.get_template("spawn_form.html.j2").render(data=data, default_site=self.default_site)
+
+    def options_from_form(self, formdata):
+        return profiles_mod.options_from_form(formdata)
+
+    # --- Slurm commands, as argv lists ---------------------------------------------------------
     async def run_command(self, cmd, input=None, env=None):
         raise NotImplementedError("shell command strings are not used; see LocalTransport")
 
     def _slurm(self, name: str) -> str:
         return f"{self.slurm_bin}/{name}"
 
-    async def submit_batch_script(self):
-        if self.job_request is None:
-            self.apply_job_request(self.user_options or {})
+    def batch_script(self, env: dict) -> str:
         username = self.user.name
-        env = self.get_env()
         ctx = ScriptContext(
             username=username,
             home=pwd.getpwnam(username).pw_dir,
@@ -107,10 +167,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             launch_argv=(f"{self.venv_dir}/bin/batchspawner-singleuser",
                          f"{self.venv_dir}/bin/jupyterhub-singleuser", *self.get_args()),
             export_names=export_names(env),
-            cpus=self.job_cpus,
-            memory_mb=self.job_memory_mb,
         )
-        script = render_batch_script(self.job_request, ctx)
+        return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
+
+    async def submit_batch_script(self):
+        if self.job_request is None:
+            await self.apply_job_request(self.user_options or {})
+        username = self.user.name
+        env = self.get_env()
+        script = self.batch_script(env)
         self.log.debug("Batch script for %s:\n%s", username, script)
         try:
             result = await self.transport.run([self._slurm("sbatch"), "--parsable"], as_user=username,
@@ -125,8 +190,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not match:
             raise SpawnError(f"Slurm answered in a way the workbench does not understand: {result.stdout!r}.")
         self.job_id = match.group(1)
-        self.log.info("Submitted job %s for %s in partition %s", self.job_id, username,
-                      self.job_request.partition)
+        self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
 
     async def query_job_status(self):

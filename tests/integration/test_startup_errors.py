@@ -30,19 +30,50 @@ def cannot_start_lines(log: str) -> list[str]:
 
 @pytest.mark.parametrize("override, expected", [
     ({"hub_port": "eighty"}, "workbench.yaml: hub_port: 'eighty' is not of type 'integer'."),
-    ({"partitons": {}}, "workbench.yaml: (top level): Additional properties are not allowed ('partitons' was unexpected)."),
-    ({"default_partition": "nope"}, "workbench.yaml: default_partition: 'nope' is not one of the partitions"),
-    ({"partitions": {"gpu": {"max_gpus": -1, "max_hours": 1}}}, "workbench.yaml: partitions.gpu.max_gpus: -1 is less than the minimum of 0."),
+    ({"sitez": ["local"]}, "workbench.yaml: (top level): Additional properties are not allowed ('sitez' was unexpected)."),
+    ({"default_site": "lumi"}, "workbench.yaml: default_site: 'lumi' is not one of the enabled sites (local)."),
+    ({"sites": ["local", "mars"]}, "enabled site(s) mars have no file there."),
 ])
 def test_broken_settings_stop_the_hub_with_one_sentence(cluster, override, expected):
-    if "default_partition" not in override and "partitions" in override:
-        override = {**override, "default_partition": "gpu"}
     hub = hubs.write_hub_files("broken", settings_overrides=override)
     log = start_expecting_exit(hub)
     lines = cannot_start_lines(log)
     assert len(lines) == 1, log
     assert expected in lines[0]
     assert "Traceback" not in log
+
+
+def custom_catalogue(hub: hubs.Hub, edit) -> Path:
+    """A copy of the bundled catalogue in the hub's directory, with `edit` applied to local.yaml."""
+    import shutil
+
+    import yaml
+
+    from aifa_workbench.hub_config.catalogue import bundled_sites_dir
+
+    directory = hub.home / "sites"
+    shutil.copytree(bundled_sites_dir(), directory)
+    data = yaml.safe_load((directory / "local.yaml").read_text())
+    edit(data)
+    (directory / "local.yaml").write_text(yaml.safe_dump(data))
+    settings_path = hub.home / "workbench.yaml"
+    settings = yaml.safe_load(settings_path.read_text())
+    settings["catalogue_dir"] = str(directory)
+    settings_path.write_text(yaml.safe_dump(settings))
+    return directory
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d["partitions"]["gpu"].update(gpus_per_node="four"),
+     "local.yaml: partitions.gpu.gpus_per_node: 'four' is not of type 'integer'."),
+    (lambda d: d["partitions"].update(h100=d["partitions"]["gpu"]),
+     "local.yaml: partitions: Slurm here has no partition h100"),
+], ids=["wrong-type", "unknown-partition"])
+def test_a_bad_catalogue_stops_the_hub_with_file_key_and_reason(cluster, edit, expected):
+    hub = hubs.write_hub_files("badcatalogue")
+    custom_catalogue(hub, edit)
+    lines = cannot_start_lines(start_expecting_exit(hub))
+    assert len(lines) == 1 and expected in lines[0], lines
 
 
 def test_unreadable_secret_names_the_file(cluster):

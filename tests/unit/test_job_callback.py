@@ -37,3 +37,17 @@ def test_sbatch_failures_become_sentences():
 def test_only_jupyterhub_variables_reach_the_job():
     env = {"JUPYTERHUB_API_TOKEN": "t", "JPY_API_TOKEN": "t", "PATH": "/x", "LD_PRELOAD": "/evil.so"}
     assert export_names(env) == ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN")
+
+
+def test_slurm_facts_parsers():
+    from aifa_workbench.spawners.slurm_facts import parse_partition_load, parse_reservations, parse_user_accounts
+
+    assert parse_user_accounts("proj_training|proj_sme\nproj_training|proj_training\nbad line\n") == \
+        ("proj_training", "proj_sme")
+    res = ("ReservationName=intro-to-llms StartTime=x Users=alice,bob Accounts=(null) State=ACTIVE\n"
+           "ReservationName=other Users=(null) Accounts=proj_research State=ACTIVE\n"
+           "ReservationName=old Users=alice State=INACTIVE_OTHER\n")
+    assert parse_reservations(res, "alice", ("proj_sme",)) == ("intro-to-llms",)
+    assert parse_reservations(res, "bob", ("proj_research",)) == ("intro-to-llms", "other")
+    load = parse_partition_load("small-g  gpu:8  gpu:2(IDX:0-1)\ncpu  gpu:8  gpu:2(IDX:0-1)\n", "small-g\nsmall-g\n")
+    assert load["small-g"] == {"idle_gpus": 6, "total_gpus": 8, "pending": 2}

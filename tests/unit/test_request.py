@@ -1,53 +1,79 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
-from aifa_workbench.spawners.request import PartitionLimits, RequestError, parse_job_request
+from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.spawners.profiles import quick_start_profiles
+from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
 from aifa_workbench.spawners.script import ScriptContext, render_batch_script
 
-PARTITIONS = {
-    "cpu": PartitionLimits("cpu", 0, 48),
-    "small-g": PartitionLimits("small-g", 8, 72),
-    "dev-g": PartitionLimits("dev-g", 8, 3),
-}
+SITES = load_catalogue()
+USER = UserContext(accounts={"local": ("proj_sme", "proj_training"), "lumi": ("project_465000123",),
+                             "lucia": ("aifa_cat1",)},
+                   reservations={"local": ("intro-to-llms",), "lumi": ("AI_workshop_Day1",)})
+PROFILES = {p.slug: p.options for p in quick_start_profiles(SITES)}
 CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/v/bin",
                     launch_argv=("/opt/v/bin/jupyterhub-singleuser",), export_names=("JUPYTERHUB_API_TOKEN",))
 
 
-def parse(options):
-    return parse_job_request(options, PARTITIONS, "cpu")
+def parse(options, user=USER):
+    return parse_job_request(options, SITES, user, "local", PROFILES)
 
 
-def test_defaults():
+def test_defaults_on_the_local_site():
     req = parse({})
-    assert (req.partition, req.gpus, req.hours) == ("cpu", 0, 1)
+    assert (req.site, req.partition, req.gpus, req.cpus, req.memory_gb, req.hours, req.account, req.environment) == \
+        ("local", "cpu", 0, 1, 2, 1, "proj_sme", "workbench")
 
 
-def test_a_valid_gpu_request():
-    req = parse({"partition": "small-g", "gpus": 2, "hours": 3})
-    assert (req.partition, req.gpus, req.hours) == ("small-g", 2, 3)
+def test_lumi_small_g_shares_follow_the_gpu_count():
+    req = parse({"site": "lumi", "partition": "small-g", "gpus": 2, "hours": 3})
+    assert (req.gpus, req.cpus, req.memory_gb, req.account) == (2, 14, 120, "project_465000123")
+
+
+def test_whole_node_partitions_force_whole_nodes():
+    req = parse({"site": "lumi", "partition": "standard-g"})
+    assert (req.gpus, req.cpus, req.memory_gb, req.whole_node) == (8, 56, 480, True)
+    with pytest.raises(RequestError, match="'gpus' must be 8 on this partition: standard-g gives whole nodes only"):
+        parse({"site": "lumi", "partition": "standard-g", "gpus": 2})
+
+
+def test_a_profile_expands_to_its_request():
+    req = parse({"profile": "lumi-small-g-1gcd-2h"})
+    assert (req.site, req.partition, req.gpus, req.hours, req.profile) == ("lumi", "small-g", 1, 2, "lumi-small-g-1gcd-2h")
 
 
 def test_batchspawner_injection_regression():
     """batchspawner merges user_options into the script: this would add an #SBATCH line."""
-    with pytest.raises(RequestError, match="'partition' must be one of cpu, dev-g, small-g"):
+    with pytest.raises(RequestError, match="'partition' must be one of: cpu, standard-g"):
         parse({"partition": "small-g\n#SBATCH --qos=x"})
 
 
-@pytest.mark.parametrize("options, field", [
-    ({"queue": "x"}, "'queue'"),
-    ({"gpus": 9, "partition": "small-g"}, "'gpus' must be from 0 to 8"),
-    ({"gpus": 1}, "'gpus' must be from 0 to 0"),
-    ({"gpus": True, "partition": "small-g"}, "'gpus' must be a whole number"),
-    ({"gpus": "2", "partition": "small-g"}, "'gpus' must be a whole number"),
-    ({"hours": 4, "partition": "dev-g"}, "'hours' must be from 1 to 3"),
-    ({"hours": 1.5}, "'hours' must be a whole number"),
-    ({"partition": ["cpu"]}, "'partition' must be one of"),
+@pytest.mark.parametrize("options, sentence", [
+    ({"queue": "x"}, "Unknown option 'queue'; the options you may set are profile, site, partition"),
+    ({"partition": "small-g", "gpus": 9}, "'gpus' must be from 1 to 8; 9 is out of range."),
+    ({"partition": "small-g", "gpus": 2, "cpus": 15}, "'cpus' must be from 1 to 14; 15 is out of range."),
+    ({"partition": "gpu", "gpus": 1, "memory_gb": 61}, "'memory_gb' must be from 1 to 60; 61 is out of range."),
+    ({"partition": "cpu", "gpus": 1}, "'gpus' must be 0 on this partition: cpu has no GPUs."),
+    ({"partition": "small-g", "gpus": True}, "'gpus' must be a whole number from 1 to 8."),
+    ({"partition": "small-g", "gpus": "2"}, "'gpus' must be a whole number from 1 to 8."),
+    ({"partition": "dev-g", "hours": 4}, "'hours' must be from 1 to 3; 4 is out of range."),
+    ({"hours": 1.5}, "'hours' must be a whole number from 1 to 48."),
+    ({"account": "proj_research"}, "'account' must be one of: proj_sme, proj_training; 'proj_research' is not"),
+    ({"reservation": "other"}, "'reservation' must be one of: intro-to-llms; 'other' is not one of them."),
+    ({"environment": "conda"}, "'environment' must be one of: workbench; 'conda' is not one of them."),
+    ({"site": "lumi; id"}, "'site' must be one of: jupiter, local, lucia, lumi"),
+    ({"profile": "nope"}, "'profile' must be one of: jupiter-booster-1node-2h, local-cpu-1core-2h"),
+    ({"profile": "local-gpu-1gpu-2h", "gpus": 4}, "A profile sets the resources itself"),
 ])
-def test_refusals_name_the_field(options, field):
+def test_refusals_name_the_field_and_the_allowed_values(options, sentence):
     with pytest.raises(RequestError) as info:
         parse(options)
-    assert field in str(info.value)
-    assert str(info.value).endswith(".")
+    assert sentence in str(info.value)
+
+
+def test_a_user_without_a_project_is_told_so():
+    with pytest.raises(RequestError, match="You have no project .* on JUPITER"):
+        parse({"site": "jupiter"})
 
 
 def test_not_an_object():
@@ -60,25 +86,31 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=5,
 )
+names = st.sampled_from(["local", "lumi", "lucia", "jupiter", "cpu", "small-g", "standard-g", "gpu", "booster",
+                         "proj_sme", "intro-to-llms", "workbench", "lumi-stack", "local-gpu-1gpu-2h"])
 options_strategy = st.dictionaries(
-    st.sampled_from(["partition", "gpus", "hours", "account", "cmd"]) | st.text(max_size=8),
-    json_values | st.sampled_from(["cpu", "small-g", "dev-g"]) | st.integers(-3, 100),
-    max_size=4,
+    st.sampled_from(["profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
+                     "reservation", "environment", "cmd"]) | st.text(max_size=8),
+    json_values | names | st.integers(-3, 600),
+    max_size=6,
 )
+SBATCH_OPTIONS = ("--job-name=", "--account=", "--partition=", "--time=", "--nodes=", "--ntasks=",
+                  "--cpus-per-task=", "--mem=", "--gpus-per-node=", "--gres=gpu:", "--exclusive",
+                  "--reservation=", "--chdir=", "--output=", "--export=")
 
 
+@settings(max_examples=300)
 @given(options_strategy)
-def test_anything_is_refused_or_yields_a_safe_script(options):
+def test_anything_is_refused_or_yields_a_bounded_request_and_a_safe_script(options):
     try:
         req = parse(options)
     except RequestError:
         return
-    assert req.partition in PARTITIONS
-    assert 0 <= req.gpus <= PARTITIONS[req.partition].max_gpus
-    assert 1 <= req.hours <= PARTITIONS[req.partition].max_hours
-    script = render_batch_script(req, CTX)
+    part = SITES[req.site].partitions[req.partition]
+    assert 0 <= req.gpus <= part.gpus_per_node and 1 <= req.cpus <= part.cores_per_node
+    assert 1 <= req.memory_gb <= part.memory_gb_per_node and 1 <= req.hours <= part.max_hours
+    assert req.account in USER.accounts[req.site]
+    script = render_batch_script(req, SITES[req.site], CTX)
     sbatch_lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]
-    allowed = ("--job-name=", "--partition=", "--time=", "--nodes=", "--ntasks=", "--cpus-per-task=",
-               "--mem=", "--gpus-per-node=", "--chdir=", "--output=", "--export=")
-    assert all(line.split(" ", 1)[1].startswith(allowed) for line in sbatch_lines)
+    assert all(line.split(" ", 1)[1].startswith(SBATCH_OPTIONS) for line in sbatch_lines)
     assert len(sbatch_lines) == len({line.split("=")[0] for line in sbatch_lines})

@@ -1,32 +1,54 @@
+"""Batch scripts: one golden file per partition of every site (diff them against the sites' docs),
+and the escaping rules."""
+import os
+from pathlib import Path
+
 import pytest
 
-from aifa_workbench.spawners.request import JobRequest
+from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.spawners.request import JobRequest, UserContext, parse_job_request
 from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script, sbatch_value
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
+SITES = load_catalogue()
 CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/aifa-workbench/venv/bin",
                     launch_argv=("/opt/aifa-workbench/venv/bin/batchspawner-singleuser",
-                                 "/opt/aifa-workbench/venv/bin/jupyterhub-singleuser", "--debug"),
+                                 "/opt/aifa-workbench/venv/bin/jupyterhub-singleuser"),
                     export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"))
+CASES = [(site, part, env) for site in SITES.values() for part in site.partitions
+         for env in site.environments]
 
 
-def test_gpu_job_script():
-    script = render_batch_script(JobRequest("small-g", 2, 3), CTX)
-    assert script.startswith("#!/bin/bash\n")
-    for line in ["#SBATCH --partition=small-g", "#SBATCH --time=3:00:00", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL",
-                 "#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log",
-                 "exec /opt/aifa-workbench/venv/bin/batchspawner-singleuser "
-                 "/opt/aifa-workbench/venv/bin/jupyterhub-singleuser --debug"]:
-        assert line in script.splitlines()
+def golden_request(site, partition, environment) -> JobRequest:
+    user = UserContext(accounts={site.name: (site.account_example,)},
+                       reservations={site.name: ("course_day1",)})
+    options = {"site": site.name, "partition": partition, "environment": environment, "hours": 2,
+               "reservation": "course_day1"}
+    if site.partitions[partition].has_gpus and not site.partitions[partition].whole_node:
+        options["gpus"] = 2
+    return parse_job_request(options, SITES, user, site.name)
 
 
-def test_cpu_job_has_no_gpu_line():
-    assert "--gpus-per-node" not in render_batch_script(JobRequest("cpu", 0, 1), CTX)
+@pytest.mark.parametrize("site, partition, environment", CASES,
+                         ids=[f"{s.name}-{p}-{e}" for s, p, e in CASES])
+def test_golden_script(site, partition, environment):
+    script = render_batch_script(golden_request(site, partition, environment), site, CTX)
+    path = GOLDEN / f"{site.name}-{partition}-{environment}.sh"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(script)
+    assert path.exists(), f"no golden file {path.name}: run with UPDATE_GOLDEN=1 and review it"
+    assert script == path.read_text()
+
+
+def test_every_golden_file_has_a_case():
+    expected = {f"{s.name}-{p}-{e}.sh" for s, p, e in CASES}
+    assert {p.name for p in GOLDEN.glob("*.sh")} == expected
 
 
 def test_shell_values_are_quoted():
     ctx = ScriptContext(**{**CTX.__dict__, "launch_argv": ("/x/jupyterhub-singleuser", "--name=a b;id")})
-    assert "'--name=a b;id'" in render_batch_script(JobRequest("cpu", 0, 1), ctx)
+    req = golden_request(SITES["local"], "cpu", "workbench")
+    assert "'--name=a b;id'" in render_batch_script(req, SITES["local"], ctx)
 
 
 @pytest.mark.parametrize("bad", ["a b", "x\n#SBATCH --qos=admin", "", "$(id)", "a'b"])
@@ -38,10 +60,10 @@ def test_sbatch_lines_refuse_anything_but_plain_tokens(bad):
 def test_a_home_with_a_space_is_refused_not_written():
     ctx = ScriptContext(**{**CTX.__dict__, "home": "/home/a b"})
     with pytest.raises(ScriptError):
-        render_batch_script(JobRequest("cpu", 0, 1), ctx)
+        render_batch_script(golden_request(SITES["local"], "cpu", "workbench"), SITES["local"], ctx)
 
 
 def test_environment_names_are_checked():
     ctx = ScriptContext(**{**CTX.__dict__, "export_names": ("JUPYTERHUB_X,ALL",)})
     with pytest.raises(ScriptError):
-        render_batch_script(JobRequest("cpu", 0, 1), ctx)
+        render_batch_script(golden_request(SITES["local"], "cpu", "workbench"), SITES["local"], ctx)

@@ -7,7 +7,8 @@ GOOD = {
     "bind_url": "http://127.0.0.1:8000/", "hub_port": 8081, "proxy_api_port": 8001,
     "state_dir": "/var/lib/aifa-workbench", "secrets_dir": "/etc/aifa-workbench/secrets",
     "venv_dir": "/opt/aifa-workbench/venv", "demo_users": ["alice", "bob"], "admin_users": ["alice"],
-    "default_partition": "cpu", "partitions": {"cpu": {"max_gpus": 0, "max_hours": 48}},
+    "sites": ["local", "lumi"], "default_site": "local",
+    "user_accounts": {"alice": {"lumi": ["project_465000123"]}},
 }
 
 
@@ -28,7 +29,8 @@ def test_good_settings_load(tmp_path):
     ({"admin_users": ["mallory"]}, "admin_users: mallory must also be listed in demo_users."),
     ({"bind_url": "ftp://x/"}, "bind_url: 'ftp://x/' does not match"),
     ({"extra": 1}, "(top level): Additional properties are not allowed ('extra' was unexpected)."),
-    ({"partitions": {"cpu": {"max_gpus": 0}}}, "partitions.cpu: 'max_hours' is a required property."),
+    ({"default_site": "lucia"}, "default_site: 'lucia' is not one of the enabled sites (local, lumi)."),
+    ({"user_accounts": {"alice": {"lumi": "project_1"}}}, "user_accounts.alice.lumi: 'project_1' is not of type 'array'."),
 ])
 def test_bad_settings_name_file_key_and_reason(tmp_path, change, message):
     path = write(tmp_path, {**GOOD, **change})

@@ -1,0 +1,245 @@
+"""The site catalogue: one YAML file per site in hub_config/sites/, validated by one schema.
+
+A bad file stops the hub with the file, the key and the reason (CatalogueError).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SLUG = r"^[a-z][a-z0-9_-]{0,31}$"
+_INT = {"type": "integer", "minimum": 0}
+_POS = {"type": "integer", "minimum": 1}
+
+BILLING_SCHEMA = {
+    "oneOf": [
+        {"type": "object", "additionalProperties": False, "required": ["kind", "per_node_hour"],
+         "properties": {"kind": {"const": "node_hours"}, "per_node_hour": {"type": "number", "exclusiveMinimum": 0}}},
+        {"type": "object", "additionalProperties": False, "required": ["kind", "factor"],
+         "properties": {"kind": {"enum": ["gpu_hours", "core_hours"]}, "factor": {"type": "number", "exclusiveMinimum": 0}}},
+        {"type": "object", "additionalProperties": False,
+         "required": ["kind", "factor", "cores_per_unit", "memory_gb_per_unit"],
+         "properties": {"kind": {"const": "lumi_shared"}, "factor": {"type": "number", "exclusiveMinimum": 0},
+                        "cores_per_unit": _POS, "memory_gb_per_unit": _POS}},
+    ]
+}
+
+PARTITION_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["title", "gpu_model", "gpus_per_node", "cores_per_node", "memory_gb_per_node",
+                 "max_hours", "allocation", "gpu_request", "billing"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1},
+        "family": {"enum": ["lumi", "jupiter", "lucia"]},
+        "gpu_model": {"type": "string"},
+        "gpus_per_node": {"type": "integer", "minimum": 0, "maximum": 16},
+        "cores_per_node": _POS,
+        "memory_gb_per_node": _POS,
+        "max_hours": {"type": "integer", "minimum": 1, "maximum": 168},
+        "allocation": {"enum": ["shared", "whole_node"]},
+        "gpu_request": {"enum": ["gpus_per_node", "gres"]},
+        "cpus_per_gpu": _POS,
+        "memory_gb_per_gpu": _POS,
+        "default_cpus": _POS,
+        "default_memory_gb": _POS,
+        "cpu_bind": {"type": "string", "pattern": r"^[a-z_]+:[0-9a-fx,]+$"},
+        "billing": BILLING_SCHEMA,
+    },
+}
+
+SITE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "title", "family", "login_host", "transport", "account_pattern", "account_example",
+                 "accounts_from", "reservations_allowed", "dask_interface", "gpu_label", "billing_unit",
+                 "default_environment", "environments", "partitions"],
+    "properties": {
+        "name": {"type": "string", "pattern": SLUG},
+        "title": {"type": "string", "minLength": 1},
+        "family": {"enum": ["lumi", "jupiter", "lucia"]},
+        "login_host": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+$"},
+        "transport": {"enum": ["local", "ssh"]},
+        "account_pattern": {"type": "string", "pattern": r"^\^.*\$$"},
+        "account_example": {"type": "string"},
+        "accounts_from": {"enum": ["slurm", "settings"]},
+        "reservations_allowed": {"type": "boolean"},
+        "dask_interface": {"type": "string", "pattern": r"^[a-z][a-z0-9]{0,14}$"},
+        "gpu_label": {"type": "string", "pattern": r"^[A-Za-z]+$"},
+        "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours"]},
+        "default_environment": {"type": "string", "pattern": SLUG},
+        "environments": {
+            "type": "array", "minItems": 1,
+            "items": {"type": "object", "additionalProperties": False, "required": ["slug", "title", "setup"],
+                      "properties": {"slug": {"type": "string", "pattern": SLUG},
+                                     "title": {"type": "string"},
+                                     "setup": {"type": "array", "items": {"type": "string", "pattern": r"^[^\n]+$"}},
+                                     "container": {"type": "string", "pattern": r"^/[^\s]+$"}}},
+        },
+        "partitions": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": SLUG},
+                       "additionalProperties": PARTITION_SCHEMA},
+    },
+}
+
+
+class CatalogueError(ValueError):
+    """The catalogue cannot be used; the message names file, key and reason."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    slug: str
+    title: str
+    setup: tuple[str, ...]
+    container: str | None = None
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    title: str
+    family: str
+    gpu_model: str
+    gpus_per_node: int
+    cores_per_node: int
+    memory_gb_per_node: int
+    max_hours: int
+    allocation: str
+    gpu_request: str
+    billing: dict
+    cpus_per_gpu: int | None = None
+    memory_gb_per_gpu: int | None = None
+    default_cpus: int = 1
+    default_memory_gb: int = 2
+    cpu_bind: str | None = None
+
+    @property
+    def whole_node(self) -> bool:
+        return self.allocation == "whole_node"
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpus_per_node > 0
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    title: str
+    family: str
+    login_host: str
+    transport: str
+    account_pattern: str
+    account_example: str
+    accounts_from: str
+    reservations_allowed: bool
+    dask_interface: str
+    gpu_label: str
+    billing_unit: str
+    default_environment: str
+    environments: dict[str, Environment]
+    partitions: dict[str, Partition]
+    path: str = ""
+
+
+def _error(path, error: jsonschema.ValidationError) -> CatalogueError:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    message = error.message
+    if error.validator == "oneOf" and error.context:
+        message = "; or ".join(sorted({e.message for e in error.context}))[:300]
+    return CatalogueError(f"{path}: {key}: {message}.")
+
+
+def _check_consistency(data: dict, path) -> None:
+    slugs = [e["slug"] for e in data["environments"]]
+    if len(set(slugs)) != len(slugs):
+        raise CatalogueError(f"{path}: environments: slugs must be unique ({', '.join(slugs)}).")
+    if data["default_environment"] not in slugs:
+        raise CatalogueError(f"{path}: default_environment: {data['default_environment']!r} is not one of "
+                             f"the environments ({', '.join(slugs)}).")
+    for name, part in data["partitions"].items():
+        key = f"partitions.{name}"
+        if part["allocation"] == "shared" and part["gpus_per_node"] > 0:
+            for needed in ("cpus_per_gpu", "memory_gb_per_gpu"):
+                if needed not in part:
+                    raise CatalogueError(f"{path}: {key}: a shared GPU partition needs {needed!r}.")
+            if part["cpus_per_gpu"] * part["gpus_per_node"] > part["cores_per_node"]:
+                raise CatalogueError(f"{path}: {key}.cpus_per_gpu: {part['cpus_per_gpu']} x "
+                                     f"{part['gpus_per_node']} GPUs is more than cores_per_node.")
+            if part["memory_gb_per_gpu"] * part["gpus_per_node"] > part["memory_gb_per_node"]:
+                raise CatalogueError(f"{path}: {key}.memory_gb_per_gpu: {part['memory_gb_per_gpu']} GB x "
+                                     f"{part['gpus_per_node']} GPUs is more than memory_gb_per_node.")
+        if part["billing"]["kind"] == "lumi_shared" and part["allocation"] != "shared":
+            raise CatalogueError(f"{path}: {key}.billing: lumi_shared billing is for shared partitions.")
+
+
+def site_from_dict(data, path) -> Site:
+    errors = sorted(jsonschema.Draft202012Validator(SITE_SCHEMA).iter_errors(data),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise _error(path, errors[0])
+    _check_consistency(data, path)
+    stem = Path(str(path)).stem
+    if stem != data["name"]:
+        raise CatalogueError(f"{path}: name: {data['name']!r} must match the file name ({stem!r}).")
+    environments = {e["slug"]: Environment(e["slug"], e["title"], tuple(e["setup"]), e.get("container"))
+                    for e in data["environments"]}
+    partitions = {name: Partition(name=name, family=p.get("family", data["family"]),
+                                  **{k: v for k, v in p.items() if k != "family"})
+                  for name, p in data["partitions"].items()}
+    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions")}
+    return Site(**fields, environments=environments, partitions=partitions, path=str(path))
+
+
+def load_site(path) -> Site:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise CatalogueError(f"{path}: cannot read the file ({e.strerror}).") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CatalogueError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    return site_from_dict(data, path)
+
+
+def bundled_sites_dir() -> Path:
+    return Path(str(resources.files("aifa_workbench.hub_config").joinpath("sites")))
+
+
+def load_catalogue(directory=None, enabled=None) -> dict[str, Site]:
+    """Load every site file of `directory` (default: the bundled one), or only `enabled` ones."""
+    directory = Path(directory) if directory else bundled_sites_dir()
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise CatalogueError(f"{directory}: no site files (*.yaml) found.")
+    sites = {}
+    for path in paths:
+        if enabled is not None and path.stem not in enabled:
+            continue
+        site = load_site(path)
+        sites[site.name] = site
+    missing = set(enabled or ()) - set(sites)
+    if missing:
+        raise CatalogueError(f"{directory}: enabled site(s) {', '.join(sorted(missing))} have no file there.")
+    return sites
+
+
+def estimate_cost(partition: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> float:
+    """What a job costs in the site's billing unit (GPU-hours, node-hours, core-hours)."""
+    billing = partition.billing
+    kind = billing["kind"]
+    if kind == "node_hours":
+        return billing["per_node_hour"] * hours
+    if kind == "gpu_hours":
+        return billing["factor"] * gpus * hours
+    if kind == "core_hours":
+        return billing["factor"] * cpus * hours
+    units = max(gpus, math.ceil(cpus / billing["cores_per_unit"]), math.ceil(memory_gb / billing["memory_gb_per_unit"]))
+    return billing["factor"] * units * hours

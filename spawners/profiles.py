@@ -1,0 +1,101 @@
+"""Quick-start profiles generated from the site catalogue, and the spawn form's data (pure).
+
+Profiles keep wrapspawner ProfilesSpawner's contract — a list of (display name, key) the form
+offers as `profile`, resolved by the hub to admin-owned settings — but all resolve to one
+spawner class, so there is no wrapper between the hub and the job's callback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from aifa_workbench.hub_config.catalogue import Partition, Site, estimate_cost
+
+CUSTOM = "custom"
+FORM_INT_FIELDS = ("gpus", "cpus", "memory_gb", "hours")
+FORM_TEXT_FIELDS = ("site", "partition", "account", "reservation", "environment")
+
+
+@dataclass(frozen=True)
+class Profile:
+    slug: str
+    title: str
+    site: str
+    options: Mapping
+
+
+def site_short_name(site: Site) -> str:
+    return site.title.split(" (")[0].split(" ·")[0]
+
+
+def _profile_for(site: Site, part: Partition) -> Profile:
+    hours = min(2, part.max_hours)
+    if part.whole_node:
+        what, options = "1 node", {}
+    elif part.has_gpus:
+        what, options = f"1 {site.gpu_label}", {"gpus": 1}
+    else:
+        what, options = f"{part.default_cpus} core{'s' if part.default_cpus > 1 else ''}", {}
+    slug = f"{site.name}-{part.name}-{what.replace(' ', '').lower()}-{hours}h"
+    title = f"{site_short_name(site)} · {part.name} · {what} · {hours} h"
+    return Profile(slug, title, site.name, {"site": site.name, "partition": part.name, "hours": hours, **options})
+
+
+def quick_start_profiles(sites: Mapping[str, Site]) -> list[Profile]:
+    return [_profile_for(site, part) for site in sites.values() for part in site.partitions.values()]
+
+
+def options_from_form(formdata: Mapping[str, list]) -> dict:
+    """The spawn form's fields (lists of strings) -> user_options for parse_job_request.
+
+    Numbers that are not plain digits are passed on as text so that the request parser refuses
+    them with its sentence; empty fields are left out (defaults apply).
+    """
+    def first(key):
+        values = formdata.get(key) or [""]
+        return values[0].strip() if isinstance(values[0], str) else values[0]
+
+    profile = first("profile")
+    if profile and profile != CUSTOM:
+        return {"profile": profile}
+    options = {key: first(key) for key in FORM_TEXT_FIELDS if first(key)}
+    for key in FORM_INT_FIELDS:
+        value = first(key)
+        if value:
+            options[key] = int(value) if value.isdigit() and len(value) < 7 else value
+    return options
+
+
+def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load) -> dict:
+    """What the spawn form's script needs: per site its partitions' limits, billing and live load."""
+    return {
+        "sites": {
+            site.name: {
+                "title": site.title, "short": site_short_name(site), "gpu_label": site.gpu_label,
+                "billing_unit": site.billing_unit,
+                "accounts": list(accounts.get(site.name, ())),
+                "reservations": list(reservations.get(site.name, ())),
+                "environments": {e.slug: e.title for e in site.environments.values()},
+                "default_environment": site.default_environment,
+                "partitions": {
+                    p.name: {
+                        "title": p.title, "gpu_model": p.gpu_model, "gpus_per_node": p.gpus_per_node,
+                        "cores_per_node": p.cores_per_node, "memory_gb_per_node": p.memory_gb_per_node,
+                        "max_hours": p.max_hours, "whole_node": p.whole_node, "cpus_per_gpu": p.cpus_per_gpu,
+                        "memory_gb_per_gpu": p.memory_gb_per_gpu, "default_cpus": p.default_cpus,
+                        "default_memory_gb": p.default_memory_gb, "billing": p.billing,
+                        "load": load.get(site.name, {}).get(p.name),
+                    } for p in site.partitions.values()
+                },
+            } for site in sites.values()
+        },
+        "profiles": [{"slug": p.slug, "title": p.title, "site": p.site, "options": dict(p.options)}
+                     for p in profiles],
+    }
+
+
+def describe_cost(site: Site, part: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> str:
+    cost = estimate_cost(part, gpus, cpus, memory_gb, hours)
+    what = "1 node" if part.whole_node else (f"{gpus} {site.gpu_label}{'s' if gpus != 1 else ''}" if gpus
+                                            else f"{cpus} core{'s' if cpus != 1 else ''}")
+    return f"{site_short_name(site)} {part.name}, {what}, {hours} h ≈ {cost:.1f} {site.billing_unit}"

@@ -1,0 +1,105 @@
+"""What Slurm says about a user and the cluster: parsers (pure) and the commands that feed them.
+
+Used for the local site (`accounts_from: slurm`): the user's accounts, the reservations they may
+use, and live load per partition for the spawn form.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from .request import is_safe_name
+from .transport import CommandTimeout, LocalTransport
+
+log = logging.getLogger(__name__)
+
+
+def parse_user_accounts(sacctmgr_output: str) -> tuple[str, ...]:
+    """`sacctmgr -nP show user withassoc U format=defaultaccount,account` -> default account first."""
+    default, accounts = None, []
+    for line in sacctmgr_output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 2 or not all(is_safe_name(p) for p in parts):
+            continue
+        default = default or parts[0]
+        if parts[1] not in accounts:
+            accounts.append(parts[1])
+    if default in accounts:
+        accounts.remove(default)
+        accounts.insert(0, default)
+    return tuple(accounts)
+
+
+def _fields(line: str) -> dict:
+    return dict(token.split("=", 1) for token in line.split() if "=" in token)
+
+
+def parse_reservations(scontrol_output: str, username: str, accounts) -> tuple[str, ...]:
+    """`scontrol show reservation --oneliner` -> the reservations `username` may use."""
+    usable = []
+    for line in scontrol_output.splitlines():
+        fields = _fields(line)
+        name = fields.get("ReservationName", "")
+        if not is_safe_name(name) or fields.get("State") not in ("ACTIVE", "INACTIVE"):
+            continue
+        users = set(fields.get("Users", "").split(","))
+        res_accounts = set(fields.get("Accounts", "").split(","))
+        if username in users or res_accounts & set(accounts):
+            usable.append(name)
+    return tuple(usable)
+
+
+def _gpu_count(gres: str) -> int:
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[str, dict]:
+    """`sinfo -h -N -O PartitionName:40,Gres:60,GresUsed:80` and `squeue -h -t PD -o %P` ->
+    {partition: {"idle_gpus": n, "total_gpus": n, "pending": n}}."""
+    load: dict[str, dict] = {}
+    for line in sinfo_output.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        entry = load.setdefault(parts[0].rstrip("*"), {"idle_gpus": 0, "total_gpus": 0, "pending": 0})
+        total, used = _gpu_count(parts[1]), _gpu_count(parts[2])
+        entry["total_gpus"] += total
+        entry["idle_gpus"] += max(total - used, 0)
+    for partition, count in Counter(squeue_pending_output.split()).items():
+        load.setdefault(partition, {"idle_gpus": 0, "total_gpus": 0, "pending": 0})["pending"] = count
+    return load
+
+
+class SlurmFacts:
+    """Run the queries (as the hub's own user: they read, never change)."""
+
+    def __init__(self, transport: LocalTransport, slurm_bin: str = "/usr/bin", timeout: float = 15):
+        self.transport, self.slurm_bin, self.timeout = transport, slurm_bin, timeout
+
+    async def _output(self, argv) -> str:
+        try:
+            result = await self.transport.run([f"{self.slurm_bin}/{argv[0]}", *argv[1:]], timeout=self.timeout)
+        except CommandTimeout as e:
+            log.warning("%s", e)
+            return ""
+        if not result.ok:
+            log.warning("%s failed: %s", argv[0], result.stderr.strip())
+        return result.stdout if result.ok else ""
+
+    async def user_accounts(self, username: str) -> tuple[str, ...]:
+        return parse_user_accounts(await self._output(
+            ["sacctmgr", "-nP", "show", "user", "withassoc", username, "format=defaultaccount,account"]))
+
+    async def reservations(self, username: str, accounts) -> tuple[str, ...]:
+        return parse_reservations(await self._output(["scontrol", "show", "reservation", "--oneliner"]),
+                                  username, accounts)
+
+    async def partition_load(self) -> dict[str, dict]:
+        sinfo = await self._output(["sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80"])
+        pending = await self._output(["squeue", "-h", "-t", "PD", "-o", "%P"])
+        return parse_partition_load(sinfo, pending)

@@ -1,0 +1,22 @@
+#!/bin/bash
+# AIFA Workbench: JupyterLab for alice on JUPITER (Germany) · NVIDIA GH200 (aarch64), submitted by the hub.
+#SBATCH --job-name=aifa-wb-alice
+#SBATCH --account=aifa-be
+#SBATCH --partition=booster
+#SBATCH --time=2:00:00
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --gres=gpu:4
+#SBATCH --cpus-per-task=288
+#SBATCH --exclusive
+#SBATCH --mem=480G
+#SBATCH --reservation=course_day1
+#SBATCH --chdir=/home/alice
+#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log
+#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
+set -euo pipefail
+export HOME=/home/alice USER=alice
+export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
+module load Stages/2025 GCC CUDA OpenMPI NCCL
+echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+exec /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser

@@ -1,0 +1,20 @@
+#!/bin/bash
+# AIFA Workbench: JupyterLab for alice on Local cluster (demo) · 8 stand-in GPUs, submitted by the hub.
+#SBATCH --job-name=aifa-wb-alice
+#SBATCH --account=proj_sme
+#SBATCH --partition=debug-gpu
+#SBATCH --time=2:00:00
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --gres=gpu:2
+#SBATCH --cpus-per-task=16
+#SBATCH --mem=120G
+#SBATCH --reservation=course_day1
+#SBATCH --chdir=/home/alice
+#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log
+#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
+set -euo pipefail
+export HOME=/home/alice USER=alice
+export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
+echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+exec /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser

@@ -1,0 +1,24 @@
+#!/bin/bash
+# AIFA Workbench: JupyterLab for alice on LUMI (Finland) · AMD MI250X, submitted by the hub.
+#SBATCH --job-name=aifa-wb-alice
+#SBATCH --account=project_465000123
+#SBATCH --partition=standard-g
+#SBATCH --time=2:00:00
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=56
+#SBATCH --exclusive
+#SBATCH --mem=480G
+#SBATCH --reservation=course_day1
+#SBATCH --chdir=/home/alice
+#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log
+#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
+set -euo pipefail
+export HOME=/home/alice USER=alice
+export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
+export SLURM_CPU_BIND=mask_cpu:7e000000000000,7e00000000000000,7e0000,7e000000,7e,7e00,7e00000000,7e0000000000
+module use /appl/local/laifs/modules
+module load lumi-aif-singularity-bindings
+echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+exec singularity exec /appl/local/laifs/containers/lumi-multitorch-latest.sif /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser

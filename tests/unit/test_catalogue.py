@@ -1,0 +1,79 @@
+"""The site catalogue: the bundled files load; typos, wrong types and inconsistencies are refused
+with file, key and reason."""
+import copy
+
+import pytest
+import yaml
+
+from aifa_workbench.hub_config.catalogue import (CatalogueError, bundled_sites_dir, estimate_cost, load_catalogue,
+                                                 load_site)
+
+LUMI = yaml.safe_load((bundled_sites_dir() / "lumi.yaml").read_text())
+
+
+def test_bundled_catalogue_loads_every_site():
+    sites = load_catalogue()
+    assert set(sites) == {"local", "lumi", "jupiter", "lucia"}
+    assert set(sites["lumi"].partitions) == {"standard-g", "small-g", "dev-g"}
+    assert set(sites["lucia"].partitions) == {"gpu", "ia", "debug-gpu"}
+    assert set(sites["jupiter"].partitions) == {"booster"}
+    assert set(sites["local"].partitions) >= {"standard-g", "small-g", "dev-g", "booster", "gpu", "ia", "debug-gpu", "cpu"}
+
+
+def test_local_partitions_mirror_the_sites_families():
+    local = load_catalogue()["local"].partitions
+    assert (local["small-g"].family, local["booster"].family, local["gpu"].family) == ("lumi", "jupiter", "lucia")
+
+
+def test_lumi_billing_matches_the_documented_example():
+    small_g = load_catalogue()["lumi"].partitions["small-g"]
+    assert estimate_cost(small_g, gpus=2, cpus=14, memory_gb=120, hours=3) == 3.0   # "2 GCDs, 3 h ≈ 3.0"
+    assert estimate_cost(small_g, gpus=1, cpus=7, memory_gb=120, hours=1) == 1.0    # memory dominates
+    standard_g = load_catalogue()["lumi"].partitions["standard-g"]
+    assert estimate_cost(standard_g, 8, 56, 480, 2) == 8.0                          # 4 GPU-hours per node-hour
+
+
+def write(tmp_path, data, name="lumi"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def mutated(change):
+    data = copy.deepcopy(LUMI)
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(partitons={}), "(top level): Additional properties are not allowed ('partitons' was unexpected)."),
+    (lambda d: d["partitions"]["small-g"].update(gpus_per_node="8"), "partitions.small-g.gpus_per_node: '8' is not of type 'integer'."),
+    (lambda d: d["partitions"]["small-g"].update(max_hours=0), "partitions.small-g.max_hours: 0 is less than the minimum of 1."),
+    (lambda d: d["partitions"]["small-g"].update(allocation="exclusive"), "partitions.small-g.allocation: 'exclusive' is not one of"),
+    (lambda d: d["partitions"]["small-g"].pop("cpus_per_gpu"), "partitions.small-g: a shared GPU partition needs 'cpus_per_gpu'."),
+    (lambda d: d["partitions"]["small-g"].update(memory_gb_per_gpu=61), "partitions.small-g.memory_gb_per_gpu: 61 GB x 8 GPUs is more than memory_gb_per_node."),
+    (lambda d: d["partitions"].update({"Small G": d["partitions"]["small-g"]}), "partitions: 'Small G' does not match"),
+    (lambda d: d.update(default_environment="conda"), "default_environment: 'conda' is not one of the environments (lumi-stack, pytorch-container)."),
+    (lambda d: d["environments"][0].update(setup=["module load x\nrm -rf /"]), "environments.0.setup.0:"),
+    (lambda d: d.update(name="lumi2"), "name: 'lumi2' must match the file name ('lumi')."),
+    (lambda d: d["partitions"]["small-g"]["billing"].update(kind="euros"), "partitions.small-g.billing:"),
+])
+def test_bad_site_files_name_file_key_and_reason(tmp_path, change, message):
+    path = write(tmp_path, mutated(change))
+    with pytest.raises(CatalogueError) as info:
+        load_site(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+
+
+def test_an_enabled_site_without_a_file(tmp_path):
+    write(tmp_path, LUMI)
+    with pytest.raises(CatalogueError, match="enabled site.s. lucia have no file there"):
+        load_catalogue(tmp_path, ("lumi", "lucia"))
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "lumi.yaml"
+    path.write_text("name: [lumi\n")
+    with pytest.raises(CatalogueError, match="not valid YAML"):
+        load_site(path)

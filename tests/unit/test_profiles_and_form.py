@@ -1,0 +1,37 @@
+from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.spawners.profiles import describe_cost, form_data, options_from_form, quick_start_profiles
+
+SITES = load_catalogue()
+
+
+def test_quick_start_profiles_cover_every_partition_of_every_site():
+    profiles = quick_start_profiles(SITES)
+    assert {(p.site, p.options["partition"]) for p in profiles} == \
+        {(s.name, part) for s in SITES.values() for part in s.partitions}
+    titles = {p.slug: p.title for p in profiles}
+    assert titles["lumi-small-g-1gcd-2h"] == "LUMI · small-g · 1 GCD · 2 h"
+    assert titles["lumi-standard-g-1node-2h"] == "LUMI · standard-g · 1 node · 2 h"
+    assert titles["lucia-debug-gpu-1gpu-2h"] == "Lucia · debug-gpu · 1 GPU · 2 h"
+
+
+def test_cost_line():
+    lumi = SITES["lumi"]
+    assert describe_cost(lumi, lumi.partitions["small-g"], 2, 14, 120, 3) == "LUMI small-g, 2 GCDs, 3 h ≈ 3.0 GPU-hours"
+
+
+def test_form_fields_become_options():
+    assert options_from_form({"profile": ["lumi-small-g-1gcd-2h"], "gpus": ["3"]}) == {"profile": "lumi-small-g-1gcd-2h"}
+    assert options_from_form({"profile": ["custom"], "site": ["local"], "partition": ["gpu"], "gpus": ["2"],
+                              "hours": ["3"], "reservation": [""], "account": ["proj_sme"]}) == \
+        {"site": "local", "partition": "gpu", "gpus": 2, "hours": 3, "account": "proj_sme"}
+    # not a number: passed on as text, so that the request parser refuses it with its sentence
+    assert options_from_form({"profile": ["custom"], "gpus": ["2; id"]}) == {"gpus": "2; id"}
+
+
+def test_form_data_carries_limits_billing_and_load():
+    data = form_data(SITES, quick_start_profiles(SITES), {"local": ("proj_sme",)}, {},
+                     {"local": {"gpu": {"idle_gpus": 3, "total_gpus": 8, "pending": 1}}})
+    gpu = data["sites"]["local"]["partitions"]["gpu"]
+    assert gpu["load"] == {"idle_gpus": 3, "total_gpus": 8, "pending": 1}
+    assert gpu["billing"] == {"kind": "gpu_hours", "factor": 1} and gpu["max_hours"] == 48
+    assert data["sites"]["local"]["accounts"] == ["proj_sme"]
