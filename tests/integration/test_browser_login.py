@@ -1,4 +1,6 @@
-"""A person logs in with a real browser (Debian's chromium), starts a server and lands in JupyterLab."""
+"""A person with a real browser (Debian's chromium): logs in, fills the spawn form, sees the cost
+line follow the GPU count, starts the server and lands in JupyterLab; another submits a bad value
+and reads the sentence. The hub runs under a hostile base URL."""
 import shutil
 
 import pytest
@@ -25,26 +27,55 @@ def browser():
         browser.close()
 
 
-def new_page(browser):
-    return browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-
-
-def test_login_start_server_and_see_jupyterlab(start_hub, browser, tmp_path):
-    hub = start_hub("browser", "/@/space%20word/")
-    page = new_page(browser)
+def logged_in_page(browser, hub, username, password=None):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(hub.url + "hub/login")
-    page.fill("input[name=username]", "carol")
-    page.fill("input[name=password]", hub.password)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password or hub.password)
     page.click("input[type=submit], button[type=submit]")
-    # with no options form, logging in starts the server: spawn page with progress, then JupyterLab
+    return page
+
+
+def choose_custom(page, partition, gpus):
+    page.wait_for_url("**/hub/spawn**", timeout=30_000)
+    page.select_option("#aifa-profile", "custom")
+    page.select_option("#aifa-site", "local")
+    page.select_option("#aifa-partition", partition)
+    page.fill("#aifa-gpus", str(gpus))
+
+
+@pytest.fixture
+def hub_under_hostile_base_url(start_hub):
+    return start_hub("browser", "/@/space%20word/")
+
+
+def test_fill_the_form_see_the_cost_start_and_land_in_jupyterlab(hub_under_hostile_base_url, browser, tmp_path):
+    hub = hub_under_hostile_base_url
+    page = logged_in_page(browser, hub, "carol")
+    choose_custom(page, "small-g", 1)
+    expect(page.locator("#aifa-cost")).to_have_text("Cost: Local cluster small-g, 1 GPU, 2 h ≈ 1.0 GPU-hours")
+    page.fill("#aifa-gpus", "2")
+    expect(page.locator("#aifa-cost")).to_have_text("Cost: Local cluster small-g, 2 GPUs, 2 h ≈ 2.0 GPU-hours")
+    expect(page.locator("#aifa-limits")).to_contain_text("up to 7 cores and 60 GB per GPU, at most 72 h")
+    expect(page.locator("#aifa-load")).to_contain_text("small-g now:")
+    page.screenshot(path=str(tmp_path / "spawn-form.png"))
+    page.click("button[type=submit]")
     page.wait_for_url("**/user/carol/lab**", timeout=120_000)
     page.wait_for_selector(".jp-Launcher", timeout=120_000)
-    page.screenshot(path=str(tmp_path / "jupyterlab.png"))
-    assert server_model(hub, "carol")["ready"]
+    model = server_model(hub, "carol")
+    assert model["ready"] and model["user_options"]["gpus"] == 2
 
-    page = new_page(browser)   # a second person, not logged in
-    page.goto(hub.url + "hub/login")
-    page.fill("input[name=username]", "carol")
-    page.fill("input[name=password]", "wrong-password")
-    page.click("input[type=submit], button[type=submit]")
+
+def test_a_bad_value_gets_a_sentence_and_no_job(hub_under_hostile_base_url, browser):
+    hub = hub_under_hostile_base_url
+    page = logged_in_page(browser, hub, "bob")
+    choose_custom(page, "small-g", 99)
+    page.click("button[type=submit]")
+    expect(page.locator(".spawn-error-msg")).to_have_text(
+        "Error: 'gpus' must be from 1 to 8; 99 is out of range.")
+    assert not server_model(hub, "bob")
+
+
+def test_a_wrong_password_gets_a_sentence(hub_under_hostile_base_url, browser):
+    page = logged_in_page(browser, hub_under_hostile_base_url, "carol", password="wrong-password")
     expect(page.locator(".login_error")).to_contain_text("Invalid username or password")
