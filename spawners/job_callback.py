@@ -28,12 +28,21 @@ def parse_report(body) -> dict:
     return {"port": port}
 
 
+def spawner_for_token(spawners, token):
+    """The spawner whose server the token belongs to, or None."""
+    return next((s for s in spawners if token and s.api_token == token), None)
+
+
+def port_target(spawner):
+    """Where the port goes: a wrapping spawner's child (wrapspawner's ProfilesSpawner), whose
+    start() is the one waiting for it (batchspawner#129, #203), or the spawner itself."""
+    return getattr(spawner, "child_spawner", None) or spawner
+
+
 class JobReportHandler(APIHandler):
     @web.authenticated
     def post(self):
-        token = self.get_auth_token()
-        spawner = next((s for s in self.current_user.spawners.values()
-                        if s.api_token and s.api_token == token), None)
+        spawner = spawner_for_token(self.current_user.spawners.values(), self.get_auth_token())
         if spawner is None:
             raise web.HTTPError(403, "Only a server's own token may report its address.")
         if spawner.pending != "spawn":
@@ -42,7 +51,7 @@ class JobReportHandler(APIHandler):
             report = parse_report(self.get_json_body())
         except ValueError as e:
             raise web.HTTPError(400, str(e)) from None
-        spawner.port = report["port"]
+        port_target(spawner).port = report["port"]
         self.set_status(201)
         self.finish(json.dumps({"message": "address recorded"}))
 

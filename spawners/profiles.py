@@ -84,6 +84,7 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
                         "max_hours": p.max_hours, "whole_node": p.whole_node, "cpus_per_gpu": p.cpus_per_gpu,
                         "memory_gb_per_gpu": p.memory_gb_per_gpu, "default_cpus": p.default_cpus,
                         "default_memory_gb": p.default_memory_gb, "billing": p.billing,
+                        "unit": billing_unit(site, p),
                         "load": load.get(site.name, {}).get(p.name),
                     } for p in site.partitions.values()
                 },
@@ -94,8 +95,12 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
     }
 
 
+def billing_unit(site: Site, part: Partition) -> str:
+    return "core-hours" if part.billing["kind"] == "core_hours" else site.billing_unit
+
+
 def describe_cost(site: Site, part: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> str:
     cost = estimate_cost(part, gpus, cpus, memory_gb, hours)
     what = "1 node" if part.whole_node else (f"{gpus} {site.gpu_label}{'s' if gpus != 1 else ''}" if gpus
                                             else f"{cpus} core{'s' if cpus != 1 else ''}")
-    return f"{site_short_name(site)} {part.name}, {what}, {hours} h ≈ {cost:.1f} {site.billing_unit}"
+    return f"{site_short_name(site)} {part.name}, {what}, {hours} h ≈ {cost:.1f} {billing_unit(site, part)}"

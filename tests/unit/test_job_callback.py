@@ -51,3 +51,17 @@ def test_slurm_facts_parsers():
     assert parse_reservations(res, "bob", ("proj_research",)) == ("intro-to-llms", "other")
     load = parse_partition_load("small-g  gpu:8  gpu:2(IDX:0-1)\ncpu  gpu:8  gpu:2(IDX:0-1)\n", "small-g\nsmall-g\n")
     assert load["small-g"] == {"idle_gpus": 6, "total_gpus": 8, "pending": 2}
+
+
+def test_the_port_reaches_the_child_of_a_wrapping_spawner():
+    from types import SimpleNamespace
+
+    from aifa_workbench.spawners.job_callback import port_target, spawner_for_token
+
+    child = SimpleNamespace(api_token="t1")
+    wrapper = SimpleNamespace(api_token="t1", child_spawner=child)
+    other = SimpleNamespace(api_token="t2")
+    assert spawner_for_token([other, wrapper], "t1") is wrapper and port_target(wrapper) is child
+    assert spawner_for_token([other, wrapper], "t2") is other and port_target(other) is other
+    assert spawner_for_token([other, wrapper], "nope") is None
+    assert spawner_for_token([SimpleNamespace(api_token=None)], None) is None

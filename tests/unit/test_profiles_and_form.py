@@ -35,3 +35,20 @@ def test_form_data_carries_limits_billing_and_load():
     assert gpu["load"] == {"idle_gpus": 3, "total_gpus": 8, "pending": 1}
     assert gpu["billing"] == {"kind": "gpu_hours", "factor": 1} and gpu["max_hours"] == 48
     assert data["sites"]["local"]["accounts"] == ["proj_sme"]
+
+
+def test_cpu_partitions_are_billed_in_core_hours():
+    local = SITES["local"]
+    assert describe_cost(local, local.partitions["cpu"], 0, 4, 8, 2) == "Local cluster cpu, 4 cores, 2 h ≈ 8.0 core-hours"
+
+
+def test_admin_command_prints_the_script_without_submitting(capsys):
+    from aifa_workbench.hub_config.cli import main
+
+    assert main(["render-script", "--site", "lumi", "--user", "alice",
+                 "--options", '{"partition": "small-g", "gpus": 2, "hours": 3}']) == 0
+    out, err = capsys.readouterr()
+    assert "#SBATCH --gpus-per-node=2\n#SBATCH --cpus-per-task=14\n#SBATCH --mem=120G\n" in out
+    assert "LUMI small-g, 2 GCDs, 3 h ≈ 3.0 GPU-hours" in err
+    assert main(["render-script", "--user", "alice", "--options", '{"partition": "small-g\\n#SBATCH --qos=x"}']) == 2
+    assert "'partition' must be one of" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""aifa-workbench: admin commands.
+
+  aifa-workbench render-script --site lumi --user alice --options '{"partition": "small-g", "gpus": 2}'
+      prints the batch script the hub would submit, without submitting it
+  aifa-workbench check-catalogue [DIR]
+      validates the site catalogue (the bundled one by default), as the hub does at start
+  aifa-workbench profiles
+      lists the quick-start profiles and what each costs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
+from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
+from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script
+
+
+def _render_script(args) -> int:
+    sites = load_catalogue(args.catalogue)
+    options = json.loads(args.options)
+    if not isinstance(options, dict):
+        raise RequestError("--options must be a JSON object.")
+    options.setdefault("site", args.site)
+    site = sites[options["site"]] if options["site"] in sites else None
+    # An admin tool: the account and reservation given are taken as the user's own.
+    account = options.get("account") or (site.account_example if site else "")
+    user = UserContext(accounts={options["site"]: (account,)},
+                       reservations={options["site"]: (options["reservation"],)} if options.get("reservation") else {})
+    profiles = {p.slug: p.options for p in quick_start_profiles(sites)}
+    request = parse_job_request(options, sites, user, args.site, profiles)
+    venv = args.venv.rstrip("/")
+    ctx = ScriptContext(username=args.user, home=args.home or f"/home/{args.user}", venv_bin=f"{venv}/bin",
+                        launch_argv=(f"{venv}/bin/batchspawner-singleuser", f"{venv}/bin/jupyterhub-singleuser"),
+                        export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_URL"))
+    sys.stdout.write(render_batch_script(request, sites[request.site], ctx))
+    part = sites[request.site].partitions[request.partition]
+    cost = describe_cost(sites[request.site], part, request.gpus, request.cpus, request.memory_gb, request.hours)
+    print(f"# {cost}", file=sys.stderr)
+    return 0
+
+
+def _check_catalogue(args) -> int:
+    sites = load_catalogue(args.directory)
+    for site in sites.values():
+        print(f"{site.path}: OK ({len(site.partitions)} partitions: {', '.join(site.partitions)})")
+    return 0
+
+
+def _profiles(args) -> int:
+    sites = load_catalogue(args.catalogue)
+    for p in quick_start_profiles(sites):
+        site = sites[p.site]
+        part = site.partitions[p.options["partition"]]
+        gpus = part.gpus_per_node if part.whole_node else p.options.get("gpus", 0)
+        cpus = part.cores_per_node if part.whole_node else (gpus * part.cpus_per_gpu if gpus else part.default_cpus)
+        memory = part.memory_gb_per_node if part.whole_node else (
+            gpus * part.memory_gb_per_gpu if gpus else part.default_memory_gb)
+        print(f"{p.slug:32} {p.title:40} {describe_cost(site, part, gpus, cpus, memory, p.options['hours'])}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="aifa-workbench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render-script", help="print a job's batch script without submitting it")
+    render.add_argument("--site", default="local")
+    render.add_argument("--user", required=True)
+    render.add_argument("--home", help="the user's home (default /home/USER)")
+    render.add_argument("--options", default="{}", help="user_options as JSON, as the REST API takes them")
+    render.add_argument("--venv", default="/opt/aifa-workbench/venv")
+    render.add_argument("--catalogue", help="directory of site files (default: the bundled catalogue)")
+    render.set_defaults(run=_render_script)
+    check = sub.add_parser("check-catalogue", help="validate the site catalogue")
+    check.add_argument("directory", nargs="?")
+    check.set_defaults(run=_check_catalogue)
+    profiles = sub.add_parser("profiles", help="list the quick-start profiles and their cost")
+    profiles.add_argument("--catalogue")
+    profiles.set_defaults(run=_profiles)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (CatalogueError, RequestError, ScriptError, json.JSONDecodeError) as e:
+        print(f"aifa-workbench: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
