@@ -19,7 +19,8 @@ def test_wheel_holds_one_package_with_its_data(tmp_path):
     top_level = {n.split("/")[0] for n in names if not n.startswith("aifa_workbench-")}
     assert top_level == {"aifa_workbench"}
     for expected in ["aifa_workbench/spawners/slurm.py", "aifa_workbench/hub_config/jupyterhub_config.py",
-                     "aifa_workbench/hub_config/templates/slurm_job.sh.j2", "aifa_workbench/extensions/__init__.py"]:
+                     "aifa_workbench/hub_config/templates/lumi.sh.j2",
+                     "aifa_workbench/hub_config/templates/spawn_form.html.j2", "aifa_workbench/hub_config/sites/lumi.yaml", "aifa_workbench/extensions/__init__.py"]:
         assert expected in names
 
 
@@ -29,9 +30,9 @@ def test_editable_install_imports_from_the_checkout(tmp_path):
     python = env_dir / "bin" / "python"
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)],
                    check=True, capture_output=True)
-    code = ("import aifa_workbench.spawners.request as r, importlib.util as u; print(r.__file__); "
+    code = ("import aifa_workbench.spawners.transport as r, importlib.util as u; print(r.__file__); "
             "print(u.find_spec('spawners') is None)")
     out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     module_file, no_generic_name = out.split()
-    assert module_file == str(ROOT / "spawners" / "request.py")
+    assert module_file == str(ROOT / "spawners" / "transport.py")
     assert no_generic_name == "True"
