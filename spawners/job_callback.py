@@ -7,6 +7,7 @@ server is starting. The host is never taken from the job: the hub reads it from 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 
 from jupyterhub.apihandlers import APIHandler, default_handlers
@@ -16,9 +17,16 @@ ROUTE = r"/api/batchspawner"
 
 
 def parse_report(body) -> dict:
-    """Validate a job's report: {'port': 1..65535}. Raises ValueError."""
+    """Validate a job's report: {'port': 1..65535} while starting, or {'event': 'ended',
+    'exit_code': int} when it ends. Raises ValueError."""
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
+    if "event" in body:
+        if set(body) != {"event", "exit_code"} or body["event"] != "ended":
+            raise ValueError("an event report is exactly {'event': 'ended', 'exit_code': N}")
+        if type(body["exit_code"]) is not int or not -255 <= body["exit_code"] <= 255:
+            raise ValueError("exit_code must be an integer from -255 to 255")
+        return {"event": "ended", "exit_code": body["exit_code"]}
     unknown = set(body) - {"port"}
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)}")
@@ -45,13 +53,24 @@ class JobReportHandler(APIHandler):
         spawner = spawner_for_token(self.current_user.spawners.values(), self.get_auth_token())
         if spawner is None:
             raise web.HTTPError(403, "Only a server's own token may report its address.")
-        if spawner.pending != "spawn":
-            raise web.HTTPError(409, "The server is not starting; nothing to report.")
         try:
             report = parse_report(self.get_json_body())
         except ValueError as e:
             raise web.HTTPError(400, str(e)) from None
-        port_target(spawner).port = report["port"]
+        target = port_target(spawner)
+        if report.get("event") == "ended":
+            self.log.info("Job of %s reports its end (exit code %s)", spawner._log_name, report["exit_code"])
+            if hasattr(target, "notice_job_end"):
+                asyncio.ensure_future(target.notice_job_end())
+            self.set_status(202)
+            self.finish(json.dumps({"message": "end noted"}))
+            return
+        if spawner.pending != "spawn":
+            raise web.HTTPError(409, "The server is not starting; nothing to report.")
+        if hasattr(target, "port_reported"):
+            target.port_reported(report["port"])
+        else:
+            target.port = report["port"]
         self.set_status(201)
         self.finish(json.dumps({"message": "address recorded"}))
 

@@ -81,6 +81,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         home=ctx.home,
         venv_bin=ctx.venv_bin,
         launch_argv=ctx.launch_argv,
+        report_argv=(f"{ctx.venv_bin}/python", "-m", "aifa_workbench.extensions.job_report"),
         export_names=ctx.export_names,
         walltime=format_walltime(request.hours),
         job_name=f"aifa-wb-{ctx.username}",

@@ -7,6 +7,7 @@ users can read.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import pwd
 import re
@@ -14,11 +15,12 @@ import re
 from batchspawner import JobStatus, SlurmSpawner
 from jinja2 import Environment, FunctionLoader, StrictUndefined
 from tornado import web
-from traitlets import Dict, Float, Instance, List, Unicode, default
+from traitlets import Dict, Float, Instance, Integer, List, Unicode, default
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
 
 from . import profiles as profiles_mod
+from .queue_monitor import JobInfo, QueueMonitor, describe_reason
 from .request import RequestError, UserContext, parse_job_request
 from .script import ScriptContext, render_batch_script, template_source
 from .slurm_facts import SlurmFacts
@@ -84,8 +86,16 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     ).tag(config=True)
     slurm_bin = Unicode("/usr/bin", help="Directory of sbatch, squeue, scancel, sacctmgr, scontrol.").tag(config=True)
     command_timeout = Float(30, help="Seconds before a Slurm command is given up on.").tag(config=True)
+    queue_interval = Float(
+        30, help="Seconds between the site's queue polls while every tracked job runs (one squeue for all jobs).",
+    ).tag(config=True)
+    queue_fast_interval = Float(
+        1, help="Seconds between queue polls while a tracked job waits to start, or Slurm does not answer.",
+    ).tag(config=True)
+    log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
+    _port_reported: asyncio.Event | None = None
 
     @default("transport")
     def _default_transport(self):
@@ -216,6 +226,147 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if self.state_ispending():
             return JobStatus.PENDING
         return JobStatus.NOTFOUND
+
+    # --- life cycle on the site's queue monitor --------------------------------------------------
+    @property
+    def monitor(self) -> QueueMonitor:
+        site = self.job_request.site if self.job_request else self.default_site
+        return QueueMonitor.for_key((site, "hub"), transport=self.transport, slurm_bin=self.slurm_bin,
+                                    interval=self.queue_interval, fast_interval=self.queue_fast_interval,
+                                    timeout=self.command_timeout)
+
+    def port_reported(self, port: int) -> None:
+        """Called by the job callback handler with the port the server reported."""
+        self.port = port
+        if self._port_reported is not None:
+            self._port_reported.set()
+
+    async def _wait_for_news(self, info: JobInfo | None, timeout: float) -> None:
+        waiters = [asyncio.ensure_future(self.monitor.wait_change(self.job_id, info, timeout)),
+                   asyncio.ensure_future(self._port_reported.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def start(self):
+        self.ip = "0.0.0.0"
+        self.port = 0
+        if self.server:
+            self.server.port = 0
+        self._port_reported = asyncio.Event()
+        await self.submit_batch_script()
+        monitor = self.monitor
+        monitor.track(self.job_id)
+        while True:
+            info = monitor.info(self.job_id)
+            if info is not None and not info.active:
+                raise await self._died_early(info)
+            if info is not None and info.running and self.port:
+                self.ip = info.node
+                break
+            await self._wait_for_news(info, timeout=5)
+        self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, self.ip, self.port)
+        return self.ip, self.port
+
+    async def _died_early(self, info: JobInfo) -> SpawnError:
+        job_id = self.job_id
+        tail = await self._job_output_tail(job_id)
+        self.monitor.untrack(job_id)
+        self.clear_state()
+        why = info.state.lower() if info.state != "GONE" else "gone from the queue"
+        if info.reason and info.reason != "None":
+            why += f": {describe_reason(info.reason)}"
+        message = f"Your job {job_id} ended before JupyterLab started ({why})."
+        if tail:
+            message += " The last lines it wrote:\n" + tail
+        self.log.warning("Spawn of %s failed: %s", self.user.name, message)
+        return SpawnError(message)
+
+    async def _job_output_tail(self, job_id: str) -> str:
+        home = pwd.getpwnam(self.user.name).pw_dir
+        argv = ["/usr/bin/tail", "-n", str(self.log_tail_lines), f"{home}/.aifa-workbench-job-{job_id}.log"]
+        try:
+            result = await self.transport.run(argv, as_user=self.user.name, timeout=10)
+        except CommandTimeout:
+            return ""
+        return result.stdout.strip() if result.ok else ""
+
+    async def progress(self):
+        yield {"progress": 10, "message": "Submitting your job to Slurm…"}
+        last = None
+        while True:
+            if self.job_id:
+                info = self.monitor.info(self.job_id)
+                message = self._progress_message(info)
+                if message != last:
+                    last = message
+                    yield {"progress": 60 if info and info.running else 30, "message": message}
+                await self._wait_for_news(info, timeout=5) if self._port_reported else await asyncio.sleep(0.2)
+            else:
+                await asyncio.sleep(0.2)
+
+    def _progress_message(self, info: JobInfo | None) -> str:
+        where = self.job_request.partition if self.job_request else "its"
+        if info is None:
+            return f"Job {self.job_id} submitted; waiting for Slurm to report on it…"
+        if info.waiting:
+            text = f"Job {self.job_id} is waiting in the {where} queue: {describe_reason(info.reason)}."
+            if info.start:
+                text += f" Slurm expects it to start at {info.start.replace('T', ' ')}."
+            return text
+        if info.running and not self.port:
+            return f"Job {self.job_id} is running on {info.node}; JupyterLab is starting…"
+        if info.running:
+            return f"JupyterLab answered on {info.node}; connecting you…"
+        return f"Job {self.job_id} is {info.state.lower()}."
+
+    async def poll(self):
+        if not self.job_id:
+            self.clear_state()
+            return 1
+        monitor = self.monitor
+        monitor.track(self.job_id)
+        info = monitor.info(self.job_id)
+        if info is None:   # first look after a hub restart: wait for one queue poll
+            info = await monitor.wait_change(self.job_id, None, self.command_timeout)
+        if info is None or info.active:
+            return None    # running, or Slurm did not answer: never "gone" on an error
+        monitor.untrack(self.job_id)
+        self.clear_state()
+        return 1
+
+    async def notice_job_end(self) -> None:
+        """The job reported that it ends: confirm with Slurm, then tell the hub (stops the route)."""
+        if not self.job_id:
+            return
+        monitor = self.monitor
+        monitor.hurry()
+        info = monitor.info(self.job_id)
+        for _ in range(20):
+            if info is not None and not info.active:
+                break
+            info = await monitor.wait_change(self.job_id, info, 1.0)
+            monitor.hurry()
+        if self._spawn_pending or self._stop_pending:
+            return   # start() and stop() see it themselves
+        await self.poll_and_notify()
+
+    async def stop(self, now=False):
+        if not self.job_id:
+            return
+        job_id, monitor = self.job_id, self.monitor
+        await self.cancel_batch_job()
+        if now:
+            return
+        info = monitor.info(job_id)
+        for _ in range(20):
+            monitor.hurry()
+            if info is not None and not info.active:
+                break
+            info = await monitor.wait_change(job_id, info, 1.0)
+        monitor.untrack(job_id)
 
     async def cancel_batch_job(self):
         if not self.job_id:

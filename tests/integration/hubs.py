@@ -194,8 +194,8 @@ def wait_ready(hub: Hub, username: str, timeout: float = 120) -> dict:
     raise AssertionError(f"{username}'s server was not ready within {timeout} s:\n{hub.log_tail()}")
 
 
-def progress_events(hub: Hub, username: str, token: str, timeout: float = 120) -> list[dict]:
-    """Read the spawn progress stream until it ends (ready or failed)."""
+def progress_events(hub: Hub, username: str, token: str, timeout: float = 120, stop_on=None) -> list[dict]:
+    """Read the spawn progress stream until it ends (ready or failed), or `stop_on(event)` is true."""
     import json
 
     events = []
@@ -205,6 +205,6 @@ def progress_events(hub: Hub, username: str, token: str, timeout: float = 120) -
             if line and line.startswith("data:"):
                 event = json.loads(line[5:])
                 events.append(event)
-                if event.get("ready") or event.get("failed"):
+                if event.get("ready") or event.get("failed") or (stop_on and stop_on(event)):
                     break
     return events

@@ -18,4 +18,14 @@ export HOME=/home/alice USER=alice
 export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
 module load LUMI/25.03 partition/G
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-exec /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser
+set +e
+/opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser &
+server=$!
+# On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
+# tell the hub the job ends so that it notices at once.
+trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+wait "$server"; code=$?
+while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
+echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
+/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+exit "$code"

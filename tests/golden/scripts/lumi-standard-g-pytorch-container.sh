@@ -21,4 +21,14 @@ export SLURM_CPU_BIND=mask_cpu:7e000000000000,7e00000000000000,7e0000,7e000000,7
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-exec singularity exec /appl/local/laifs/containers/lumi-multitorch-latest.sif /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser
+set +e
+singularity exec /appl/local/laifs/containers/lumi-multitorch-latest.sif /opt/aifa-workbench/venv/bin/batchspawner-singleuser /opt/aifa-workbench/venv/bin/jupyterhub-singleuser &
+server=$!
+# On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
+# tell the hub the job ends so that it notices at once.
+trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+wait "$server"; code=$?
+while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
+echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
+/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+exit "$code"
