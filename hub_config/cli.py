@@ -6,14 +6,18 @@
       validates the site catalogue (the bundled one by default), as the hub does at start
   aifa-workbench profiles
       lists the quick-start profiles and what each costs
+  aifa-workbench run-proxy [--settings FILE]
+      runs configurable-http-proxy for the hub, on its own (as the hub's user)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.hub_config.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
 from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
 from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script
@@ -63,6 +67,14 @@ def _profiles(args) -> int:
     return 0
 
 
+def _run_proxy(args) -> int:
+    from .proxy import exec_proxy
+    from .settings import load_settings
+
+    exec_proxy(load_settings(args.settings))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aifa-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,10 +92,13 @@ def main(argv=None) -> int:
     profiles = sub.add_parser("profiles", help="list the quick-start profiles and their cost")
     profiles.add_argument("--catalogue")
     profiles.set_defaults(run=_profiles)
+    proxy = sub.add_parser("run-proxy", help="run configurable-http-proxy for the hub, on its own")
+    proxy.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+    proxy.set_defaults(run=_run_proxy)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (CatalogueError, RequestError, ScriptError, json.JSONDecodeError) as e:
+    except (CatalogueError, RequestError, ScriptError, SettingsError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"aifa-workbench: {e}", file=sys.stderr)
         return 2
 

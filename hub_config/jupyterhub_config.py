@@ -9,7 +9,7 @@ import sys
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
-from aifa_workbench.spawners import job_callback
+from aifa_workbench.spawners import job_callback, reconcile
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 
@@ -32,13 +32,16 @@ c.JupyterHub.bind_url = settings.bind_url
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
 c.ConfigurableHTTPProxy.auth_token = proxy_token
+# The proxy runs on its own (`aifa-workbench run-proxy`, started by aifa-hubctl): a hub restart
+# or upgrade keeps every route, and stopping the hub never cancels users' jobs.
+c.ConfigurableHTTPProxy.should_start = False
+c.JupyterHub.cleanup_servers = False
 
 # --- state: everything the hub writes lives in state_dir ------------------------------------
 state = settings.state_dir
 c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
-c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
 # --- login: the demo users with one shared password (federated OIDC comes later) -------------
 c.JupyterHub.authenticator_class = "shared-password"
@@ -65,6 +68,7 @@ c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
 c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
 c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.user_accounts = settings.user_accounts or {}
+reconcile.start_reconciler(settings.slurm_bin)
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120

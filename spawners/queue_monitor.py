@@ -87,8 +87,10 @@ class QueueMonitor:
     _registry: dict[tuple, "QueueMonitor"] = {}
 
     def __init__(self, key: tuple, transport: LocalTransport, slurm_bin: str = "/usr/bin",
-                 interval: float = 30.0, fast_interval: float = 1.0, timeout: float = 30.0):
+                 interval: float = 30.0, fast_interval: float = 1.0, timeout: float = 30.0,
+                 logger: logging.Logger | None = None):
         self.key, self.transport, self.slurm_bin = key, transport, slurm_bin
+        self.log = logger or log
         self.interval, self.fast_interval, self.timeout = interval, fast_interval, timeout
         self.jobs: dict[str, JobInfo | None] = {}
         self.slurm_ok = True
@@ -170,7 +172,7 @@ class QueueMonitor:
             self._failed(result.stderr.strip() or f"squeue exit status {result.returncode}")
             return
         if not self.slurm_ok:
-            log.info("Slurm answers again (%s)", self.key)
+            self.log.info("Slurm answers again (%s)", self.key)
         self.slurm_ok, self.last_error = True, ""
         seen = parse_squeue(result.stdout)
         changed = False
@@ -185,5 +187,5 @@ class QueueMonitor:
 
     def _failed(self, error: str) -> None:
         if self.slurm_ok:
-            log.warning("Slurm did not answer (%s): %s; keeping every server, retrying", self.key, error)
+            self.log.warning("Slurm did not answer (%s): %s; keeping every server, retrying", self.key, error)
         self.slurm_ok, self.last_error = False, error

@@ -233,7 +233,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         site = self.job_request.site if self.job_request else self.default_site
         return QueueMonitor.for_key((site, "hub"), transport=self.transport, slurm_bin=self.slurm_bin,
                                     interval=self.queue_interval, fast_interval=self.queue_fast_interval,
-                                    timeout=self.command_timeout)
+                                    timeout=self.command_timeout, logger=self.log)
 
     def port_reported(self, port: int) -> None:
         """Called by the job callback handler with the port the server reported."""
@@ -338,19 +338,23 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return 1
 
     async def notice_job_end(self) -> None:
-        """The job reported that it ends: confirm with Slurm, then tell the hub (stops the route)."""
-        if not self.job_id:
+        """The job reported that it ends: confirm with Slurm, then tell the hub (stops the route).
+
+        Bound to the job that reported: if the server was stopped (and maybe started anew with
+        another job) meanwhile, there is nothing to tell."""
+        job_id = self.job_id
+        if not job_id:
             return
         monitor = self.monitor
         monitor.hurry()
-        info = monitor.info(self.job_id)
+        info = monitor.info(job_id)
         for _ in range(20):
             if info is not None and not info.active:
                 break
-            info = await monitor.wait_change(self.job_id, info, 1.0)
+            info = await monitor.wait_change(job_id, info, 1.0)
             monitor.hurry()
-        if self._spawn_pending or self._stop_pending:
-            return   # start() and stop() see it themselves
+        if self.job_id != job_id or self.pending:
+            return   # stopped or restarted meanwhile; start() and stop() see their own jobs
         await self.poll_and_notify()
 
     async def stop(self, now=False):

@@ -45,6 +45,7 @@ class Hub:
     admin_password: str
     admin_users: tuple = ()
     proc: subprocess.Popen | None = None
+    proxy_proc: subprocess.Popen | None = None
     tokens: dict = field(default_factory=dict)
 
     @property
@@ -99,13 +100,26 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
                admin_users=tuple(settings.get("admin_users", ())))
 
 
+def _as_hub_user(hub: Hub, command: list[str]) -> list[str]:
+    return ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", "env", "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={hub.home}", "LANG=C.UTF-8",
+            f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml", *command]
+
+
+def _spawn(hub: Hub, command: list[str], log_name: str) -> subprocess.Popen:
+    log = open(hub.home / log_name, "ab")
+    return subprocess.Popen(_as_hub_user(hub, command), cwd=hub.home, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def start_proxy_process(hub: Hub) -> subprocess.Popen:
+    hub.proxy_proc = _spawn(hub, [str(VENV / "bin" / "aifa-workbench"), "run-proxy"], "proxy.log")
+    return hub.proxy_proc
+
+
 def start_hub_process(hub: Hub) -> subprocess.Popen:
-    log = open(hub.log_path, "ab")
-    argv = ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
-            f"HOME={hub.home}", "LANG=C.UTF-8", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-            str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")]
-    hub.proc = subprocess.Popen(argv, cwd=hub.home, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    hub.proc = _spawn(hub, [str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")],
+                      "hub.log")
     return hub.proc
 
 
@@ -138,19 +152,26 @@ def stop_servers(hub: Hub) -> list[str]:
     return [j for j in job_ids if j]
 
 
-def stop_hub(hub: Hub, timeout: float = 30) -> None:
-    if hub.proc is None or hub.proc.poll() is not None:
+def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
         return
-    hub.proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
     try:
-        hub.proc.wait(timeout)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(hub.proc.pid, signal.SIGKILL)
-        hub.proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stop_hub(hub: Hub, timeout: float = 30) -> None:
+    """Stop the hub and its proxy (users' jobs keep running: the hub does not cancel them)."""
+    _terminate(hub.proc, timeout)
+    _terminate(hub.proxy_proc, timeout)
 
 
 def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None) -> Hub:
     hub = write_hub_files(name, base_path, settings_overrides)
+    start_proxy_process(hub)
     start_hub_process(hub)
     try:
         wait_until_up(hub)

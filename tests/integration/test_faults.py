@@ -107,3 +107,20 @@ def test_slurm_not_answering_keeps_running_servers(hub):
     assert job_state(job_id) == "RUNNING"
     assert server_model(hub, "alice").get("ready")
     assert "Slurm did not answer" in hub.log_path.read_text()
+
+
+def test_a_late_end_report_of_the_last_job_does_not_stop_the_next_server(hub):
+    """Regression: the old job's end report arrived while the next spawn ran and stopped it."""
+    token = hub.user_token("bob")
+    for _ in range(3):
+        r = hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
+        assert r.status_code in (201, 202), r.text
+        job_id = wait_ready(hub, "bob")["state"]["job_id"]
+        hub.api("DELETE", "users/bob/server", token=token)
+        assert not server_model(hub, "bob")
+    r = hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
+    assert r.status_code in (201, 202), r.text
+    model = wait_ready(hub, "bob")
+    time.sleep(3)   # any late report of the previous jobs has arrived by now
+    assert server_model(hub, "bob").get("ready") and server_model(hub, "bob")["state"] == model["state"]
+    assert job_state(job_id) != "RUNNING"

@@ -1,0 +1,76 @@
+"""Restarts lose nothing: the hub is killed with servers running and started again. Jobs keep
+running, the proxy (on its own) keeps every route while the hub is away, every server is
+reachable again, and a workbench job the hub does not know is logged and cancelled."""
+import signal
+import subprocess
+
+import pytest
+import requests
+
+from . import hubs
+from .hubs import server_model, wait_ready, wait_until_up
+from .jupyter_client_helpers import execute
+from .slurm_helpers import job_state, wait_for_job_end
+
+pytestmark = pytest.mark.slurm
+
+
+def proxy_routes(hub) -> set[str]:
+    settings = (hub.home / "workbench.yaml").read_text()
+    api_port = int(next(line.split(":")[1] for line in settings.splitlines() if line.startswith("proxy_api_port")))
+    token = (hub.home / "secrets" / "proxy-auth-token").read_text().strip()
+    r = requests.get(f"http://127.0.0.1:{api_port}/api/routes", headers={"Authorization": f"token {token}"}, timeout=10)
+    return set(r.json())
+
+
+def submit_orphan(user: str) -> str:
+    """A workbench-looking job the hub never submitted (e.g. left by a hub that crashed mid-spawn)."""
+    out = subprocess.run(["sudo", "-u", user, "sbatch", "--parsable", f"--job-name=aifa-wb-{user}", "-p", "cpu",
+                          "-t", "10", "-o", "/dev/null", "--wrap", "sleep 600"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split(";")[0]
+
+
+def test_killing_and_restarting_the_hub_loses_no_server(hub):
+    tokens = {u: hub.user_token(u) for u in ("alice", "bob")}
+    for user, token in tokens.items():
+        hub.api("POST", f"users/{user}/server", token=token, json={"partition": "cpu"})
+    jobs = {u: wait_ready(hub, u)["state"]["job_id"] for u in tokens}
+    routes_before = proxy_routes(hub)
+    assert {"/user/alice", "/user/bob"} <= routes_before
+    status_url = hub.server_url("alice") + "api/status"
+    alice = {"Authorization": f"token {tokens['alice']}"}
+    assert requests.get(status_url, headers=alice, timeout=30).status_code == 200   # the server now knows the token
+
+    hub.proc.send_signal(signal.SIGKILL)
+    hub.proc.wait()
+    orphan = submit_orphan("carol")
+    # while the hub is away: jobs run, the proxy keeps the routes, servers answer tokens they know
+    assert proxy_routes(hub) == routes_before
+    assert all(job_state(j) == "RUNNING" for j in jobs.values())
+    assert requests.get(status_url, headers=alice, timeout=30).status_code == 200
+
+    hubs.start_hub_process(hub)
+    wait_until_up(hub)
+    for user, token in tokens.items():
+        model = server_model(hub, user)
+        assert model.get("ready") and model["state"]["job_id"] == jobs[user], model
+        assert execute(hub.server_url(user), token, "5 * 4") == "20"
+    assert {"/user/alice", "/user/bob"} <= proxy_routes(hub)
+    assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
+    assert f"Job {orphan} of carol is a workbench job no server of this hub owns" in hub.log_path.read_text()
+    assert all(job_state(j) == "RUNNING" for j in jobs.values())
+
+
+def test_stopping_the_hub_does_not_cancel_jobs(start_hub):
+    hub = start_hub("stopkeeps")
+    token = hub.user_token("carol")
+    hub.api("POST", "users/carol/server", token=token, json={"partition": "cpu"})
+    job_id = wait_ready(hub, "carol")["state"]["job_id"]
+    hubs.stop_hub(hub)
+    assert job_state(job_id) == "RUNNING"
+    hubs.start_proxy_process(hub)
+    hubs.start_hub_process(hub)
+    wait_until_up(hub)
+    assert server_model(hub, "carol").get("ready")
+    assert execute(hub.server_url("carol"), token, "2 + 2") == "4"
