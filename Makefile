@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -39,3 +39,6 @@ test:                    ## everything the tests need, then the whole suite
 
 test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
 	$(PYTEST) -m unit tests
+
+bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick)
+	$(VENV)/bin/python -m benchmarks.bench_spawner $(BENCH_ARGS)

@@ -73,6 +73,9 @@ c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5}
+# More than one server per user (0: one only).
+c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0
+c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
 
 c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"
 print(f"AIFA Workbench hub: settings {settings.path}, sites {', '.join(sites)}, "

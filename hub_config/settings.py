@@ -33,6 +33,7 @@ SCHEMA = {
         "default_site": _NAME,
         "catalogue_dir": _ABS_PATH,
         "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400},
+        "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
         "user_accounts": {
             "type": "object",
             "propertyNames": {"pattern": _NAME["pattern"]},
@@ -64,6 +65,7 @@ class Settings:
     user_accounts: dict | None = None
     slurm_bin: str = "/usr/bin"
     start_timeout: int = 300
+    named_servers_per_user: int = 0
 
     def secret(self, name: str) -> str:
         path = self.secrets_dir / name
@@ -125,4 +127,5 @@ def load_settings(path) -> Settings:
         user_accounts=data.get("user_accounts", {}),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
+        named_servers_per_user=data.get("named_servers_per_user", 0),
     )

@@ -74,7 +74,8 @@ class Hub:
         return f"{self.url}user/{username}/"
 
 
-def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None) -> Hub:
+def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None,
+                    config_source: Path | None = None) -> Hub:
     home = TEST_HUBS_DIR / f"{name}-{secrets.token_hex(3)}"
     (home / "secrets").mkdir(parents=True)
     values = {"proxy-auth-token": secrets.token_hex(32), "admin-api-token": secrets.token_hex(32),
@@ -92,7 +93,7 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     )
     settings.update(settings_overrides or {})
     (home / "workbench.yaml").write_text(yaml.safe_dump(settings))
-    shutil.copy(ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
+    shutil.copy(config_source or ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
     for path in (home / "secrets", home):
         _own(path, 0o700)
     return Hub(name=name, url=settings["bind_url"], home=home, admin_token=values["admin-api-token"],
@@ -169,8 +170,9 @@ def stop_hub(hub: Hub, timeout: float = 30) -> None:
     _terminate(hub.proxy_proc, timeout)
 
 
-def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None) -> Hub:
-    hub = write_hub_files(name, base_path, settings_overrides)
+def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None,
+                config_source: Path | None = None) -> Hub:
+    hub = write_hub_files(name, base_path, settings_overrides, config_source)
     start_proxy_process(hub)
     start_hub_process(hub)
     try:
