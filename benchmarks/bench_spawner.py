@@ -53,10 +53,12 @@ def bench_hub(kind: str, limit: int):
     try:
         yield hub
     finally:
-        for job_id in hubs.stop_servers(hub):
-            wait_gone(job_id)
-        for name in list_servers(hub):
-            hub.api("DELETE", f"users/{USER}/servers/{name}", json={"remove": True})
+        servers = list_servers(hub)
+        for name in servers:
+            hub.api("DELETE", f"users/{USER}/servers/{name}", json={"remove": True}, timeout=120)
+        for model in servers.values():
+            if model.get("state", {}).get("job_id"):
+                wait_gone(model["state"]["job_id"])
         hubs.stop_hub(hub)
 
 

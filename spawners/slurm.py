@@ -240,6 +240,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.port = port
         if self._port_reported is not None:
             self._port_reported.set()
+        if self.job_id:
+            self.monitor.hurry()   # the job runs: learn its node now, not at the next tick
 
     async def _wait_for_news(self, info: JobInfo | None, timeout: float) -> None:
         waiters = [asyncio.ensure_future(self.monitor.wait_change(self.job_id, info, timeout)),
