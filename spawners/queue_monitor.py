@@ -110,8 +110,10 @@ class QueueMonitor:
         return monitor
 
     def track(self, job_id: str) -> None:
-        self.jobs.setdefault(job_id, None)
-        self.hurry()
+        """Follow `job_id` from now on (a new job is looked up at once; a known one costs nothing)."""
+        if job_id not in self.jobs:
+            self.jobs[job_id] = None
+            self.hurry()
 
     def untrack(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)

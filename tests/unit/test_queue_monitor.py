@@ -62,3 +62,20 @@ def test_waiters_wake_on_change():
         monitor._task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_tracking_a_known_job_again_does_not_poll():
+    """JupyterHub polls every server every 30 s: that must not turn into one squeue per server."""
+    async def scenario():
+        transport = FakeTransport(["7|RUNNING|None|vm|x\n"])
+        monitor = QueueMonitor(("site", "hub"), transport=transport, interval=30, fast_interval=0.01)
+        monitor.track("7")
+        await monitor.wait_change("7", None, timeout=5)
+        calls = len(transport.calls)
+        for _ in range(10):
+            monitor.track("7")
+            await asyncio.sleep(0.02)
+        assert len(transport.calls) == calls
+        monitor._task.cancel()
+
+    asyncio.run(scenario())
