@@ -95,7 +95,7 @@ def test_slurm_not_answering_keeps_running_servers(hub):
         # asking to start it again makes the hub poll the server now: it must not call it gone
         r = hub.api("POST", "users/alice/server", token=token, json={"partition": "cpu"}, timeout=120)
         assert r.status_code == 400 and "already running" in r.text, r.text
-        time.sleep(20)
+        time.sleep(45)   # longer than the queue poll interval (30 s) + squeue giving up (~10 s)
         assert server_model(hub, "alice").get("ready")
         assert execute(hub.server_url("alice"), token, "6 * 7") == "42"
     finally:
@@ -106,7 +106,13 @@ def test_slurm_not_answering_keeps_running_servers(hub):
             time.sleep(0.2)
     assert job_state(job_id) == "RUNNING"
     assert server_model(hub, "alice").get("ready")
-    assert "Slurm did not answer" in hub.log_path.read_text()
+    log = hub.log_path.read_text()
+    assert "Slurm did not answer" in log
+    deadline = time.monotonic() + 10
+    while "Slurm answers again" not in log and time.monotonic() < deadline:
+        time.sleep(0.5)
+        log = hub.log_path.read_text()
+    assert "Slurm answers again" in log
 
 
 def test_a_late_end_report_of_the_last_job_does_not_stop_the_next_server(hub):
