@@ -56,14 +56,15 @@ def _check_catalogue(args) -> int:
 
 def _profiles(args) -> int:
     sites = load_catalogue(args.catalogue)
-    for p in quick_start_profiles(sites):
+    profiles = quick_start_profiles(sites)
+    by_slug = {p.slug: p.options for p in profiles}
+    for p in profiles:
         site = sites[p.site]
-        part = site.partitions[p.options["partition"]]
-        gpus = part.gpus_per_node if part.whole_node else p.options.get("gpus", 0)
-        cpus = part.cores_per_node if part.whole_node else (gpus * part.cpus_per_gpu if gpus else part.default_cpus)
-        memory = part.memory_gb_per_node if part.whole_node else (
-            gpus * part.memory_gb_per_gpu if gpus else part.default_memory_gb)
-        print(f"{p.slug:32} {p.title:40} {describe_cost(site, part, gpus, cpus, memory, p.options['hours'])}")
+        user = UserContext(accounts={site.name: (site.account_example,)})
+        request = parse_job_request({"profile": p.slug}, sites, user, site.name, by_slug)
+        part = site.partitions[request.partition]
+        cost = describe_cost(site, part, request.gpus, request.cpus, request.memory_gb, request.hours)
+        print(f"{p.slug:32} {p.title:40} {cost}")
     return 0
 
 

@@ -3,7 +3,7 @@ tracks there, however many users; spawners await state changes instead of pollin
 
 Slurm not answering is not "job gone": a failed poll keeps the last known states and marks the
 monitor unhealthy. Polls run every `interval` seconds, every `fast_interval` while a tracked job
-is waiting to start, and at once when something asks (`hurry`, e.g. a job reporting its end).
+waits or its server is starting, and at once when something asks (`hurry`, e.g. a job reporting its end).
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ class QueueMonitor:
         self.log = logger or log
         self.interval, self.fast_interval, self.timeout = interval, fast_interval, timeout
         self.jobs: dict[str, JobInfo | None] = {}
+        self.starting: set[str] = set()   # jobs whose server is not up yet: watched at fast_interval
         self.slurm_ok = True
         self.last_error = ""
         self.polls = 0
@@ -117,6 +118,15 @@ class QueueMonitor:
 
     def untrack(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
+        self.starting.discard(job_id)
+
+    def watch_start(self, job_id: str) -> None:
+        """Poll at fast_interval until `started(job_id)`: a job may die before its server is up."""
+        self.starting.add(job_id)
+        self.track(job_id)
+
+    def started(self, job_id: str) -> None:
+        self.starting.discard(job_id)
 
     def info(self, job_id: str) -> JobInfo | None:
         return self.jobs.get(job_id)
@@ -146,7 +156,7 @@ class QueueMonitor:
             self._task = asyncio.get_event_loop().create_task(self._run())
 
     def _next_delay(self) -> float:
-        hurry = any(info is None or info.waiting for info in self.jobs.values())
+        hurry = bool(self.starting) or any(info is None or info.waiting for info in self.jobs.values())
         return self.fast_interval if hurry or not self.slurm_ok else self.interval
 
     async def _run(self) -> None:

@@ -12,7 +12,7 @@ import functools
 import pwd
 import re
 
-from batchspawner import JobStatus, SlurmSpawner
+from batchspawner import SlurmSpawner
 from jinja2 import Environment, FunctionLoader, StrictUndefined
 from tornado import web
 from traitlets import Dict, Float, Instance, Integer, List, Unicode, default
@@ -203,30 +203,6 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
 
-    async def query_job_status(self):
-        if not self.job_id:
-            self.job_status = ""
-            return JobStatus.NOTFOUND
-        argv = [self._slurm("squeue"), "--noheader", f"--jobs={self.job_id}", "--format=%T %B"]
-        try:
-            result = await self.transport.run(argv, timeout=self.command_timeout)
-        except CommandTimeout:
-            self.log.warning("squeue for job %s timed out; keeping its server", self.job_id)
-            return JobStatus.UNKNOWN
-        if not result.ok:
-            if "Invalid job id" in result.stderr:
-                self.job_status = ""
-                return JobStatus.NOTFOUND
-            # Slurm not answering is not "job gone" (batchspawner#315).
-            self.log.warning("squeue for job %s failed: %s", self.job_id, result.stderr.strip())
-            return JobStatus.UNKNOWN
-        self.job_status = result.stdout.strip()
-        if self.state_isrunning():
-            return JobStatus.RUNNING
-        if self.state_ispending():
-            return JobStatus.PENDING
-        return JobStatus.NOTFOUND
-
     # --- life cycle on the site's queue monitor --------------------------------------------------
     @property
     def monitor(self) -> QueueMonitor:
@@ -259,16 +235,19 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self.server.port = 0
         self._port_reported = asyncio.Event()
         await self.submit_batch_script()
-        monitor = self.monitor
-        monitor.track(self.job_id)
-        while True:
-            info = monitor.info(self.job_id)
-            if info is not None and not info.active:
-                raise await self._died_early(info)
-            if info is not None and info.running and self.port:
-                self.ip = info.node
-                break
-            await self._wait_for_news(info, timeout=5)
+        monitor, job_id = self.monitor, self.job_id
+        monitor.watch_start(job_id)
+        try:
+            while True:
+                info = monitor.info(job_id)
+                if info is not None and not info.active:
+                    raise await self._died_early(info)
+                if info is not None and info.running and self.port:
+                    self.ip = info.node
+                    break
+                await self._wait_for_news(info, timeout=5)
+        finally:
+            monitor.started(job_id)
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         return self.ip, self.port
 

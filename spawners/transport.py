@@ -3,7 +3,6 @@ uses sudo to act as the user, with argv lists only (never a shell)."""
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 
 
@@ -59,8 +58,3 @@ class LocalTransport:
         return CommandResult(tuple(full_argv), proc.returncode, out.decode(errors="replace"),
                              err.decode(errors="replace"))
 
-
-def current_username() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name

@@ -6,7 +6,6 @@ from . import hubs
 from .slurm_helpers import wait_for_job_end
 
 ROOT = hubs.ROOT
-DEMO_USERS = ("alice", "bob", "carol")
 
 
 def slurm_up() -> bool:

@@ -52,3 +52,12 @@ def test_admin_command_prints_the_script_without_submitting(capsys):
     assert "LUMI small-g, 2 GCDs, 3 h ≈ 3.0 GPU-hours" in err
     assert main(["render-script", "--user", "alice", "--options", '{"partition": "small-g\\n#SBATCH --qos=x"}']) == 2
     assert "'partition' must be one of" in capsys.readouterr().err
+
+
+def test_admin_command_lists_profiles_with_their_cost(capsys):
+    from aifa_workbench.hub_config.cli import main
+
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert "lumi-small-g-1gcd-2h" in out and "LUMI small-g, 1 GCD, 2 h ≈ 1.0 GPU-hours" in out
+    assert "Local cluster cpu, 1 core, 2 h ≈ 2.0 core-hours" in out

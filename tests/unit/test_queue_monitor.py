@@ -79,3 +79,13 @@ def test_tracking_a_known_job_again_does_not_poll():
         monitor._task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_starting_job_is_watched_closely_even_once_running():
+    monitor = QueueMonitor(("site", "hub"), transport=FakeTransport([]), interval=30, fast_interval=1)
+    monitor.jobs = {"8": JobInfo("8", "RUNNING", "None", "vm")}
+    assert monitor._next_delay() == 30
+    monitor.starting.add("8")
+    assert monitor._next_delay() == 1
+    monitor.started("8")
+    assert monitor._next_delay() == 30
