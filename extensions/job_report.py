@@ -1,29 +1,39 @@
-"""Run by the batch script as the job ends: tell the hub, so that it notices at once instead of
-at its next queue poll. Standard library only; never fails the job.
+"""Reports from a job to the hub's job endpoint (`/hub/api/batchspawner`, replaced by the
+workbench's own handler). Standard library only; never raises.
+
+Run by the batch script as the job ends, so the hub notices at once instead of at its next
+queue poll:
 
     python -m aifa_workbench.extensions.job_report ended EXIT_CODE
 """
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
 
-def report_end(exit_code: int, timeout: float = 3.0) -> bool:
+def post_report(body: dict, timeout: float = 3.0) -> int:
+    """POST `body` with the server's own token; the HTTP status, or 0 if the hub was not reached."""
     api_url = os.environ.get("JUPYTERHUB_API_URL", "")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not api_url or not token:
-        return False
+        return 0
     request = urllib.request.Request(
-        api_url.rstrip("/") + "/batchspawner", method="POST",
-        data=json.dumps({"event": "ended", "exit_code": exit_code}).encode(),
+        api_url.rstrip("/") + "/batchspawner", method="POST", data=json.dumps(body).encode(),
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return True
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
     except Exception:
-        return False
+        return 0
+
+
+def report_end(exit_code: int, timeout: float = 3.0) -> bool:
+    return post_report({"event": "ended", "exit_code": exit_code}, timeout) == 202
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
 from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
-from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script
+from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script, server_launch_argv
 
 
 def _render_script(args) -> int:
@@ -38,7 +38,7 @@ def _render_script(args) -> int:
     request = parse_job_request(options, sites, user, args.site, profiles)
     venv = args.venv.rstrip("/")
     ctx = ScriptContext(username=args.user, home=args.home or f"/home/{args.user}", venv_bin=f"{venv}/bin",
-                        launch_argv=(f"{venv}/bin/batchspawner-singleuser", f"{venv}/bin/jupyterhub-singleuser"),
+                        launch_argv=server_launch_argv(f"{venv}/bin"),
                         export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_URL"))
     sys.stdout.write(render_batch_script(request, sites[request.site], ctx))
     part = sites[request.site].partitions[request.partition]

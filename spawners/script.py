@@ -41,6 +41,16 @@ class ScriptContext:
     export_names: tuple[str, ...]
 
 
+SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
+
+
+def server_launch_argv(venv_bin: str, *args: str) -> tuple[str, ...]:
+    """The job's server: jupyterhub-singleuser on a port the OS picks, with the workbench's
+    server extension, which reports that port to the hub once the server listens."""
+    return (f"{venv_bin}/jupyterhub-singleuser", "--ServerApp.port=0",
+            f"--ServerApp.jpserver_extensions={SERVER_EXTENSION}=True", *args)
+
+
 def format_walltime(hours: int) -> str:
     return f"{hours:d}:00:00"
 

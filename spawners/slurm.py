@@ -22,7 +22,7 @@ from aifa_workbench.hub_config.catalogue import load_catalogue
 from . import profiles as profiles_mod
 from .queue_monitor import JobInfo, QueueMonitor, describe_reason
 from .request import RequestError, UserContext, parse_job_request
-from .script import ScriptContext, render_batch_script, template_source
+from .script import ScriptContext, render_batch_script, server_launch_argv, template_source
 from .slurm_facts import SlurmFacts
 from .transport import CommandResult, CommandTimeout, LocalTransport
 
@@ -85,6 +85,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         help="Virtual environment, readable by job users, whose jupyterhub-singleuser the job runs.",
     ).tag(config=True)
     slurm_bin = Unicode("/usr/bin", help="Directory of sbatch, squeue, scancel, sacctmgr, scontrol.").tag(config=True)
+    accounts_cache_seconds = Float(
+        300, help="Seconds a user's Slurm accounts (sacctmgr, ~0.2 s a query) are reused between spawns; 0: never.",
+    ).tag(config=True)
     command_timeout = Float(30, help="Seconds before a Slurm command is given up on.").tag(config=True)
     queue_interval = Float(
         30, help="Seconds between the site's queue polls while every tracked job runs (one squeue for all jobs).",
@@ -95,6 +98,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
+    job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     _port_reported: asyncio.Event | None = None
 
     @default("transport")
@@ -124,7 +128,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     @property
     def facts(self) -> SlurmFacts:
-        return SlurmFacts(self.transport, self.slurm_bin, self.command_timeout)
+        return SlurmFacts(self.transport, self.slurm_bin, self.command_timeout, self.accounts_cache_seconds)
 
     async def user_context(self) -> UserContext:
         accounts, reservations = {}, {}
@@ -174,8 +178,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             username=username,
             home=pwd.getpwnam(username).pw_dir,
             venv_bin=f"{self.venv_dir}/bin",
-            launch_argv=(f"{self.venv_dir}/bin/batchspawner-singleuser",
-                         f"{self.venv_dir}/bin/jupyterhub-singleuser", *self.get_args()),
+            launch_argv=server_launch_argv(f"{self.venv_dir}/bin", *self.get_args()),
             export_names=export_names(env),
         )
         return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
@@ -199,14 +202,29 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         match = _JOB_ID.fullmatch(result.stdout.strip())
         if not match:
             raise SpawnError(f"Slurm answered in a way the workbench does not understand: {result.stdout!r}.")
-        self.job_id = match.group(1)
+        self.job_id, self.job_site = match.group(1), self.job_request.site
         self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
+
+    # --- state kept by the hub -------------------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self.job_site:
+            state["site"] = self.job_site
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_site = state.get("site", "")
+
+    def clear_state(self):
+        super().clear_state()
+        self.job_site = ""
 
     # --- life cycle on the site's queue monitor --------------------------------------------------
     @property
     def monitor(self) -> QueueMonitor:
-        site = self.job_request.site if self.job_request else self.default_site
+        site = self.job_site or (self.job_request.site if self.job_request else self.default_site)
         return QueueMonitor.for_key((site, "hub"), transport=self.transport, slurm_bin=self.slurm_bin,
                                     interval=self.queue_interval, fast_interval=self.queue_fast_interval,
                                     timeout=self.command_timeout, logger=self.log)

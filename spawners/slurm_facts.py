@@ -6,6 +6,7 @@ use, and live load per partition for the spawn form.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 
 from .request import is_safe_name
@@ -75,11 +76,17 @@ def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[
     return load
 
 
+# (slurm_bin, username) -> (expires at, accounts). sacctmgr takes ~0.2 s, on every spawn and form.
+_ACCOUNTS_CACHE: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+
+
 class SlurmFacts:
     """Run the queries (as the hub's own user: they read, never change)."""
 
-    def __init__(self, transport: LocalTransport, slurm_bin: str = "/usr/bin", timeout: float = 15):
+    def __init__(self, transport: LocalTransport, slurm_bin: str = "/usr/bin", timeout: float = 15,
+                 accounts_ttl: float = 0):
         self.transport, self.slurm_bin, self.timeout = transport, slurm_bin, timeout
+        self.accounts_ttl = accounts_ttl
 
     async def _output(self, argv) -> str:
         try:
@@ -92,8 +99,17 @@ class SlurmFacts:
         return result.stdout if result.ok else ""
 
     async def user_accounts(self, username: str) -> tuple[str, ...]:
-        return parse_user_accounts(await self._output(
+        """The user's accounts, default first; a non-empty answer is reused for `accounts_ttl` s
+        (Slurm still enforces associations at sbatch, so a stale entry costs a refusal, no more)."""
+        key = (self.slurm_bin, username)
+        expires, cached = _ACCOUNTS_CACHE.get(key, (0.0, ()))
+        if cached and time.monotonic() < expires:
+            return cached
+        accounts = parse_user_accounts(await self._output(
             ["sacctmgr", "-nP", "show", "user", "withassoc", username, "format=defaultaccount,account"]))
+        if accounts and self.accounts_ttl > 0:
+            _ACCOUNTS_CACHE[key] = (time.monotonic() + self.accounts_ttl, accounts)
+        return accounts
 
     async def reservations(self, username: str, accounts) -> tuple[str, ...]:
         return parse_reservations(await self._output(["scontrol", "show", "reservation", "--oneliner"]),

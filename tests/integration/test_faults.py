@@ -36,7 +36,7 @@ def broken_venv():
     """A 'venv' whose server command prints an error and exits at once."""
     path = Path("/opt/aifa-workbench/test-broken-venv")
     (path / "bin").mkdir(parents=True, exist_ok=True)
-    script = path / "bin" / "batchspawner-singleuser"
+    script = path / "bin" / "jupyterhub-singleuser"
     script.write_text("#!/bin/sh\necho 'ImportError: no module named jupyterhub (a broken environment)' >&2\nexit 3\n")
     script.chmod(0o755)
     return path

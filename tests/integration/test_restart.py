@@ -55,6 +55,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
     for user, token in tokens.items():
         model = server_model(hub, user)
         assert model.get("ready") and model["state"]["job_id"] == jobs[user], model
+        assert model["state"]["site"] == "local"   # the queue monitor of the job's own site after a restart
         assert execute(hub.server_url(user), token, "5 * 4") == "20"
     assert {"/user/alice", "/user/bob"} <= proxy_routes(hub)
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()

@@ -65,3 +65,25 @@ def test_the_port_reaches_the_child_of_a_wrapping_spawner():
     assert spawner_for_token([other, wrapper], "t2") is other and port_target(other) is other
     assert spawner_for_token([other, wrapper], "nope") is None
     assert spawner_for_token([SimpleNamespace(api_token=None)], None) is None
+
+
+async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not():
+    from aifa_workbench.spawners import slurm_facts
+    from aifa_workbench.spawners.transport import CommandResult
+
+    class CountingTransport:
+        def __init__(self, answers):
+            self.answers, self.calls = list(answers), 0
+
+        async def run(self, argv, **kwargs):
+            self.calls += 1
+            return CommandResult(tuple(argv), *self.answers.pop(0))
+
+    slurm_facts._ACCOUNTS_CACHE.clear()
+    transport = CountingTransport([(1, "", "sacctmgr: error"), (0, "a|a\na|b\n", ""), (0, "x|x\n", "")])
+    facts = slurm_facts.SlurmFacts(transport, "/test-bin", accounts_ttl=60)
+    assert await facts.user_accounts("dora") == ()          # failure: not cached
+    assert await facts.user_accounts("dora") == ("a", "b")
+    assert await facts.user_accounts("dora") == ("a", "b")
+    assert transport.calls == 2
+    slurm_facts._ACCOUNTS_CACHE.clear()

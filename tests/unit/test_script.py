@@ -7,13 +7,13 @@ import pytest
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.spawners.request import JobRequest, UserContext, parse_job_request
-from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script, sbatch_value
+from aifa_workbench.spawners.script import (ScriptContext, ScriptError, render_batch_script, sbatch_value,
+                                           server_launch_argv)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
 SITES = load_catalogue()
 CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/aifa-workbench/venv/bin",
-                    launch_argv=("/opt/aifa-workbench/venv/bin/batchspawner-singleuser",
-                                 "/opt/aifa-workbench/venv/bin/jupyterhub-singleuser"),
+                    launch_argv=server_launch_argv("/opt/aifa-workbench/venv/bin"),
                     export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"))
 CASES = [(site, part, env) for site in SITES.values() for part in site.partitions
          for env in site.environments]

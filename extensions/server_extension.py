@@ -1,0 +1,56 @@
+"""The Jupyter server extension every workbench job loads (`--ServerApp.jpserver_extensions`).
+
+It reports the server's port to the hub once the server listens, from inside the server: the
+port is the one this process bound (started with `--ServerApp.port=0`, the OS picks a free one),
+so the hub never waits on a port someone else holds, and its first request to the server gets
+an answer. This replaces batchspawner-singleuser, which picks a port, reports it, then starts
+the server: the hub then polls a port nobody listens on yet, backing off up to seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from .job_report import post_report
+
+LISTEN_WAIT_S = 120
+REPORT_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "aifa_workbench.extensions.server_extension"}]
+
+
+def is_listening(serverapp) -> bool:
+    server = getattr(serverapp, "_http_server", None)   # set by ServerApp.init_httpserver
+    return bool(server is not None and getattr(server, "_sockets", None))
+
+
+async def report_port_when_listening(serverapp) -> bool:
+    deadline = time.monotonic() + LISTEN_WAIT_S
+    while not is_listening(serverapp):
+        if time.monotonic() > deadline:
+            serverapp.log.error("AIFA Workbench: the server did not start listening; port not reported")
+            return False
+        await asyncio.sleep(0.01)
+    port = serverapp.port
+    for delay in (*REPORT_DELAYS_S, None):
+        status = await asyncio.to_thread(post_report, {"port": port})
+        if status == 201:
+            serverapp.log.info("AIFA Workbench: reported port %s to the hub", port)
+            return True
+        if 400 <= status < 500:
+            serverapp.log.error("AIFA Workbench: the hub refused the port report (HTTP %s)", status)
+            return False
+        if delay is None:
+            break
+        serverapp.log.warning("AIFA Workbench: hub not reached (%s); retrying in %ss", status or "no answer", delay)
+        await asyncio.sleep(delay)
+    serverapp.log.error("AIFA Workbench: could not report the port to the hub")
+    return False
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        serverapp.io_loop.add_callback(report_port_when_listening, serverapp)

@@ -1,0 +1,44 @@
+"""The in-job server extension reports the port only once the server listens, and stops on a refusal."""
+import asyncio
+import logging
+import types
+
+from aifa_workbench.extensions import server_extension as ext
+
+
+def fake_serverapp(port=43210):
+    return types.SimpleNamespace(_http_server=None, port=port, log=logging.getLogger("fake-serverapp"))
+
+
+async def test_the_port_is_reported_after_the_server_listens(monkeypatch):
+    app, sent = fake_serverapp(), []
+
+    def post(body):
+        sent.append((body, ext.is_listening(app)))
+        return 201
+
+    monkeypatch.setattr(ext, "post_report", post)
+    task = asyncio.ensure_future(ext.report_port_when_listening(app))
+    await asyncio.sleep(0.05)
+    assert sent == []                                  # not listening yet: nothing sent
+    app._http_server = types.SimpleNamespace(_sockets={3: object()})
+    assert await asyncio.wait_for(task, 2) is True
+    assert sent == [({"port": 43210}, True)]
+
+
+async def test_an_unreachable_hub_is_retried_and_a_refusal_is_final(monkeypatch):
+    app = fake_serverapp()
+    app._http_server = types.SimpleNamespace(_sockets={3: object()})
+    answers = [0, 503, 201]
+    monkeypatch.setattr(ext, "REPORT_DELAYS_S", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(ext, "post_report", lambda body: answers.pop(0))
+    assert await ext.report_port_when_listening(app) is True and answers == []
+
+    answers = [409, 201]
+    assert await ext.report_port_when_listening(app) is False and answers == [201]
+
+
+def test_the_extension_does_nothing_outside_a_hub_job(monkeypatch):
+    monkeypatch.delenv("JUPYTERHUB_API_URL", raising=False)
+    app = types.SimpleNamespace(io_loop=None)   # would fail if used
+    ext._load_jupyter_server_extension(app)
