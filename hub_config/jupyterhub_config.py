@@ -55,7 +55,7 @@ c.JupyterHub.services = [{"name": "workbench-admin", "api_token": admin_token}]
 c.JupyterHub.load_roles = [{
     "name": "workbench-admin",
     "description": "Scripting the hub's REST API (README: 'API token for scripts')",
-    "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users"],
+    "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"],
     "services": ["workbench-admin"],
 }]
 
