@@ -1,6 +1,7 @@
 """The Jupyter server extension every workbench job loads (`--ServerApp.jpserver_extensions`).
 
-It reports the server's port to the hub once the server listens, from inside the server: the
+It serves `GET <base_url>workbench/job`, the job's status for the job panel and the walltime
+guard (JupyterLab extension `@aifa-workbench/walltime-guard`), and it reports the server's port to the hub once the server listens, from inside the server: the
 port is the one this process bound (started with `--ServerApp.port=0`, the OS picks a free one),
 so the hub never waits on a port someone else holds, and its first request to the server gets
 an answer. This replaces batchspawner-singleuser, which picks a port, reports it, then starts
@@ -9,9 +10,15 @@ the server: the hub then polls a port nobody listens on yet, backing off up to s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from .job_context import WorkbenchError, current_status
 from .job_report import post_report
 
 LISTEN_WAIT_S = 120
@@ -51,6 +58,28 @@ async def report_port_when_listening(serverapp) -> bool:
     return False
 
 
+def warn_minutes(env=None) -> list[int]:
+    """The walltime guard's lead times, e.g. AIFA_WORKBENCH_WARN_MINUTES='10,2' -> [10, 2]."""
+    raw = (os.environ if env is None else env).get("AIFA_WORKBENCH_WARN_MINUTES", "10,2")
+    minutes = sorted({int(m) for m in raw.split(",") if m.strip().isdigit() and 0 < int(m) <= 1440}, reverse=True)
+    return minutes or [10, 2]
+
+
+class JobStatusHandler(APIHandler):
+    @web.authenticated
+    async def get(self):
+        try:
+            status = await asyncio.to_thread(current_status)
+        except WorkbenchError as e:
+            self.set_status(503)
+            self.finish(json.dumps({"error": str(e)}))
+            return
+        status["warn_minutes"] = warn_minutes()
+        self.finish(json.dumps(status))
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
+    route = url_path_join(serverapp.base_url, "workbench", "job")
+    serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
     if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
         serverapp.io_loop.add_callback(report_port_when_listening, serverapp)

@@ -5,7 +5,7 @@ A bad file stops the hub with the file, the key and the reason (CatalogueError).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -53,6 +53,20 @@ PARTITION_SCHEMA = {
     },
 }
 
+DASK_PRESET_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["title", "partition"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1},
+        "partition": {"type": "string", "pattern": SLUG},
+        "gpus": _INT,
+        "cpus": _POS,
+        "memory_gb": _POS,
+        "hours": _POS,
+    },
+}
+
 SITE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -70,6 +84,9 @@ SITE_SCHEMA = {
         "accounts_from": {"enum": ["slurm", "settings"]},
         "reservations_allowed": {"type": "boolean"},
         "dask_interface": {"type": "string", "pattern": r"^[a-z][a-z0-9]{0,14}$"},
+        "dask_local_directory": {"type": "string", "pattern": r"^(/|\$)[A-Za-z0-9_/.${}-]*$"},
+        "dask_presets": {"type": "object", "propertyNames": {"pattern": SLUG},
+                         "additionalProperties": DASK_PRESET_SCHEMA},
         "gpu_label": {"type": "string", "pattern": r"^[A-Za-z]+$"},
         "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours"]},
         "default_environment": {"type": "string", "pattern": SLUG},
@@ -128,6 +145,15 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class DaskPreset:
+    """Dask workers of one shape: the same fields as a spawn request (validated the same way)."""
+
+    name: str
+    title: str
+    options: dict
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
     title: str
@@ -144,6 +170,8 @@ class Site:
     default_environment: str
     environments: dict[str, Environment]
     partitions: dict[str, Partition]
+    dask_presets: dict[str, DaskPreset] = field(default_factory=dict)
+    dask_local_directory: str = "/tmp"
     path: str = ""
 
 
@@ -176,6 +204,22 @@ def _check_consistency(data: dict, path) -> None:
                                      f"{part['gpus_per_node']} GPUs is more than memory_gb_per_node.")
         if part["billing"]["kind"] == "lumi_shared" and part["allocation"] != "shared":
             raise CatalogueError(f"{path}: {key}.billing: lumi_shared billing is for shared partitions.")
+    for name, preset in data.get("dask_presets", {}).items():
+        if preset["partition"] not in data["partitions"]:
+            raise CatalogueError(f"{path}: dask_presets.{name}.partition: {preset['partition']!r} is not one of "
+                                 f"the partitions ({', '.join(data['partitions'])}).")
+
+
+def _check_presets(site: "Site") -> None:
+    """Each Dask preset must be a valid request on its own site (the spawn request rules)."""
+    from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
+
+    user = UserContext(accounts={site.name: (site.account_example,)})
+    for preset in site.dask_presets.values():
+        try:
+            parse_job_request({**preset.options, "site": site.name}, {site.name: site}, user, site.name)
+        except RequestError as e:
+            raise CatalogueError(f"{site.path}: dask_presets.{preset.name}: {e}") from None
 
 
 def site_from_dict(data, path) -> Site:
@@ -192,8 +236,12 @@ def site_from_dict(data, path) -> Site:
     partitions = {name: Partition(name=name, family=p.get("family", data["family"]),
                                   **{k: v for k, v in p.items() if k != "family"})
                   for name, p in data["partitions"].items()}
-    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions")}
-    return Site(**fields, environments=environments, partitions=partitions, path=str(path))
+    presets = {name: DaskPreset(name, p["title"], {k: v for k, v in p.items() if k != "title"})
+               for name, p in data.get("dask_presets", {}).items()}
+    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions", "dask_presets")}
+    site = Site(**fields, environments=environments, partitions=partitions, dask_presets=presets, path=str(path))
+    _check_presets(site)
+    return site
 
 
 def load_site(path) -> Site:

@@ -68,6 +68,7 @@ c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
 c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
 c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.user_accounts = settings.user_accounts or {}
+c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 reconcile.start_reconciler(settings.slurm_bin)
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout

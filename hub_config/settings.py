@@ -34,6 +34,8 @@ SCHEMA = {
         "catalogue_dir": _ABS_PATH,
         "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400},
         "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
+        "walltime_warnings_minutes": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                      "items": {"type": "integer", "minimum": 1, "maximum": 1440}},
         "user_accounts": {
             "type": "object",
             "propertyNames": {"pattern": _NAME["pattern"]},
@@ -66,6 +68,7 @@ class Settings:
     slurm_bin: str = "/usr/bin"
     start_timeout: int = 300
     named_servers_per_user: int = 0
+    walltime_warnings_minutes: tuple[int, ...] = (10, 2)
 
     def secret(self, name: str) -> str:
         path = self.secrets_dir / name
@@ -128,4 +131,5 @@ def load_settings(path) -> Settings:
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),
+        walltime_warnings_minutes=tuple(data.get("walltime_warnings_minutes", (10, 2))),
     )

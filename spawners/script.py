@@ -39,6 +39,8 @@ class ScriptContext:
     venv_bin: str
     launch_argv: tuple[str, ...]
     export_names: tuple[str, ...]
+    warn_minutes: tuple[int, ...] = (10, 2)
+    catalogue_dir: str = ""
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -93,6 +95,8 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         launch_argv=ctx.launch_argv,
         report_argv=(f"{ctx.venv_bin}/python", "-m", "aifa_workbench.extensions.job_report"),
         export_names=ctx.export_names,
+        warn_minutes=[int(m) for m in ctx.warn_minutes],
+        catalogue_dir=ctx.catalogue_dir,
         walltime=format_walltime(request.hours),
         job_name=f"aifa-wb-{ctx.username}",
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

@@ -95,6 +95,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     queue_fast_interval = Float(
         1, help="Seconds between queue polls while a tracked job waits to start, or Slurm does not answer.",
     ).tag(config=True)
+    walltime_warnings_minutes = List(
+        Integer(), default_value=[10, 2],
+        help="Minutes before a job's time limit at which JupyterLab warns the user and saves every open "
+             "notebook (after the last one it keeps saving every 20 s until the end).",
+    ).tag(config=True)
     log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
@@ -180,6 +185,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             venv_bin=f"{self.venv_dir}/bin",
             launch_argv=server_launch_argv(f"{self.venv_dir}/bin", *self.get_args()),
             export_names=export_names(env),
+            warn_minutes=tuple(self.walltime_warnings_minutes),
+            catalogue_dir=self.catalogue_dir,
         )
         return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
 

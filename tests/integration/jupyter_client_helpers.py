@@ -41,3 +41,41 @@ def execute(server_url: str, token: str, code: str, timeout: float = 60) -> str:
     finally:
         ws.close()
         requests.delete(server_url + f"api/kernels/{kernel_id}", headers=headers, timeout=30)
+
+
+class Kernel:
+    """One kernel on a running server, for several executions in the same namespace."""
+
+    def __init__(self, server_url: str, token: str, timeout: float = 60):
+        self.server_url, self.headers, self.timeout = server_url, {"Authorization": f"token {token}"}, timeout
+        self.token = token
+
+    def __enter__(self):
+        r = requests.post(self.server_url + "api/kernels", headers=self.headers, json={"name": "python3"}, timeout=30)
+        r.raise_for_status()
+        self.kernel_id = r.json()["id"]
+        ws_url = self.server_url.replace("http://", "ws://", 1) + f"api/kernels/{self.kernel_id}/channels"
+        self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"],
+                                              timeout=self.timeout)
+        self.session = uuid.uuid4().hex
+        return self
+
+    def run(self, code: str):
+        """Run `code`; return the last expression's text/plain result (None if there is none)."""
+        request = _message(code, self.session)
+        self.ws.send(json.dumps(request))
+        result = None
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("parent_header", {}).get("msg_id") != request["header"]["msg_id"]:
+                continue
+            if reply["msg_type"] == "execute_result":
+                result = reply["content"]["data"]["text/plain"]
+            elif reply["msg_type"] == "error":
+                raise RuntimeError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
+            elif reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                return result
+
+    def __exit__(self, *exc):
+        self.ws.close()
+        requests.delete(self.server_url + f"api/kernels/{self.kernel_id}", headers=self.headers, timeout=30)

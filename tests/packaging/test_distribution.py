@@ -11,16 +11,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.packaging
 
 
-def test_wheel_holds_one_package_with_its_data(tmp_path):
+def test_wheel_holds_the_product_package_the_notebook_facade_and_their_data(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("aifa_workbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.startswith("aifa_workbench-")}
-    assert top_level == {"aifa_workbench"}
+    assert top_level == {"aifa_workbench", "workbench"}   # `import workbench` in users' notebooks
     for expected in ["aifa_workbench/spawners/slurm.py", "aifa_workbench/hub_config/jupyterhub_config.py",
                      "aifa_workbench/hub_config/templates/lumi.sh.j2",
-                     "aifa_workbench/hub_config/templates/spawn_form.html.j2", "aifa_workbench/hub_config/sites/lumi.yaml", "aifa_workbench/extensions/__init__.py"]:
+                     "aifa_workbench/hub_config/templates/spawn_form.html.j2", "aifa_workbench/hub_config/sites/lumi.yaml", "aifa_workbench/extensions/__init__.py",
+                     "workbench/__init__.py", "aifa_workbench/notebooks/01-welcome.ipynb"]:
         assert expected in names
 
 

@@ -38,7 +38,15 @@ async def test_an_unreachable_hub_is_retried_and_a_refusal_is_final(monkeypatch)
     assert await ext.report_port_when_listening(app) is False and answers == [201]
 
 
-def test_the_extension_does_nothing_outside_a_hub_job(monkeypatch):
+def test_outside_a_hub_job_only_the_status_route_is_added(monkeypatch):
     monkeypatch.delenv("JUPYTERHUB_API_URL", raising=False)
-    app = types.SimpleNamespace(io_loop=None)   # would fail if used
+    routes = []
+    web_app = types.SimpleNamespace(add_handlers=lambda host, handlers: routes.extend(handlers))
+    app = types.SimpleNamespace(io_loop=None, base_url="/user/a b/", web_app=web_app)   # io_loop would fail if used
     ext._load_jupyter_server_extension(app)
+    assert [r[0] for r in routes] == ["/user/a b/workbench/job"]
+
+
+def test_warning_lead_times_come_from_the_job_environment():
+    assert ext.warn_minutes({"AIFA_WORKBENCH_WARN_MINUTES": "2,10,x,0,99999"}) == [10, 2]
+    assert ext.warn_minutes({}) == [10, 2]

@@ -15,7 +15,12 @@
 set -euo pipefail
 export HOME=/home/alice USER=alice
 export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
+# For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
+export AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench
+export AIFA_WORKBENCH_WARN_MINUTES=10,2
+export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 /opt/aifa-workbench/venv/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!

@@ -1,0 +1,141 @@
+"""The notebook's own Slurm job, as seen from inside it: which site, partition, account, node,
+GPUs, how long it has left and what it has cost so far.
+
+Pure parts (`NotebookJob.from_environ`, `parse_scontrol_job`, `job_status`) are tested without
+Slurm; `current_job` and `scontrol_job` are the thin glue that reads the real job.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+
+from aifa_workbench.hub_config.catalogue import Site, estimate_cost, load_catalogue
+
+
+class WorkbenchError(RuntimeError):
+    """Something a notebook user asked for cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    job_id: str
+    user: str
+    site: str
+    environment: str
+    account: str
+    partition: str
+    reservation: str | None
+    node: str
+    catalogue_dir: str = ""
+    slurm_bin: str = "/usr/bin"
+
+    @classmethod
+    def from_environ(cls, env=None) -> "NotebookJob":
+        env = os.environ if env is None else env
+        if not env.get("SLURM_JOB_ID") or not env.get("AIFA_WORKBENCH_SITE"):
+            raise WorkbenchError("This notebook does not run inside a workbench job, so there is no job to "
+                                 "describe or to start Dask workers from. Start a server from the workbench "
+                                 "hub and open the notebook there.")
+        return cls(
+            job_id=env["SLURM_JOB_ID"],
+            user=env.get("USER", ""),
+            site=env["AIFA_WORKBENCH_SITE"],
+            environment=env.get("AIFA_WORKBENCH_ENVIRONMENT", ""),
+            account=env.get("SLURM_JOB_ACCOUNT", ""),
+            partition=env.get("SLURM_JOB_PARTITION", ""),
+            reservation=env.get("SLURM_JOB_RESERVATION") or None,
+            node=env.get("SLURMD_NODENAME", ""),
+            catalogue_dir=env.get("AIFA_WORKBENCH_CATALOGUE", ""),
+            slurm_bin=env.get("AIFA_WORKBENCH_SLURM_BIN", "/usr/bin"),
+        )
+
+    def catalogue_site(self) -> Site:
+        sites = load_catalogue(self.catalogue_dir or None)
+        if self.site not in sites:
+            raise WorkbenchError(f"The site {self.site!r} of this job is not in the workbench catalogue.")
+        return sites[self.site]
+
+
+def parse_tres(tres: str) -> dict[str, str]:
+    """'cpu=2,mem=8G,node=1,billing=2,gres/gpu=1' -> {'cpu': '2', 'mem': '8G', ..., 'gres/gpu': '1'}"""
+    return dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+
+
+def memory_gb(value: str) -> float:
+    units = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
+    value = value.strip()
+    if value and value[-1].upper() in units:
+        return float(value[:-1]) * units[value[-1].upper()]
+    return float(value or 0) / 1024   # plain numbers are MB
+
+
+def parse_scontrol_job(line: str) -> dict:
+    """`scontrol show job -o ID` -> the fields the job panel needs (times as naive datetimes)."""
+    fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+    tres = parse_tres(fields.get("AllocTRES") or fields.get("TRES") or fields.get("ReqTRES", ""))
+
+    def when(key):
+        value = fields.get(key, "")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+
+    gpus = sum(int(v) for k, v in tres.items() if k.startswith("gres/gpu") and ":" not in k and v.isdigit())
+    return {
+        "state": fields.get("JobState", ""),
+        "node": fields.get("NodeList", ""),
+        "start": when("StartTime"),
+        "end": when("EndTime"),
+        "cpus": int(tres.get("cpu", fields.get("NumCPUs", "0")) or 0),
+        "memory_gb": round(memory_gb(tres.get("mem", "0")), 1),
+        "gpus": gpus,
+    }
+
+
+def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict:
+    """What the job panel and the walltime guard show (JSON-ready)."""
+    part = site.partitions.get(job.partition)
+    start, end = slurm.get("start"), slurm.get("end")
+    seconds_left = max(0, int((end - now).total_seconds())) if end else None
+    hours_run = max(0.0, (now - start).total_seconds() / 3600) if start else 0.0
+    per_hour = (estimate_cost(part, slurm["gpus"], slurm["cpus"], int(slurm["memory_gb"]), 1) if part else None)
+    return {
+        "job_id": job.job_id,
+        "site": site.name,
+        "site_title": site.title,
+        "partition": job.partition,
+        "partition_title": part.title if part else job.partition,
+        "node": slurm.get("node") or job.node,
+        "account": job.account,
+        "reservation": job.reservation,
+        "gpus": slurm["gpus"],
+        "gpu_label": site.gpu_label,
+        "cpus": slurm["cpus"],
+        "memory_gb": slurm["memory_gb"],
+        "started": start.isoformat() if start else None,
+        "ends": end.isoformat() if end else None,
+        "seconds_left": seconds_left,
+        "cost_unit": site.billing_unit,
+        "cost_per_hour": round(per_hour, 3) if per_hour is not None else None,
+        "cost_so_far": round(per_hour * hours_run, 3) if per_hour is not None else None,
+    }
+
+
+def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
+    """Ask Slurm about the job (as the user, from inside the job)."""
+    try:
+        result = subprocess.run([f"{job.slurm_bin}/scontrol", "show", "job", "-o", job.job_id],
+                                capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None
+    if result.returncode != 0 or not result.stdout.strip():
+        raise WorkbenchError(f"Slurm knows nothing about job {job.job_id}: {result.stderr.strip() or 'no answer'}.")
+    return parse_scontrol_job(result.stdout.strip().splitlines()[0])
+
+
+def current_status(env=None) -> dict:
+    job = NotebookJob.from_environ(env)
+    return job_status(job, job.catalogue_site(), scontrol_job(job), datetime.now())

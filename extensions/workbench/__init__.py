@@ -1,0 +1,24 @@
+"""AIFA Workbench, from your notebook.
+
+    import workbench
+    workbench.job_panel()                                  # your job: GPUs, time left, cost
+    cluster = workbench.dask_cluster("cpu-workers", workers=4)
+    workbench.dask_presets()                               # the presets of this site
+"""
+from aifa_workbench.extensions.dask_presets import dask_cluster
+from aifa_workbench.extensions.job_context import NotebookJob, WorkbenchError, current_status
+from aifa_workbench.extensions.panel import job_panel
+
+
+def job_status() -> dict:
+    """This notebook's job as a dict (what the job panel shows)."""
+    return current_status()
+
+
+def dask_presets() -> dict[str, str]:
+    """{preset name: what one worker gets} for the site this notebook runs on."""
+    site = NotebookJob.from_environ().catalogue_site()
+    return {name: preset.title for name, preset in site.dask_presets.items()}
+
+
+__all__ = ["dask_cluster", "dask_presets", "job_panel", "job_status", "WorkbenchError"]

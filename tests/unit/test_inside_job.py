@@ -1,0 +1,101 @@
+"""Pure parts of what runs inside the job: job context, status, Dask preset arguments, panel, notebooks copy."""
+import json
+from datetime import datetime
+
+import pytest
+
+from aifa_workbench.extensions import dask_presets as dp
+from aifa_workbench.extensions.job_context import (NotebookJob, WorkbenchError, job_status, memory_gb,
+                                                    parse_scontrol_job)
+from aifa_workbench.extensions.panel import panel_rows, render_html
+from aifa_workbench.extensions.starter_notebooks import MANIFEST, TARGET_DIR, copy_starter_notebooks
+from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue, site_from_dict
+from aifa_workbench.spawners.request import UserContext
+
+SITES = load_catalogue()
+ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "AIFA_WORKBENCH_ENVIRONMENT": "workbench",
+       "SLURM_JOB_ACCOUNT": "proj_sme", "SLURM_JOB_PARTITION": "gpu", "SLURMD_NODENAME": "vm"}
+SCONTROL = ("JobId=42 JobName=aifa-wb-alice JobState=RUNNING StartTime=2026-11-22T10:00:00 "
+            "EndTime=2026-11-22T12:00:00 NodeList=vm TRES=cpu=8,mem=60G,node=1,billing=8,gres/gpu=1")
+ALICE = UserContext(accounts={"local": ("proj_sme", "proj_training")}, reservations={"local": ("workshop",)})
+
+
+def test_the_notebook_job_comes_from_the_environment_and_outside_a_job_is_a_sentence():
+    job = NotebookJob.from_environ(ENV)
+    assert (job.site, job.account, job.partition, job.reservation) == ("local", "proj_sme", "gpu", None)
+    with pytest.raises(WorkbenchError, match="does not run inside a workbench job"):
+        NotebookJob.from_environ({})
+
+
+def test_status_has_time_left_and_cost_so_far():
+    slurm = parse_scontrol_job(SCONTROL)
+    assert (slurm["gpus"], slurm["cpus"], slurm["memory_gb"]) == (1, 8, 60)
+    status = job_status(NotebookJob.from_environ(ENV), SITES["local"], slurm, datetime(2026, 11, 22, 11, 30))
+    assert status["seconds_left"] == 1800 and status["cost_per_hour"] == 1 and status["cost_so_far"] == 1.5
+    rows = dict(panel_rows(status))
+    assert rows["Time left"] == "30 min 00 s" and rows["GPUs"] == "1 GPU"
+    assert "1.50 GPU-hours so far" in rows["Estimated cost"]
+    assert "<script" not in render_html({**status, "account": "<script>"})
+    assert memory_gb("512M") == 0.5 and memory_gb("2048") == 2
+
+
+def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
+    job = NotebookJob.from_environ({**ENV, "SLURM_JOB_RESERVATION": "workshop"})
+    request = dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, {})
+    kwargs = dp.cluster_kwargs(SITES["local"], request, job, 45, "/home/alice", "/opt/v/bin/python")
+    assert (kwargs["queue"], kwargs["account"], kwargs["cores"], kwargs["memory"]) == ("gpu", "proj_sme", 2, "8GB")
+    assert kwargs["walltime"] == "00:45:00"           # capped by the notebook's own job
+    assert kwargs["interface"] == "lo" and kwargs["job_name"] == "aifa-dask-alice"
+    assert kwargs["job_extra_directives"] == ["--export=NONE", "--gres=gpu:1", "--reservation=workshop"]
+    lumi = SITES["lumi"]
+    lumi_job = NotebookJob.from_environ({**ENV, "AIFA_WORKBENCH_SITE": "lumi", "SLURM_JOB_ACCOUNT": "project_465000001",
+                                         "AIFA_WORKBENCH_ENVIRONMENT": "lumi-stack"})
+    user = UserContext(accounts={"lumi": ("project_465000001",)})
+    lumi_kwargs = dp.cluster_kwargs(lumi, dp.preset_request(lumi, "gpu-workers", lumi_job, user, {}), lumi_job,
+                                    None, "/users/a", "/opt/v/bin/python")
+    assert "--gpus-per-node=1" in lumi_kwargs["job_extra_directives"] and lumi_kwargs["interface"] == "hsn0"
+    assert lumi_kwargs["walltime"] == "02:00:00"
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"gpus": 9}, "'gpus' must be from 1 to 4"),
+    ({"account": "proj_research"}, "'account' must be one of"),
+    ({"nodes": 2}, "does not take nodes"),
+])
+def test_a_preset_asking_what_is_not_allowed_is_a_sentence(overrides, words):
+    job = NotebookJob.from_environ(ENV)
+    with pytest.raises(WorkbenchError, match=words):
+        dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, overrides)
+
+
+def test_workers_need_time_left_in_the_session():
+    job = NotebookJob.from_environ(ENV)
+    request = dp.preset_request(SITES["local"], "cpu-workers", job, ALICE, {})
+    with pytest.raises(WorkbenchError, match="ends in 3 minutes"):
+        dp.worker_walltime(request, 3)
+
+
+def test_a_catalogue_preset_beyond_its_partition_stops_the_hub(tmp_path):
+    import yaml
+    data = yaml.safe_load((SITES["local"].path and open(SITES["local"].path).read()))
+    data["dask_presets"]["gpu-workers"]["gpus"] = 99
+    with pytest.raises(CatalogueError, match=r"local.yaml: dask_presets.gpu-workers: 'gpus' must be from 1 to 4"):
+        site_from_dict(data, tmp_path / "local.yaml")
+    data["dask_presets"]["gpu-workers"] = {"title": "x", "partition": "nope"}
+    with pytest.raises(CatalogueError, match="dask_presets.gpu-workers.partition: 'nope' is not one of"):
+        site_from_dict(data, tmp_path / "local.yaml")
+
+
+def test_starter_notebooks_are_copied_once_and_never_over_edits(tmp_path):
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    for name in ("a.ipynb", "b.ipynb"):
+        (bundled / name).write_text(json.dumps({"name": name}))
+    home = tmp_path / "home"
+    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == ["a.ipynb"]
+    (home / TARGET_DIR / "a.ipynb").write_text("my edits")
+    assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == ["b.ipynb"]
+    assert (home / TARGET_DIR / "a.ipynb").read_text() == "my edits"
+    (home / TARGET_DIR / "b.ipynb").unlink()                                   # deleted stays deleted
+    assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == []
+    assert sorted(json.loads((home / MANIFEST).read_text())) == ["a.ipynb", "b.ipynb"]
