@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench labextension
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -42,3 +42,9 @@ test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make
 
 bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick)
 	$(VENV)/bin/python -m benchmarks.bench_spawner $(BENCH_ARGS)
+
+labextension:            ## rebuild the walltime guard (JupyterLab extension) into extensions/labextension/prebuilt
+	cd extensions/labextension && npm install --no-audit --no-fund --loglevel=error && rm -rf prebuilt && \
+	  node node_modules/@jupyterlab/builder/lib/build-labextension.js \
+	    --core-path $(VENV)/lib/python3.11/site-packages/jupyterlab/staging . && \
+	  sha256sum lib/index.js | cut -d' ' -f1 > prebuilt/SOURCE_SHA256

@@ -50,3 +50,12 @@ def test_outside_a_hub_job_only_the_status_route_is_added(monkeypatch):
 def test_warning_lead_times_come_from_the_job_environment():
     assert ext.warn_minutes({"AIFA_WORKBENCH_WARN_MINUTES": "2,10,x,0,99999"}) == [10, 2]
     assert ext.warn_minutes({}) == [10, 2]
+
+
+def test_the_prebuilt_walltime_guard_is_built_from_the_current_source():
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "extensions" / "labextension"
+    source = hashlib.sha256((root / "lib" / "index.js").read_bytes()).hexdigest()
+    assert (root / "prebuilt" / "SOURCE_SHA256").read_text().strip() == source, "run `make labextension`"
