@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench labextension
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench labextension bench-dask
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -48,3 +48,6 @@ labextension:            ## rebuild the walltime guard (JupyterLab extension) in
 	  node node_modules/@jupyterlab/builder/lib/build-labextension.js \
 	    --core-path $(VENV)/lib/python3.11/site-packages/jupyterlab/staging . && \
 	  sha256sum lib/index.js | cut -d' ' -f1 > prebuilt/SOURCE_SHA256
+
+bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 5 minutes)
+	$(VENV)/bin/python -m benchmarks.bench_dask $(BENCH_ARGS)

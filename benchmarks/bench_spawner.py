@@ -271,8 +271,8 @@ def main(argv=None) -> int:
         if "spawn" in only:
             s = bench_spawn(repeats)
             f, w, p = median(s["floor"]), median(s["workbench"]), median(s["plain"])
-            print(f"spawn (N={repeats}, median s): floor {f:.2f}  workbench {w:.2f} (+{w - f:.2f})  "
-                  f"plain batchspawner {p:.2f} (+{p - f:.2f})", flush=True)
+            print(f"spawn (N={repeats}, median s): floor {f:.2f}  workbench {w:.2f} ({w - f:+.2f})  "
+                  f"plain batchspawner {p:.2f} ({p - f:+.2f})", flush=True)
         if "scancel" in only:
             w, p = bench_scancel("workbench", repeats), bench_scancel("plain", max(2, repeats // 2))
             print(f"scancel -> server stopped (median s): workbench {median(w):.2f} (N={len(w)})  "

@@ -81,6 +81,7 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "cores": request.cpus,
         "processes": 1,
         "memory": f"{request.memory_gb}GB",
+        "job_mem": f"{request.memory_gb}G",   # Slurm's --mem exactly as a spawn request would ask
         "walltime": worker_walltime(request, minutes_left),
         "interface": site.dask_interface,
         "local_directory": site.dask_local_directory,
@@ -93,6 +94,7 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
                                 *environment.setup],
         "python": python,
         "scheduler_options": {"dashboard_address": ":0", "interface": site.dask_interface},
+        "death_timeout": 60,   # a worker whose scheduler (this notebook) is gone ends its job
     }
 
 
@@ -125,7 +127,7 @@ def dashboard_link_template() -> str:
     return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") + "proxy/{port}/status"
 
 
-def dask_cluster(preset: str, workers: int = 1, **overrides):
+def dask_cluster(preset: str, workers: int = 1, asynchronous: bool = False, **overrides):
     """A dask-jobqueue SLURMCluster shaped by a catalogue preset, scaled to `workers` workers.
 
     `cluster.job_script()` shows what will be submitted; `cluster.scale(n)` changes the number of
@@ -142,7 +144,16 @@ def dask_cluster(preset: str, workers: int = 1, **overrides):
     kwargs = cluster_kwargs(site, request, job, minutes_left(job), home, sys.executable)
     os.makedirs(kwargs["log_directory"], exist_ok=True)
     dask.config.set({"distributed.dashboard.link": dashboard_link_template()})
-    cluster = SLURMCluster(**kwargs)
+    cluster = SLURMCluster(**kwargs, asynchronous=asynchronous)
     if workers:
         cluster.scale(workers)
     return cluster
+
+
+def default_cluster(asynchronous: bool = False):
+    """The cluster JupyterLab's Dask tab creates (dask-labextension's factory, set by the batch
+    script): the first preset of the job's site, no workers until scaled."""
+    site = NotebookJob.from_environ().catalogue_site()
+    if not site.dask_presets:
+        raise WorkbenchError(f"{site.title} has no Dask presets in the workbench catalogue.")
+    return dask_cluster(next(iter(site.dask_presets)), workers=0, asynchronous=asynchronous)

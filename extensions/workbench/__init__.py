@@ -5,7 +5,7 @@
     cluster = workbench.dask_cluster("cpu-workers", workers=4)
     workbench.dask_presets()                               # the presets of this site
 """
-from aifa_workbench.extensions.dask_presets import dask_cluster
+from aifa_workbench.extensions.dask_presets import dask_cluster, default_cluster
 from aifa_workbench.extensions.job_context import NotebookJob, WorkbenchError, current_status
 from aifa_workbench.extensions.panel import job_panel
 
@@ -21,4 +21,4 @@ def dask_presets() -> dict[str, str]:
     return {name: preset.title for name, preset in site.dask_presets.items()}
 
 
-__all__ = ["dask_cluster", "dask_presets", "job_panel", "job_status", "WorkbenchError"]
+__all__ = ["dask_cluster", "default_cluster", "dask_presets", "job_panel", "job_status", "WorkbenchError"]

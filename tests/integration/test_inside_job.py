@@ -4,6 +4,7 @@ import ast
 import json
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,6 +40,8 @@ def test_the_job_status_endpoint_describes_the_job(alice_server):
     assert 3500 < status["seconds_left"] <= 3600 and status["warn_minutes"] == [10, 2]
     assert status["cost_unit"] == "GPU-hours" and status["cost_per_hour"] == 1 and status["cost_so_far"] < 0.1
     assert requests.get(server + "workbench/job", timeout=30).status_code in (302, 403)   # not without login
+    copied = {p.name for p in Path("/home/alice/starter-notebooks").glob("*.ipynb")}
+    assert {"01-welcome.ipynb", "05-explore-interactively.ipynb"} <= copied   # the job copied them at start
 
 
 def test_a_dask_preset_runs_workers_on_the_cluster_with_its_dashboard_through_the_hub(hub, alice_server):
@@ -52,7 +55,8 @@ def test_a_dask_preset_runs_workers_on_the_cluster_with_its_dashboard_through_th
             " 'link': cluster.dashboard_link, 'script': cluster.job_script()})")))
         assert out["sum"] == 285
         script = out["script"]
-        for directive in ("-p cpu", "-A proj_sme", "--cpus-per-task=1", "--export=NONE", "-J aifa-dask-alice"):
+        for directive in ("-p cpu", "-A proj_sme", "--cpus-per-task=1", "--mem=2G", "--export=NONE",
+                          "-J aifa-dask-alice"):
             assert directive in script, script
         assert "--interface lo" in script
         workers = user_jobs("alice", "aifa-dask-alice")
@@ -81,10 +85,31 @@ def test_a_preset_asking_too_much_or_a_foreign_account_gets_a_sentence(alice_ser
             assert message and words in message, (call, message)
 
 
-def test_dask_labextension_and_the_job_panel_answer(alice_server):
+def test_jupyterlabs_dask_tab_creates_lists_scales_and_stops_a_preset_cluster(alice_server):
     server, token = alice_server
     headers = {"Authorization": f"token {token}"}
-    assert requests.get(server + "dask/clusters", headers=headers, timeout=30).status_code == 200
+    created = requests.put(server + "dask/clusters", headers=headers, timeout=120)
+    assert created.status_code == 200, created.text
+    cluster = created.json()
+    assert cluster["name"].startswith("SLURMCluster")
+    listed = requests.get(server + "dask/clusters", headers=headers, timeout=30).json()
+    assert [c["id"] for c in listed] == [cluster["id"]] and "/proxy/" in listed[0]["dashboard_link"]
+    scaled = requests.patch(server + f"dask/clusters/{cluster['id']}", headers=headers, timeout=60,
+                            json={"workers": 1})
+    assert scaled.status_code == 200, scaled.text
+    deadline = time.monotonic() + 90
+    while not user_jobs("alice", "aifa-dask-alice") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert all("|cpu|proj_sme|" in line for line in user_jobs("alice", "aifa-dask-alice").values())
+    assert requests.delete(server + f"dask/clusters/{cluster['id']}", headers=headers, timeout=60).status_code == 204
+    deadline = time.monotonic() + 60
+    while user_jobs("alice", "aifa-dask-alice") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not user_jobs("alice", "aifa-dask-alice")
+
+
+def test_the_job_panel_shows_the_job(alice_server):
+    server, token = alice_server
     with Kernel(server, token) as kernel:
         html = kernel.run("import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
                           "render_html(workbench.job_status())")

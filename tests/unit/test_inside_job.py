@@ -45,6 +45,7 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
     kwargs = dp.cluster_kwargs(SITES["local"], request, job, 45, "/home/alice", "/opt/v/bin/python")
     assert (kwargs["queue"], kwargs["account"], kwargs["cores"], kwargs["memory"]) == ("gpu", "proj_sme", 2, "8GB")
     assert kwargs["walltime"] == "00:45:00"           # capped by the notebook's own job
+    assert kwargs["job_mem"] == "8G" and kwargs["death_timeout"] == 60
     assert kwargs["interface"] == "lo" and kwargs["job_name"] == "aifa-dask-alice"
     assert kwargs["job_extra_directives"] == ["--export=NONE", "--gres=gpu:1", "--reservation=workshop"]
     lumi = SITES["lumi"]

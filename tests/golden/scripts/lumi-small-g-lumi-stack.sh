@@ -20,6 +20,7 @@ export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=lumi-stack
 export AIFA_WORKBENCH_WARN_MINUTES=10,2
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
+export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 module load LUMI/25.03 partition/G
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true

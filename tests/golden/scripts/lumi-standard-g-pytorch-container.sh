@@ -21,6 +21,7 @@ export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
+export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 export SLURM_CPU_BIND=mask_cpu:7e000000000000,7e00000000000000,7e0000,7e000000,7e,7e00,7e00000000,7e0000000000
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings

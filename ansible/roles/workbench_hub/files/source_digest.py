@@ -8,7 +8,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-PARTS = ("pyproject.toml", "README.md", "hub_config", "spawners", "extensions")
+PARTS = ("pyproject.toml", "README.md", "hub_config", "spawners", "extensions", "notebooks")
+SKIPPED = ("__pycache__", "node_modules")   # node_modules: only for `make labextension`, never shipped
 
 
 def source_digest(root: Path) -> str:
@@ -17,7 +18,7 @@ def source_digest(root: Path) -> str:
         base = root / part
         files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
         for path in files:
-            if "__pycache__" in path.parts:
+            if any(skipped in path.parts for skipped in SKIPPED):
                 continue
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
