@@ -2,7 +2,7 @@
 a hand-written dask-jobqueue SLURMCluster with the same resources, alternating in the same Slurm
 job; and the sweep notebook's throughput (trials per minute) with 1, 2 and 4 GPU-preset workers.
 
-    make bench-dask            (about 5 minutes; BENCH_ARGS="--repeats 5 --workers 4")
+    make bench-dask            (about 3 minutes; BENCH_ARGS="--repeats 5 --workers 4")
 
 Runs as root with the cluster up (make install); the measuring job runs as a demo user.
 """
@@ -60,18 +60,24 @@ def run_in_job(repeats: int, workers: int, trials: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=16)
     args = parser.parse_args(argv)
     r = run_in_job(args.repeats, args.workers, args.trials)
     for label, index in (("first worker", 0), (f"all {args.workers} workers", 1)):
-        preset = statistics.median(t[index] for t in r["preset"])
-        hand = statistics.median(t[index] for t in r["hand"])
-        print(f"dask_cluster() to {label} (median of {args.repeats}, s): preset {preset:.2f}  "
-              f"hand-written SLURMCluster {hand:.2f}  (preset - hand: {preset - hand:+.2f} s)", flush=True)
+        preset, hand = ([t[index] for t in r[kind]] for kind in ("preset", "hand"))
+        p_med, h_med = statistics.median(preset), statistics.median(hand)
+        print(f"dask_cluster() to {label} (N={args.repeats}, s): preset median {p_med:.2f} min {min(preset):.2f}  "
+              f"hand-written SLURMCluster median {h_med:.2f} min {min(hand):.2f}  "
+              f"(preset - hand: {p_med - h_med:+.2f} median, {min(preset) - min(hand):+.2f} min; "
+              f"spread of the hand-written runs {max(hand) - min(hand):.2f})", flush=True)
+    preset_call = statistics.median(t[2] for t in r["preset"])
+    hand_call = statistics.median(t[2] for t in r["hand"])
+    print(f"the call itself, dask_cluster() vs SLURMCluster(...)+scale() (median, s): preset {preset_call:.3f}  "
+          f"hand-written {hand_call:.3f}  (preset - hand: {preset_call - hand_call:+.3f} s)", flush=True)
     one = r["sweep"]["1"]
-    print("sweep notebook, trials/min: " + "  ".join(f"{w} worker{'s' if w != '1' else ''} {v:.1f} ({v / one:.2f}x)"
+    print(f"sweep notebook ({args.trials} trials), trials/min: " + "  ".join(f"{w} worker{'s' if w != '1' else ''} {v:.1f} ({v / one:.2f}x)"
                                                      for w, v in r["sweep"].items()))
     return 0
 

@@ -43,9 +43,10 @@ def hand_written_cluster(n):
     return cluster
 
 
-def time_to_workers(make_cluster, job_name: str) -> tuple[float, float]:
+def time_to_workers(make_cluster, job_name: str) -> tuple[float, float, float]:
     started = time.monotonic()
     cluster = make_cluster(WORKERS)
+    constructed = time.monotonic() - started   # the call itself: catalogue, checks, sbatch of the workers
     client = Client(cluster)
     client.wait_for_workers(1, timeout=300)
     first = time.monotonic() - started
@@ -54,23 +55,22 @@ def time_to_workers(make_cluster, job_name: str) -> tuple[float, float]:
     client.close()
     cluster.close()
     wait_gone(job_name)
-    return first, every
+    return first, every, constructed
 
 
 def sweep_trial_function():
     """The `trial` function of the sweep notebook, taken from the notebook itself."""
     cells = json.loads(NOTEBOOK.read_text())["cells"]
     source = next("".join(c["source"]) for c in cells if "def trial(" in "".join(c["source"]))
-    namespace: dict = {}
-    exec(source, namespace)  # noqa: S102  (our own bundled notebook)
-    return namespace["trial"]
+    exec(source, globals())  # noqa: S102  (our own bundled notebook; in __main__ so Dask ships it by value)
+    return globals()["trial"]
 
 
 def sweep_throughput(workers: int, trial) -> float:
     cluster = workbench.dask_cluster("gpu-workers", workers=workers)
     client = Client(cluster)
     client.wait_for_workers(workers, timeout=300)
-    client.submit(trial, 1e-2, 8, pure=False).result()   # warm-up: imports torch on a worker
+    client.run(lambda: __import__("torch").zeros(1).sum().item())   # warm-up: torch imported on every worker
     started = time.monotonic()
     futures = [client.submit(trial, 1e-2 * (1 + i % 3), 16 * (1 + i % 2), seed=i, pure=False) for i in range(TRIALS)]
     wait(futures)
@@ -82,9 +82,10 @@ def sweep_throughput(workers: int, trial) -> float:
 
 
 results = {"preset": [], "hand": []}
-for _ in range(REPEATS):
-    results["preset"].append(time_to_workers(preset_cluster, f"aifa-dask-{USER}"))
-    results["hand"].append(time_to_workers(hand_written_cluster, "aifa-dask-hand"))
+for repeat in range(REPEATS):
+    order = [("preset", preset_cluster, f"aifa-dask-{USER}"), ("hand", hand_written_cluster, "aifa-dask-hand")]
+    for kind, make, job_name in order[::-1] if repeat % 2 else order:   # alternate who goes first
+        results[kind].append(time_to_workers(make, job_name))
 trial = sweep_trial_function()
 results["sweep"] = {w: sweep_throughput(w, trial) for w in (1, 2, 4)}
 print(json.dumps(results))
