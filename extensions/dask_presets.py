@@ -7,6 +7,7 @@ account the user lacks, is refused with a sentence before anything reaches Slurm
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shlex
@@ -36,8 +37,10 @@ def preset_request(site: Site, preset: str, job: NotebookJob, user: UserContext,
     own_account = {"account": job.account} if job.account else {}
     options = {**site.dask_presets[preset].options, "site": site.name,
                "environment": job.environment or site.default_environment, **own_account, **overrides}
-    if "partition" in overrides and "gpus" not in overrides:
-        options.pop("gpus", None)   # the preset's GPU count belongs to its own partition
+    if "partition" in overrides:   # the preset's shape belongs to its own partition
+        for key in ("gpus", "cpus", "memory_gb"):
+            if key not in overrides:
+                options.pop(key, None)
     if job.reservation:
         options["reservation"] = job.reservation
     try:
@@ -93,7 +96,12 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
                                 ":/usr/local/bin:/usr/bin:/bin",
                                 *environment.setup],
         "python": python,
-        "scheduler_options": {"dashboard_address": ":0", "interface": site.dask_interface},
+        # Other users share nodes and networks: TLS with throw-away certificates (kept in a 0700
+        # folder of the user's home, which workers read) so that only this user's workers and
+        # clients reach the scheduler; the dashboard listens on loopback, for jupyter-server-proxy.
+        "security": True,
+        "shared_temp_directory": f"{home}/.aifa-workbench/dask-tls",
+        "scheduler_options": {"dashboard_address": "127.0.0.1:0", "interface": site.dask_interface},
         "death_timeout": 60,   # a worker whose scheduler (this notebook) is gone ends its job
     }
 
@@ -131,33 +139,54 @@ def dashboard_link_template() -> str:
     return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") + "proxy/{port}/status"
 
 
-def dask_cluster(preset: str, workers: int = 1, asynchronous: bool = False, **overrides):
-    """A dask-jobqueue SLURMCluster shaped by a catalogue preset, scaled to `workers` workers.
-
-    `cluster.job_script()` shows what will be submitted; `cluster.scale(n)` changes the number of
-    workers; `cluster.close()` cancels them (they also end with this notebook's job)."""
+def prepare_cluster(preset: str, overrides: dict) -> dict:
+    """Validate the preset against the catalogue and the job (asks Slurm); the SLURMCluster kwargs."""
     import dask
-    from dask_jobqueue import SLURMCluster
 
-    if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
-        raise WorkbenchError(f"'workers' must be a whole number from 0 to {MAX_WORKERS}.")
     job = NotebookJob.from_environ()
     site = job.catalogue_site()
     request = preset_request(site, preset, job, user_context(job, overrides), overrides)
     home = pwd.getpwuid(os.getuid()).pw_dir
     kwargs = cluster_kwargs(site, request, job, minutes_left(job), home, sys.executable)
     os.makedirs(kwargs["log_directory"], exist_ok=True)
+    os.makedirs(kwargs["shared_temp_directory"], mode=0o700, exist_ok=True)
+    os.chmod(kwargs["shared_temp_directory"], 0o700)
     dask.config.set({"distributed.dashboard.link": dashboard_link_template()})
-    cluster = SLURMCluster(**kwargs, asynchronous=asynchronous)
+    return kwargs
+
+
+def dask_cluster(preset: str, workers: int = 1, **overrides):
+    """A dask-jobqueue SLURMCluster shaped by a catalogue preset, scaled to `workers` workers.
+
+    `cluster.job_script()` shows what will be submitted; `cluster.scale(n)` changes the number of
+    workers; `cluster.close()` cancels them (they also end with this notebook's job)."""
+    from dask_jobqueue import SLURMCluster
+
+    if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
+        raise WorkbenchError(f"'workers' must be a whole number from 0 to {MAX_WORKERS}.")
+    cluster = SLURMCluster(**prepare_cluster(preset, overrides))
     if workers:
         cluster.scale(workers)
     return cluster
 
 
-def default_cluster(asynchronous: bool = False):
-    """The cluster JupyterLab's Dask tab creates (dask-labextension's factory, set by the batch
-    script): the first preset of the job's site, no workers until scaled."""
+def first_preset() -> str:
     site = NotebookJob.from_environ().catalogue_site()
     if not site.dask_presets:
         raise WorkbenchError(f"{site.title} has no Dask presets in the workbench catalogue.")
-    return dask_cluster(next(iter(site.dask_presets)), workers=0, asynchronous=asynchronous)
+    return next(iter(site.dask_presets))
+
+
+async def _default_cluster_async():
+    from dask_jobqueue import SLURMCluster
+
+    kwargs = await asyncio.to_thread(lambda: prepare_cluster(first_preset(), {}))   # Slurm, off the loop
+    return await SLURMCluster(**kwargs, asynchronous=True)
+
+
+def default_cluster(asynchronous: bool = False):
+    """The cluster JupyterLab's Dask tab creates (dask-labextension's factory, set by the batch
+    script, awaited in the Jupyter server's event loop): the site's first preset, no workers yet."""
+    if asynchronous:
+        return _default_cluster_async()
+    return dask_cluster(first_preset(), workers=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -73,7 +74,11 @@ def memory_gb(value: str) -> float:
 
 def parse_scontrol_job(line: str) -> dict:
     """`scontrol show job -o ID` -> the fields the job panel needs (times as naive datetimes)."""
-    fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+    fields: dict[str, str] = {}
+    for token in line.split():
+        if "=" in token:   # the first occurrence: a job name or comment cannot shadow a real field
+            key, value = token.split("=", 1)
+            fields.setdefault(key, value)
     tres = parse_tres(fields.get("AllocTRES") or fields.get("TRES") or fields.get("ReqTRES", ""))
 
     def when(key):
@@ -124,6 +129,20 @@ def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict
     }
 
 
+_SLURM_CACHE: dict[str, tuple[float, dict]] = {}
+CACHE_SECONDS = 60
+
+
+def cached_scontrol_job(job: NotebookJob) -> dict:
+    """The job's Slurm record, asked at most once a minute per process: every open JupyterLab tab
+    polls the status, and the end time is all that changes (rarely)."""
+    expires, record = _SLURM_CACHE.get(job.job_id, (0.0, {}))
+    if time.monotonic() >= expires:
+        record = scontrol_job(job)
+        _SLURM_CACHE[job.job_id] = (time.monotonic() + CACHE_SECONDS, record)
+    return record
+
+
 def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
     """Ask Slurm about the job (as the user, from inside the job)."""
     try:
@@ -136,6 +155,7 @@ def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
     return parse_scontrol_job(result.stdout.strip().splitlines()[0])
 
 
-def current_status(env=None) -> dict:
+def current_status(env=None, cached: bool = False) -> dict:
     job = NotebookJob.from_environ(env)
-    return job_status(job, job.catalogue_site(), scontrol_job(job), datetime.now())
+    slurm = cached_scontrol_job(job) if cached else scontrol_job(job)
+    return job_status(job, job.catalogue_site(), slurm, datetime.now())

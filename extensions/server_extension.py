@@ -48,14 +48,22 @@ async def report_port_when_listening(serverapp) -> bool:
             serverapp.log.info("AIFA Workbench: reported port %s to the hub", port)
             return True
         if 400 <= status < 500:
-            serverapp.log.error("AIFA Workbench: the hub refused the port report (HTTP %s)", status)
+            serverapp.log.error("AIFA Workbench: the hub refused the port report (HTTP %s); stopping", status)
+            stop_server(serverapp)
             return False
         if delay is None:
             break
         serverapp.log.warning("AIFA Workbench: hub not reached (%s); retrying in %ss", status or "no answer", delay)
         await asyncio.sleep(delay)
-    serverapp.log.error("AIFA Workbench: could not report the port to the hub")
+    serverapp.log.error("AIFA Workbench: could not report the port to the hub; stopping")
+    stop_server(serverapp)
     return False
+
+
+def stop_server(serverapp) -> None:
+    """Without a reported port the hub can never reach this server: end the job, so that the hub
+    shows the spawn failing with the job's last lines instead of waiting for its start timeout."""
+    serverapp.stop()
 
 
 def warn_minutes(env=None) -> list[int]:
@@ -69,10 +77,15 @@ class JobStatusHandler(APIHandler):
     @web.authenticated
     async def get(self):
         try:
-            status = await asyncio.to_thread(current_status)
+            status = await asyncio.to_thread(current_status, None, True)
         except WorkbenchError as e:
             self.set_status(503)
             self.finish(json.dumps({"error": str(e)}))
+            return
+        except Exception as e:   # e.g. an unreadable catalogue: the guard retries, the log says why
+            self.log.exception("AIFA Workbench: job status failed")
+            self.set_status(503)
+            self.finish(json.dumps({"error": f"The job status is not available: {e}"}))
             return
         status["warn_minutes"] = warn_minutes()
         self.finish(json.dumps(status))

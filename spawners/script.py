@@ -41,6 +41,7 @@ class ScriptContext:
     export_names: tuple[str, ...]
     warn_minutes: tuple[int, ...] = (10, 2)
     catalogue_dir: str = ""
+    slurm_bin: str = "/usr/bin"
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -97,6 +98,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         export_names=ctx.export_names,
         warn_minutes=[int(m) for m in ctx.warn_minutes],
         catalogue_dir=ctx.catalogue_dir,
+        slurm_bin=ctx.slurm_bin,
         walltime=format_walltime(request.hours),
         job_name=f"aifa-wb-{ctx.username}",
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

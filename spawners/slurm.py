@@ -98,7 +98,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     walltime_warnings_minutes = List(
         Integer(), default_value=[10, 2],
         help="Minutes before a job's time limit at which JupyterLab warns the user and saves every open "
-             "notebook (after the last one it keeps saving every 20 s until the end).",
+             "notebook (after the last one it keeps saving every 10 s until the end).",
     ).tag(config=True)
     log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
@@ -187,6 +187,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             export_names=export_names(env),
             warn_minutes=tuple(self.walltime_warnings_minutes),
             catalogue_dir=self.catalogue_dir,
+            slurm_bin=self.slurm_bin,
         )
         return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
 

@@ -69,6 +69,21 @@ def test_a_preset_asking_what_is_not_allowed_is_a_sentence(overrides, words):
         dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, overrides)
 
 
+def test_another_partition_takes_its_own_shape_and_workers_talk_tls():
+    job = NotebookJob.from_environ(ENV)
+    request = dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, {"partition": "booster"})
+    assert (request.partition, request.gpus, request.cpus) == ("booster", 4, 64)
+    kwargs = dp.cluster_kwargs(SITES["local"], request, job, None, "/home/alice", "/opt/v/bin/python")
+    assert kwargs["security"] is True and kwargs["shared_temp_directory"] == "/home/alice/.aifa-workbench/dask-tls"
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+
+
+def test_a_job_name_cannot_shadow_a_slurm_field():
+    slurm = parse_scontrol_job(SCONTROL.replace("JobName=aifa-wb-alice", "JobName=aifa-wb-alice") +
+                               " Comment=EndTime=2030-01-01T00:00:00")
+    assert slurm["end"] == datetime(2026, 11, 22, 12, 0)
+
+
 def test_workers_need_time_left_in_the_session():
     job = NotebookJob.from_environ(ENV)
     request = dp.preset_request(SITES["local"], "cpu-workers", job, ALICE, {})

@@ -7,7 +7,9 @@ from aifa_workbench.extensions import server_extension as ext
 
 
 def fake_serverapp(port=43210):
-    return types.SimpleNamespace(_http_server=None, port=port, log=logging.getLogger("fake-serverapp"))
+    app = types.SimpleNamespace(_http_server=None, port=port, log=logging.getLogger("fake-serverapp"), stopped=0)
+    app.stop = lambda: setattr(app, "stopped", app.stopped + 1)
+    return app
 
 
 async def test_the_port_is_reported_after_the_server_listens(monkeypatch):
@@ -32,10 +34,11 @@ async def test_an_unreachable_hub_is_retried_and_a_refusal_is_final(monkeypatch)
     answers = [0, 503, 201]
     monkeypatch.setattr(ext, "REPORT_DELAYS_S", (0.01, 0.01, 0.01))
     monkeypatch.setattr(ext, "post_report", lambda body: answers.pop(0))
-    assert await ext.report_port_when_listening(app) is True and answers == []
+    assert await ext.report_port_when_listening(app) is True and answers == [] and app.stopped == 0
 
     answers = [409, 201]
     assert await ext.report_port_when_listening(app) is False and answers == [201]
+    assert app.stopped == 1   # the hub can never reach it: the server ends, the job with it
 
 
 def test_outside_a_hub_job_only_the_status_route_is_added(monkeypatch):

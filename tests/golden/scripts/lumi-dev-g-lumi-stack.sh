@@ -15,10 +15,10 @@
 #SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
 set -euo pipefail
 export HOME=/home/alice USER=alice
-export PATH=/opt/aifa-workbench/venv/bin:/usr/local/bin:/usr/bin:/bin
+export PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=lumi-stack
-export AIFA_WORKBENCH_WARN_MINUTES=10,2
+export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 module load LUMI/25.03 partition/G
