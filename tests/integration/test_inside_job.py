@@ -22,6 +22,13 @@ def user_jobs(user: str, name: str) -> dict[str, str]:
     return {line.split("|")[0]: line for line in out.split()}
 
 
+def wait_for_workers_jobs(done, timeout: float) -> None:
+    """Poll alice's Dask worker jobs until `done(jobs)` or `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done(user_jobs("alice", "aifa-dask-alice")) and time.monotonic() < deadline:
+        time.sleep(1)
+
+
 @pytest.fixture
 def alice_server(hub):
     token = hub.user_token("alice")
@@ -67,9 +74,7 @@ def test_a_dask_preset_runs_workers_on_the_cluster_with_its_dashboard_through_th
         assert dashboard.status_code == 200 and "Dask" in dashboard.text
         kernel.run("cluster.scale(1)\nimport time\nwhile len(client.scheduler_info()['workers']) > 1: time.sleep(0.5)")
         kernel.run("client.close(); cluster.close()")
-    deadline = time.monotonic() + 60
-    while user_jobs("alice", "aifa-dask-alice") and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_for_workers_jobs(lambda jobs: not jobs, 60)
     assert not user_jobs("alice", "aifa-dask-alice")
 
 
@@ -97,14 +102,10 @@ def test_jupyterlabs_dask_tab_creates_lists_scales_and_stops_a_preset_cluster(al
     scaled = requests.patch(server + f"dask/clusters/{cluster['id']}", headers=headers, timeout=60,
                             json={"workers": 1})
     assert scaled.status_code == 200, scaled.text
-    deadline = time.monotonic() + 90
-    while not user_jobs("alice", "aifa-dask-alice") and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_for_workers_jobs(bool, 90)
     assert all("|cpu|proj_sme|" in line for line in user_jobs("alice", "aifa-dask-alice").values())
     assert requests.delete(server + f"dask/clusters/{cluster['id']}", headers=headers, timeout=60).status_code == 204
-    deadline = time.monotonic() + 60
-    while user_jobs("alice", "aifa-dask-alice") and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_for_workers_jobs(lambda jobs: not jobs, 60)
     assert not user_jobs("alice", "aifa-dask-alice")
 
 
