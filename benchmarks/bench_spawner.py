@@ -235,7 +235,7 @@ def spawn_once(hub, name, options) -> float:
     token = hub.user_token(USER)
     t0 = time.monotonic()
     hub.api("POST", f"users/{USER}/servers/{name}", token=token, json=options, timeout=120)
-    took = wait_answering(hub.url + f"user/{USER}/{name}/api", t0)
+    took = wait_answering(hub.server_url(USER, name) + "api", t0)
     job_id = list_servers(hub).get(name, {}).get("state", {}).get("job_id")
     hub.api("DELETE", f"users/{USER}/servers/{name}", json={"remove": True})
     if job_id:

@@ -88,7 +88,7 @@ def parse_scontrol_job(line: str) -> dict:
         except ValueError:
             return None
 
-    gpus = sum(int(v) for k, v in tres.items() if k.startswith("gres/gpu") and ":" not in k and v.isdigit())
+    gpus = sum(int(v) for k, v in tres.items() if k.startswith("gres/gpu") and ":" not in k and v.isascii() and v.isdigit())
     return {
         "state": fields.get("JobState", ""),
         "node": fields.get("NodeList", ""),

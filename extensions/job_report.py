@@ -37,5 +37,5 @@ def report_end(exit_code: int, timeout: float = 3.0) -> bool:
 
 
 if __name__ == "__main__":
-    code = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].lstrip("-").isdigit() else 0
+    code = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].lstrip("-").isascii() and sys.argv[2].lstrip("-").isdigit() else 0
     report_end(max(-255, min(255, code)))

@@ -69,7 +69,7 @@ def stop_server(serverapp) -> None:
 def warn_minutes(env=None) -> list[int]:
     """The walltime guard's lead times, e.g. AIFA_WORKBENCH_WARN_MINUTES='10,2' -> [10, 2]."""
     raw = (os.environ if env is None else env).get("AIFA_WORKBENCH_WARN_MINUTES", "10,2")
-    minutes = sorted({int(m) for m in raw.split(",") if m.strip().isdigit() and 0 < int(m) <= 1440}, reverse=True)
+    minutes = sorted({int(m) for m in raw.split(",") if m.strip().isascii() and m.strip().isdigit() and 0 < int(m) <= 1440}, reverse=True)
     return minutes or [10, 2]
 
 

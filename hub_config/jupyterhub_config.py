@@ -7,6 +7,9 @@ import os
 import sys
 
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.hub_config.limits import cap_request_bodies
+from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswordAuthenticator
+from aifa_workbench.hub_config.origins import user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
 from aifa_workbench.spawners import job_callback, reconcile
@@ -18,8 +21,11 @@ try:
     settings = load_settings(settings_path)
     proxy_token = settings.secret("proxy-auth-token")
     admin_token = settings.secret("admin-api-token")
-    demo_password = settings.secret("demo-password")
-    admin_password = settings.secret("admin-password")
+    if settings.login == SHARED_SINGLE_PERSON:
+        demo_password, admin_password = settings.secret("demo-password"), settings.secret("admin-password")
+    else:
+        passwords = settings.passwords()
+    settings.check_tls_files()
     sites = load_catalogue(settings.catalogue_dir, settings.sites)
     check_slurm(settings.slurm_bin)
     check_local_partitions(sites, settings.slurm_bin)
@@ -29,6 +35,14 @@ except (SettingsError, CatalogueError, PreflightError) as error:
 
 # --- network: public proxy, hub API, proxy API -------------------------------------------
 c.JupyterHub.bind_url = settings.bind_url
+# Each user's server on an origin of its own (<user>.<user_domain>), never the hub's: a page a
+# user serves cannot read the hub's pages or act on it for someone who opens it (JupyterHub's
+# documentation: subdomain_host, when users do not trust each other).
+c.JupyterHub.subdomain_host = settings.public_host
+c.JupyterHub.subdomain_hook = user_host_hook(settings.user_domain)
+cap_request_bodies(settings.max_request_bytes)
+if settings.https:   # cookies only over TLS; __Host- cookies cannot be set by another subdomain
+    c.JupyterHub.cookie_host_prefix_enabled = True
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
 c.ConfigurableHTTPProxy.auth_token = proxy_token
@@ -43,10 +57,14 @@ c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 
-# --- login: the demo users with one shared password (federated OIDC comes later) -------------
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = demo_password
-c.SharedPasswordAuthenticator.admin_password = admin_password  # admins log in with this one
+# --- login: each demo user with their own password (federated OIDC comes later) ---------------
+if settings.login == SHARED_SINGLE_PERSON:   # anyone with the password is any user: one person only
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = demo_password
+    c.SharedPasswordAuthenticator.admin_password = admin_password  # admins log in with this one
+else:
+    c.JupyterHub.authenticator_class = PerUserPasswordAuthenticator
+    c.PerUserPasswordAuthenticator.passwords = passwords
 c.Authenticator.allowed_users = set(settings.demo_users)
 c.Authenticator.admin_users = set(settings.admin_users)
 
@@ -73,7 +91,8 @@ reconcile.start_reconciler(settings.slurm_bin)
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5}
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5,
+                                 "cookie_options": {"secure": True} if settings.https else {}}
 # More than one server per user (0: one only).
 c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0
 c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user

@@ -4,11 +4,15 @@ A bad file stops the hub with one sentence naming the file, the key and the reas
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
+
+from .login import LOGIN_MODES, PER_USER, read_passwords
 
 _NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
@@ -21,6 +25,12 @@ SCHEMA = {
                  "demo_users", "sites", "default_site"],
     "properties": {
         "bind_url": {"type": "string", "pattern": r"^https?://[^\s]+/$"},
+        "login": {"enum": list(LOGIN_MODES)},
+        "public_host": {"type": "string", "pattern": r"^https?://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"},
+        "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
+        "tls_cert_file": _ABS_PATH,
+        "max_request_bytes": {"type": "integer", "minimum": 4096, "maximum": 104857600},
+        "tls_key_file": _ABS_PATH,
         "hub_port": _PORT,
         "proxy_api_port": _PORT,
         "state_dir": _ABS_PATH,
@@ -69,6 +79,36 @@ class Settings:
     start_timeout: int = 300
     named_servers_per_user: int = 0
     walltime_warnings_minutes: tuple[int, ...] = (10, 2)
+    login: str = PER_USER
+    public_host: str = ""
+    user_domain: str = ""
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    max_request_bytes: int = 65536
+
+    @property
+    def https(self) -> bool:
+        return self.bind_url.startswith("https://")
+
+    def check_tls_files(self) -> None:
+        """An https hub needs its certificate and key readable (by the hub's user, who runs the proxy)."""
+        for key in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, key)
+            if path:
+                try:
+                    Path(path).open("rb").close()
+                except OSError as e:
+                    raise SettingsError(f"{self.path}: {key}: cannot read {path} ({e.strerror}).") from None
+
+    def passwords(self) -> dict[str, str]:
+        """Each demo user's own password, from secrets_dir/passwords/<user>."""
+        try:
+            return read_passwords(self.secrets_dir / "passwords", self.demo_users)
+        except OSError as e:
+            raise SettingsError(f"{self.path}: secrets_dir: cannot read {e.filename} ({e.strerror}); "
+                                "each demo user needs a password file there (make install writes them).") from None
+        except ValueError as e:
+            raise SettingsError(f"{self.path}: secrets_dir: {e}.") from None
 
     def secret(self, name: str) -> str:
         path = self.secrets_dir / name
@@ -97,10 +137,33 @@ def validate(data, path: Path) -> None:
     if data["default_site"] not in data["sites"]:
         raise SettingsError(f"{path}: default_site: {data['default_site']!r} is not one of the "
                             f"enabled sites ({', '.join(data['sites'])}).")
+    _validate_origins(data, path)
     unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
     if unknown_admins:
         raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
                             "must also be listed in demo_users.")
+
+
+def default_public_host(bind_url: str) -> str:
+    """The hub's origin when the settings name none: bind_url's, with a loopback address
+    spelled `localhost` (user servers then live on <user>.localhost, which browsers resolve
+    to the loopback)."""
+    parts = urlsplit(bind_url)
+    host = "localhost" if parts.hostname in ("127.0.0.1", "::1", "localhost") else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def _validate_origins(data, path: Path) -> None:
+    public_host = data.get("public_host") or default_public_host(data["bind_url"])
+    host = urlsplit(public_host).hostname or ""
+    if re.fullmatch(r"[0-9.]+|\[.*\]", host):
+        raise SettingsError(f"{path}: public_host: {public_host!r} is an IP address; each user's server needs "
+                            "a host name of its own (<user>.<user_domain>), so name the hub by a host name.")
+    if urlsplit(public_host).scheme != urlsplit(data["bind_url"]).scheme:
+        raise SettingsError(f"{path}: public_host: {public_host!r} and bind_url must both be http or both https.")
+    if data["bind_url"].startswith("https://") and not (data.get("tls_cert_file") and data.get("tls_key_file")):
+        raise SettingsError(f"{path}: tls_cert_file: an https bind_url needs tls_cert_file and tls_key_file "
+                            "(a certificate for the hub's host and for *.<user_domain>).")
 
 
 def load_settings(path) -> Settings:
@@ -132,4 +195,10 @@ def load_settings(path) -> Settings:
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),
         walltime_warnings_minutes=tuple(data.get("walltime_warnings_minutes", (10, 2))),
+        login=data.get("login", PER_USER),
+        public_host=data.get("public_host") or default_public_host(data["bind_url"]),
+        user_domain=data.get("user_domain") or urlsplit(data.get("public_host") or default_public_host(data["bind_url"])).hostname,
+        tls_cert_file=data.get("tls_cert_file"),
+        tls_key_file=data.get("tls_key_file"),
+        max_request_bytes=data.get("max_request_bytes", 65536),
     )

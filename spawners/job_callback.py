@@ -13,6 +13,8 @@ import json
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
+from .server_token import token_id
+
 ROUTE = r"/api/batchspawner"
 
 
@@ -36,9 +38,14 @@ def parse_report(body) -> dict:
     return {"port": port}
 
 
-def spawner_for_token(spawners, token):
-    """The spawner whose server the token belongs to, or None."""
-    return next((s for s in spawners if token and s.api_token == token), None)
+def spawner_for_token(spawners, token, token_row_id=None):
+    """The spawner whose server the token belongs to, or None. After a hub restart a spawner no
+    longer holds its token, only the token's database id (kept in its state)."""
+    def owns(spawner) -> bool:
+        if token and spawner.api_token == token:
+            return True
+        return token_row_id is not None and getattr(spawner, "api_token_id", None) == token_row_id
+    return next((s for s in spawners if owns(s)), None)
 
 
 def port_target(spawner):
@@ -50,7 +57,9 @@ def port_target(spawner):
 class JobReportHandler(APIHandler):
     @web.authenticated
     def post(self):
-        spawner = spawner_for_token(self.current_user.spawners.values(), self.get_auth_token())
+        token = self.get_auth_token()
+        spawners = getattr(self.current_user, "spawners", {}).values()   # a service has none
+        spawner = spawner_for_token(spawners, token, token_id(self.db, token))
         if spawner is None:
             raise web.HTTPError(403, "Only a server's own token may report its address.")
         try:

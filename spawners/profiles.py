@@ -6,6 +6,7 @@ spawner class, so there is no wrapper between the hub and the job's callback.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -13,6 +14,7 @@ from aifa_workbench.hub_config.catalogue import Partition, Site, estimate_cost
 
 CUSTOM = "custom"
 FORM_INT_FIELDS = ("gpus", "cpus", "memory_gb", "hours")
+_DIGITS = re.compile(r"[0-9]{1,6}")   # ASCII only: str.isdigit() takes "²", which int() refuses
 FORM_TEXT_FIELDS = ("site", "partition", "account", "reservation", "environment")
 
 
@@ -62,7 +64,7 @@ def options_from_form(formdata: Mapping[str, list]) -> dict:
     for key in FORM_INT_FIELDS:
         value = first(key)
         if value:
-            options[key] = int(value) if value.isdigit() and len(value) < 7 else value
+            options[key] = int(value) if _DIGITS.fullmatch(value) else value
     return options
 
 

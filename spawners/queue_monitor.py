@@ -72,7 +72,7 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
     jobs = {}
     for line in output.splitlines():
         parts = line.strip().split("|")
-        if len(parts) != 5 or not parts[0].isdigit():
+        if len(parts) != 5 or not (parts[0].isascii() and parts[0].isdigit()):
             continue
         job_id, state, reason, node, start = parts
         node = "" if node in ("n/a", "(null)") else node

@@ -9,24 +9,46 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .transport import LocalTransport
+from .transport import LocalTransport, bounded
 
-JOB_NAME = re.compile(r"aifa-wb-([a-z][a-z0-9_-]{0,31})")
+_USER = r"[a-z][a-z0-9_-]{0,31}"
+# A line of `squeue --format=%i|%u|%j --name=aifa-wb-...`. The job name is the only field a user
+# chooses, and a name may hold newlines or `|`; but squeue's --name filter keeps only jobs whose
+# name is exactly one of the names asked for, so every name printed is a plain aifa-wb-<user>.
+_LINE = re.compile(rf"([0-9]+)\|({_USER})\|aifa-wb-({_USER})")
+JOB_NAME_PREFIX = "aifa-wb-"
+
+
+def job_names(usernames) -> str:
+    """The --name filter: the workbench job name of each hub user."""
+    return ",".join(JOB_NAME_PREFIX + name for name in sorted(usernames) if re.fullmatch(_USER, name))
 
 
 def unknown_jobs(squeue_output: str, known_job_ids: set[str]) -> list[tuple[str, str]]:
-    """`squeue -h --format=%i|%j|%u` lines -> [(job id, user)] of workbench jobs nobody owns.
-    A job counts as a workbench job only if its name names its own user."""
-    orphans = []
+    """`squeue -h --name=... --format=%i|%u|%j` lines -> [(job id, owner)] of workbench jobs nobody owns.
+
+    A job counts only if its name names its own owner, as Slurm reported it for that id. Any
+    line that is not exactly id|user|name, or a job id seen twice, means the output cannot be
+    trusted: nothing is cancelled then."""
+    orphans, seen = [], set()
     for line in squeue_output.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 3 or not parts[0].isdigit():
-            continue
-        job_id, name, user = parts
-        match = JOB_NAME.fullmatch(name)
-        if match and match.group(1) == user and job_id not in known_job_ids:
-            orphans.append((job_id, user))
+        match = _LINE.fullmatch(line.strip())
+        if not match:
+            return []
+        job_id, owner, named = match.groups()
+        if job_id in seen:
+            return []
+        seen.add(job_id)
+        if named == owner and job_id not in known_job_ids:
+            orphans.append((job_id, owner))
     return orphans
+
+
+def hub_usernames(app) -> set[str]:
+    """Every user the hub knows (its database), whose jobs the reconciler looks for."""
+    from jupyterhub import orm
+
+    return {user.name for user in app.db.query(orm.User)}
 
 
 def known_job_ids(app) -> tuple[set[str], bool]:
@@ -46,17 +68,20 @@ async def reconcile_once(app, transport: LocalTransport, slurm_bin: str) -> list
     known, busy = known_job_ids(app)
     if busy:
         return []   # a job id may be moments from being recorded: look again next time
-    result = await transport.run([f"{slurm_bin}/squeue", "--noheader", "--format=%i|%j|%u",
+    names = job_names(hub_usernames(app))
+    if not names:
+        return []
+    result = await transport.run([f"{slurm_bin}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
                                   "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"], timeout=30)
     if not result.ok:
-        log.warning("Reconciling skipped, Slurm did not answer: %s", result.stderr.strip())
+        log.warning("Reconciling skipped, Slurm did not answer: %s", bounded(result.stderr))
         return []
     orphans = unknown_jobs(result.stdout, known)
     for job_id, user in orphans:
         log.warning("Job %s of %s is a workbench job no server of this hub owns: cancelling it", job_id, user)
         cancel = await transport.run([f"{slurm_bin}/scancel", job_id], as_user=user, timeout=30)
         if not cancel.ok:
-            log.error("Could not cancel job %s of %s: %s", job_id, user, cancel.stderr.strip())
+            log.error("Could not cancel job %s of %s: %s", job_id, user, bounded(cancel.stderr))
     return orphans
 
 

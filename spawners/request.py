@@ -21,6 +21,12 @@ class RequestError(ValueError):
     """A user's request is not acceptable; the message is a sentence for the user."""
 
 
+def shown(value, limit: int = 40) -> str:
+    """A value the user sent, as it may be echoed in a sentence or a log: short, one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class UserContext:
     """What the user may use, per site: Slurm accounts and reservations."""
@@ -47,8 +53,8 @@ class JobRequest:
 def _one_of(key: str, value, allowed) -> str:
     allowed = list(allowed)
     if not isinstance(value, str) or value not in allowed:
-        shown = ", ".join(allowed) if allowed else "none"
-        raise RequestError(f"'{key}' must be one of: {shown}; {value!r} is not one of them.")
+        names = ", ".join(allowed) if allowed else "none"
+        raise RequestError(f"'{key}' must be one of: {names}; {shown(value)} is not one of them.")
     return value
 
 
@@ -113,7 +119,8 @@ def parse_job_request(options: Mapping, sites: Mapping[str, Site], user: UserCon
         raise RequestError("The server options must be a JSON object.")
     unknown = sorted(str(k) for k in options if k not in ALLOWED_KEYS)
     if unknown:
-        raise RequestError(f"Unknown option {', '.join(repr(k) for k in unknown)}; "
+        named = ", ".join(shown(k) for k in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise RequestError(f"Unknown option {named}; "
                            f"the options you may set are {', '.join(ALLOWED_KEYS)}.")
     profile = None
     if "profile" in options:

@@ -21,10 +21,12 @@ from aifa_workbench.hub_config.catalogue import load_catalogue
 
 from . import profiles as profiles_mod
 from .queue_monitor import JobInfo, QueueMonitor, describe_reason
-from .request import RequestError, UserContext, parse_job_request
+from .request import RequestError, UserContext, parse_job_request, shown
+from .server_identity import own_server_identity
+from .server_token import limit_token, revoke_token
 from .script import ScriptContext, render_batch_script, server_launch_argv, template_source
 from .slurm_facts import SlurmFacts
-from .transport import CommandResult, CommandTimeout, LocalTransport
+from .transport import CommandResult, CommandTimeout, LocalTransport, bounded
 
 SLURM_UNREACHABLE = re.compile(
     r"Unable to contact slurm controller|Socket timed out|Connection refused|"
@@ -59,8 +61,25 @@ def explain_sbatch_failure(username: str, result: CommandResult) -> str:
         return ("The Slurm scheduler is not answering, so your server was not started. "
                 "Try again in a few minutes; if it keeps happening, tell your workbench administrator.")
     reason = err.splitlines()[-1] if err else f"exit status {result.returncode}"
-    reason = reason.removeprefix("sbatch: error: ").removeprefix("Batch job submission failed: ")
+    reason = bounded(reason.removeprefix("sbatch: error: ").removeprefix("Batch job submission failed: "), 300)
     return f"Slurm refused to start your server: {reason}."
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def output_tail(text: str, lines: int, line_chars: int, cut_at_start: bool = False) -> str:
+    """The last `lines` lines of a job's output, each at most `line_chars` characters, with
+    terminal escapes and control characters removed. `cut_at_start`: the text is the end of a
+    longer file, so its first line is a fragment and is dropped."""
+    kept = text.splitlines()
+    if cut_at_start and len(kept) > 1:
+        kept = kept[1:]
+    shown = []
+    for line in kept[-lines:]:
+        line = _UNPRINTABLE.sub("", line.replace("\t", "    ")).rstrip()
+        shown.append(line if len(line) <= line_chars else line[:line_chars] + f"… ({len(line) - line_chars} more characters)")
+    return "\n".join(shown).strip("\n")
 
 
 def export_names(env: dict) -> tuple[str, ...]:
@@ -101,9 +120,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
              "notebook (after the last one it keeps saving every 10 s until the end).",
     ).tag(config=True)
     log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
+    log_tail_bytes = Integer(
+        16384, help="Bytes read from the end of a job's output for those lines (a job may write gigabytes, "
+                    "or one line of megabytes: only this much is ever read).",
+    ).tag(config=True)
+    log_tail_line_chars = Integer(300, help="Characters shown of each of those lines.").tag(config=True)
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
+    api_token_id: int | None = None   # database id of the server's API token (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
 
     @default("transport")
@@ -135,13 +160,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def facts(self) -> SlurmFacts:
         return SlurmFacts(self.transport, self.slurm_bin, self.command_timeout, self.accounts_cache_seconds)
 
-    async def user_context(self) -> UserContext:
+    async def user_context(self, wanted_reservation=None) -> UserContext:
         accounts, reservations = {}, {}
         name = self.user.name
         for site in self.sites.values():
             if site.accounts_from == "slurm":
                 accounts[site.name] = await self.facts.user_accounts(name)
-                reservations[site.name] = await self.facts.reservations(name, accounts[site.name])
+                reservations[site.name] = await self.facts.reservations(name, accounts[site.name], wanted_reservation)
             else:
                 accounts[site.name] = tuple(self.user_accounts.get(name, {}).get(site.name, ()))
         return UserContext(accounts=accounts, reservations=reservations)
@@ -149,14 +174,25 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     async def apply_job_request(self, options):
         profiles = {p.slug: p.options for p in self.quick_start_profiles}
         try:
-            request = parse_job_request(options, self.sites, await self.user_context(), self.default_site, profiles)
+            wanted = options.get("reservation") if isinstance(options, dict) else None
+            request = parse_job_request(options, self.sites, await self.user_context(wanted), self.default_site, profiles)
         except RequestError as e:
+            self.forget_user_options()
             raise user_error(str(e)) from None
         site = self.sites[request.site]
         if site.transport != "local":
+            self.forget_user_options()
             raise user_error(f"Servers on {site.title} cannot be started from this hub yet: it reaches only "
                              "its local cluster. Choose a profile of the local cluster.")
         self.job_request = request
+
+    def forget_user_options(self) -> None:
+        """A refused request is not kept: JupyterHub stores options before they are checked and
+        would answer a later empty request with them again."""
+        self.user_options = {}
+        if self.orm_spawner is not None:
+            self.orm_spawner.user_options = {}
+            self.user.db.commit()
 
     # --- the spawn form ------------------------------------------------------------------------
     async def render_options_form(self) -> str:
@@ -205,12 +241,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             raise SpawnError("The Slurm scheduler did not answer in time, so your server was not "
                              "started. Try again in a few minutes.") from None
         if not result.ok:
-            self.log.error("sbatch for %s failed (%s): %s", username, result.returncode, result.stderr.strip())
+            self.log.error("sbatch for %s failed (%s): %s", username, result.returncode, bounded(result.stderr))
             raise SpawnError(explain_sbatch_failure(username, result))
         match = _JOB_ID.fullmatch(result.stdout.strip())
         if not match:
-            raise SpawnError(f"Slurm answered in a way the workbench does not understand: {result.stdout!r}.")
+            raise SpawnError(f"Slurm answered in a way the workbench does not understand: {bounded(result.stdout, 200)}.")
         self.job_id, self.job_site = match.group(1), self.job_request.site
+        self.api_token_id = limit_token(self.user.db, self.api_token, self.job_request.hours * 3600)
         self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
 
@@ -219,11 +256,22 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         state = super().get_state()
         if self.job_site:
             state["site"] = self.job_site
+        if self.api_token_id is not None:
+            state["api_token_id"] = self.api_token_id
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.job_site = state.get("site", "")
+        token_row_id = state.get("api_token_id")
+        self.api_token_id = token_row_id if type(token_row_id) is int else None
+
+    def run_post_stop_hook(self):
+        """Every way a server ends passes here (stop, job gone, failed spawn): its token ends too."""
+        if revoke_token(self.user.db, self.api_token_id):
+            self.log.info("Revoked the API token of %s's ended server", self.user.name)
+        self.api_token_id = None
+        return super().run_post_stop_hook()
 
     def clear_state(self):
         super().clear_state()
@@ -272,10 +320,23 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     self.ip = info.node
                     break
                 await self._wait_for_news(info, timeout=5)
+            await self._check_server_is_own()
         finally:
             monitor.started(job_id)
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         return self.ip, self.port
+
+    async def _check_server_is_own(self) -> None:
+        """Before the route is added: the server at the reported address must be this user's,
+        this very server (a job may report any port of its node, another user's among them)."""
+        url = f"http://{self.ip}:{self.port}{self.server.base_url}api/me"
+        identity = await own_server_identity(url, self.api_token, timeout=self.command_timeout)
+        if identity != self.user.name:
+            self.log.warning("Job %s of %s reported %s:%s, where %s answers: not routing it", self.job_id,
+                             self.user.name, self.ip, self.port, shown(identity) if identity else "no server of theirs")
+            raise SpawnError("Your job reported an address where your own server does not answer, so the "
+                             "workbench did not connect you to it. Start your server again; if it keeps "
+                             "happening, tell your workbench administrator.")
 
     async def _died_early(self, info: JobInfo) -> SpawnError:
         job_id = self.job_id
@@ -288,17 +349,20 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         message = f"Your job {job_id} ended before JupyterLab started ({why})."
         if tail:
             message += " The last lines it wrote:\n" + tail
-        self.log.warning("Spawn of %s failed: %s", self.user.name, message)
+        self.log.warning("Spawn of %s failed: %s", self.user.name, bounded(message, 2000))
         return SpawnError(message)
 
     async def _job_output_tail(self, job_id: str) -> str:
         home = pwd.getpwnam(self.user.name).pw_dir
-        argv = ["/usr/bin/tail", "-n", str(self.log_tail_lines), f"{home}/.aifa-workbench-job-{job_id}.log"]
+        argv = ["/usr/bin/tail", "-c", str(self.log_tail_bytes), f"{home}/.aifa-workbench-job-{job_id}.log"]
         try:
             result = await self.transport.run(argv, as_user=self.user.name, timeout=10)
         except CommandTimeout:
             return ""
-        return result.stdout.strip() if result.ok else ""
+        if not result.ok:
+            return ""
+        return output_tail(result.stdout, self.log_tail_lines, self.log_tail_line_chars,
+                           cut_at_start=len(result.stdout.encode()) >= self.log_tail_bytes)
 
     async def progress(self):
         yield {"progress": 10, "message": "Submitting your job to Slurm…"}
@@ -385,4 +449,4 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         argv = [self._slurm("scancel"), self.job_id]
         result = await self.transport.run(argv, as_user=self.user.name, timeout=self.command_timeout)
         if not result.ok:
-            self.log.warning("scancel %s failed: %s", self.job_id, result.stderr.strip())
+            self.log.warning("scancel %s failed: %s", self.job_id, bounded(result.stderr))

@@ -5,12 +5,13 @@ use, and live load per partition for the spawn form.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
 
 from .request import is_safe_name
-from .transport import CommandTimeout, LocalTransport
+from .transport import CommandTimeout, LocalTransport, bounded
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _gpu_count(gres: str) -> int:
     total = 0
     for item in gres.split(","):
         parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
+        if parts[0] == "gpu" and parts[-1].isascii() and parts[-1].isdigit():
             total += int(parts[-1])
     return total
 
@@ -80,6 +81,39 @@ def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[
 _ACCOUNTS_CACHE: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
 
 
+class SharedAnswers:
+    """Answers of read-only queries, reused for `ttl` seconds; callers asking while a query runs
+    wait for that one (40 form renders or refused spawns at once cost one scontrol, not 40)."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._answers: dict[tuple, tuple[float, object]] = {}
+        self._running: dict[tuple, asyncio.Future] = {}
+
+    async def get(self, key: tuple, query, fresh: bool = False):
+        expires, answer = self._answers.get(key, (0.0, None))
+        if time.monotonic() < expires and not fresh:
+            return answer
+        if key in self._running:
+            return await asyncio.shield(self._running[key])
+        future = self._running[key] = asyncio.get_running_loop().create_future()
+        try:
+            answer = await query()
+            self._answers[key] = (time.monotonic() + self.ttl, answer)
+            future.set_result(answer)
+            return answer
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()   # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._running[key]
+
+
+# scontrol (reservations) and sinfo+squeue (partition load), for every form render and spawn try.
+_CLUSTER_ANSWERS = SharedAnswers(ttl=10.0)
+
+
 class SlurmFacts:
     """Run the queries (as the hub's own user: they read, never change)."""
 
@@ -95,7 +129,7 @@ class SlurmFacts:
             log.warning("%s", e)
             return ""
         if not result.ok:
-            log.warning("%s failed: %s", argv[0], result.stderr.strip())
+            log.warning("%s failed: %s", argv[0], bounded(result.stderr))
         return result.stdout if result.ok else ""
 
     async def user_accounts(self, username: str) -> tuple[str, ...]:
@@ -111,11 +145,21 @@ class SlurmFacts:
             _ACCOUNTS_CACHE[key] = (time.monotonic() + self.accounts_ttl, accounts)
         return accounts
 
-    async def reservations(self, username: str, accounts) -> tuple[str, ...]:
-        return parse_reservations(await self._output(["scontrol", "show", "reservation", "--oneliner"]),
-                                  username, accounts)
+    async def reservations(self, username: str, accounts, wanted: str | None = None) -> tuple[str, ...]:
+        """The reservations the user may use; Slurm is asked again if `wanted` is not among them
+        (it may have been created since the last answer)."""
+        async def query():
+            return await self._output(["scontrol", "show", "reservation", "--oneliner"])
+        key = (self.slurm_bin, "reservations")
+        usable = parse_reservations(await _CLUSTER_ANSWERS.get(key, query), username, accounts)
+        if wanted and isinstance(wanted, str) and wanted not in usable:
+            usable = parse_reservations(await _CLUSTER_ANSWERS.get(key, query, fresh=True), username, accounts)
+        return usable
 
     async def partition_load(self) -> dict[str, dict]:
+        return await _CLUSTER_ANSWERS.get((self.slurm_bin, "load"), self._query_partition_load)
+
+    async def _query_partition_load(self) -> dict[str, dict]:
         sinfo = await self._output(["sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80"])
         pending = await self._output(["squeue", "-h", "-t", "PD", "-o", "%P"])
         return parse_partition_load(sinfo, pending)

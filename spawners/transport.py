@@ -3,7 +3,46 @@ uses sudo to act as the user, with argv lists only (never a shell)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
+
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024   # what is kept of a command's stdout (and of stderr); the rest is read and dropped
+LOG_CHARS = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def bounded(text: str, limit: int = LOG_CHARS) -> str:
+    """Text a command or a job printed, fit for one log line: control characters escaped
+    (no forged lines), at most `limit` characters."""
+    text = text.strip()
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text + (f"… ({cut} more characters)" if cut > 0 else "")
+
+
+async def read_capped(stream, cap: int) -> tuple[bytes, bool]:
+    """Read `stream` to its end keeping at most `cap` bytes; (kept, whether some were dropped)."""
+    chunks, size = [], 0
+    while chunk := await stream.read(65536):
+        if size < cap:
+            chunks.append(chunk[:cap - size])
+        size += len(chunk)
+    return b"".join(chunks), size > cap
+
+
+async def _feed(stream, data: bytes | None) -> None:
+    if stream is None:
+        return
+    try:
+        if data:
+            stream.write(data)
+            await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        stream.close()
 
 
 @dataclass(frozen=True)
@@ -30,6 +69,7 @@ class LocalTransport:
 
     sudo: str = "/usr/bin/sudo"
     path: str = "/usr/local/bin:/usr/bin:/bin"
+    max_output_bytes: int = MAX_OUTPUT_BYTES
 
     def argv_as(self, username: str | None, argv: list[str]) -> list[str]:
         if username is None:
@@ -47,10 +87,11 @@ class LocalTransport:
             env=proc_env,
             start_new_session=True,
         )
+        cap = self.max_output_bytes
         try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(stdin.encode() if stdin is not None else None), timeout
-            )
+            _, (out, _), (err, _), _ = await asyncio.wait_for(asyncio.gather(
+                _feed(proc.stdin, stdin.encode() if stdin is not None else None),
+                read_capped(proc.stdout, cap), read_capped(proc.stderr, cap), proc.wait()), timeout)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()

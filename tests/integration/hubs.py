@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -38,11 +39,10 @@ def _own(path: Path, mode: int) -> None:
 @dataclass
 class Hub:
     name: str
-    url: str                       # public URL with base path, ending in "/"
+    url: str                       # the hub's public URL with base path, ending in "/"
     home: Path                     # state dir, settings and secrets of this hub
     admin_token: str
-    password: str
-    admin_password: str
+    passwords: dict                # each demo user's own password
     admin_users: tuple = ()
     proc: subprocess.Popen | None = None
     proxy_proc: subprocess.Popen | None = None
@@ -70,8 +70,14 @@ class Hub:
             self.tokens[username] = r.json()["token"]
         return self.tokens[username]
 
-    def server_url(self, username: str) -> str:
-        return f"{self.url}user/{username}/"
+    def user_origin(self, username: str) -> str:
+        """Each user's server lives on a host of its own: <user>.localhost."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{username}.{parts.hostname}:{parts.port}"
+
+    def server_url(self, username: str, server_name: str = "") -> str:
+        path = urlsplit(self.url).path
+        return f"{self.user_origin(username)}{path}user/{username}/" + (f"{server_name}/" if server_name else "")
 
 
 def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None,
@@ -84,8 +90,12 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         (home / "secrets" / key).write_text(value + "\n")
         _own(home / "secrets" / key, 0o400)
     settings = yaml.safe_load(INSTALLED_SETTINGS.read_text())
+    passwords = write_passwords(home / "secrets" / "passwords", settings["demo_users"])
+    port = free_port()
     settings.update(
-        bind_url=f"http://127.0.0.1:{free_port()}{base_path}",
+        bind_url=f"http://127.0.0.1:{port}{base_path}",
+        public_host=f"http://localhost:{port}",
+        user_domain="localhost",
         hub_port=free_port(),
         proxy_api_port=free_port(),
         state_dir=str(home),
@@ -96,9 +106,19 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     shutil.copy(config_source or ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
     for path in (home / "secrets", home):
         _own(path, 0o700)
-    return Hub(name=name, url=settings["bind_url"], home=home, admin_token=values["admin-api-token"],
-               password=values["demo-password"], admin_password=values["admin-password"],
+    url = settings.get("public_host", "").rstrip("/") + base_path if settings.get("public_host") else settings["bind_url"]
+    return Hub(name=name, url=url, home=home, admin_token=values["admin-api-token"], passwords=passwords,
                admin_users=tuple(settings.get("admin_users", ())))
+
+
+def write_passwords(directory: Path, usernames) -> dict:
+    directory.mkdir()
+    passwords = {name: secrets.token_urlsafe(12) for name in usernames}
+    for name, password in passwords.items():
+        (directory / name).write_text(password + "\n")
+        _own(directory / name, 0o400)
+    _own(directory, 0o700)
+    return passwords
 
 
 def _as_hub_user(hub: Hub, command: list[str]) -> list[str]:
@@ -192,8 +212,8 @@ def login(hub: Hub, username: str, password: str | None = None) -> requests.Sess
     page.raise_for_status()
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
     r = session.post(hub.url + "hub/login", timeout=30, allow_redirects=False,
-                     data={"username": username, "_xsrf": xsrf, "password": password or (
-                         hub.admin_password if username in hub.admin_users else hub.password)})
+                     data={"username": username, "_xsrf": xsrf,
+                           "password": hub.passwords[username] if password is None else password})
     if r.status_code != 302:
         raise AssertionError(f"login of {username} answered {r.status_code}")
     return session

@@ -31,7 +31,7 @@ def logged_in_page(browser, hub, username, password=None):
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(hub.url + "hub/login")
     page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password or hub.password)
+    page.fill("input[name=password]", hub.passwords[username] if password is None else password)
     page.click("input[type=submit], button[type=submit]")
     return page
 

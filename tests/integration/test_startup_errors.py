@@ -78,9 +78,9 @@ def test_a_bad_catalogue_stops_the_hub_with_file_key_and_reason(cluster, edit, e
 
 def test_unreadable_secret_names_the_file(cluster):
     hub = hubs.write_hub_files("nosecret")
-    (hub.home / "secrets" / "demo-password").unlink()
+    (hub.home / "secrets" / "passwords" / "carol").unlink()
     lines = cannot_start_lines(start_expecting_exit(hub))
-    assert len(lines) == 1 and "secrets/demo-password" in lines[0] and "No such file" in lines[0]
+    assert len(lines) == 1 and "secrets/passwords/carol" in lines[0] and "No such file" in lines[0]
 
 
 @pytest.fixture

@@ -1,0 +1,52 @@
+"""Demo login until federated OIDC replaces it: each demo user has a password of their own.
+
+JupyterHub's SharedPasswordAuthenticator lets anyone who knows the one password log in as any
+allowed user, and so run code as that unix user: fine for one person trying the demo alone,
+wrong as soon as two people share it. The workbench uses it only when the settings say
+`login: shared-password-single-person-demo`.
+"""
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from jupyterhub.auth import Authenticator
+from traitlets import Dict, Unicode
+
+PER_USER = "per-user-password"
+SHARED_SINGLE_PERSON = "shared-password-single-person-demo"
+LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON)
+
+
+def read_passwords(directory: Path, usernames) -> dict[str, str]:
+    """{user: password} from one file per user in `directory` (secrets_dir/passwords/<user>).
+    Raises OSError (the caller names the file) or ValueError for an empty file."""
+    passwords = {}
+    for name in usernames:
+        value = (directory / name).read_text().strip()
+        if not value:
+            raise ValueError(f"{directory / name} is empty")
+        passwords[name] = value
+    return passwords
+
+
+def password_matches(expected: str | None, given) -> bool:
+    """Constant-time comparison; a user without a password never matches."""
+    if not expected or not isinstance(given, str):
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+class PerUserPasswordAuthenticator(Authenticator):
+    """Log in with the password of that user, and no other."""
+
+    passwords = Dict(
+        value_trait=Unicode(),
+        help="Each user's own password: {username: password} (from secrets_dir/passwords/<user>).",
+    ).tag(config=True)
+
+    async def authenticate(self, handler, data):
+        username = self.normalize_username(str(data.get("username", "")))
+        if password_matches(self.passwords.get(username), data.get("password")):
+            return username
+        return None
