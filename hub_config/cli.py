@@ -8,6 +8,8 @@
       lists the quick-start profiles and what each costs
   aifa-workbench run-proxy [--settings FILE]
       runs configurable-http-proxy for the hub, on its own (as the hub's user)
+  aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
+      writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 
+from aifa_workbench.hub_config import logwriter
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
@@ -76,6 +79,24 @@ def _run_proxy(args) -> int:
     return 0
 
 
+def _log_to(args) -> int:
+    try:
+        logwriter.main(args.file, args.max_bytes, args.backups, args.max_line_bytes)
+    except logwriter.LogFileError as e:
+        print(f"aifa-workbench log-to: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _at_least(minimum: int):
+    def check(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+    return check
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aifa-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +117,12 @@ def main(argv=None) -> int:
     proxy = sub.add_parser("run-proxy", help="run configurable-http-proxy for the hub, on its own")
     proxy.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
     proxy.set_defaults(run=_run_proxy)
+    log = sub.add_parser("log-to", help="write stdin to a log file line by line, rotating it")
+    log.add_argument("file")
+    log.add_argument("--max-bytes", type=_at_least(1), default=logwriter.MAX_BYTES, help="rotate before FILE passes this")
+    log.add_argument("--backups", type=_at_least(0), default=logwriter.BACKUPS, help="keep FILE.1 ... FILE.K")
+    log.add_argument("--max-line-bytes", type=_at_least(1), default=logwriter.MAX_LINE_BYTES, help="cut longer lines")
+    log.set_defaults(run=_log_to)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -8,27 +8,11 @@ wrong as soon as two people share it. The workbench uses it only when the settin
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
 
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode
 
-PER_USER = "per-user-password"
-SHARED_SINGLE_PERSON = "shared-password-single-person-demo"
-LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON)
-
-
-def read_passwords(directory: Path, usernames) -> dict[str, str]:
-    """{user: password} from one file per user in `directory` (secrets_dir/passwords/<user>).
-    Raises OSError (the caller names the file) or ValueError for an empty file."""
-    passwords = {}
-    for name in usernames:
-        value = (directory / name).read_text().strip()
-        if not value:
-            raise ValueError(f"{directory / name} is empty")
-        passwords[name] = value
-    return passwords
-
+from .settings import LOGIN_MODES, PER_USER, SHARED_SINGLE_PERSON, read_passwords  # noqa: F401
 
 def password_matches(expected: str | None, given) -> bool:
     """Constant-time comparison; a user without a password never matches."""

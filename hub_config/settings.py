@@ -12,7 +12,23 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
-from .login import LOGIN_MODES, PER_USER, read_passwords
+# Demo logins (hub_config/login.py); kept here so that reading settings needs no JupyterHub.
+PER_USER = "per-user-password"
+SHARED_SINGLE_PERSON = "shared-password-single-person-demo"
+LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON)
+
+
+def read_passwords(directory: Path, usernames) -> dict[str, str]:
+    """{user: password} from one file per user in `directory` (secrets_dir/passwords/<user>).
+    Raises OSError (the caller names the file) or ValueError for an empty file."""
+    passwords = {}
+    for name in usernames:
+        value = (directory / name).read_text().strip()
+        if not value:
+            raise ValueError(f"{directory / name} is empty")
+        passwords[name] = value
+    return passwords
+
 
 _NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}

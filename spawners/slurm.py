@@ -65,7 +65,7 @@ def explain_sbatch_failure(username: str, result: CommandResult) -> str:
     return f"Slurm refused to start your server: {reason}."
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;?]*[A-Za-z]")
+_UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")   # terminal escapes first
 
 
 def output_tail(text: str, lines: int, line_chars: int, cut_at_start: bool = False) -> str:

@@ -76,6 +76,17 @@ def test_a_bad_value_gets_a_sentence_and_no_job(hub_under_hostile_base_url, brow
     assert not server_model(hub, "bob")
 
 
+def test_a_form_number_such_as_superscript_two_gets_a_sentence(hub_under_hostile_base_url, browser):
+    hub = hub_under_hostile_base_url
+    page = logged_in_page(browser, hub, "bob")
+    choose_custom(page, "small-g", 1)
+    page.evaluate("document.querySelector('#aifa-gpus').type = 'text'")   # as a crafted form post could
+    page.fill("#aifa-gpus", "²")                                           # str.isdigit() says yes, int() no
+    page.click("button[type=submit]")
+    expect(page.locator(".spawn-error-msg")).to_have_text("Error: 'gpus' must be a whole number from 1 to 8.")
+    assert not server_model(hub, "bob")
+
+
 def test_a_wrong_password_gets_a_sentence(hub_under_hostile_base_url, browser):
     page = logged_in_page(browser, hub_under_hostile_base_url, "carol", password="wrong-password")
     expect(page.locator(".login_error")).to_contain_text("Invalid username or password")

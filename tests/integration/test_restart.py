@@ -37,7 +37,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
         hub.api("POST", f"users/{user}/server", token=token, json={"partition": "cpu"})
     jobs = {u: wait_ready(hub, u)["state"]["job_id"] for u in tokens}
     routes_before = proxy_routes(hub)
-    assert {"/user/alice", "/user/bob"} <= routes_before
+    assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= routes_before   # each on its own host
     status_url = hub.server_url("alice") + "api/status"
     alice = {"Authorization": f"token {tokens['alice']}"}
     assert requests.get(status_url, headers=alice, timeout=30).status_code == 200   # the server now knows the token
@@ -57,7 +57,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
         assert model.get("ready") and model["state"]["job_id"] == jobs[user], model
         assert model["state"]["site"] == "local"   # the queue monitor of the job's own site after a restart
         assert execute(hub.server_url(user), token, "5 * 4") == "20"
-    assert {"/user/alice", "/user/bob"} <= proxy_routes(hub)
+    assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= proxy_routes(hub)
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
     assert f"Job {orphan} of carol is a workbench job no server of this hub owns" in hub.log_path.read_text()
     assert all(job_state(j) == "RUNNING" for j in jobs.values())
