@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.integration import hubs  # noqa: E402  (the test harness that starts real hubs)
+
+from aifa_workbench.hub_config.proxy import proxy_argv  # noqa: E402
+from aifa_workbench.hub_config.settings import load_settings  # noqa: E402
 
 BASELINE_CONFIG = ROOT / "benchmarks" / "baseline_jupyterhub_config.py"
 BASELINE_SUDOERS = Path("/etc/sudoers.d/zz-aifa-bench-baseline")
@@ -45,11 +49,37 @@ def baseline_sudo_rule():
         BASELINE_SUDOERS.unlink(missing_ok=True)
 
 
+def start_path_routing_proxy(hub) -> None:
+    """The baseline hub has no per-user hosts (plain batchspawner configured as its README says):
+    its proxy routes by path alone. The proxy's token goes from its file to the environment."""
+    settings = load_settings(hub.home / "workbench.yaml")
+    chp = shutil.which("configurable-http-proxy", path="/usr/local/bin:/usr/bin:/bin")
+    argv = [arg for arg in proxy_argv(settings, chp) if arg != "--host-routing"]
+    launch = "import os, sys; os.environ['CONFIGPROXY_AUTH_TOKEN'] = open(sys.argv[1]).read().strip(); " \
+             "os.execv(sys.argv[2], sys.argv[2:])"
+    hub.proxy_proc = hubs._spawn(hub, [f"{hubs.VENV}/bin/python", "-c", launch,
+                                       str(hub.home / "secrets" / "proxy-auth-token"), *argv], "proxy.log")
+
+
+def start_bench_hub(kind: str, limit: int):
+    if kind != "plain":
+        return hubs.running_hub(f"bench-{kind}", settings_overrides={"named_servers_per_user": limit})
+    hub = hubs.write_hub_files(f"bench-{kind}", settings_overrides={"named_servers_per_user": limit},
+                               config_source=BASELINE_CONFIG)
+    hub.subdomains = False
+    start_path_routing_proxy(hub)
+    hubs.start_hub_process(hub)
+    try:
+        hubs.wait_until_up(hub)
+    except Exception:
+        hubs.stop_hub(hub)
+        raise
+    return hub
+
+
 @contextlib.contextmanager
 def bench_hub(kind: str, limit: int):
-    config = BASELINE_CONFIG if kind == "plain" else None
-    hub = hubs.running_hub(f"bench-{kind}", settings_overrides={"named_servers_per_user": limit},
-                           config_source=config)
+    hub = start_bench_hub(kind, limit)
     try:
         yield hub
     finally:

@@ -4,15 +4,27 @@ A preset is a spawn request in the catalogue (partition, GPUs, cores, memory, ho
 notebook's own job gives the site, account, reservation and software environment. The request
 goes through the same validation as a spawn request, so a preset asking for too much, or an
 account the user lacks, is refused with a sentence before anything reaches Slurm.
+
+Other users share the node and its loopback, so (besides TLS between scheduler and workers):
+the scheduler's dashboard answers only under an unguessable path prefix, a secret of the cluster
+kept in the notebook's memory (never in a command line, a file or the environment), and every
+other path on its port is 404; workers serve no HTTP at all; each worker job works in a fresh
+0700 directory that it creates itself, and the scheduler in one made by the notebook.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
+import hmac
 import os
 import pwd
+import secrets
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime
 
 from aifa_workbench.hub_config.catalogue import Site
@@ -24,6 +36,20 @@ from .job_context import NotebookJob, WorkbenchError, scontrol_job
 MAX_WORKERS = 64
 MIN_WORKER_MINUTES = 5
 OVERRIDABLE = ("partition", "gpus", "cpus", "memory_gb", "hours", "account")
+SCRATCH_VARIABLE = "AIFA_DASK_SCRATCH"
+PRIVATE_DIRECTORY = ".aifa-workbench/dask-tls"      # 0700, in the user's home, which workers read
+WORKER_SETUP_FILE = "aifa_dask_worker_setup.py"
+# A worker preload: Dask workers always open an HTTP server (metrics, health) even without
+# --no-dashboard; this closes it before the worker's event loop has served anything.
+WORKER_SETUP = '''"""Written by AIFA Workbench: this Dask worker serves no HTTP (no dashboard, metrics or health)."""
+
+
+def dask_setup(worker):
+    server = getattr(worker, "http_server", None)
+    if server is not None:
+        server.stop()
+    worker.services.pop("dashboard", None)
+'''
 
 
 def preset_request(site: Site, preset: str, job: NotebookJob, user: UserContext, overrides: dict) -> JobRequest:
@@ -67,9 +93,23 @@ def gpu_directives(site: Site, request: JobRequest) -> list[str]:
     return [f"--gpus-per-node={request.gpus}"] if family == "lumi" else [f"--gres=gpu:{request.gpus}"]
 
 
+def scratch_prologue(base: str) -> list[str]:
+    """Job-script lines giving the worker job a scratch directory of its own: created by mktemp
+    (a new name, mode 0700, never an existing directory, whoever made it), removed when the job
+    ends, and the job's TMPDIR. `base` (the catalogue's dask_local_directory, admin-chosen and
+    checked by the catalogue schema) is only the parent: a /tmp-like or per-user directory."""
+    var = SCRATCH_VARIABLE
+    return [f'{var}=$(mktemp -d "{base}/aifa-dask-XXXXXXXXXX") && [ -O "${var}" ] && [ ! -L "${var}" ] '
+            f'|| {{ echo "aifa-workbench: cannot create a private Dask scratch directory in {base}" >&2; exit 1; }}',
+            f"trap 'rm -rf -- \"${var}\"' EXIT",
+            f'export TMPDIR="${var}"',
+            "export DASK_DISTRIBUTED__WORKER__HTTP__ROUTES='[]'"]
+
+
 def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_left: int | None,
-                   home: str, python: str) -> dict:
-    """The SLURMCluster arguments for `request` (pure)."""
+                   home: str, python: str, *, dashboard_secret: str, scheduler_directory: str) -> dict:
+    """The SLURMCluster arguments for `request` (pure). `dashboard_secret` becomes the dashboard's
+    path prefix; `scheduler_directory` is a fresh private directory for the scheduler."""
     environment = site.environments[request.environment]
     if environment.container:
         python = f"singularity exec {shlex.quote(environment.container)} python3"
@@ -87,21 +127,30 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "job_mem": f"{request.memory_gb}G",   # Slurm's --mem exactly as a spawn request would ask
         "walltime": worker_walltime(request, minutes_left),
         "interface": site.dask_interface,
-        "local_directory": site.dask_local_directory,
+        # the job's own directory (scratch_prologue), not a shared fixed name another user could own
+        "local_directory": f'"${SCRATCH_VARIABLE}"',
         "job_name": f"aifa-dask-{job.user}",
         "log_directory": f"{home}/.aifa-workbench/dask-logs",
         "job_extra_directives": directives,
         "job_script_prologue": [f"export HOME={shlex.quote(home)}",
                                 f"export PATH={shlex.quote(os.path.dirname(python.split()[-1]) or '/usr/bin')}"
                                 ":/usr/local/bin:/usr/bin:/bin",
+                                *scratch_prologue(site.dask_local_directory),
                                 *environment.setup],
         "python": python,
+        # No worker dashboard: nothing listens but the worker's and nanny's TLS ports (the preload
+        # closes the HTTP server Dask opens anyway; loopback and no routes should it not).
+        "worker_extra_args": ["--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                              "--preload", shlex.quote(f"{home}/{PRIVATE_DIRECTORY}/{WORKER_SETUP_FILE}")],
         # Other users share nodes and networks: TLS with throw-away certificates (kept in a 0700
         # folder of the user's home, which workers read) so that only this user's workers and
-        # clients reach the scheduler; the dashboard listens on loopback, for jupyter-server-proxy.
+        # clients reach the scheduler. The dashboard listens on loopback under a secret prefix
+        # (everything else 404, see sealed_scheduler_class), for jupyter-server-proxy.
         "security": True,
-        "shared_temp_directory": f"{home}/.aifa-workbench/dask-tls",
-        "scheduler_options": {"dashboard_address": "127.0.0.1:0", "interface": site.dask_interface},
+        "shared_temp_directory": f"{home}/{PRIVATE_DIRECTORY}",
+        "scheduler_cls": sealed_scheduler_class(),
+        "scheduler_options": {"dashboard_address": "127.0.0.1:0", "interface": site.dask_interface,
+                              "http_prefix": f"/{dashboard_secret}", "local_directory": scheduler_directory},
         "death_timeout": 60,   # a worker whose scheduler (this notebook) is gone ends its job
     }
 
@@ -135,8 +184,106 @@ def minutes_left(job: NotebookJob) -> int | None:
 
 
 def dashboard_link_template() -> str:
-    """Dask's dashboard link through the hub (jupyter-server-proxy): /user/<name>/proxy/<port>/status."""
+    """Dask's dashboard link through the hub (jupyter-server-proxy): /user/<name>/proxy/<port>/status,
+    for the notebook's other clusters (LocalCluster); workbench clusters' links carry their secret
+    prefix (cluster_class, dashboard_link)."""
     return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") + "proxy/{port}/status"
+
+
+def dashboard_link(port: int, http_prefix: str, environ=None) -> str:
+    """/user/<name>/proxy/<port>/<secret>/status: jupyter-server-proxy asks for the user's login."""
+    environ = os.environ if environ is None else environ
+    return f"{environ.get('JUPYTERHUB_SERVICE_PREFIX', '/')}proxy/{port}/{http_prefix.strip('/')}/status"
+
+
+def seal_dashboard(scheduler, http_prefix: str) -> None:
+    """Answer 404 to any path outside `http_prefix` on the dashboard's port. Dask serves a few
+    routes outside its prefix, and they give the prefix away: `/` redirects to <prefix>/status,
+    `/sitemap.json` lists every route. Bokeh's pages also name their scripts from the server's
+    root (/<prefix>/static/...), which is not where jupyter-server-proxy serves them: they are
+    made relative to the page (every Dask page is one level under the prefix).
+    Called in the Scheduler's __init__, before its event loop has served any request."""
+    from bokeh.server.server import BokehTornado
+    from tornado import web
+
+    app = scheduler.http_application
+    inner = app.find_handler
+    gate = ("/" + http_prefix.strip("/") + "/").encode()
+
+    def find_handler(request, **kwargs):
+        path = (request.path or "").encode("utf-8", "replace")
+        if not (hmac.compare_digest(path[:len(gate)], gate) or hmac.compare_digest(path, gate[:-1])):
+            return app.get_handler_delegate(request, web.ErrorHandler, {"status_code": 404})
+        return inner(request, **kwargs)
+
+    app.find_handler = find_handler
+    for bokeh_app in app.applications:
+        if isinstance(bokeh_app, BokehTornado):
+            bokeh_app.resources = _page_relative_resources
+
+
+def _page_relative_resources(absolute_url=None):
+    from bokeh.resources import Resources
+    from bokeh.server.views.static_handler import StaticHandler
+    from bokeh.settings import settings
+
+    mode = settings.resources(default="server")
+    if mode in ("server", "server-dev"):
+        return Resources(mode=mode, root_url="", path_versioner=StaticHandler.append_version)
+    return Resources(mode=mode)
+
+
+@functools.cache
+def sealed_scheduler_class():
+    """distributed's Scheduler whose dashboard answers only under its http_prefix (a secret)."""
+    from distributed import Scheduler
+
+    class SealedDashboardScheduler(Scheduler):
+        def __init__(self, *args, http_prefix: str, **kwargs):
+            if len(http_prefix.strip("/")) < 16:
+                raise ValueError("the Dask dashboard needs a secret http_prefix")
+            super().__init__(*args, http_prefix=http_prefix, **kwargs)
+            if getattr(self, "http_application", None) is not None:
+                seal_dashboard(self, http_prefix)
+
+    return SealedDashboardScheduler
+
+
+@functools.cache
+def cluster_class():
+    """dask-jobqueue's SLURMCluster (same name, for dask-labextension's list) whose dashboard link
+    carries its own scheduler's secret prefix."""
+    from dask_jobqueue import SLURMCluster as JobqueueSLURMCluster
+
+    class SLURMCluster(JobqueueSLURMCluster):
+        __doc__ = JobqueueSLURMCluster.__doc__
+
+        @property
+        def dashboard_link(self):
+            try:
+                port = self.scheduler_info["services"]["dashboard"]
+            except KeyError:
+                return ""
+            return dashboard_link(port, self.scheduler_spec["options"]["http_prefix"])
+
+    return SLURMCluster
+
+
+def private_directory(base: str | None = None) -> str:
+    """A fresh 0700 directory of this process (the scheduler's local directory), removed at exit."""
+    path = tempfile.mkdtemp(prefix="aifa-dask-scheduler-", dir=base)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def write_worker_setup(folder: str) -> str:
+    """The worker preload, in the user's private folder (0600, replaced atomically)."""
+    path = os.path.join(folder, WORKER_SETUP_FILE)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".worker-setup-")
+    with os.fdopen(fd, "w") as f:
+        f.write(WORKER_SETUP)
+    os.replace(temporary, path)
+    return path
 
 
 def prepare_cluster(preset: str, overrides: dict) -> dict:
@@ -147,10 +294,13 @@ def prepare_cluster(preset: str, overrides: dict) -> dict:
     site = job.catalogue_site()
     request = preset_request(site, preset, job, user_context(job, overrides), overrides)
     home = pwd.getpwuid(os.getuid()).pw_dir
-    kwargs = cluster_kwargs(site, request, job, minutes_left(job), home, sys.executable)
+    private = os.path.join(home, PRIVATE_DIRECTORY)
+    os.makedirs(private, mode=0o700, exist_ok=True)
+    os.chmod(private, 0o700)
+    kwargs = cluster_kwargs(site, request, job, minutes_left(job), home, sys.executable,
+                            dashboard_secret=secrets.token_urlsafe(24), scheduler_directory=private_directory())
     os.makedirs(kwargs["log_directory"], exist_ok=True)
-    os.makedirs(kwargs["shared_temp_directory"], mode=0o700, exist_ok=True)
-    os.chmod(kwargs["shared_temp_directory"], 0o700)
+    write_worker_setup(private)
     dask.config.set({"distributed.dashboard.link": dashboard_link_template()})
     return kwargs
 
@@ -160,11 +310,9 @@ def dask_cluster(preset: str, workers: int = 1, **overrides):
 
     `cluster.job_script()` shows what will be submitted; `cluster.scale(n)` changes the number of
     workers; `cluster.close()` cancels them (they also end with this notebook's job)."""
-    from dask_jobqueue import SLURMCluster
-
     if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
         raise WorkbenchError(f"'workers' must be a whole number from 0 to {MAX_WORKERS}.")
-    cluster = SLURMCluster(**prepare_cluster(preset, overrides))
+    cluster = cluster_class()(**prepare_cluster(preset, overrides))
     if workers:
         cluster.scale(workers)
     return cluster
@@ -178,10 +326,8 @@ def first_preset() -> str:
 
 
 async def _default_cluster_async():
-    from dask_jobqueue import SLURMCluster
-
     kwargs = await asyncio.to_thread(lambda: prepare_cluster(first_preset(), {}))   # Slurm, off the loop
-    return await SLURMCluster(**kwargs, asynchronous=True)
+    return await cluster_class()(**kwargs, asynchronous=True)
 
 
 def default_cluster(asynchronous: bool = False):

@@ -171,7 +171,7 @@ class Site:
     environments: dict[str, Environment]
     partitions: dict[str, Partition]
     dask_presets: dict[str, DaskPreset] = field(default_factory=dict)
-    dask_local_directory: str = "/tmp"
+    dask_local_directory: str = "/tmp"   # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
     path: str = ""
 
 

@@ -5,11 +5,12 @@
 # $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
 import os
 import sys
+from urllib.parse import urlsplit
 
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.limits import cap_request_bodies
 from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswordAuthenticator
-from aifa_workbench.hub_config.origins import user_host_hook
+from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
 from aifa_workbench.spawners import job_callback, reconcile
@@ -40,6 +41,10 @@ c.JupyterHub.bind_url = settings.bind_url
 # documentation: subdomain_host, when users do not trust each other).
 c.JupyterHub.subdomain_host = settings.public_host
 c.JupyterHub.subdomain_hook = user_host_hook(settings.user_domain)
+# ...and the hub's own pages on the hub's host only (the proxy hands the hub every host's
+# unrouted requests); jobs and the proxy reach it on its internal address.
+confine_hub_pages(settings.public_host, urlsplit(settings.bind_url).path + "hub/",
+                  {f"127.0.0.1:{settings.hub_port}", f"localhost:{settings.hub_port}"})
 cap_request_bodies(settings.max_request_bytes)
 if settings.https:   # cookies only over TLS; __Host- cookies cannot be set by another subdomain
     c.JupyterHub.cookie_host_prefix_enabled = True

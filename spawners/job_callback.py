@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
-from .server_token import token_id
+from .server_token import token_record
 
 ROUTE = r"/api/batchspawner"
 
@@ -38,13 +39,13 @@ def parse_report(body) -> dict:
     return {"port": port}
 
 
-def spawner_for_token(spawners, token, token_row_id=None):
+def spawner_for_token(spawners, token, record=None):
     """The spawner whose server the token belongs to, or None. After a hub restart a spawner no
-    longer holds its token, only the token's database id (kept in its state)."""
+    longer holds its token, only the token's record (id, owner, creation; kept in its state)."""
     def owns(spawner) -> bool:
         if token and spawner.api_token == token:
             return True
-        return token_row_id is not None and getattr(spawner, "api_token_id", None) == token_row_id
+        return record is not None and getattr(spawner, "api_token_record", None) == record
     return next((s for s in spawners if owns(s)), None)
 
 
@@ -59,7 +60,8 @@ class JobReportHandler(APIHandler):
     def post(self):
         token = self.get_auth_token()
         spawners = getattr(self.current_user, "spawners", {}).values()   # a service has none
-        spawner = spawner_for_token(spawners, token, token_id(self.db, token))
+        row = orm.APIToken.find(self.db, token) if token else None
+        spawner = spawner_for_token(spawners, token, token_record(row) if row is not None else None)
         if spawner is None:
             raise web.HTTPError(403, "Only a server's own token may report its address.")
         try:
@@ -77,7 +79,8 @@ class JobReportHandler(APIHandler):
         if spawner.pending != "spawn":
             raise web.HTTPError(409, "The server is not starting; nothing to report.")
         if hasattr(target, "port_reported"):
-            target.port_reported(report["port"])
+            if not target.port_reported(report["port"]):
+                raise web.HTTPError(409, "This server has already reported its port.")
         else:
             target.port = report["port"]
         self.set_status(201)

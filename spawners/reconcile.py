@@ -19,29 +19,39 @@ _LINE = re.compile(rf"([0-9]+)\|({_USER})\|aifa-wb-({_USER})")
 JOB_NAME_PREFIX = "aifa-wb-"
 
 
-def job_names(usernames) -> str:
-    """The --name filter: the workbench job name of each hub user."""
-    return ",".join(JOB_NAME_PREFIX + name for name in sorted(usernames) if re.fullmatch(_USER, name))
+NAMES_PER_QUERY = 500   # one --name argument stays far below the kernel's 128 KiB per argument
+
+
+def job_names(usernames) -> list[str]:
+    """The --name filters, in batches: the workbench job name of each hub user."""
+    names = [JOB_NAME_PREFIX + name for name in sorted(usernames) if re.fullmatch(_USER, name)]
+    return [",".join(names[i:i + NAMES_PER_QUERY]) for i in range(0, len(names), NAMES_PER_QUERY)]
 
 
 def unknown_jobs(squeue_output: str, known_job_ids: set[str]) -> list[tuple[str, str]]:
     """`squeue -h --name=... --format=%i|%u|%j` lines -> [(job id, owner)] of workbench jobs nobody owns.
 
-    A job counts only if its name names its own owner, as Slurm reported it for that id. Any
-    line that is not exactly id|user|name, or a job id seen twice, means the output cannot be
-    trusted: nothing is cancelled then."""
-    orphans, seen = [], set()
+    A job counts only if its name names its own owner, as Slurm reported it for that id. Other
+    lines (array or heterogeneous job ids such as 17_1 or 17+0, names of other shapes) are not
+    workbench jobs and are skipped, and so is an id seen twice."""
+    seen: dict[str, int] = {}
+    candidates = []
     for line in squeue_output.splitlines():
         match = _LINE.fullmatch(line.strip())
         if not match:
-            return []
+            continue
         job_id, owner, named = match.groups()
-        if job_id in seen:
-            return []
-        seen.add(job_id)
+        seen[job_id] = seen.get(job_id, 0) + 1
         if named == owner and job_id not in known_job_ids:
-            orphans.append((job_id, owner))
-    return orphans
+            candidates.append((job_id, owner))
+    return [(job_id, owner) for job_id, owner in candidates if seen[job_id] == 1]
+
+
+def confirm_argv(slurm_bin: str, job_id: str, owner: str) -> list[str]:
+    """squeue prints exactly the job id if job `job_id` is owner's and named aifa-wb-<owner>:
+    Slurm's own filters, with no field of the job printed but its id."""
+    return [f"{slurm_bin}/squeue", "--noheader", f"--jobs={job_id}", f"--name={JOB_NAME_PREFIX}{owner}",
+            f"--user={owner}", "--format=%i"]
 
 
 def hub_usernames(app) -> set[str]:
@@ -68,15 +78,19 @@ async def reconcile_once(app, transport: LocalTransport, slurm_bin: str) -> list
     known, busy = known_job_ids(app)
     if busy:
         return []   # a job id may be moments from being recorded: look again next time
-    names = job_names(hub_usernames(app))
-    if not names:
-        return []
-    result = await transport.run([f"{slurm_bin}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
-                                  "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"], timeout=30)
-    if not result.ok:
-        log.warning("Reconciling skipped, Slurm did not answer: %s", bounded(result.stderr))
-        return []
-    orphans = unknown_jobs(result.stdout, known)
+    listing = []
+    for names in job_names(hub_usernames(app)):
+        result = await transport.run([f"{slurm_bin}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
+                                      "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"], timeout=30)
+        if not result.ok:
+            log.warning("Reconciling skipped, Slurm did not answer: %s", bounded(result.stderr))
+            return []
+        listing.append(result.stdout)
+    orphans = []
+    for job_id, user in unknown_jobs("\n".join(listing), known):
+        confirm = await transport.run(confirm_argv(slurm_bin, job_id, user), timeout=30)
+        if confirm.ok and confirm.stdout.split() == [job_id]:
+            orphans.append((job_id, user))
     for job_id, user in orphans:
         log.warning("Job %s of %s is a workbench job no server of this hub owns: cancelling it", job_id, user)
         cancel = await transport.run([f"{slurm_bin}/scancel", job_id], as_user=user, timeout=30)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 CONNECT_TRIES = 3
 MAX_ANSWER_BYTES = 64 * 1024
@@ -39,12 +40,16 @@ async def own_server_identity(url: str, token: str, timeout: float = 30) -> str 
 
         request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, request_timeout=timeout,
                               follow_redirects=False, streaming_callback=keep)
+        # a client of its own: a server holding its answer back must not take the hub's connections
+        client = SimpleAsyncHTTPClient(force_instance=True)
         try:
-            await AsyncHTTPClient().fetch(request)
+            await client.fetch(request)
         except HTTPClientError:
             return None            # it answered, but not as the user's server (404, 403, redirect…)
         except OSError:
             await asyncio.sleep(0.5 * (attempt + 1))   # reported after listening: rare, but retry
             continue
+        finally:
+            client.close()
         return identity_name(bytes(body))
     return None

@@ -23,7 +23,7 @@ from . import profiles as profiles_mod
 from .queue_monitor import JobInfo, QueueMonitor, describe_reason
 from .request import RequestError, UserContext, parse_job_request, shown
 from .server_identity import own_server_identity
-from .server_token import limit_token, revoke_token
+from .server_token import is_record, limit_token, revoke_token
 from .script import ScriptContext, render_batch_script, server_launch_argv, template_source
 from .slurm_facts import SlurmFacts
 from .transport import CommandResult, CommandTimeout, LocalTransport, bounded
@@ -128,7 +128,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     transport = Instance(LocalTransport, help="How Slurm commands are run.")
     job_request = None
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
-    api_token_id: int | None = None   # database id of the server's API token (not the secret), kept likewise
+    api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
 
     @default("transport")
@@ -247,7 +247,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not match:
             raise SpawnError(f"Slurm answered in a way the workbench does not understand: {bounded(result.stdout, 200)}.")
         self.job_id, self.job_site = match.group(1), self.job_request.site
-        self.api_token_id = limit_token(self.user.db, self.api_token, self.job_request.hours * 3600)
+        # the token ends with the job at the latest: its walltime after it waited at most start_timeout
+        self.api_token_record = limit_token(self.user.db, self.api_token,
+                                            self.job_request.hours * 3600 + self.start_timeout)
         self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
 
@@ -256,21 +258,21 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         state = super().get_state()
         if self.job_site:
             state["site"] = self.job_site
-        if self.api_token_id is not None:
-            state["api_token_id"] = self.api_token_id
+        if self.api_token_record is not None:
+            state["api_token"] = self.api_token_record
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.job_site = state.get("site", "")
-        token_row_id = state.get("api_token_id")
-        self.api_token_id = token_row_id if type(token_row_id) is int else None
+        record = state.get("api_token")
+        self.api_token_record = record if is_record(record) else None
 
     def run_post_stop_hook(self):
         """Every way a server ends passes here (stop, job gone, failed spawn): its token ends too."""
-        if revoke_token(self.user.db, self.api_token_id):
+        if revoke_token(self.user.db, self.api_token_record):
             self.log.info("Revoked the API token of %s's ended server", self.user.name)
-        self.api_token_id = None
+        self.api_token_record = None
         return super().run_post_stop_hook()
 
     def clear_state(self):
@@ -285,13 +287,16 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                                     interval=self.queue_interval, fast_interval=self.queue_fast_interval,
                                     timeout=self.command_timeout, logger=self.log)
 
-    def port_reported(self, port: int) -> None:
-        """Called by the job callback handler with the port the server reported."""
+    def port_reported(self, port: int) -> bool:
+        """Called by the job callback handler with the port the server reported. One report per
+        start: a second one (which could swap the port after it was checked) is refused."""
+        if self._port_reported is None or self._port_reported.is_set():
+            return False
         self.port = port
-        if self._port_reported is not None:
-            self._port_reported.set()
+        self._port_reported.set()
         if self.job_id:
             self.monitor.hurry()   # the job runs: learn its node now, not at the next tick
+        return True
 
     async def _wait_for_news(self, info: JobInfo | None, timeout: float) -> None:
         waiters = [asyncio.ensure_future(self.monitor.wait_change(self.job_id, info, timeout)),
@@ -317,23 +322,24 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 if info is not None and not info.active:
                     raise await self._died_early(info)
                 if info is not None and info.running and self.port:
-                    self.ip = info.node
+                    ip, port = info.node, self.port
                     break
                 await self._wait_for_news(info, timeout=5)
-            await self._check_server_is_own()
+            await self._check_server_is_own(ip, port)
         finally:
             monitor.started(job_id)
-        self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, self.ip, self.port)
-        return self.ip, self.port
+        self.ip, self.port = ip, port   # exactly the address checked
+        self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, ip, port)
+        return ip, port
 
-    async def _check_server_is_own(self) -> None:
+    async def _check_server_is_own(self, ip: str, port: int) -> None:
         """Before the route is added: the server at the reported address must be this user's,
         this very server (a job may report any port of its node, another user's among them)."""
-        url = f"http://{self.ip}:{self.port}{self.server.base_url}api/me"
-        identity = await own_server_identity(url, self.api_token, timeout=self.command_timeout)
+        url = f"http://{ip}:{port}{self.server.base_url}api/me"
+        identity = await own_server_identity(url, self.api_token, timeout=min(self.command_timeout, 10))
         if identity != self.user.name:
             self.log.warning("Job %s of %s reported %s:%s, where %s answers: not routing it", self.job_id,
-                             self.user.name, self.ip, self.port, shown(identity) if identity else "no server of theirs")
+                             self.user.name, ip, port, shown(identity) if identity else "no server of theirs")
             raise SpawnError("Your job reported an address where your own server does not answer, so the "
                              "workbench did not connect you to it. Start your server again; if it keeps "
                              "happening, tell your workbench administrator.")
@@ -354,7 +360,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     async def _job_output_tail(self, job_id: str) -> str:
         home = pwd.getpwnam(self.user.name).pw_dir
-        argv = ["/usr/bin/tail", "-c", str(self.log_tail_bytes), f"{home}/.aifa-workbench-job-{job_id}.log"]
+        # `timeout`: the user owns the file and may make it a FIFO or a link to /dev/zero
+        argv = ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/tail", "-c", str(self.log_tail_bytes),
+                f"{home}/.aifa-workbench-job-{job_id}.log"]
         try:
             result = await self.transport.run(argv, as_user=self.user.name, timeout=10)
         except CommandTimeout:

@@ -83,31 +83,32 @@ _ACCOUNTS_CACHE: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
 
 class SharedAnswers:
     """Answers of read-only queries, reused for `ttl` seconds; callers asking while a query runs
-    wait for that one (40 form renders or refused spawns at once cost one scontrol, not 40)."""
+    wait for that one (40 form renders or refused spawns at once cost one scontrol, not 40). The
+    query runs as a task of its own: a caller that gives up does not cancel it for the others.
+    `fresh` asks again unless the answer is younger than `min_fresh` seconds."""
 
-    def __init__(self, ttl: float):
-        self.ttl = ttl
+    def __init__(self, ttl: float, min_fresh: float = 2.0):
+        self.ttl, self.min_fresh = ttl, min_fresh
         self._answers: dict[tuple, tuple[float, object]] = {}
-        self._running: dict[tuple, asyncio.Future] = {}
+        self._running: dict[tuple, asyncio.Task] = {}
 
     async def get(self, key: tuple, query, fresh: bool = False):
-        expires, answer = self._answers.get(key, (0.0, None))
-        if time.monotonic() < expires and not fresh:
+        answered, answer = self._answers.get(key, (-1e9, None))
+        age = time.monotonic() - answered
+        if age < (self.min_fresh if fresh else self.ttl):
             return answer
-        if key in self._running:
-            return await asyncio.shield(self._running[key])
-        future = self._running[key] = asyncio.get_running_loop().create_future()
+        task = self._running.get(key)
+        if task is None:
+            task = self._running[key] = asyncio.ensure_future(self._ask(key, query))
+        return await asyncio.shield(task)
+
+    async def _ask(self, key: tuple, query):
         try:
             answer = await query()
-            self._answers[key] = (time.monotonic() + self.ttl, answer)
-            future.set_result(answer)
+            self._answers[key] = (time.monotonic(), answer)
             return answer
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()   # retrieved: nobody else may be waiting
-            raise
         finally:
-            del self._running[key]
+            self._running.pop(key, None)
 
 
 # scontrol (reservations) and sinfo+squeue (partition load), for every form render and spawn try.

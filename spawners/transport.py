@@ -63,6 +63,22 @@ class CommandTimeout(RuntimeError):
         self.argv = tuple(argv)
 
 
+async def _end(proc, grace: float = 2.0) -> None:
+    """End a command that ran too long, in bounded time. SIGKILL would reach only sudo (the command
+    runs as another user, whom the hub may not signal); sudo passes SIGTERM on to it. A command
+    that still holds its pipes open is left to its own timeout (`timeout` in the sudo rule)."""
+    for signal_it in (proc.terminate, proc.kill):
+        try:
+            signal_it()
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+            return
+        except asyncio.TimeoutError:
+            continue
+
+
 @dataclass
 class LocalTransport:
     """Run commands on this host; as another user through `sudo -n -u USER` (sudoers allowlist)."""
@@ -93,8 +109,7 @@ class LocalTransport:
                 _feed(proc.stdin, stdin.encode() if stdin is not None else None),
                 read_capped(proc.stdout, cap), read_capped(proc.stderr, cap), proc.wait()), timeout)
         except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await _end(proc)
             raise CommandTimeout(full_argv, timeout) from None
         return CommandResult(tuple(full_argv), proc.returncode, out.decode(errors="replace"),
                              err.decode(errors="replace"))

@@ -47,6 +47,7 @@ class Hub:
     admin_token: str
     passwords: dict                # each demo user's own password
     admin_users: tuple = ()
+    subdomains: bool = True        # each user's server on <user>.localhost (the benchmark's baseline: False)
     proc: subprocess.Popen | None = None
     proxy_proc: subprocess.Popen | None = None
     tokens: dict = field(default_factory=dict)
@@ -79,8 +80,9 @@ class Hub:
         return f"{parts.scheme}://{username}.{parts.hostname}:{parts.port}"
 
     def server_url(self, username: str, server_name: str = "") -> str:
-        path = urlsplit(self.url).path
-        return f"{self.user_origin(username)}{path}user/{username}/" + (f"{server_name}/" if server_name else "")
+        parts = urlsplit(self.url)
+        origin = self.user_origin(username) if self.subdomains else f"{parts.scheme}://{parts.netloc}"
+        return f"{origin}{parts.path}user/{username}/" + (f"{server_name}/" if server_name else "")
 
 
 def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None,

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 import pytest
 import requests
 import yaml
@@ -49,7 +51,8 @@ def demo_hub(cluster):
     """The demo hub's URL; the hub is stopped before the test and after it."""
     if not HUBCTL.exists():
         pytest.skip("aifa-hubctl is not installed (make install)")
-    url = yaml.safe_load(Path("/etc/aifa-workbench/workbench.yaml").read_text())["bind_url"]
+    settings = yaml.safe_load(Path("/etc/aifa-workbench/workbench.yaml").read_text())
+    url = settings["public_host"] + urlsplit(settings["bind_url"]).path   # the hub's public URL
     hubctl("stop")
     assert hubctl("status").returncode == 3, "the demo hub is still running"
     yield url

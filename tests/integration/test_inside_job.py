@@ -68,7 +68,7 @@ def test_a_dask_preset_runs_workers_on_the_cluster_with_its_dashboard_through_th
         assert "--interface lo" in script
         workers = user_jobs("alice", "aifa-dask-alice")
         assert len(workers) == 2 and all("|cpu|proj_sme|RUNNING" in line for line in workers.values()), workers
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(hub.url))
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(server))   # the user's own origin
         assert out["link"].startswith(urlsplit(server).path + "proxy/") and out["link"].endswith("/status")
         dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
         assert dashboard.status_code == 200 and "Dask" in dashboard.text

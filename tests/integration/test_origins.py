@@ -4,8 +4,10 @@ cannot read the hub's pages for their XSRF token, nor create a token of alice's,
 a page has. The same script run on the hub's own origin does create one: what one shared origin
 allowed before."""
 import json
+from urllib.parse import quote, urlsplit
 
 import pytest
+import requests
 
 from .hubs import wait_ready
 from .test_browser_login import browser, logged_in_page  # noqa: F401  (fixture)
@@ -63,6 +65,14 @@ def test_a_page_on_a_users_server_cannot_act_on_the_hub_for_its_visitor(start_hu
     with own_jupyter_config("carol", CONFIG, {"attack/attack.html": "<!doctype html><title>carol's notes</title>"}):
         hub.api("POST", "users/carol/server", token=token, json={"partition": "cpu"})
         wait_ready(hub, "carol")
+        # a login on carol's host would put alice's hub cookie where carol's pages can use it
+        carol_host = hub.user_origin("carol") + urlsplit(hub.url).path
+        page = browser.new_context().new_page()
+        page.goto(carol_host + "hub/login?next=" + quote(urlsplit(hub.server_url("carol")).path + "static/attack.html"))
+        assert page.url.startswith(hub.url + "hub/login"), page.url   # sent to the hub's own host
+        assert requests.post(carol_host + "hub/login", data={"username": "alice", "password": "x"},
+                             allow_redirects=False, timeout=30).status_code == 403
+
         page = logged_in_page(browser, hub, "alice")
         page.wait_for_url("**/hub/**", timeout=30_000)
 

@@ -31,7 +31,8 @@ def test_a_job_name_forging_squeue_lines_makes_the_reconciler_cancel_no_one_else
     forged_names = [f"x\n{victim}|aifa-wb-alice|alice\ny",   # the line format of the reconciler before
                     f"x\n{victim}|alice|aifa-wb-alice\ny",   # and its format now
                     "aifa-wb-alice",                          # carol's job named as alice's server
-                    f"aifa-wb-carol\n{victim}|alice|aifa-wb-alice"]
+                    f"aifa-wb-carol\n{victim}|alice|aifa-wb-alice",
+                    f"x\n{victim}|alice|aifa-wb-alice\n99|carol|z"]   # only well-formed lines
     carols = [sbatch_as("carol", name) for name in forged_names]
     jobs_to_cancel.extend(carols)
     orphan = sbatch_as("bob", "aifa-wb-bob")                 # a real workbench job no server owns
@@ -69,13 +70,21 @@ def test_a_job_writing_gigabytes_and_dying_costs_the_hub_a_bounded_tail(hub):
 
 
 def port_report_config(port: int) -> str:
-    """Carol's server reports alice's port (with carol's own token) before it starts itself."""
+    """Carol's server reports alice's port (with carol's own token) before it starts itself, then
+    tries a second report (which could swap a checked port); it notes how that one was answered."""
     return f'''
-import json, os, time, urllib.request
-report = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", method="POST",
-    data=json.dumps({{"port": {port}}}).encode(), headers={{"Content-Type": "application/json",
-    "Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}})
-urllib.request.urlopen(report, timeout=10)
+import json, os, time, urllib.error, urllib.request
+def report():
+    request = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", method="POST",
+        data=json.dumps({{"port": {port}}}).encode(), headers={{"Content-Type": "application/json",
+        "Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+report()
+with open(os.path.expanduser("~/.jupyter/second-report"), "w") as f:
+    f.write(str(report()))
 time.sleep(30)
 '''
 
@@ -85,12 +94,18 @@ def test_a_port_report_naming_another_users_server_is_not_routed(hub):
     hub.api("POST", "users/alice/server", token=alice_token, json={"partition": "cpu"})
     wait_ready(hub, "alice")
     alice_port = int(route_target(hub, "alice").rsplit(":", 1)[1])
-    with own_jupyter_config("carol", port_report_config(alice_port)):
+    with own_jupyter_config("carol", port_report_config(alice_port)) as files:
         failed, message, _ = spawn_outcome(hub, "carol", carol_token, {"partition": "cpu"})
+        second = next(iter(files)).parent / "second-report"
+        assert second.read_text() == "409"   # one report per start
+        second.unlink()
     assert failed and "your own server does not answer" in message, message
     assert route_target(hub, "carol") == ""
     assert "not routing it" in hub.log_path.read_text()
-    assert not server_model(hub, "carol")
+    deadline = time.monotonic() + 30          # the failed spawn's job is being cancelled
+    while server_model(hub, "carol") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not server_model(hub, "carol") and route_target(hub, "carol") == ""
     # alice's server is untouched and still hers alone
     assert execute(hub.server_url("alice"), alice_token, "6 * 7") == "42"
     r = requests.get(hub.server_url("alice") + "api/status", headers={"Authorization": f"token {carol_token}"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ def own_jupyter_config(user: str, source: str, extra_files: dict[str, str] | Non
     config_dir.mkdir(exist_ok=True)
     files = {config_dir / "jupyter_server_config.py": source,
              **{Path(entry.pw_dir) / rel: text for rel, text in (extra_files or {}).items()}}
+    kept = {path: path.read_bytes() for path in files if path.is_file()}   # the user's own, put back after
     for path, text in files.items():
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
@@ -43,6 +45,9 @@ def own_jupyter_config(user: str, source: str, extra_files: dict[str, str] | Non
             path.unlink(missing_ok=True)
         for path in reversed(created):
             shutil.rmtree(path, ignore_errors=True)
+        for path, content in kept.items():
+            path.write_bytes(content)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def proxy_api(hub) -> tuple[str, dict]:
@@ -74,4 +79,11 @@ def spawn_outcome(hub, username: str, token: str, options: dict, timeout: float 
     if r.status_code >= 400:
         return True, r.json().get("message", ""), []
     events = progress_events(hub, username, token, timeout=timeout)
-    return bool(events and events[-1].get("failed")), events[-1].get("message", "") if events else "", events
+    if events and events[-1].get("failed"):
+        return True, events[-1].get("message", ""), events
+    # it failed between the POST's answer and the progress stream (which then ends without a
+    # failure event, or answers "not starting"): the hub logged why
+    said = re.findall(rf"error starting {username}'s server: (.*)", hub.log_path.read_text())
+    if said:
+        return True, said[-1], events
+    return False, events[-1].get("message", "") if events else "", events

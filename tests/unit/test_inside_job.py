@@ -18,6 +18,7 @@ ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "A
 SCONTROL = ("JobId=42 JobName=aifa-wb-alice JobState=RUNNING StartTime=2026-11-22T10:00:00 "
             "EndTime=2026-11-22T12:00:00 NodeList=vm TRES=cpu=8,mem=60G,node=1,billing=8,gres/gpu=1")
 ALICE = UserContext(accounts={"local": ("proj_sme", "proj_training")}, reservations={"local": ("workshop",)})
+PRIVATE = {"dashboard_secret": "s3cr3t-s3cr3t-s3cr3t", "scheduler_directory": "/tmp/aifa-dask-scheduler-x"}
 
 
 def test_the_notebook_job_comes_from_the_environment_and_outside_a_job_is_a_sentence():
@@ -42,7 +43,7 @@ def test_status_has_time_left_and_cost_so_far():
 def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
     job = NotebookJob.from_environ({**ENV, "SLURM_JOB_RESERVATION": "workshop"})
     request = dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, {})
-    kwargs = dp.cluster_kwargs(SITES["local"], request, job, 45, "/home/alice", "/opt/v/bin/python")
+    kwargs = dp.cluster_kwargs(SITES["local"], request, job, 45, "/home/alice", "/opt/v/bin/python", **PRIVATE)
     assert (kwargs["queue"], kwargs["account"], kwargs["cores"], kwargs["memory"]) == ("gpu", "proj_sme", 2, "8GB")
     assert kwargs["walltime"] == "00:45:00"           # capped by the notebook's own job
     assert kwargs["job_mem"] == "8G" and kwargs["death_timeout"] == 60
@@ -53,7 +54,7 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
                                          "AIFA_WORKBENCH_ENVIRONMENT": "lumi-stack"})
     user = UserContext(accounts={"lumi": ("project_465000001",)})
     lumi_kwargs = dp.cluster_kwargs(lumi, dp.preset_request(lumi, "gpu-workers", lumi_job, user, {}), lumi_job,
-                                    None, "/users/a", "/opt/v/bin/python")
+                                    None, "/users/a", "/opt/v/bin/python", **PRIVATE)
     assert "--gpus-per-node=1" in lumi_kwargs["job_extra_directives"] and lumi_kwargs["interface"] == "hsn0"
     assert lumi_kwargs["walltime"] == "02:00:00"
 
@@ -73,7 +74,7 @@ def test_another_partition_takes_its_own_shape_and_workers_talk_tls():
     job = NotebookJob.from_environ(ENV)
     request = dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, {"partition": "booster"})
     assert (request.partition, request.gpus, request.cpus) == ("booster", 4, 64)
-    kwargs = dp.cluster_kwargs(SITES["local"], request, job, None, "/home/alice", "/opt/v/bin/python")
+    kwargs = dp.cluster_kwargs(SITES["local"], request, job, None, "/home/alice", "/opt/v/bin/python", **PRIVATE)
     assert kwargs["security"] is True and kwargs["shared_temp_directory"] == "/home/alice/.aifa-workbench/dask-tls"
     assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
 

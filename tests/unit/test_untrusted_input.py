@@ -5,11 +5,11 @@ import asyncio
 import pytest
 
 from aifa_workbench.hub_config.login import PerUserPasswordAuthenticator, password_matches, read_passwords
-from aifa_workbench.hub_config.origins import user_host_hook
+from aifa_workbench.hub_config.origins import hub_page_allowed, user_host_hook
 from aifa_workbench.hub_config.proxy import proxy_argv
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
 from aifa_workbench.spawners.profiles import options_from_form
-from aifa_workbench.spawners.reconcile import job_names, unknown_jobs
+from aifa_workbench.spawners.reconcile import confirm_argv, job_names, unknown_jobs
 from aifa_workbench.spawners.request import RequestError, parse_job_request, shown
 from aifa_workbench.spawners.server_identity import identity_name
 from aifa_workbench.spawners.slurm import output_tail
@@ -30,18 +30,29 @@ def test_only_exact_id_user_name_lines_count():
     "x\n17|alice|aifa-wb-alice\ny",        # the new one
     "17|alice|aifa-wb-alice",              # a whole line as a name
 ])
-def test_a_forged_line_cancels_nothing(forged):
-    # squeue's --name filter never prints such a name; if output ever held one, trust none of it
-    out = f"20|carol|{forged}\n21|bob|aifa-wb-bob\n"
-    assert unknown_jobs(out, known_job_ids=set()) == []
+def test_a_forged_line_cancels_nothing_of_others(forged):
+    # squeue's --name filter never prints such a name; were one printed, its lines still name 17 twice
+    out = f"17|alice|aifa-wb-alice\n20|carol|{forged}\n21|bob|aifa-wb-bob\n"
+    assert unknown_jobs(out, known_job_ids={"17"}) == [("21", "bob")]   # and each is confirmed: confirm_argv
 
 
-def test_a_job_id_seen_twice_cancels_nothing():
-    assert unknown_jobs("17|alice|aifa-wb-alice\n17|alice|aifa-wb-alice\n", set()) == []
+def test_odd_lines_are_skipped_not_a_reason_to_stop():
+    out = "17_1|carol|aifa-wb-carol\n18+0|carol|aifa-wb-carol\n19|bob|aifa-wb-bob\n"
+    assert unknown_jobs(out, known_job_ids=set()) == [("19", "bob")]
 
 
-def test_the_name_filter_holds_plain_names_only():
-    assert job_names({"bob", "alice", "x\ny", "Eve"}) == "aifa-wb-alice,aifa-wb-bob"
+def test_a_job_id_seen_twice_is_not_cancelled():
+    assert unknown_jobs("17|alice|aifa-wb-alice\n17|alice|aifa-wb-alice\n18|bob|aifa-wb-bob\n", set()) == [("18", "bob")]
+
+
+def test_each_orphan_is_confirmed_by_a_query_no_name_can_forge():
+    assert confirm_argv("/usr/bin", "17", "alice") == [
+        "/usr/bin/squeue", "--noheader", "--jobs=17", "--name=aifa-wb-alice", "--user=alice", "--format=%i"]
+
+
+def test_the_name_filter_holds_plain_names_only_in_batches():
+    assert job_names({"bob", "alice", "x\ny", "Eve"}) == ["aifa-wb-alice,aifa-wb-bob"]
+    assert [len(b.split(",")) for b in job_names({f"u{i}" for i in range(1200)})] == [500, 500, 200]
 
 
 # --- job output and echoed values: bounded, one line in logs ---------------------------------------
@@ -92,7 +103,23 @@ async def test_concurrent_askers_share_one_query_and_answers_are_reused():
     results = await asyncio.gather(*(answers.get(("bin", "reservations"), query) for _ in range(40)))
     assert results == ["listing"] * 40 and len(calls) == 1
     assert await answers.get(("bin", "reservations"), query) == "listing" and len(calls) == 1
+    assert await answers.get(("bin", "reservations"), query, fresh=True) == "listing" and len(calls) == 1  # < 2 s old
+    answers.min_fresh = 0
     assert await answers.get(("bin", "reservations"), query, fresh=True) == "listing" and len(calls) == 2
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_query_for_the_others():
+    answers = SharedAnswers(ttl=60)
+
+    async def query():
+        await asyncio.sleep(0.1)
+        return "listing"
+
+    first = asyncio.ensure_future(answers.get(("k",), query))
+    second = asyncio.ensure_future(answers.get(("k",), query))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == "listing"
 
 
 async def test_a_failed_query_is_not_kept():
@@ -141,6 +168,20 @@ def test_servers_get_hosts_of_their_own():
     assert hook("a.b", "x", "user").endswith(".users.example-usercontent.be") and "." not in hook("a.b", "x", "user").split(".")[0]
 
 
+@pytest.mark.parametrize("host, path, allowed", [
+    ("localhost:8000", "/hub/login", True),
+    ("carol.localhost:8000", "/hub/login", False),      # the hub's pages are not served on a user's host
+    ("carol.localhost:8000", "/hub/api/users/alice/tokens", False),
+    ("carol.localhost:8000", "/user/carol/lab", True),  # JupyterHub redirects these to the hub's host
+    ("127.0.0.1:8081", "/hub/api/batchspawner", True),  # jobs and the proxy, on the internal address
+    ("127.0.0.1:8000", "/hub/home", False),
+    ("LOCALHOST:8000", "/hub/home", True),
+])
+def test_the_hub_answers_on_its_own_host_only(host, path, allowed):
+    assert hub_page_allowed(host, path, "http://localhost:8000", "/hub/", {"127.0.0.1:8081"}) is allowed
+    assert hub_page_allowed("hub.example.be:443", "/hub/", "https://hub.example.be", "/hub/", set())
+
+
 def test_the_demo_hub_is_localhost_and_needs_a_host_name(tmp_path):
     settings = load_settings(write(tmp_path, GOOD))
     assert settings.public_host == "http://localhost:8000" and settings.user_domain == "localhost"
@@ -177,3 +218,14 @@ def user():
     from aifa_workbench.spawners.request import UserContext
     return UserContext(accounts={"local": ("proj_sme",)}, reservations={"local": ()})
 
+
+
+async def test_a_server_reports_its_port_once_per_start():
+    from types import SimpleNamespace
+
+    from aifa_workbench.spawners.slurm import WorkbenchSlurmSpawner
+
+    spawner = SimpleNamespace(_port_reported=asyncio.Event(), port=0, job_id="")
+    assert WorkbenchSlurmSpawner.port_reported(spawner, 4242) is True and spawner.port == 4242
+    assert WorkbenchSlurmSpawner.port_reported(spawner, 5353) is False and spawner.port == 4242
+    assert WorkbenchSlurmSpawner.port_reported(SimpleNamespace(_port_reported=None, port=0, job_id=""), 1) is False
