@@ -193,6 +193,7 @@ def load_settings(path) -> Settings:
         where = f" at line {mark.line + 1}" if mark else ""
         raise SettingsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
     validate(data, path)
+    public_host = data.get("public_host") or default_public_host(data["bind_url"])
     return Settings(
         path=path,
         bind_url=data["bind_url"],
@@ -212,8 +213,8 @@ def load_settings(path) -> Settings:
         named_servers_per_user=data.get("named_servers_per_user", 0),
         walltime_warnings_minutes=tuple(data.get("walltime_warnings_minutes", (10, 2))),
         login=data.get("login", PER_USER),
-        public_host=data.get("public_host") or default_public_host(data["bind_url"]),
-        user_domain=data.get("user_domain") or urlsplit(data.get("public_host") or default_public_host(data["bind_url"])).hostname,
+        public_host=public_host,
+        user_domain=data.get("user_domain") or urlsplit(public_host).hostname,
         tls_cert_file=data.get("tls_cert_file"),
         tls_key_file=data.get("tls_key_file"),
         max_request_bytes=data.get("max_request_bytes", 65536),

@@ -2,7 +2,6 @@
 running, the proxy (on its own) keeps every route while the hub is away, every server is
 reachable again, and a workbench job the hub does not know is logged and cancelled."""
 import signal
-import subprocess
 
 import pytest
 import requests
@@ -11,24 +10,9 @@ from . import hubs
 from .hubs import server_model, wait_ready, wait_until_up
 from .jupyter_client_helpers import execute
 from .slurm_helpers import job_state, wait_for_job_end
+from .untrusted_helpers import proxy_routes, sbatch_as
 
 pytestmark = pytest.mark.slurm
-
-
-def proxy_routes(hub) -> set[str]:
-    settings = (hub.home / "workbench.yaml").read_text()
-    api_port = int(next(line.split(":")[1] for line in settings.splitlines() if line.startswith("proxy_api_port")))
-    token = (hub.home / "secrets" / "proxy-auth-token").read_text().strip()
-    r = requests.get(f"http://127.0.0.1:{api_port}/api/routes", headers={"Authorization": f"token {token}"}, timeout=10)
-    return set(r.json())
-
-
-def submit_orphan(user: str) -> str:
-    """A workbench-looking job the hub never submitted (e.g. left by a hub that crashed mid-spawn)."""
-    out = subprocess.run(["sudo", "-u", user, "sbatch", "--parsable", f"--job-name=aifa-wb-{user}", "-p", "cpu",
-                          "-t", "10", "-o", "/dev/null", "--wrap", "sleep 600"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.strip().split(";")[0]
 
 
 def test_killing_and_restarting_the_hub_loses_no_server(hub):
@@ -36,7 +20,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
     for user, token in tokens.items():
         hub.api("POST", f"users/{user}/server", token=token, json={"partition": "cpu"})
     jobs = {u: wait_ready(hub, u)["state"]["job_id"] for u in tokens}
-    routes_before = proxy_routes(hub)
+    routes_before = set(proxy_routes(hub))
     assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= routes_before   # each on its own host
     status_url = hub.server_url("alice") + "api/status"
     alice = {"Authorization": f"token {tokens['alice']}"}
@@ -44,9 +28,9 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
 
     hub.proc.send_signal(signal.SIGKILL)
     hub.proc.wait()
-    orphan = submit_orphan("carol")
+    orphan = sbatch_as("carol", "aifa-wb-carol")   # a workbench-looking job the hub never submitted
     # while the hub is away: jobs run, the proxy keeps the routes, servers answer tokens they know
-    assert proxy_routes(hub) == routes_before
+    assert set(proxy_routes(hub)) == routes_before
     assert all(job_state(j) == "RUNNING" for j in jobs.values())
     assert requests.get(status_url, headers=alice, timeout=30).status_code == 200
 
@@ -57,7 +41,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
         assert model.get("ready") and model["state"]["job_id"] == jobs[user], model
         assert model["state"]["site"] == "local"   # the queue monitor of the job's own site after a restart
         assert execute(hub.server_url(user), token, "5 * 4") == "20"
-    assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= proxy_routes(hub)
+    assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= set(proxy_routes(hub))
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
     assert f"Job {orphan} of carol is a workbench job no server of this hub owns" in hub.log_path.read_text()
     assert all(job_state(j) == "RUNNING" for j in jobs.values())
