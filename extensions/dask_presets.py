@@ -29,7 +29,8 @@ from datetime import datetime
 
 from aifa_workbench.hub_config.catalogue import Site
 from aifa_workbench.spawners.request import JobRequest, RequestError, UserContext, parse_job_request
-from aifa_workbench.spawners.slurm_facts import parse_reservations, parse_user_accounts
+from aifa_workbench.sites import slurm_cli as cli
+from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
 
 from .job_context import NotebookJob, WorkbenchError, scontrol_job
 
@@ -169,12 +170,10 @@ def user_context(job: NotebookJob, overrides: dict) -> UserContext:
     if job.account and overrides.get("account", job.account) == job.account:
         return UserContext(accounts={job.site: (job.account,)},
                            reservations={job.site: (job.reservation,) if job.reservation else ()})
-    accounts = parse_user_accounts(_run([f"{job.slurm_bin}/sacctmgr", "-nP", "show", "user", "withassoc",
-                                         job.user, "format=defaultaccount,account"]))
+    accounts = parse_user_accounts(_run(cli.accounts_argv(job.slurm_bin, job.user)))
     if not accounts and job.account:
         accounts = (job.account,)   # sacctmgr not reachable from the node: the job's own account
-    reservations = parse_reservations(_run([f"{job.slurm_bin}/scontrol", "show", "reservation", "--oneliner"]),
-                                      job.user, accounts)
+    reservations = parse_reservations(_run(cli.reservations_argv(job.slurm_bin)), job.user, accounts)
     return UserContext(accounts={job.site: accounts}, reservations={job.site: reservations})
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aifa_workbench.hub_config.catalogue import Site, estimate_cost, load_catalogue
+from aifa_workbench.sites import slurm_cli as cli
 
 
 class WorkbenchError(RuntimeError):
@@ -146,7 +147,7 @@ def cached_scontrol_job(job: NotebookJob) -> dict:
 def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
     """Ask Slurm about the job (as the user, from inside the job)."""
     try:
-        result = subprocess.run([f"{job.slurm_bin}/scontrol", "show", "job", "-o", job.job_id],
+        result = subprocess.run(cli.job_record_argv(job.slurm_bin, job.job_id),
                                 capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None

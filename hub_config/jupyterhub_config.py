@@ -13,6 +13,7 @@ from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswor
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.sites.registry import site_control
 from aifa_workbench.spawners import job_callback, reconcile
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
@@ -92,7 +93,11 @@ c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
 c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.user_accounts = settings.user_accounts or {}
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
-reconcile.start_reconciler(settings.slurm_bin)
+c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
+# The sites whose workbench jobs the hub's own user can read (the local cluster): remote sites are
+# reconciled per user through their own logins.
+reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()
+                            if site.transport == "local"], settings.hub_id)
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import subprocess
 
+from aifa_workbench.sites import slurm_cli as cli
+
 
 class PreflightError(RuntimeError):
     pass
@@ -10,7 +12,7 @@ class PreflightError(RuntimeError):
 
 def check_slurm(slurm_bin: str = "/usr/bin", timeout: float = 20) -> None:
     """Fail unless the Slurm controller answers `scontrol ping` with UP."""
-    argv = [f"{slurm_bin}/scontrol", "ping"]
+    argv = cli.ping_argv(slurm_bin)
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
@@ -30,7 +32,7 @@ def check_local_partitions(sites, slurm_bin: str = "/usr/bin", timeout: float = 
     local = [site for site in sites.values() if site.transport == "local"]
     if not local:
         return
-    result = subprocess.run([f"{slurm_bin}/sinfo", "--noheader", "--format=%R"], capture_output=True,
+    result = subprocess.run(cli.partitions_argv(slurm_bin), capture_output=True,
                             text=True, timeout=timeout)
     known = set(result.stdout.split())
     for site in local:

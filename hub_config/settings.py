@@ -4,6 +4,7 @@ A bad file stops the hub with one sentence naming the file, the key and the reas
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ SCHEMA = {
         "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
         "tls_cert_file": _ABS_PATH,
         "max_request_bytes": {"type": "integer", "minimum": 4096, "maximum": 104857600},
+        "hub_id": {"type": "string", "pattern": r"^[a-z0-9]{1,12}$"},
         "tls_key_file": _ABS_PATH,
         "hub_port": _PORT,
         "proxy_api_port": _PORT,
@@ -101,6 +103,7 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     max_request_bytes: int = 65536
+    hub_id: str = "hub"
 
     @property
     def https(self) -> bool:
@@ -169,6 +172,12 @@ def default_public_host(bind_url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
+def default_hub_id(public_host: str, state_dir: str) -> str:
+    """The id in this hub's job names when the settings name none: stable for one hub (its
+    address and state), different for two hubs on one cluster."""
+    return hashlib.sha256(f"{public_host}|{state_dir}".encode()).hexdigest()[:8]
+
+
 def _validate_origins(data, path: Path) -> None:
     public_host = data.get("public_host") or default_public_host(data["bind_url"])
     host = urlsplit(public_host).hostname or ""
@@ -218,4 +227,5 @@ def load_settings(path) -> Settings:
         tls_cert_file=data.get("tls_cert_file"),
         tls_key_file=data.get("tls_key_file"),
         max_request_bytes=data.get("max_request_bytes", 65536),
+        hub_id=data.get("hub_id") or default_hub_id(public_host, data["state_dir"]),
     )

@@ -7,13 +7,13 @@ server is starting. The host is never taken from the job: the hub reads it from 
 """
 from __future__ import annotations
 
-import asyncio
 import json
 
 from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
+from .background import in_background
 from .server_token import token_record
 
 ROUTE = r"/api/batchspawner"
@@ -72,7 +72,7 @@ class JobReportHandler(APIHandler):
         if report.get("event") == "ended":
             self.log.info("Job of %s reports its end (exit code %s)", spawner._log_name, report["exit_code"])
             if hasattr(target, "notice_job_end"):
-                asyncio.ensure_future(target.notice_job_end())
+                in_background(target.notice_job_end(), f"Noting the end of {spawner._log_name}'s job", self.log)
             self.set_status(202)
             self.finish(json.dumps({"message": "end noted"}))
             return

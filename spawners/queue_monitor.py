@@ -10,75 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
-from .transport import CommandTimeout, LocalTransport
+from aifa_workbench.sites.control import JobControl
+from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.slurm_cli import JobInfo
+
+from .background import in_background
 
 log = logging.getLogger(__name__)
-
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING",
-                 "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT"}
-WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-SQUEUE_FORMAT = "%i|%T|%r|%B|%S"
-
-REASONS = {
-    "None": "about to start",
-    "Resources": "waiting for free resources (the GPUs or cores it asks for are in use)",
-    "Priority": "waiting for jobs with a higher priority to start first",
-    "Reservation": "waiting for the reservation to start",
-    "BeginTime": "waiting for its start time",
-    "Dependency": "waiting for another job to finish",
-    "ReqNodeNotAvail": "waiting for nodes that are down, drained or reserved",
-    "PartitionDown": "waiting: the partition is down",
-    "PartitionTimeLimit": "held: it asks for more time than the partition allows",
-    "AssocGrpGRES": "waiting: your project has reached its GPU limit",
-    "AssocMaxJobsLimit": "waiting: your project has reached its limit of running jobs",
-    "QOSMaxJobsPerUserLimit": "waiting: you have reached your limit of running jobs",
-    "QOSMaxGRESPerUser": "waiting: you have reached your GPU limit",
-    "JobHeldUser": "held by you (release it with scontrol release)",
-    "JobHeldAdmin": "held by an administrator",
-    "NodeFail": "a node it ran on failed",
-    "NonZeroExitCode": "it ended with an error",
-    "TimeLimit": "it reached its time limit",
-}
-
-
-def describe_reason(code: str) -> str:
-    return REASONS.get(code, f"Slurm says: {code}")
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    job_id: str
-    state: str            # Slurm's long state name, or GONE when Slurm no longer knows the job
-    reason: str = ""
-    node: str = ""
-    start: str = ""       # actual start, or Slurm's estimate while pending ("" if none)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    @property
-    def waiting(self) -> bool:
-        return self.state in WAITING_STATES
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("RUNNING", "COMPLETING") and bool(self.node)
-
-
-def parse_squeue(output: str) -> dict[str, JobInfo]:
-    jobs = {}
-    for line in output.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 5 or not (parts[0].isascii() and parts[0].isdigit()):
-            continue
-        job_id, state, reason, node, start = parts
-        node = "" if node in ("n/a", "(null)") else node
-        start = "" if start in ("N/A", "Unknown", "(null)") else start
-        jobs[job_id] = JobInfo(job_id, state.split()[0], reason.strip("()"), node, start)
-    return jobs
 
 
 class QueueMonitor:
@@ -86,12 +25,11 @@ class QueueMonitor:
 
     _registry: dict[tuple, "QueueMonitor"] = {}
 
-    def __init__(self, key: tuple, transport: LocalTransport, slurm_bin: str = "/usr/bin",
-                 interval: float = 30.0, fast_interval: float = 1.0, timeout: float = 30.0,
-                 logger: logging.Logger | None = None):
-        self.key, self.transport, self.slurm_bin = key, transport, slurm_bin
+    def __init__(self, key: tuple, control: JobControl, as_user: str | None = None,
+                 interval: float = 30.0, fast_interval: float = 1.0, logger: logging.Logger | None = None):
+        self.key, self.control, self.as_user = key, control, as_user
         self.log = logger or log
-        self.interval, self.fast_interval, self.timeout = interval, fast_interval, timeout
+        self.interval, self.fast_interval = interval, fast_interval
         self.jobs: dict[str, JobInfo | None] = {}
         self.starting: set[str] = set()   # jobs whose server is not up yet: watched at fast_interval
         self.slurm_ok = True
@@ -153,7 +91,7 @@ class QueueMonitor:
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_event_loop().create_task(self._run())
+            self._task = in_background(self._run(), f"The queue monitor of {self.key}", self.log)
 
     def _next_delay(self) -> float:
         hurry = bool(self.starting) or any(info is None or info.waiting for info in self.jobs.values())
@@ -162,7 +100,11 @@ class QueueMonitor:
     async def _run(self) -> None:
         while True:
             if self.jobs:
-                await self.poll()
+                try:
+                    await self.poll()
+                except Exception as e:   # a bug, not Slurm: log it, keep every state, go on polling
+                    self.log.exception("Polling the queue of %s failed", self.key)
+                    self._failed(repr(e))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_delay())
@@ -170,23 +112,17 @@ class QueueMonitor:
                 pass
 
     async def poll(self) -> None:
-        ids = sorted(self.jobs, key=int)
-        argv = [f"{self.slurm_bin}/squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}",
-                f"--format={SQUEUE_FORMAT}"]
+        ids = list(self.jobs)
         self.polls += 1
         self.last_poll = time.monotonic()
         try:
-            result = await self.transport.run(argv, timeout=self.timeout)
-        except CommandTimeout as e:
-            self._failed(str(e))
-            return
-        if not result.ok:
-            self._failed(result.stderr.strip() or f"squeue exit status {result.returncode}")
+            seen = await self.control.jobs(ids, as_user=self.as_user)
+        except SiteError as e:
+            self._failed(e.detail or str(e))
             return
         if not self.slurm_ok:
             self.log.info("Slurm answers again (%s)", self.key)
         self.slurm_ok, self.last_error = True, ""
-        seen = parse_squeue(result.stdout)
         changed = False
         for job_id in ids:
             new = seen.get(job_id, JobInfo(job_id, "GONE"))

@@ -1,57 +1,19 @@
-"""On hub start, make Slurm and the hub agree: a workbench job (named aifa-wb-<user>) that no
-server of the hub owns is logged and cancelled, so none is left running unaccounted.
+"""Make Slurm and the hub agree: a job of this hub (named aifa-wb-<hub id>-<user>) that no server
+of the hub owns is logged and cancelled, so none is left running unaccounted.
 
-Runs inside the hub process once it has started and loaded its spawners (their job ids are
-in memory: a spawn in flight already has one), then every `interval` seconds.
+Runs inside the hub process once it has started and loaded its spawners (their job ids are in
+memory: a spawn in flight already has one), then every `interval` seconds. Job names carry the
+hub's id: a second hub on the same cluster never takes this hub's jobs for its own orphans.
 """
 from __future__ import annotations
 
 import asyncio
-import re
 
-from .transport import LocalTransport, bounded
+from aifa_workbench.sites import slurm_cli as cli
+from aifa_workbench.sites.control import JobControl
+from aifa_workbench.sites.errors import SiteError
 
-_USER = r"[a-z][a-z0-9_-]{0,31}"
-# A line of `squeue --format=%i|%u|%j --name=aifa-wb-...`. The job name is the only field a user
-# chooses, and a name may hold newlines or `|`; but squeue's --name filter keeps only jobs whose
-# name is exactly one of the names asked for, so every name printed is a plain aifa-wb-<user>.
-_LINE = re.compile(rf"([0-9]+)\|({_USER})\|aifa-wb-({_USER})")
-JOB_NAME_PREFIX = "aifa-wb-"
-
-
-NAMES_PER_QUERY = 500   # one --name argument stays far below the kernel's 128 KiB per argument
-
-
-def job_names(usernames) -> list[str]:
-    """The --name filters, in batches: the workbench job name of each hub user."""
-    names = [JOB_NAME_PREFIX + name for name in sorted(usernames) if re.fullmatch(_USER, name)]
-    return [",".join(names[i:i + NAMES_PER_QUERY]) for i in range(0, len(names), NAMES_PER_QUERY)]
-
-
-def unknown_jobs(squeue_output: str, known_job_ids: set[str]) -> list[tuple[str, str]]:
-    """`squeue -h --name=... --format=%i|%u|%j` lines -> [(job id, owner)] of workbench jobs nobody owns.
-
-    A job counts only if its name names its own owner, as Slurm reported it for that id. Other
-    lines (array or heterogeneous job ids such as 17_1 or 17+0, names of other shapes) are not
-    workbench jobs and are skipped, and so is an id seen twice."""
-    seen: dict[str, int] = {}
-    candidates = []
-    for line in squeue_output.splitlines():
-        match = _LINE.fullmatch(line.strip())
-        if not match:
-            continue
-        job_id, owner, named = match.groups()
-        seen[job_id] = seen.get(job_id, 0) + 1
-        if named == owner and job_id not in known_job_ids:
-            candidates.append((job_id, owner))
-    return [(job_id, owner) for job_id, owner in candidates if seen[job_id] == 1]
-
-
-def confirm_argv(slurm_bin: str, job_id: str, owner: str) -> list[str]:
-    """squeue prints exactly the job id if job `job_id` is owner's and named aifa-wb-<owner>:
-    Slurm's own filters, with no field of the job printed but its id."""
-    return [f"{slurm_bin}/squeue", "--noheader", f"--jobs={job_id}", f"--name={JOB_NAME_PREFIX}{owner}",
-            f"--user={owner}", "--format=%i"]
+from .background import in_background
 
 
 def hub_usernames(app) -> set[str]:
@@ -73,48 +35,61 @@ def known_job_ids(app) -> tuple[set[str], bool]:
     return ids, busy
 
 
-async def reconcile_once(app, transport: LocalTransport, slurm_bin: str) -> list[tuple[str, str]]:
-    log = app.log
+async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str, str]]:
+    """This hub's jobs on the site that no spawner holds. The hub's spawners are read after
+    Slurm's answer: a job submitted while the query ran is then known (or a spawner busy)."""
+    listing = [await control.workbench_jobs(names) for names in job_name_batches(app, hub_id)]
     known, busy = known_job_ids(app)
     if busy:
         return []   # a job id may be moments from being recorded: look again next time
-    listing = []
-    for names in job_names(hub_usernames(app)):
-        result = await transport.run([f"{slurm_bin}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
-                                      "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"], timeout=30)
-        if not result.ok:
-            log.warning("Reconciling skipped, Slurm did not answer: %s", bounded(result.stderr))
-            return []
-        listing.append(result.stdout)
     orphans = []
-    for job_id, user in unknown_jobs("\n".join(listing), known):
-        confirm = await transport.run(confirm_argv(slurm_bin, job_id, user), timeout=30)
-        if confirm.ok and confirm.stdout.split() == [job_id]:
+    for job_id, user in cli.unknown_jobs("\n".join(listing), hub_id, known):
+        if await control.is_workbench_job(job_id, cli.job_name(hub_id, user), user):
             orphans.append((job_id, user))
+    known_now, _ = known_job_ids(app)
+    return [(job_id, user) for job_id, user in orphans if job_id not in known_now]
+
+
+def job_name_batches(app, hub_id: str) -> list[str]:
+    return cli.job_name_batches(hub_id, hub_usernames(app))
+
+
+async def reconcile_once(app, control: JobControl, hub_id: str) -> list[tuple[str, str]]:
+    try:
+        orphans = await find_orphans(app, control, hub_id)
+    except SiteError as e:
+        app.log.warning("Reconciling %s skipped: %s", control.site_name, e.detail or e)
+        return []
     for job_id, user in orphans:
-        log.warning("Job %s of %s is a workbench job no server of this hub owns: cancelling it", job_id, user)
-        cancel = await transport.run([f"{slurm_bin}/scancel", job_id], as_user=user, timeout=30)
-        if not cancel.ok:
-            log.error("Could not cancel job %s of %s: %s", job_id, user, bounded(cancel.stderr))
+        app.log.warning("Job %s of %s is a job of this hub no server owns: cancelling it", job_id, user)
+        try:
+            await control.cancel(user, job_id)
+        except SiteError as e:
+            app.log.error("Could not cancel job %s of %s: %s", job_id, user, e.detail or e)
     return orphans
 
 
-async def _run(slurm_bin: str, interval: float) -> None:
+async def _run(controls, hub_id: str, interval: float) -> None:
     from jupyterhub.app import JupyterHub
 
     app = JupyterHub.instance()
     await app._start_future
-    transport = LocalTransport()
-    log = app.log
     while True:
-        try:
-            orphans = await reconcile_once(app, transport, slurm_bin)
-            log.info("Reconciled Slurm with the hub: %d unknown workbench job(s) cancelled", len(orphans))
-        except Exception:
-            log.exception("Reconciling Slurm with the hub failed")
+        for control in controls:
+            try:
+                orphans = await reconcile_once(app, control, hub_id)
+                app.log.info("Reconciled Slurm on %s with the hub: %d unknown job(s) of this hub cancelled",
+                             control.site_name, len(orphans))
+            except Exception:
+                app.log.exception("Reconciling Slurm on %s with the hub failed", control.site_name)
         await asyncio.sleep(interval)
 
 
-def start_reconciler(slurm_bin: str = "/usr/bin", interval: float = 600) -> None:
-    """Schedule reconciliation in the hub's event loop (call from jupyterhub_config.py)."""
-    asyncio.get_event_loop().call_soon(lambda: asyncio.ensure_future(_run(slurm_bin, interval)))
+def start_reconciler(controls, hub_id: str, interval: float = 600) -> None:
+    """Schedule reconciliation of the sites whose queue the hub can read as itself (call from
+    jupyterhub_config.py)."""
+    import logging
+
+    log = logging.getLogger("JupyterHub")
+    asyncio.get_event_loop().call_soon(
+        lambda: in_background(_run(list(controls), hub_id, interval), "The reconciler", log))

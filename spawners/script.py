@@ -10,6 +10,7 @@ from importlib import resources
 import jinja2
 
 from aifa_workbench.hub_config.catalogue import Site
+from aifa_workbench.sites.slurm_cli import job_name
 
 from .request import JobRequest
 
@@ -42,6 +43,7 @@ class ScriptContext:
     warn_minutes: tuple[int, ...] = (10, 2)
     catalogue_dir: str = ""
     slurm_bin: str = "/usr/bin"
+    hub_id: str = "hub"
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -100,6 +102,6 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         catalogue_dir=ctx.catalogue_dir,
         slurm_bin=ctx.slurm_bin,
         walltime=format_walltime(request.hours),
-        job_name=f"aifa-wb-{ctx.username}",
+        job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",
     )

@@ -1,9 +1,12 @@
-"""WorkbenchSlurmSpawner: batchspawner's SlurmSpawner with every path from user to Slurm replaced.
+"""WorkbenchSlurmSpawner: JupyterLab as a Slurm job of the user, on the site the user chose.
 
-Kept from batchspawner: the start/poll/stop life cycle and Slurm state parsing.
-Replaced: shell command strings (argv lists through a transport), the merge of `user_options`
-into template variables (a JobRequest validated against the site catalogue instead), and errors
-users can read.
+Taken from batchspawner's SlurmSpawner: its state fields (`job_id`, `job_status`) and how they are
+kept across hub restarts (get_state, load_state, clear_state), and its API route (whose handler
+job_callback replaces). Replaced, all of it: start, poll, stop and progress (on the site's queue
+monitor), submission and every Slurm query (through the site's job control, argv lists only),
+the merge of `user_options` into template variables (a JobRequest validated against the site
+catalogue instead), and errors users can read. batchspawner's own settings (req_*, batch_*,
+state_*, exec_prefix, ...) therefore do nothing here, and the hub warns when one is set.
 """
 from __future__ import annotations
 
@@ -14,26 +17,25 @@ import re
 
 from batchspawner import SlurmSpawner
 from jinja2 import Environment, FunctionLoader, StrictUndefined
+from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Dict, Float, Instance, Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.sites.commands import bounded
+from aifa_workbench.sites.control import JobControl
+from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.registry import site_control
+from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
 from . import profiles as profiles_mod
-from .queue_monitor import JobInfo, QueueMonitor, describe_reason
+from .queue_monitor import QueueMonitor
 from .request import RequestError, UserContext, parse_job_request, shown
 from .server_identity import own_server_identity
 from .server_token import is_record, limit_token, revoke_token
 from .script import ScriptContext, render_batch_script, server_launch_argv, template_source
 from .slurm_facts import SlurmFacts
-from .transport import CommandResult, CommandTimeout, LocalTransport, bounded
 
-SLURM_UNREACHABLE = re.compile(
-    r"Unable to contact slurm controller|Socket timed out|Connection refused|"
-    r"Communication connection failure|Zero Bytes were transmitted",
-    re.IGNORECASE,
-)
-_JOB_ID = re.compile(r"(\d+)(;[\w.-]+)?")
 _FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
 
 
@@ -45,24 +47,20 @@ class SpawnError(RuntimeError):
         self.jupyterhub_message = message
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(log, message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def user_error(message: str) -> web.HTTPError:
     """HTTP 400 whose sentence JupyterHub shows as is (REST `message`, spawn form, spawn page)."""
     error = web.HTTPError(400, message)
     error.jupyterhub_message = message
     return error
-
-
-def explain_sbatch_failure(username: str, result: CommandResult) -> str:
-    err = result.stderr.strip()
-    if "a password is required" in err or "not allowed to execute" in err or "may not run" in err:
-        return (f"The workbench is not allowed to start jobs for '{username}'. "
-                "Ask your workbench administrator to add you to the workbench users.")
-    if SLURM_UNREACHABLE.search(err):
-        return ("The Slurm scheduler is not answering, so your server was not started. "
-                "Try again in a few minutes; if it keeps happening, tell your workbench administrator.")
-    reason = err.splitlines()[-1] if err else f"exit status {result.returncode}"
-    reason = bounded(reason.removeprefix("sbatch: error: ").removeprefix("Batch job submission failed: "), 300)
-    return f"Slurm refused to start your server: {reason}."
 
 
 _UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")   # terminal escapes first
@@ -85,6 +83,16 @@ def output_tail(text: str, lines: int, line_chars: int, cut_at_start: bool = Fal
 def export_names(env: dict) -> tuple[str, ...]:
     """The environment the job inherits: the hub's JUPYTERHUB_* variables and nothing else."""
     return tuple(sorted(n for n in env if n.startswith("JUPYTERHUB_") or n == "JPY_API_TOKEN"))
+
+
+def ignored_batchspawner_settings(config) -> list[str]:
+    """batchspawner settings an admin set that this spawner does not use (it replaces the code
+    that read them): named at hub start instead of silently doing nothing."""
+    inherited = set(SlurmSpawner.class_trait_names(config=True)) - set(Spawner.class_trait_names(config=True))
+    found = set()
+    for section in ("BatchSpawnerBase", "SlurmSpawner", "WorkbenchSlurmSpawner"):
+        found |= inherited & set(config.get(section, {}))
+    return sorted(found)
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,15 +133,20 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     "or one line of megabytes: only this much is ever read).",
     ).tag(config=True)
     log_tail_line_chars = Integer(300, help="Characters shown of each of those lines.").tag(config=True)
-    transport = Instance(LocalTransport, help="How Slurm commands are run.")
+    hub_id = Unicode(
+        "hub", help="This hub's id in its job names (aifa-wb-<hub id>-<user>): two hubs on one cluster "
+                    "then never take each other's jobs for orphans. Lowercase letters and digits, at most 12.",
+    ).tag(config=True)
     job_request = None
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
 
-    @default("transport")
-    def _default_transport(self):
-        return LocalTransport()
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ignored_batchspawner_settings(self.config):
+            _warn_once(self.log, f"The setting {name!r} is batchspawner's and does nothing here: "
+                                 "WorkbenchSlurmSpawner builds its Slurm commands from the site catalogue.")
 
     @default("env_keep")
     def _default_env_keep(self):
@@ -156,20 +169,43 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def quick_start_profiles(self):
         return profiles_mod.quick_start_profiles(self.sites)
 
+    def control_of(self, site_name: str) -> JobControl:
+        return site_control(self.sites[site_name], self.slurm_bin, self.command_timeout)
+
     @property
-    def facts(self) -> SlurmFacts:
-        return SlurmFacts(self.transport, self.slurm_bin, self.command_timeout, self.accounts_cache_seconds)
+    def control(self) -> JobControl:
+        """The job control of the site of the current (or next) job."""
+        return self.control_of(self.site_name)
+
+    @property
+    def site_name(self) -> str:
+        return self.job_site or (self.job_request.site if self.job_request else self.default_site)
+
+    def facts(self, site_name: str) -> SlurmFacts:
+        return SlurmFacts(self.control_of(site_name), self.accounts_cache_seconds)
 
     async def user_context(self, wanted_reservation=None) -> UserContext:
+        """What the user may use on each site. Raises SiteError when a site does not answer."""
         accounts, reservations = {}, {}
         name = self.user.name
         for site in self.sites.values():
             if site.accounts_from == "slurm":
-                accounts[site.name] = await self.facts.user_accounts(name)
-                reservations[site.name] = await self.facts.reservations(name, accounts[site.name], wanted_reservation)
+                facts = self.facts(site.name)
+                accounts[site.name] = await facts.user_accounts(name)
+                reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation)
             else:
                 accounts[site.name] = tuple(self.user_accounts.get(name, {}).get(site.name, ()))
         return UserContext(accounts=accounts, reservations=reservations)
+
+    async def _reservations(self, facts: SlurmFacts, accounts, wanted) -> tuple[str, ...]:
+        """The user's reservations; when the controller does not answer, none (a request naming
+        one is then refused with the reason; sbatch would be refused anyway)."""
+        try:
+            return await facts.reservations(self.user.name, accounts, wanted)
+        except SiteError:
+            if wanted:
+                raise
+            return ()
 
     async def apply_job_request(self, options):
         profiles = {p.slug: p.options for p in self.quick_start_profiles}
@@ -179,6 +215,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         except RequestError as e:
             self.forget_user_options()
             raise user_error(str(e)) from None
+        except SiteError as e:
+            self.forget_user_options()
+            self.log.warning("Spawn request of %s not checked: %s", self.user.name, e.detail or e)
+            raise user_error(e.sentence) from None
         site = self.sites[request.site]
         if site.transport != "local":
             self.forget_user_options()
@@ -196,9 +236,18 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     # --- the spawn form ------------------------------------------------------------------------
     async def render_options_form(self) -> str:
-        context = await self.user_context()
-        load = {name: await self.facts.partition_load()
-                for name, site in self.sites.items() if site.transport == "local"}
+        try:
+            context = await self.user_context()
+        except SiteError as e:   # the form still shows; a spawn then says what is wrong
+            self.log.warning("Spawn form of %s without live accounts: %s", self.user.name, e.detail or e)
+            context = UserContext()
+        load = {}
+        for name, site in self.sites.items():
+            if site.transport == "local":
+                try:
+                    load[name] = await self.facts(name).partition_load(self.user.name)
+                except SiteError as e:
+                    self.log.warning("No partition load for %s: %s", name, e.detail or e)
         data = profiles_mod.form_data(self.sites, self.quick_start_profiles, context.accounts,
                                       context.reservations, load)
         return _FORM.get_template("spawn_form.html.j2").render(data=data, default_site=self.default_site)
@@ -208,22 +257,24 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     # --- Slurm commands, as argv lists ---------------------------------------------------------
     async def run_command(self, cmd, input=None, env=None):
-        raise NotImplementedError("shell command strings are not used; see LocalTransport")
+        raise NotImplementedError("shell command strings are not used; see aifa_workbench.sites.control")
 
-    def _slurm(self, name: str) -> str:
-        return f"{self.slurm_bin}/{name}"
+    def user_home(self) -> str:
+        """The user's home on the job's site (where the job writes its output)."""
+        return pwd.getpwnam(self.user.name).pw_dir
 
     def batch_script(self, env: dict) -> str:
         username = self.user.name
         ctx = ScriptContext(
             username=username,
-            home=pwd.getpwnam(username).pw_dir,
+            home=self.user_home(),
             venv_bin=f"{self.venv_dir}/bin",
             launch_argv=server_launch_argv(f"{self.venv_dir}/bin", *self.get_args()),
             export_names=export_names(env),
             warn_minutes=tuple(self.walltime_warnings_minutes),
             catalogue_dir=self.catalogue_dir,
             slurm_bin=self.slurm_bin,
+            hub_id=self.hub_id,
         )
         return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
 
@@ -235,18 +286,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         script = self.batch_script(env)
         self.log.debug("Batch script for %s:\n%s", username, script)
         try:
-            result = await self.transport.run([self._slurm("sbatch"), "--parsable"], as_user=username,
-                                              stdin=script, env=env, timeout=self.command_timeout)
-        except CommandTimeout:
-            raise SpawnError("The Slurm scheduler did not answer in time, so your server was not "
-                             "started. Try again in a few minutes.") from None
-        if not result.ok:
-            self.log.error("sbatch for %s failed (%s): %s", username, result.returncode, bounded(result.stderr))
-            raise SpawnError(explain_sbatch_failure(username, result))
-        match = _JOB_ID.fullmatch(result.stdout.strip())
-        if not match:
-            raise SpawnError(f"Slurm answered in a way the workbench does not understand: {bounded(result.stdout, 200)}.")
-        self.job_id, self.job_site = match.group(1), self.job_request.site
+            job_id = await self.control.submit(username, script, env)
+        except SiteError as e:
+            self.log.error("sbatch for %s on %s failed: %s", username, self.job_request.site, e.detail or e)
+            raise SpawnError(e.sentence) from None
+        self.job_id, self.job_site = job_id, self.job_request.site
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
         self.api_token_record = limit_token(self.user.db, self.api_token,
                                             self.job_request.hours * 3600 + self.start_timeout)
@@ -282,10 +326,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     # --- life cycle on the site's queue monitor --------------------------------------------------
     @property
     def monitor(self) -> QueueMonitor:
-        site = self.job_site or (self.job_request.site if self.job_request else self.default_site)
-        return QueueMonitor.for_key((site, "hub"), transport=self.transport, slurm_bin=self.slurm_bin,
+        control = self.control
+        as_user = control.query_user(self.user.name)
+        return QueueMonitor.for_key((control.site_name, as_user or "hub"), control=control, as_user=as_user,
                                     interval=self.queue_interval, fast_interval=self.queue_fast_interval,
-                                    timeout=self.command_timeout, logger=self.log)
+                                    logger=self.log)
 
     def port_reported(self, port: int) -> bool:
         """Called by the job callback handler with the port the server reported. One report per
@@ -299,8 +344,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return True
 
     async def _wait_for_news(self, info: JobInfo | None, timeout: float) -> None:
-        waiters = [asyncio.ensure_future(self.monitor.wait_change(self.job_id, info, timeout)),
-                   asyncio.ensure_future(self._port_reported.wait())]
+        """Until the job's state changes, or its port is reported if it has not been yet."""
+        waiters = [asyncio.ensure_future(self.monitor.wait_change(self.job_id, info, timeout))]
+        if self._port_reported is not None and not self._port_reported.is_set():
+            waiters.append(asyncio.ensure_future(self._port_reported.wait()))
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -359,18 +406,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return SpawnError(message)
 
     async def _job_output_tail(self, job_id: str) -> str:
-        home = pwd.getpwnam(self.user.name).pw_dir
-        # `timeout`: the user owns the file and may make it a FIFO or a link to /dev/zero
-        argv = ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/tail", "-c", str(self.log_tail_bytes),
-                f"{home}/.aifa-workbench-job-{job_id}.log"]
-        try:
-            result = await self.transport.run(argv, as_user=self.user.name, timeout=10)
-        except CommandTimeout:
-            return ""
-        if not result.ok:
-            return ""
-        return output_tail(result.stdout, self.log_tail_lines, self.log_tail_line_chars,
-                           cut_at_start=len(result.stdout.encode()) >= self.log_tail_bytes)
+        output = await self.control.tail(self.user.name, f"{self.user_home()}/.aifa-workbench-job-{job_id}.log",
+                                         self.log_tail_bytes)
+        return output_tail(output, self.log_tail_lines, self.log_tail_line_chars,
+                           cut_at_start=len(output.encode()) >= self.log_tail_bytes)
 
     async def progress(self):
         yield {"progress": 10, "message": "Submitting your job to Slurm…"}
@@ -454,7 +493,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     async def cancel_batch_job(self):
         if not self.job_id:
             return
-        argv = [self._slurm("scancel"), self.job_id]
-        result = await self.transport.run(argv, as_user=self.user.name, timeout=self.command_timeout)
-        if not result.ok:
-            self.log.warning("scancel %s failed: %s", self.job_id, bounded(result.stderr))
+        try:
+            await self.control.cancel(self.user.name, self.job_id)
+        except SiteError as e:
+            self.log.warning("scancel %s failed: %s", self.job_id, e.detail or e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -47,6 +48,7 @@ class Hub:
     admin_token: str
     passwords: dict                # each demo user's own password
     admin_users: tuple = ()
+    hub_id: str = ""               # in its job names: aifa-wb-<hub_id>-<user>
     subdomains: bool = True        # each user's server on <user>.localhost (the benchmark's baseline: False)
     proc: subprocess.Popen | None = None
     proxy_proc: subprocess.Popen | None = None
@@ -74,6 +76,9 @@ class Hub:
             self.tokens[username] = r.json()["token"]
         return self.tokens[username]
 
+    def job_name(self, username: str) -> str:
+        return f"aifa-wb-{self.hub_id}-{username}"
+
     def user_origin(self, username: str) -> str:
         """Each user's server lives on a host of its own: <user>.localhost."""
         parts = urlsplit(self.url)
@@ -83,6 +88,11 @@ class Hub:
         parts = urlsplit(self.url)
         origin = self.user_origin(username) if self.subdomains else f"{parts.scheme}://{parts.netloc}"
         return f"{origin}{parts.path}user/{username}/" + (f"{server_name}/" if server_name else "")
+
+
+def test_hub_id(name: str) -> str:
+    """A test hub's id in its job names, known before it starts (tests submit jobs for it)."""
+    return "t" + re.sub(r"[^a-z0-9]", "", name.lower())[:11]
 
 
 def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None,
@@ -105,6 +115,7 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         proxy_api_port=free_port(),
         state_dir=str(home),
         secrets_dir=str(home / "secrets"),
+        hub_id=test_hub_id(name),
     )
     settings.update(settings_overrides or {})
     (home / "workbench.yaml").write_text(yaml.safe_dump(settings))
@@ -113,7 +124,7 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         _own(path, 0o700)
     url = settings.get("public_host", "").rstrip("/") + base_path if settings.get("public_host") else settings["bind_url"]
     return Hub(name=name, url=url, home=home, admin_token=values["admin-api-token"], passwords=passwords,
-               admin_users=tuple(settings.get("admin_users", ())))
+               admin_users=tuple(settings.get("admin_users", ())), hub_id=settings["hub_id"])
 
 
 def write_passwords(directory: Path, usernames) -> dict:

@@ -17,14 +17,14 @@ USERS = ("alice", "bob", "carol")
 STEPS = int(os.environ.get("AIFA_RANDOM_STEPS", "12"))
 
 
-def slurm_jobs() -> dict[str, str]:
+def slurm_jobs(hub) -> dict[str, str]:
     """user -> job id of running/pending workbench jobs."""
     out = subprocess.run(["squeue", "--noheader", "--format=%i|%j|%u", "--states=PENDING,CONFIGURING,RUNNING"],
                          capture_output=True, text=True, check=True).stdout
     jobs = {}
     for line in out.split():
         job_id, name, user = line.split("|")
-        if name == f"aifa-wb-{user}" and user in USERS:
+        if user in USERS and name == hub.job_name(user):
             jobs.setdefault(user, set()).add(job_id)
     return jobs
 
@@ -38,7 +38,7 @@ def settle(hub, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         pending = [u for u in USERS if server_model(hub, u).get("pending")]
-        servers, jobs = hub_servers(hub), slurm_jobs()
+        servers, jobs = hub_servers(hub), slurm_jobs(hub)
         if not pending and {u: {j} for u, j in servers.items()} == jobs:
             return servers, jobs
         if time.monotonic() > deadline:

@@ -28,7 +28,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
 
     hub.proc.send_signal(signal.SIGKILL)
     hub.proc.wait()
-    orphan = sbatch_as("carol", "aifa-wb-carol")   # a workbench-looking job the hub never submitted
+    orphan = sbatch_as("carol", hub.job_name("carol"))   # a job in this hub's name it never submitted
     # while the hub is away: jobs run, the proxy keeps the routes, servers answer tokens they know
     assert set(proxy_routes(hub)) == routes_before
     assert all(job_state(j) == "RUNNING" for j in jobs.values())
@@ -43,7 +43,7 @@ def test_killing_and_restarting_the_hub_loses_no_server(hub):
         assert execute(hub.server_url(user), token, "5 * 4") == "20"
     assert {"/alice.localhost/user/alice", "/bob.localhost/user/bob"} <= set(proxy_routes(hub))
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
-    assert f"Job {orphan} of carol is a workbench job no server of this hub owns" in hub.log_path.read_text()
+    assert f"Job {orphan} of carol is a job of this hub no server owns" in hub.log_path.read_text()
     assert all(job_state(j) == "RUNNING" for j in jobs.values())
 
 

@@ -122,6 +122,6 @@ def test_spawn_while_slurm_is_down_fails_with_a_readable_message(start_hub, slur
     assert r.status_code in (202, 500), r.text
     events = hubs.progress_events(hub, "bob", token, timeout=60)
     assert events and events[-1].get("failed"), events
-    assert "The Slurm scheduler is not answering" in events[-1]["message"]
+    assert "The Slurm scheduler of Local cluster" in events[-1]["message"] and "is not answering" in events[-1]["message"]
     assert time.monotonic() - started < 45
     assert not hubs.server_model(hub, "bob")

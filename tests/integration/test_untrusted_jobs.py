@@ -26,23 +26,27 @@ def jobs_to_cancel():
 
 
 def test_a_job_name_forging_squeue_lines_makes_the_reconciler_cancel_no_one_elses_job(start_hub, jobs_to_cancel):
+    hub_id = hubs.test_hub_id("forged")
+    alices, bobs, carols_name = (f"aifa-wb-{hub_id}-{u}" for u in ("alice", "bob", "carol"))
     victim = sbatch_as("alice", "aifa-dask-alice")          # alice's Dask worker, say
     jobs_to_cancel.append(victim)
-    forged_names = [f"x\n{victim}|aifa-wb-alice|alice\ny",   # the line format of the reconciler before
-                    f"x\n{victim}|alice|aifa-wb-alice\ny",   # and its format now
-                    "aifa-wb-alice",                          # carol's job named as alice's server
-                    f"aifa-wb-carol\n{victim}|alice|aifa-wb-alice",
-                    f"x\n{victim}|alice|aifa-wb-alice\n99|carol|z"]   # only well-formed lines
+    forged_names = [f"x\n{victim}|{alices}|alice\ny",   # the line format of the reconciler before
+                    f"x\n{victim}|alice|{alices}\ny",   # and its format now
+                    alices,                              # carol's job named as alice's server
+                    f"{carols_name}\n{victim}|alice|{alices}",
+                    f"x\n{victim}|alice|{alices}\n99|carol|z"]   # only well-formed lines
     carols = [sbatch_as("carol", name) for name in forged_names]
     jobs_to_cancel.extend(carols)
-    orphan = sbatch_as("bob", "aifa-wb-bob")                 # a real workbench job no server owns
-    jobs_to_cancel.append(orphan)
+    orphan = sbatch_as("bob", bobs)                      # a real job of this hub no server owns
+    others = sbatch_as("bob", "aifa-wb-otherhub-bob")   # a job of another hub on the same cluster
+    jobs_to_cancel.extend([orphan, others])
 
     hub = start_hub("forged")                                 # reconciles once it has started
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
     assert job_state(victim) == "RUNNING", hub.log_tail()
     assert [job_state(j) for j in carols] == ["RUNNING"] * len(carols)
-    assert "Reconciled Slurm with the hub: 1 unknown workbench job(s) cancelled" in hub.log_path.read_text()
+    assert job_state(others) == "RUNNING"
+    assert "Reconciled Slurm on local with the hub: 1 unknown job(s) of this hub cancelled" in hub.log_path.read_text()
 
 
 HUGE_OUTPUT_CONFIG = '''

@@ -1,7 +1,11 @@
 import asyncio
 
-from aifa_workbench.spawners.queue_monitor import JobInfo, QueueMonitor, describe_reason, parse_squeue
-from aifa_workbench.spawners.transport import CommandResult
+from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason, parse_squeue
+from aifa_workbench.spawners.queue_monitor import QueueMonitor
+
+from .fakes import DOWN, ok, scripted_control
+
+UNKNOWN = (1, "", "slurm_load_jobs error: Invalid job id specified")
 
 
 def test_parse_squeue():
@@ -19,70 +23,74 @@ def test_reasons_in_words():
     assert describe_reason("SomethingNew") == "Slurm says: SomethingNew"
 
 
-class FakeTransport:
-    """squeue answers from a script of outputs; None means 'Slurm did not answer'."""
-
-    def __init__(self, answers):
-        self.answers, self.calls = list(answers), []
-
-    async def run(self, argv, **kwargs):
-        self.calls.append(argv)
-        answer = self.answers.pop(0) if self.answers else self.last
-        self.last = answer
-        if answer is None:
-            return CommandResult(tuple(argv), 1, "", "slurm_load_jobs error: Unable to contact slurm controller")
-        return CommandResult(tuple(argv), 0, answer, "")
+def monitor_of(answers, **kwargs):
+    control, runner = scripted_control(answers)
+    return QueueMonitor(("site", "hub"), control=control, interval=30, fast_interval=0.01, **kwargs), runner
 
 
-def test_one_squeue_covers_every_tracked_job_and_errors_are_not_gone():
-    async def scenario():
-        transport = FakeTransport(["1|RUNNING|None|vm|x\n2|PENDING|Priority|n/a|N/A\n", None,
-                                   "1|RUNNING|None|vm|x\n"])
-        monitor = QueueMonitor(("site", "hub"), transport=transport, interval=30, fast_interval=0.01)
-        monitor.jobs = {"1": None, "2": None}
-        await monitor.poll()
-        assert len(transport.calls) == 1 and "--jobs=1,2" in transport.calls[0]
-        assert monitor.info("2").reason == "Priority"
-        await monitor.poll()                      # Slurm does not answer: nothing is gone
-        assert not monitor.slurm_ok and monitor.info("1").running and monitor.info("2").waiting
-        await monitor.poll()                      # job 2 left the queue
-        assert monitor.slurm_ok and monitor.info("2").state == "GONE"
-
-    asyncio.run(scenario())
+async def test_one_squeue_covers_every_tracked_job_and_errors_are_not_gone():
+    monitor, runner = monitor_of([ok("1|RUNNING|None|vm|x\n2|PENDING|Priority|n/a|N/A\n"), DOWN,
+                                  ok("1|RUNNING|None|vm|x\n")])
+    monitor.jobs = {"1": None, "2": None}
+    await monitor.poll()
+    assert len(runner.calls) == 1 and "--jobs=1,2" in runner.argvs[0]
+    assert monitor.info("2").reason == "Priority"
+    await monitor.poll()                      # Slurm does not answer: nothing is gone
+    assert not monitor.slurm_ok and monitor.info("1").running and monitor.info("2").waiting
+    await monitor.poll()                      # job 2 left the queue
+    assert monitor.slurm_ok and monitor.info("2").state == "GONE"
 
 
-def test_waiters_wake_on_change():
-    async def scenario():
-        transport = FakeTransport(["5|PENDING|Resources|n/a|N/A\n", "5|RUNNING|None|vm|x\n"])
-        monitor = QueueMonitor(("site", "hub"), transport=transport, interval=30, fast_interval=0.01)
-        monitor.track("5")
-        first = await monitor.wait_change("5", None, timeout=5)
-        second = await monitor.wait_change("5", first, timeout=5)
-        assert first.waiting and second.running
-        monitor._task.cancel()
-
-    asyncio.run(scenario())
+async def test_a_single_purged_job_is_gone_not_slurm_down():
+    """squeue --jobs=<one unknown id> exits 1 ("Invalid job id specified"): the job is gone."""
+    monitor, runner = monitor_of([UNKNOWN])
+    monitor.jobs = {"41": JobInfo("41", "RUNNING", "None", "vm")}
+    await monitor.poll()
+    assert monitor.slurm_ok and monitor.info("41").state == "GONE"
+    assert monitor._next_delay() == 30       # and the queue is not asked every second for it
 
 
-def test_tracking_a_known_job_again_does_not_poll():
+async def test_waiters_wake_on_change():
+    monitor, _ = monitor_of([ok("5|PENDING|Resources|n/a|N/A\n"), ok("5|RUNNING|None|vm|x\n")])
+    monitor.track("5")
+    first = await monitor.wait_change("5", None, timeout=5)
+    second = await monitor.wait_change("5", first, timeout=5)
+    assert first.waiting and second.running
+    monitor._task.cancel()
+
+
+async def test_tracking_a_known_job_again_does_not_poll():
     """JupyterHub polls every server every 30 s: that must not turn into one squeue per server."""
-    async def scenario():
-        transport = FakeTransport(["7|RUNNING|None|vm|x\n"])
-        monitor = QueueMonitor(("site", "hub"), transport=transport, interval=30, fast_interval=0.01)
+    monitor, runner = monitor_of([ok("7|RUNNING|None|vm|x\n")])
+    monitor.track("7")
+    await monitor.wait_change("7", None, timeout=5)
+    calls = len(runner.calls)
+    for _ in range(10):
         monitor.track("7")
-        await monitor.wait_change("7", None, timeout=5)
-        calls = len(transport.calls)
-        for _ in range(10):
-            monitor.track("7")
-            await asyncio.sleep(0.02)
-        assert len(transport.calls) == calls
-        monitor._task.cancel()
+        await asyncio.sleep(0.02)
+    assert len(runner.calls) == calls
+    monitor._task.cancel()
 
-    asyncio.run(scenario())
+
+async def test_a_bug_in_a_poll_is_logged_and_polling_goes_on(caplog):
+    monitor, runner = monitor_of([ok("9|RUNNING|None|vm|x\n")])
+    broken = iter([True])
+
+    async def poll_once_broken():
+        if next(broken, False):
+            raise KeyError("a bug")
+        return await QueueMonitor.poll(monitor)
+    monitor.poll = poll_once_broken
+    monitor.track("9")
+    info = await monitor.wait_change("9", None, timeout=5)
+    assert info is not None and info.running
+    assert "Polling the queue of ('site', 'hub') failed" in caplog.text
+    monitor._task.cancel()
 
 
 def test_a_starting_job_is_watched_closely_even_once_running():
-    monitor = QueueMonitor(("site", "hub"), transport=FakeTransport([]), interval=30, fast_interval=1)
+    monitor, _ = monitor_of([])
+    monitor.fast_interval = 1
     monitor.jobs = {"8": JobInfo("8", "RUNNING", "None", "vm")}
     assert monitor._next_delay() == 30
     monitor.starting.add("8")

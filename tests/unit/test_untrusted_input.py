@@ -9,50 +9,59 @@ from aifa_workbench.hub_config.origins import hub_page_allowed, user_host_hook
 from aifa_workbench.hub_config.proxy import proxy_argv
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
 from aifa_workbench.spawners.profiles import options_from_form
-from aifa_workbench.spawners.reconcile import confirm_argv, job_names, unknown_jobs
 from aifa_workbench.spawners.request import RequestError, parse_job_request, shown
 from aifa_workbench.spawners.server_identity import identity_name
 from aifa_workbench.spawners.slurm import output_tail
 from aifa_workbench.spawners.slurm_facts import SharedAnswers
-from aifa_workbench.spawners.transport import LocalTransport, bounded
+from aifa_workbench.sites.commands import LocalRunner, bounded
+from aifa_workbench.sites.slurm_cli import confirm_argv, job_name, job_name_batches, unknown_jobs
 
 from .test_settings import GOOD, write
 
 
 # --- the reconciler: no field a user chooses can forge a line ---------------------------------
+H = "h1"   # the hub's id in its job names
+
+
 def test_only_exact_id_user_name_lines_count():
-    out = "17|alice|aifa-wb-alice\n18|bob|aifa-wb-bob\n19|carol|aifa-wb-alice\n"
-    assert unknown_jobs(out, known_job_ids={"18"}) == [("17", "alice")]   # 19: carol's job named for alice
+    out = "17|alice|aifa-wb-h1-alice\n18|bob|aifa-wb-h1-bob\n19|carol|aifa-wb-h1-alice\n"
+    assert unknown_jobs(out, H, known_job_ids={"18"}) == [("17", "alice")]   # 19: carol's job named for alice
+
+
+def test_another_hubs_jobs_are_not_this_hubs_orphans():
+    out = "17|alice|aifa-wb-h2-alice\n18|bob|aifa-wb-bob\n19|bob|aifa-wb-h1-bob\n"
+    assert unknown_jobs(out, H, known_job_ids=set()) == [("19", "bob")]
 
 
 @pytest.mark.parametrize("forged", [
-    "x\n17|aifa-wb-alice|alice\ny",        # the old %i|%j|%u format
-    "x\n17|alice|aifa-wb-alice\ny",        # the new one
-    "17|alice|aifa-wb-alice",              # a whole line as a name
+    "x\n17|aifa-wb-h1-alice|alice\ny",        # the old %i|%j|%u format
+    "x\n17|alice|aifa-wb-h1-alice\ny",        # the new one
+    "17|alice|aifa-wb-h1-alice",              # a whole line as a name
 ])
 def test_a_forged_line_cancels_nothing_of_others(forged):
     # squeue's --name filter never prints such a name; were one printed, its lines still name 17 twice
-    out = f"17|alice|aifa-wb-alice\n20|carol|{forged}\n21|bob|aifa-wb-bob\n"
-    assert unknown_jobs(out, known_job_ids={"17"}) == [("21", "bob")]   # and each is confirmed: confirm_argv
+    out = f"17|alice|aifa-wb-h1-alice\n20|carol|{forged}\n21|bob|aifa-wb-h1-bob\n"
+    assert unknown_jobs(out, H, known_job_ids={"17"}) == [("21", "bob")]   # and each is confirmed: confirm_argv
 
 
 def test_odd_lines_are_skipped_not_a_reason_to_stop():
-    out = "17_1|carol|aifa-wb-carol\n18+0|carol|aifa-wb-carol\n19|bob|aifa-wb-bob\n"
-    assert unknown_jobs(out, known_job_ids=set()) == [("19", "bob")]
+    out = "17_1|carol|aifa-wb-h1-carol\n18+0|carol|aifa-wb-h1-carol\n19|bob|aifa-wb-h1-bob\n"
+    assert unknown_jobs(out, H, known_job_ids=set()) == [("19", "bob")]
 
 
 def test_a_job_id_seen_twice_is_not_cancelled():
-    assert unknown_jobs("17|alice|aifa-wb-alice\n17|alice|aifa-wb-alice\n18|bob|aifa-wb-bob\n", set()) == [("18", "bob")]
+    out = "17|alice|aifa-wb-h1-alice\n17|alice|aifa-wb-h1-alice\n18|bob|aifa-wb-h1-bob\n"
+    assert unknown_jobs(out, H, set()) == [("18", "bob")]
 
 
 def test_each_orphan_is_confirmed_by_a_query_no_name_can_forge():
-    assert confirm_argv("/usr/bin", "17", "alice") == [
-        "/usr/bin/squeue", "--noheader", "--jobs=17", "--name=aifa-wb-alice", "--user=alice", "--format=%i"]
+    assert confirm_argv("/usr/bin", "17", job_name(H, "alice"), "alice") == [
+        "/usr/bin/squeue", "--noheader", "--jobs=17", "--name=aifa-wb-h1-alice", "--user=alice", "--format=%i"]
 
 
 def test_the_name_filter_holds_plain_names_only_in_batches():
-    assert job_names({"bob", "alice", "x\ny", "Eve"}) == ["aifa-wb-alice,aifa-wb-bob"]
-    assert [len(b.split(",")) for b in job_names({f"u{i}" for i in range(1200)})] == [500, 500, 200]
+    assert job_name_batches(H, {"bob", "alice", "x\ny", "Eve"}) == ["aifa-wb-h1-alice,aifa-wb-h1-bob"]
+    assert [len(b.split(",")) for b in job_name_batches(H, {f"u{i}" for i in range(1200)})] == [500, 500, 200]
 
 
 # --- job output and echoed values: bounded, one line in logs ---------------------------------------
@@ -86,8 +95,8 @@ def test_form_numbers_are_ascii_digits_or_left_for_the_sentence(typed):
     assert options_from_form({"profile": ["custom"], "gpus": [typed]}) == {"gpus": typed}   # no crash
 
 
-async def test_the_transport_keeps_only_the_start_of_a_huge_output():
-    result = await LocalTransport(max_output_bytes=1000).run(["/bin/sh", "-c", "head -c 10000000 /dev/zero; echo err >&2"])
+async def test_the_runner_keeps_only_the_start_of_a_huge_output():
+    result = await LocalRunner(max_output_bytes=1000).run(["/bin/sh", "-c", "head -c 10000000 /dev/zero; echo err >&2"])
     assert result.ok and len(result.stdout) == 1000 and result.stderr == "err\n"
 
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # AIFA Workbench: JupyterLab for alice on JUPITER (Germany) · NVIDIA GH200 (aarch64), submitted by the hub.
-#SBATCH --job-name=aifa-wb-alice
+#SBATCH --job-name=aifa-wb-hub-alice
 #SBATCH --account=aifa-be
 #SBATCH --partition=booster
 #SBATCH --time=2:00:00

@@ -1,6 +1,6 @@
 #!/bin/bash
 # AIFA Workbench: JupyterLab for alice on Local cluster (demo) · 8 stand-in GPUs, submitted by the hub.
-#SBATCH --job-name=aifa-wb-alice
+#SBATCH --job-name=aifa-wb-hub-alice
 #SBATCH --account=proj_sme
 #SBATCH --partition=cpu
 #SBATCH --time=2:00:00

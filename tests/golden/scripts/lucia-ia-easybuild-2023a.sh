@@ -1,6 +1,6 @@
 #!/bin/bash
 # AIFA Workbench: JupyterLab for alice on Lucia (Wallonia) · NVIDIA A100, submitted by the hub.
-#SBATCH --job-name=aifa-wb-alice
+#SBATCH --job-name=aifa-wb-hub-alice
 #SBATCH --account=aifa_cat1
 #SBATCH --partition=ia
 #SBATCH --time=2:00:00

@@ -1,6 +1,6 @@
 #!/bin/bash
 # AIFA Workbench: JupyterLab for alice on LUMI (Finland) · AMD MI250X, submitted by the hub.
-#SBATCH --job-name=aifa-wb-alice
+#SBATCH --job-name=aifa-wb-hub-alice
 #SBATCH --account=project_465000123
 #SBATCH --partition=dev-g
 #SBATCH --time=2:00:00

@@ -1,4 +1,4 @@
-"""How Slurm commands reach the cluster. `LocalTransport`: the hub runs on a cluster host and
+"""How commands run on this host. `LocalRunner`: the hub runs on a cluster host and
 uses sudo to act as the user, with argv lists only (never a shell)."""
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ async def _end(proc, grace: float = 2.0) -> None:
 
 
 @dataclass
-class LocalTransport:
+class LocalRunner:
     """Run commands on this host; as another user through `sudo -n -u USER` (sudoers allowlist)."""
 
     sudo: str = "/usr/bin/sudo"

@@ -1,0 +1,148 @@
+"""Job control of one site: every Slurm command the hub runs there, and what its failures mean.
+
+`JobControl` owns the commands (built by sites.slurm_cli) and turns their failures into typed
+errors (sites.errors). How a command reaches the site is its runner's business: `LocalRunner`
+(the hub on a cluster host, `sudo -u USER`) or `SshRunner` (a persistent SSH connection per site
+user to the site's login node). A runner takes an argv list, never a shell string.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Protocol
+
+from . import slurm_cli as cli
+from .commands import CommandResult, CommandTimeout, bounded
+from .errors import CredentialRefused, SiteError, SlurmNotAnswering, SlurmRefused
+
+log = logging.getLogger(__name__)
+
+SLURM_UNREACHABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+    r"Communication connection failure|Zero Bytes were transmitted|Slurm backup controller in standby",
+    re.IGNORECASE,
+)
+_SUDO_REFUSED = re.compile(r"a password is required|not allowed to execute|may not run|unknown user")
+_ALREADY_ENDED = re.compile(r"Invalid job id specified|already completing or completed", re.IGNORECASE)
+
+
+class Runner(Protocol):
+    async def run(self, argv, *, as_user=None, stdin=None, env=None, timeout=30.0) -> CommandResult: ...
+
+
+class JobControl:
+    """Slurm on one site, through one runner.
+
+    `shared_queries`: the hub's own user may read every workbench job of the site (the local
+    cluster, where it coordinates the workbench accounts); queries then run as the hub. Otherwise
+    (remote sites, `PrivateData=jobs`) each user's jobs are read with that user's own login."""
+
+    def __init__(self, site_name: str, site_title: str, runner: Runner, slurm_bin: str = "/usr/bin",
+                 timeout: float = 30.0, shared_queries: bool = True):
+        self.site_name, self.site_title, self.runner = site_name, site_title, runner
+        self.slurm_bin, self.timeout, self.shared_queries = slurm_bin, timeout, shared_queries
+
+    def query_user(self, hub_user: str | None) -> str | None:
+        """Whose login reads the queue for `hub_user`'s jobs (None: the hub's own)."""
+        return None if self.shared_queries else hub_user
+
+    async def _run(self, argv, as_user=None, stdin=None, env=None, timeout=None) -> CommandResult:
+        try:
+            return await self.runner.run(argv, as_user=as_user, stdin=stdin, env=env,
+                                         timeout=timeout or self.timeout)
+        except CommandTimeout as e:
+            raise SlurmNotAnswering(self.site_title, str(e)) from None
+
+    def _failure(self, result: CommandResult, as_user: str | None, action: str = "the request") -> SiteError:
+        err = result.stderr.strip()
+        name = result.argv[0].rsplit("/", 1)[-1] if result.argv else "command"
+        detail = f"{name} exit {result.returncode}: {bounded(err, 300)}"
+        if _SUDO_REFUSED.search(err):
+            return CredentialRefused(self.site_title, detail,
+                                     f"The workbench may not act as '{as_user}' there: ask your workbench "
+                                     "administrator to add you to the workbench users.")
+        if SLURM_UNREACHABLE.search(err) or not err:
+            return SlurmNotAnswering(self.site_title, detail)
+        reason = err.splitlines()[-1]
+        for prefix in ("sbatch: error: ", "Batch job submission failed: "):
+            reason = reason.removeprefix(prefix)
+        return SlurmRefused(self.site_title, bounded(reason, 300), action=action)
+
+    async def _output(self, argv, as_user=None) -> str:
+        result = await self._run(argv, as_user=as_user)
+        if not result.ok:
+            raise self._failure(result, as_user)
+        return result.stdout
+
+    # --- a user's jobs --------------------------------------------------------------------------
+    async def submit(self, user: str, script: str, env: dict | None = None) -> str:
+        """Submit `script` (sent on stdin) as `user`; the job id. `env`: the job's JUPYTERHUB_*
+        variables, which the runner delivers without a command line (see the runners)."""
+        result = await self._run(cli.sbatch_argv(self.slurm_bin), as_user=user, stdin=script, env=env)
+        if not result.ok:
+            raise self._failure(result, user, action="to start your server")
+        job_id = cli.parse_job_id(result.stdout)
+        if job_id is None:
+            raise SlurmRefused(self.site_title, f"sbatch answered {bounded(result.stdout, 120)!r}, not a job id",
+                               action="to start your server")
+        return job_id
+
+    async def jobs(self, job_ids, as_user: str | None = None) -> dict[str, cli.JobInfo]:
+        """The state of each job asked for; GONE for a job Slurm no longer knows."""
+        ids = sorted(set(job_ids), key=int)
+        if not ids:
+            return {}
+        result = await self._run(cli.jobs_argv(self.slurm_bin, ids), as_user=as_user)
+        if not result.ok and not cli.UNKNOWN_JOB.search(result.stderr):
+            raise self._failure(result, as_user)
+        seen = cli.parse_squeue(result.stdout) if result.ok else {}
+        return {job_id: seen.get(job_id, cli.JobInfo(job_id, "GONE")) for job_id in ids}
+
+    async def cancel(self, user: str, job_id: str) -> None:
+        """Cancel `user`'s job; a job that already ended is not an error."""
+        result = await self._run(cli.cancel_argv(self.slurm_bin, job_id), as_user=user)
+        if not result.ok and not _ALREADY_ENDED.search(result.stderr):
+            raise self._failure(result, user)
+
+    async def tail(self, user: str, path: str, max_bytes: int) -> str:
+        """The end of a file the user owns (a job's output), at most `max_bytes`; "" if unreadable."""
+        try:
+            result = await self._run(cli.tail_argv(path, max_bytes), as_user=user, timeout=15)
+        except SiteError:
+            return ""
+        return result.stdout if result.ok else ""
+
+    # --- what a user may use, and how busy the site is ---------------------------------------------
+    async def accounts(self, user: str, site_user: str | None = None) -> tuple[str, ...]:
+        """`user`'s Slurm accounts, default first. Raises when Slurm does not answer: an empty
+        answer means "no accounts", never "accounting was down"."""
+        output = await self._output(cli.accounts_argv(self.slurm_bin, site_user or user),
+                                    as_user=self.query_user(user))
+        return cli.parse_user_accounts(output)
+
+    async def reservations_listing(self, as_user: str | None = None) -> str:
+        return await self._output(cli.reservations_argv(self.slurm_bin), as_user=as_user)
+
+    async def partition_load(self, as_user: str | None = None) -> dict[str, dict]:
+        nodes_argv, pending_argv = cli.load_argvs(self.slurm_bin)
+        return cli.parse_partition_load(await self._output(nodes_argv, as_user),
+                                        await self._output(pending_argv, as_user))
+
+    async def partitions(self, as_user: str | None = None) -> set[str]:
+        return set((await self._output(cli.partitions_argv(self.slurm_bin), as_user)).split())
+
+    async def ping(self, as_user: str | None = None) -> None:
+        """Raise unless the site's controller answers UP."""
+        result = await self._run(cli.ping_argv(self.slurm_bin), as_user=as_user, timeout=min(self.timeout, 20))
+        said = " ".join((result.stdout + result.stderr).split())
+        if not result.ok or " is UP" not in said:
+            raise SlurmNotAnswering(self.site_title, f"scontrol ping: {bounded(said, 200) or 'nothing'}")
+
+    # --- reconciliation -------------------------------------------------------------------------
+    async def workbench_jobs(self, names: str, as_user: str | None = None) -> str:
+        """squeue lines `id|user|name` of the jobs named exactly one of `names` (comma-separated)."""
+        return await self._output(cli.workbench_jobs_argv(self.slurm_bin, names), as_user)
+
+    async def is_workbench_job(self, job_id: str, name: str, owner: str, as_user: str | None = None) -> bool:
+        result = await self._run(cli.confirm_argv(self.slurm_bin, job_id, name, owner), as_user=as_user)
+        return result.ok and result.stdout.split() == [job_id]

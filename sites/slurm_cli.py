@@ -1,0 +1,252 @@
+"""Slurm's command line: the only module that builds Slurm argv, and the parsers of what Slurm
+prints. Pure: no I/O. Used by the hub's job control (sites.control) and, inside a job, by the
+notebook's helpers, so it imports nothing of the hub.
+
+Fields a user chooses (a job name, a comment) are never printed by these queries except where
+Slurm's own filter guarantees their value (the reconciler's --name), so no output line can be
+forged into another job's."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT"}
+WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+SQUEUE_FORMAT = "%i|%T|%r|%B|%S"
+# What squeue says when it knows none of the ids asked for (a purged job): the job is gone.
+UNKNOWN_JOB = re.compile(r"Invalid job id specified")
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # accounts, reservations as Slurm prints them
+_USER = r"[a-z][a-z0-9_-]{0,31}"
+_HUB_ID = r"[a-z0-9]{1,12}"
+JOB_NAME_PREFIX = "aifa-wb-"
+NAMES_PER_QUERY = 500   # one --name argument stays far below the kernel's 128 KiB per argument
+
+REASONS = {
+    "None": "about to start",
+    "Resources": "waiting for free resources (the GPUs or cores it asks for are in use)",
+    "Priority": "waiting for jobs with a higher priority to start first",
+    "Reservation": "waiting for the reservation to start",
+    "BeginTime": "waiting for its start time",
+    "Dependency": "waiting for another job to finish",
+    "ReqNodeNotAvail": "waiting for nodes that are down, drained or reserved",
+    "PartitionDown": "waiting: the partition is down",
+    "PartitionTimeLimit": "held: it asks for more time than the partition allows",
+    "AssocGrpGRES": "waiting: your project has reached its GPU limit",
+    "AssocMaxJobsLimit": "waiting: your project has reached its limit of running jobs",
+    "QOSMaxJobsPerUserLimit": "waiting: you have reached your limit of running jobs",
+    "QOSMaxGRESPerUser": "waiting: you have reached your GPU limit",
+    "JobHeldUser": "held by you (release it with scontrol release)",
+    "JobHeldAdmin": "held by an administrator",
+    "NodeFail": "a node it ran on failed",
+    "NonZeroExitCode": "it ended with an error",
+    "TimeLimit": "it reached its time limit",
+}
+
+
+def describe_reason(code: str) -> str:
+    return REASONS.get(code, f"Slurm says: {code}")
+
+
+def is_slurm_name(value: str) -> bool:
+    """An account or reservation name as Slurm prints it, fit to be shown and sent back."""
+    return bool(_SLURM_NAME.fullmatch(value))
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    state: str            # Slurm's long state name, or GONE when Slurm no longer knows the job
+    reason: str = ""
+    node: str = ""
+    start: str = ""       # actual start, or Slurm's estimate while pending ("" if none)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def waiting(self) -> bool:
+        return self.state in WAITING_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("RUNNING", "COMPLETING") and bool(self.node)
+
+
+# --- argv ---------------------------------------------------------------------------------------
+def sbatch_argv(bin_dir: str) -> list[str]:
+    return [f"{bin_dir}/sbatch", "--parsable"]
+
+
+def jobs_argv(bin_dir: str, job_ids) -> list[str]:
+    ids = ",".join(sorted(job_ids, key=int))
+    return [f"{bin_dir}/squeue", "--noheader", "--states=all", f"--jobs={ids}", f"--format={SQUEUE_FORMAT}"]
+
+
+def cancel_argv(bin_dir: str, job_id: str) -> list[str]:
+    return [f"{bin_dir}/scancel", job_id]
+
+
+def accounts_argv(bin_dir: str, username: str) -> list[str]:
+    return [f"{bin_dir}/sacctmgr", "-nP", "show", "user", "withassoc", username, "format=defaultaccount,account"]
+
+
+def reservations_argv(bin_dir: str) -> list[str]:
+    return [f"{bin_dir}/scontrol", "show", "reservation", "--oneliner"]
+
+
+def job_record_argv(bin_dir: str, job_id: str) -> list[str]:
+    return [f"{bin_dir}/scontrol", "show", "job", "-o", job_id]
+
+
+def load_argvs(bin_dir: str) -> tuple[list[str], list[str]]:
+    """The two queries of partition load: GPUs per node, and pending jobs per partition."""
+    return ([f"{bin_dir}/sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80"],
+            [f"{bin_dir}/squeue", "-h", "-t", "PD", "-o", "%P"])
+
+
+def ping_argv(bin_dir: str) -> list[str]:
+    return [f"{bin_dir}/scontrol", "ping"]
+
+
+def partitions_argv(bin_dir: str) -> list[str]:
+    return [f"{bin_dir}/sinfo", "--noheader", "--format=%R"]
+
+
+def tail_argv(path: str, max_bytes: int) -> list[str]:
+    # `timeout`: the user owns the file and may make it a FIFO or a link to /dev/zero
+    return ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/tail", "-c", str(max_bytes), path]
+
+
+# --- workbench job names: aifa-wb-<hub id>-<user> --------------------------------------------------
+def job_name(hub_id: str, username: str) -> str:
+    """The name of every job a hub submits for a user: it says which hub, so that a second hub on
+    the same cluster never takes this hub's jobs for orphans."""
+    return f"{JOB_NAME_PREFIX}{hub_id}-{username}"
+
+
+def job_name_batches(hub_id: str, usernames) -> list[str]:
+    """The --name filters of a hub's users, in batches."""
+    names = [job_name(hub_id, name) for name in sorted(usernames) if re.fullmatch(_USER, name)]
+    return [",".join(names[i:i + NAMES_PER_QUERY]) for i in range(0, len(names), NAMES_PER_QUERY)]
+
+
+def workbench_jobs_argv(bin_dir: str, names: str) -> list[str]:
+    return [f"{bin_dir}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
+            "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"]
+
+
+def confirm_argv(bin_dir: str, job_id: str, name: str, owner: str) -> list[str]:
+    """squeue prints exactly the job id if job `job_id` is owner's and named `name`: Slurm's own
+    filters, with no field of the job printed but its id."""
+    return [f"{bin_dir}/squeue", "--noheader", f"--jobs={job_id}", f"--name={name}", f"--user={owner}",
+            "--format=%i"]
+
+
+# --- parsers ------------------------------------------------------------------------------------------
+def parse_job_id(sbatch_output: str) -> str | None:
+    """`sbatch --parsable` prints `<id>` or `<id>;<cluster>`."""
+    match = re.fullmatch(r"(\d+)(;[\w.-]+)?", sbatch_output.strip())
+    return match.group(1) if match else None
+
+
+def parse_squeue(output: str) -> dict[str, JobInfo]:
+    jobs = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5 or not (parts[0].isascii() and parts[0].isdigit()):
+            continue
+        job_id, state, reason, node, start = parts
+        node = "" if node in ("n/a", "(null)") else node
+        start = "" if start in ("N/A", "Unknown", "(null)") else start
+        jobs[job_id] = JobInfo(job_id, state.split()[0], reason.strip("()"), node, start)
+    return jobs
+
+
+def unknown_jobs(squeue_output: str, hub_id: str, known_job_ids: set[str]) -> list[tuple[str, str]]:
+    """`squeue --name=... --format=%i|%u|%j` lines -> [(job id, owner)] of this hub's workbench jobs
+    that no server owns.
+
+    The job name is the only field a user chooses and may hold newlines or `|`; but squeue's --name
+    filter keeps only jobs whose name is exactly one asked for, so every name printed is a plain
+    aifa-wb-<hub>-<user>. A job counts only if its name names its own owner. Other lines (array or
+    heterogeneous ids such as 17_1 or 17+0, names of other shapes) are skipped, and so is an id seen
+    twice."""
+    line_shape = re.compile(rf"([0-9]+)\|({_USER})\|{re.escape(JOB_NAME_PREFIX + hub_id)}-({_USER})")
+    seen: Counter = Counter()
+    candidates = []
+    for line in squeue_output.splitlines():
+        match = line_shape.fullmatch(line.strip())
+        if not match:
+            continue
+        job_id, owner, named = match.groups()
+        seen[job_id] += 1
+        if named == owner and job_id not in known_job_ids:
+            candidates.append((job_id, owner))
+    return [(job_id, owner) for job_id, owner in candidates if seen[job_id] == 1]
+
+
+def is_hub_id(value: str) -> bool:
+    return bool(re.fullmatch(_HUB_ID, value))
+
+
+def parse_user_accounts(sacctmgr_output: str) -> tuple[str, ...]:
+    """`sacctmgr -nP show user withassoc U format=defaultaccount,account` -> default account first."""
+    default, accounts = None, []
+    for line in sacctmgr_output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 2 or not all(is_slurm_name(p) for p in parts):
+            continue
+        default = default or parts[0]
+        if parts[1] not in accounts:
+            accounts.append(parts[1])
+    if default in accounts:
+        accounts.remove(default)
+        accounts.insert(0, default)
+    return tuple(accounts)
+
+
+def _fields(line: str) -> dict:
+    return dict(token.split("=", 1) for token in line.split() if "=" in token)
+
+
+def parse_reservations(scontrol_output: str, username: str, accounts) -> tuple[str, ...]:
+    """`scontrol show reservation --oneliner` -> the reservations `username` may use."""
+    usable = []
+    for line in scontrol_output.splitlines():
+        fields = _fields(line)
+        name = fields.get("ReservationName", "")
+        if not is_slurm_name(name) or fields.get("State") not in ("ACTIVE", "INACTIVE"):
+            continue
+        users = set(fields.get("Users", "").split(","))
+        res_accounts = set(fields.get("Accounts", "").split(","))
+        if username in users or res_accounts & set(accounts):
+            usable.append(name)
+    return tuple(usable)
+
+
+def _gpu_count(gres: str) -> int:
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isascii() and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[str, dict]:
+    """The outputs of `load_argvs` -> {partition: {"idle_gpus": n, "total_gpus": n, "pending": n}}."""
+    load: dict[str, dict] = {}
+    for line in sinfo_output.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        entry = load.setdefault(parts[0].rstrip("*"), {"idle_gpus": 0, "total_gpus": 0, "pending": 0})
+        total, used = _gpu_count(parts[1]), _gpu_count(parts[2])
+        entry["total_gpus"] += total
+        entry["idle_gpus"] += max(total - used, 0)
+    for partition, count in Counter(squeue_pending_output.split()).items():
+        load.setdefault(partition, {"idle_gpus": 0, "total_gpus": 0, "pending": 0})["pending"] = count
+    return load

@@ -1,0 +1,236 @@
+"""The spawner class itself (start, poll, stop, progress, end report, restart) against a fake job
+control, as kubespawner tests its spawner; the integration tests run the same paths on Slurm."""
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from aifa_workbench.sites.errors import SlurmNotAnswering
+from aifa_workbench.sites.slurm_cli import JobInfo
+from aifa_workbench.spawners import slurm as slurm_mod
+from aifa_workbench.spawners.queue_monitor import QueueMonitor
+from aifa_workbench.spawners.slurm import SpawnError, WorkbenchSlurmSpawner, ignored_batchspawner_settings
+
+
+RECORD = {"id": 1, "user_id": 1, "created": "2026-12-02T06:00:00"}
+
+
+class FakeJobControl:
+    """A site's queue in memory: tests move jobs between states; calls are counted."""
+
+    site_name, site_title = "local", "Test cluster"
+
+    def __init__(self):
+        self.states: dict[str, JobInfo] = {}
+        self.calls = {"submit": 0, "jobs": 0, "cancel": 0}
+        self.next_id, self.down, self.output = 100, False, ""
+        self.submitted = []
+
+    def query_user(self, hub_user):
+        return None
+
+    async def accounts(self, user, site_user=None):
+        return ("proj_sme",)
+
+    async def reservations_listing(self, as_user=None):
+        return ""
+
+    async def submit(self, user, script, env=None):
+        self.calls["submit"] += 1
+        if self.down:
+            raise SlurmNotAnswering(self.site_title, "sbatch: connect failure")
+        self.next_id += 1
+        job_id = str(self.next_id)
+        self.submitted.append((user, script, env))
+        self.states[job_id] = JobInfo(job_id, "PENDING", "Priority")
+        return job_id
+
+    async def jobs(self, job_ids, as_user=None):
+        self.calls["jobs"] += 1
+        if self.down:
+            raise SlurmNotAnswering(self.site_title, "squeue: connect failure")
+        return {j: self.states.get(j, JobInfo(j, "GONE")) for j in job_ids}
+
+    async def cancel(self, user, job_id):
+        self.calls["cancel"] += 1
+        self.states[job_id] = JobInfo(job_id, "CANCELLED", "None", "n1")
+
+    async def tail(self, user, path, max_bytes):
+        return self.output
+
+    def run(self, job_id, node="n1"):
+        self.states[job_id] = JobInfo(job_id, "RUNNING", "None", node)
+
+
+class StubbedSpawner(WorkbenchSlurmSpawner):
+    """The real spawner with what needs a hub stubbed: its database, environment and the check
+    that the answering server is the user's own (all covered by the integration tests)."""
+
+    fake: FakeJobControl = None
+    checked = None
+
+    def control_of(self, site_name):
+        return self.fake
+
+    def user_home(self):
+        return "/home/alice"
+
+    def get_env(self):
+        return {"JUPYTERHUB_API_TOKEN": "s3cret", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
+
+    async def _check_server_is_own(self, ip, port):
+        self.checked = (ip, port)
+
+    async def poll_and_notify(self):
+        self.notified = await self.poll()
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    QueueMonitor._registry.clear()
+    monkeypatch.setattr(slurm_mod, "limit_token", lambda db, token, seconds: RECORD)
+    monkeypatch.setattr(slurm_mod, "revoke_token", lambda db, record: record is not None)
+    yield FakeJobControl()
+    for monitor in QueueMonitor._registry.values():
+        if monitor._task:
+            monitor._task.cancel()
+    QueueMonitor._registry.clear()
+
+
+def make_spawner(fake, **state):
+    user = SimpleNamespace(name="alice", url="/user/alice/", escaped_name="alice", db=None, groups=[])
+    spawner = StubbedSpawner(user=user, hub=SimpleNamespace(api_url="http://127.0.0.1:1/hub/api/", base_url="/hub/"),
+                          queue_fast_interval=0.01, queue_interval=0.05)
+    spawner.fake = fake
+    spawner.user_options = {"partition": "cpu"}
+    if state:
+        spawner.load_state(state)
+    return spawner
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = asyncio.get_event_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_event_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_start_waits_for_running_and_the_port_then_checks_that_address(fake):
+    spawner = make_spawner(fake)
+    start = asyncio.ensure_future(spawner.start())
+    await wait_for(lambda: spawner.job_id)
+    user, script, env = fake.submitted[0]
+    assert user == "alice" and "#SBATCH --partition=cpu" in script and "s3cret" not in script
+    assert env["JUPYTERHUB_API_TOKEN"] == "s3cret"          # to the runner, never into the script
+    fake.run(spawner.job_id, "node7")
+    await asyncio.sleep(0.05)
+    assert not start.done()                                   # running, but JupyterLab has not reported
+    assert spawner.port_reported(8123) and not spawner.port_reported(9999)   # one report per start
+    assert await asyncio.wait_for(start, 5) == ("node7", 8123)
+    assert spawner.checked == ("node7", 8123)
+    assert spawner.get_state()["site"] == "local" and spawner.get_state()["job_id"] == spawner.job_id
+
+
+async def test_a_reported_port_does_not_make_start_or_progress_spin(fake):
+    """Once the port is reported, start() and progress() wait for the monitor, not in a busy loop."""
+    spawner = make_spawner(fake)
+    start = asyncio.ensure_future(spawner.start())
+    await wait_for(lambda: spawner.job_id)
+    monitor = spawner.monitor
+    looked = {"n": 0}
+    real_info = monitor.info
+
+    def counting_info(job_id):
+        looked["n"] += 1
+        return real_info(job_id)
+    monitor.info = counting_info
+    events = []
+
+    async def follow():
+        async for event in spawner.progress():
+            events.append(event)
+    progress = asyncio.ensure_future(follow())
+    spawner.port_reported(8123)                               # the port before Slurm says RUNNING
+    monitor.fast_interval = 0.2
+    await asyncio.sleep(0.5)
+    assert looked["n"] < 40, f"{looked['n']} looks in 0.5 s: a busy loop"
+    fake.run(spawner.job_id)
+    await asyncio.wait_for(start, 5)
+    progress.cancel()
+    assert any("waiting in the cpu queue" in e["message"] for e in events)
+
+
+async def test_a_job_that_dies_before_jupyterlab_says_why_with_its_last_lines(fake):
+    fake.output = "loading modules\nImportError: no module named jupyterhub\n"
+    spawner = make_spawner(fake)
+    start = asyncio.ensure_future(spawner.start())
+    await wait_for(lambda: spawner.job_id)
+    job_id = spawner.job_id
+    fake.states[job_id] = JobInfo(job_id, "FAILED", "NonZeroExitCode", "n1")
+    with pytest.raises(SpawnError) as failed:
+        await asyncio.wait_for(start, 5)
+    message = failed.value.jupyterhub_message
+    assert f"Your job {job_id} ended before JupyterLab started (failed: it ended with an error)" in message
+    assert "ImportError: no module named jupyterhub" in message
+    assert not spawner.job_id                                 # nothing left to track
+
+
+async def test_slurm_not_answering_at_submit_is_a_sentence_naming_the_site(fake):
+    fake.down = True
+    spawner = make_spawner(fake)
+    with pytest.raises(SpawnError) as failed:
+        await spawner.start()
+    assert failed.value.jupyterhub_message.startswith("The Slurm scheduler of Test cluster is not answering")
+
+
+async def test_poll_keeps_a_server_while_slurm_is_down_and_ends_it_when_the_job_is_gone(fake):
+    spawner = make_spawner(fake, job_id="55", site="local")
+    fake.run("55")
+    assert await spawner.poll() is None
+    fake.down = True
+    spawner.monitor.hurry()
+    await asyncio.sleep(0.1)
+    assert await spawner.poll() is None                       # never "gone" on an error
+    fake.down = False
+    del fake.states["55"]                                     # purged from Slurm
+    await wait_for(lambda: spawner.monitor.info("55").state == "GONE")
+    assert await spawner.poll() == 1 and spawner.job_id == ""
+
+
+async def test_stop_cancels_as_the_user_and_waits_for_the_end(fake):
+    spawner = make_spawner(fake, job_id="56", site="local")
+    fake.run("56")
+    assert await spawner.poll() is None
+    await asyncio.wait_for(spawner.stop(), 5)
+    assert fake.calls["cancel"] == 1 and fake.states["56"].state == "CANCELLED"
+    assert "56" not in spawner.monitor.jobs
+
+
+async def test_an_end_report_is_confirmed_with_slurm_then_told_to_the_hub(fake):
+    spawner = make_spawner(fake, job_id="57", site="local")
+    fake.run("57")
+    assert await spawner.poll() is None
+    fake.states["57"] = JobInfo("57", "COMPLETED", "None", "n1")
+    await asyncio.wait_for(spawner.notice_job_end(), 5)
+    assert spawner.notified == 1
+
+
+async def test_after_a_restart_a_new_spawner_finds_its_running_job(fake):
+    first = make_spawner(fake)
+    start = asyncio.ensure_future(first.start())
+    await wait_for(lambda: first.job_id)
+    fake.run(first.job_id)
+    first.port_reported(8200)
+    await asyncio.wait_for(start, 5)
+    state = first.get_state()
+    QueueMonitor._registry.clear()                            # a new hub process
+    again = make_spawner(fake, **state)
+    assert again.job_id == first.job_id and again.job_site == "local"
+    assert await again.poll() is None
+    assert again.api_token_record == RECORD
+
+
+def test_batchspawner_settings_that_do_nothing_are_named():
+    config = {"SlurmSpawner": {"req_partition": "gpu"}, "WorkbenchSlurmSpawner": {"exec_prefix": "ssh x",
+                                                                                 "venv_dir": "/v"}}
+    assert ignored_batchspawner_settings(config) == ["exec_prefix", "req_partition"]
