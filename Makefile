@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down test test-unit bench labextension bench-dask
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -32,9 +32,20 @@ cluster-status:
 cluster-down:
 	ansible/clusterctl.sh down
 
+sites:                   ## the three simulated sites (LUMI, JUPITER, Lucia), each in its own network namespace (idempotent)
+	ansible/bootstrap.sh
+	$(PLAYBOOK) -i inventory/sites.yml sites.yml
+
+sites-status:
+	ansible/sitesctl.sh status
+
+sites-down:
+	ansible/sitesctl.sh down
+
 test:                    ## everything the tests need, then the whole suite
 	ansible/bootstrap.sh --test
 	$(PLAYBOOK) site.yml
+	$(PLAYBOOK) -i inventory/sites.yml sites.yml
 	$(PYTEST) tests
 
 test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once

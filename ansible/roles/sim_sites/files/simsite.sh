@@ -1,0 +1,122 @@
+#!/bin/bash
+# simsite.sh up|status|down SITE_DIR — one simulated site: a network namespace holding its own
+# Slurm controller, compute node and login node (sshd), each in a UTS namespace with the site's
+# host name and a mount namespace where the hub host's own paths do not exist.
+# SITE_DIR/site.env (written by the sim_sites role) says NAME, NS, INDEX, CONTROLLER, NODE, LOGIN,
+# HIDDEN_PATHS, HOME_PATTERN. Daemons are found by PID file, never by name. Idempotent.
+# `authorize SITE_DIR SITE_USER` (public key on stdin) plays the site's portal: the key is added
+# to that user's authorized_keys on the site.
+set -euo pipefail
+action=${1:?usage: simsite.sh up|status|down SITE_DIR}
+DIR=${2:?usage: simsite.sh up|status|down SITE_DIR}
+# shellcheck disable=SC1091
+. "$DIR/site.env"
+HOST_IP=10.77.$INDEX.1
+SITE_IP=10.77.$INDEX.2
+
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+in_site() { ip netns exec "$NS" "$@"; }
+
+network_up() {
+  ip netns list | grep -qw "$NS" || ip netns add "$NS"
+  if ! ip link show "$NS" >/dev/null 2>&1; then
+    ip link add "$NS" type veth peer name eth0 netns "$NS"
+    ip addr add "$HOST_IP/24" dev "$NS"
+    ip link set "$NS" up
+  fi
+  in_site ip link set lo up
+  in_site ip addr show eth0 | grep -q "$SITE_IP/" || in_site ip addr add "$SITE_IP/24" dev eth0
+  in_site ip link set eth0 up
+  in_site ip route show default | grep -q . || in_site ip route add default via "$HOST_IP"
+}
+
+# Run a daemon as host HOSTNAME of the site: own UTS and mount namespaces, the hub host's paths
+# covered by empty tmpfs, and a cgroup mount slurmd 22.05 accepts (ip netns exec remounts /sys).
+start_as() {
+  local hostname=$1; shift
+  in_site unshare --uts --mount --propagation private /bin/sh -c '
+    set -e
+    hostname "$0"
+    for p in $HIDDEN_PATHS; do [ -d "$p" ] && mount -t tmpfs -o mode=0755,size=1m hidden "$p"; done
+    mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
+    mkdir -p /sys/fs/cgroup/systemd
+    mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+    exec "$@"' "$hostname" "$@"
+}
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq $((seconds * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
+  echo "$NAME: $what did not happen within $seconds s" >&2; return 1
+}
+
+node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)'; }
+
+up() {
+  network_up
+  export HIDDEN_PATHS
+  alive "$DIR/run/slurmctld.pid" || start_as "$CONTROLLER" /usr/sbin/slurmctld
+  wait_for 30 "slurmctld answering" sh -c "ip netns exec '$NS' scontrol ping | grep -q UP"
+  alive "$DIR/run/slurmd.pid" || start_as "$NODE" /usr/sbin/slurmd -N "$NODE"
+  mkdir -p /run/sshd
+  alive "$DIR/run/sshd.pid" || start_as "$LOGIN" /usr/sbin/sshd -f "$DIR/sshd_config" -E "$DIR/log/sshd.log"
+  wait_for 20 "node $NODE registering" sh -c "ip netns exec '$NS' sinfo -h -n '$NODE' -o %t | grep -q ."
+  case "$(in_site sinfo -h -n "$NODE" -o %t | head -1)" in
+    drain*|down*|inval*|drng*) in_site scontrol update nodename="$NODE" state=resume ;;
+  esac
+  wait_for 20 "node $NODE idle" node_ready
+  wait_for 10 "the login node answering" bash -c "exec 3<>/dev/tcp/$SITE_IP/22"
+  echo "$NAME: up (login $SITE_IP:22, controller $CONTROLLER, node $NODE)"
+}
+
+status() {
+  local state=up
+  ip netns list | grep -qw "$NS" || { echo "$NAME: down (no namespace)"; return 3; }
+  for d in slurmctld slurmd sshd; do
+    if alive "$DIR/run/$d.pid"; then echo "$NAME: $d running (pid $(cat "$DIR/run/$d.pid"))"
+    else echo "$NAME: $d not running"; state=degraded; fi
+  done
+  in_site scontrol ping 2>/dev/null | head -1 | sed "s/^/$NAME: /" || state=degraded
+  in_site sinfo -h -o "$NAME: %P %a %D nodes %c cpus %G %t" 2>/dev/null || true
+  echo "$NAME: $state"
+  [ "$state" = up ]
+}
+
+down() {
+  for d in sshd slurmd slurmctld; do
+    pf=$DIR/run/$d.pid
+    alive "$pf" || continue
+    pid=$(cat "$pf"); kill "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  done
+  # jobs' processes (slurmstepd and what it started) live in the namespace too
+  if ip netns list | grep -qw "$NS"; then
+    pids=$(ip netns pids "$NS" 2>/dev/null || true)
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    ip netns del "$NS"
+  fi
+  ip link show "$NS" >/dev/null 2>&1 && ip link del "$NS" || true
+  echo "$NAME: down"
+}
+
+authorize() {
+  local user=${1:?site user} line uid home
+  line=$(head -c 16384 | head -n 1)
+  ssh-keygen -l -f - <<<"$line" >/dev/null || { echo "$NAME: not an OpenSSH public key" >&2; return 2; }
+  uid=$(awk -F: -v u="$user" '$1 == u { print $3 }' "/etc/netns/$NS/passwd")
+  [ -n "$uid" ] || { echo "$NAME: no user $user on this site" >&2; return 2; }
+  home=${HOME_PATTERN//\{user\}/$user}
+  # as the user (runuser in the site): a home the user owns is never written through by root
+  in_site runuser -u "$user" -- sh -c 'umask 077; mkdir -p "$1/.ssh"; f="$1/.ssh/authorized_keys";
+    touch "$f"; grep -qxF "$2" "$f" || printf "%s\n" "$2" >> "$f"' sh "$home" "$line"
+  echo "$NAME: key authorized for $user"
+}
+
+case "$action" in
+  up) up ;;
+  authorize) authorize "${3:-}" ;;
+  status) status ;;
+  down) down ;;
+  *) echo "usage: simsite.sh up|status|down SITE_DIR" >&2; exit 2 ;;
+esac

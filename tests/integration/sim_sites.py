@@ -1,0 +1,79 @@
+"""The simulated sites `make sites` starts: what a test needs to reach them as the hub does."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from aifa_workbench.sites.control import JobControl
+from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
+
+SITES_ROOT = Path("/var/lib/aifa-sites")
+SIMSITE = "/usr/local/sbin/aifa-simsite"
+# hub user -> site user, as in ansible/roles/sim_sites/defaults/main.yml
+SITE_USERS = {
+    "lumi": {"alice": "alicelum", "bob": "boblumi"},
+    "jupiter": {"alice": "alice1", "bob": "bob7"},
+    "lucia": {"alice": "acolin", "bob": "bdurand"},
+}
+SITE_ACCOUNTS = {"lumi": {"alice": ("project_465000123",)}, "jupiter": {"alice": ("aifa-be",)},
+                 "lucia": {"alice": ("aifa_cat1",)}}
+SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
+
+
+def site_env(name: str) -> dict:
+    env = {}
+    for line in (SITES_ROOT / name / "site.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value.strip('"')
+    return env
+
+
+def in_site(name: str, argv, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", f"aifa-{name}", *argv], capture_output=True, text=True, **kwargs)
+
+
+def site_is_up(name: str) -> bool:
+    return subprocess.run([SIMSITE, "status", str(SITES_ROOT / name)], capture_output=True).returncode == 0
+
+
+@dataclass
+class SimSite:
+    name: str
+    login: LoginNode
+    keys: dict          # hub user -> private key, authorized on the site for their site user
+
+    def credential(self, hub_user: str) -> Credential:
+        return Credential(SITE_USERS[self.name][hub_user], self.keys[hub_user])
+
+    def runner(self, **options) -> SshRunner:
+        return SshRunner(f"Simulated {self.name}", self.login, self.credential, **options)
+
+    def control(self, **options) -> JobControl:
+        return JobControl(self.name, f"Simulated {self.name}", self.runner(**options), "/usr/bin", timeout=20,
+                          shared_queries=False)
+
+    def home(self, hub_user: str) -> str:
+        return site_env(self.name)["HOME_PATTERN"].replace("{user}", SITE_USERS[self.name][hub_user])
+
+
+def authorize(name: str, site_user: str, key: asyncssh.SSHKey) -> None:
+    public = key.export_public_key().decode()
+    subprocess.run([SIMSITE, "authorize", str(SITES_ROOT / name), site_user], input=public, text=True,
+                   check=True, capture_output=True)
+
+
+def sim_site(name: str) -> SimSite:
+    if not site_is_up(name):
+        pytest.fail(f"the simulated site {name} is not up: run `make sites`")
+    env = site_env(name)
+    host_key = (SITES_ROOT / name / "ssh" / "ssh_host_ed25519_key.pub").read_text().strip()
+    keys = {}
+    for hub_user, site_user in SITE_USERS[name].items():
+        keys[hub_user] = asyncssh.generate_private_key("ssh-ed25519")
+        authorize(name, site_user, keys[hub_user])
+    return SimSite(name, LoginNode(f"10.77.{env['INDEX']}.2", 22, (host_key,)), keys)

@@ -1,0 +1,142 @@
+"""Job control of the simulated sites over SSH, from the hub's side (outside every site's
+namespace): real sshd login nodes, real Slurm clusters of their own, site users unlike the hub's."""
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import asyncssh
+import pytest
+
+from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
+from aifa_workbench.sites.ssh import LoginNode, SshRunner
+
+from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, SIMSITE, in_site, sim_site)
+
+pytestmark = pytest.mark.sites
+SITES = ("lumi", "jupiter", "lucia")
+
+
+@pytest.fixture(scope="module", params=SITES)
+def site(request):
+    return sim_site(request.param)
+
+
+@pytest.fixture(scope="module")
+def lumi():
+    return sim_site("lumi")
+
+
+async def test_a_job_runs_as_the_sites_user_on_the_sites_node_with_the_sites_home(site):
+    control = site.control()
+    await control.ping("alice")
+    assert await control.accounts("alice", SITE_USERS[site.name]["alice"]) == SITE_ACCOUNTS[site.name]["alice"]
+    home = site.home("alice")
+    script = ("#!/bin/bash\n#SBATCH --time=1\n#SBATCH --gres=gpu:1\n"
+              f"#SBATCH --output={home}/probe-%j.out\n"
+              "echo \"$(id -un) $(hostname) $HOME $SLURM_CLUSTER_NAME\"; find /opt/aifa-workbench /home -mindepth 1 2>/dev/null | grep -q . && echo HUBPATH; true\n")
+    job_id = await control.submit("alice", script)
+    for _ in range(60):
+        info = (await control.jobs([job_id], as_user="alice"))[job_id]
+        if not info.active:
+            break
+        await asyncio.sleep(0.5)
+    assert info.state in ("COMPLETED", "GONE"), info
+    output = await control.tail("alice", f"{home}/probe-{job_id}.out", 4096)
+    assert output.split() == [SITE_USERS[site.name]["alice"], SITE_NODES[site.name], home, site.name]
+
+
+async def test_argv_crosses_the_login_shell_intact_and_runs_nothing_else(lumi):
+    runner = lumi.runner()
+    nasty = ["a b", "it's", "$HOME", "; touch /tmp/aifa-pwned", "`id`", "tab\there", "new\nline", "*", ""]
+    result = await runner.run(["printf", "%s|", *nasty], as_user="alice")
+    assert result.ok and result.stdout == "|".join(nasty) + "|"
+    assert not os.path.exists("/tmp/aifa-pwned")
+    assert (await runner.run(["sh", "-c", "exit 3"], as_user="alice")).returncode == 3
+
+
+async def test_a_users_commands_share_one_connection_below_max_sessions(lumi):
+    runner = lumi.runner(max_channels=8)
+    results = await asyncio.gather(*(runner.run(["sleep", "0.2"], as_user="alice") for _ in range(40)))
+    assert all(r.ok for r in results)
+    assert runner.connection_for("alice").connects == 1     # 40 commands, one login (sshd MaxSessions 10)
+
+
+async def test_a_changed_host_key_is_refused_with_a_sentence(lumi):
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    runner = SshRunner("Simulated lumi", LoginNode(lumi.login.host, 22, (impostor,)), lumi.credential)
+    with pytest.raises(HostKeyMismatch) as refused:
+        await runner.run(["true"], as_user="alice")
+    assert "presented a host key that is not the one the workbench knows" in refused.value.sentence
+
+
+async def test_a_key_the_site_does_not_know_is_refused(lumi):
+    from aifa_workbench.sites.ssh import Credential
+
+    stranger = Credential("alicelum", asyncssh.generate_private_key("ssh-ed25519"))
+    runner = SshRunner("Simulated lumi", lumi.login, lambda user: stranger)
+    with pytest.raises(CredentialRefused):
+        await runner.run(["true"], as_user="alice")
+
+
+def sshd_sessions_of(site_user: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"^sshd: {site_user}"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+async def test_a_killed_connection_is_made_again_on_the_next_command(lumi):
+    runner = lumi.runner()
+    assert (await runner.run(["true"], as_user="bob")).ok
+    for pid in sshd_sessions_of("boblumi"):
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    try:
+        await runner.run(["true"], as_user="bob")      # may notice the loss itself
+    except SiteUnreachable:
+        pass
+    result = await runner.run(["echo", "back"], as_user="bob")
+    assert result.stdout == "back\n" and runner.connection_for("bob").connects == 2
+
+
+async def test_users_cannot_see_or_cancel_each_others_jobs(lumi):
+    control = lumi.control()
+    job_id = await control.submit("alice", "#!/bin/bash\n#SBATCH --time=2\n#SBATCH --output=/dev/null\nsleep 60\n")
+    try:
+        assert (await control.jobs([job_id], as_user="alice"))[job_id].active
+        assert (await control.jobs([job_id], as_user="bob"))[job_id].state == "GONE"   # PrivateData=jobs
+        with pytest.raises(SlurmRefused):
+            await control.cancel("bob", job_id)
+        assert (await control.jobs([job_id], as_user="alice"))[job_id].active
+    finally:
+        await control.cancel("alice", job_id)
+
+
+async def test_a_purged_job_is_gone(lumi):
+    control = lumi.control()
+    assert (await control.jobs(["987654"], as_user="alice"))["987654"].state == "GONE"
+
+
+async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi):
+    runner = lumi.runner(connect_timeout=3, max_backoff=1)
+    assert (await runner.run(["true"], as_user="alice")).ok
+    pidfile = SITES_ROOT / "lumi" / "run" / "sshd.pid"
+    os.kill(int(pidfile.read_text()), signal.SIGTERM)
+    for pid in sshd_sessions_of("alicelum"):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        with pytest.raises(SiteUnreachable) as down:
+            for _ in range(3):
+                await runner.run(["true"], as_user="alice")
+                await asyncio.sleep(0.3)
+        assert "cannot be reached right now" in down.value.sentence
+    finally:
+        subprocess.run([SIMSITE, "up", str(SITES_ROOT / "lumi")], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert (await runner.run(["true"], as_user="alice")).ok
+            break
+        except SiteUnreachable:
+            assert time.monotonic() < deadline, "the login node came back but the runner did not"
+            await asyncio.sleep(0.5)
