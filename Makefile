@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -62,3 +62,6 @@ labextension:            ## rebuild the walltime guard (JupyterLab extension) in
 
 bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 5 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_dask $(BENCH_ARGS)
+
+bench-ssh:               ## commands on a simulated site's login node: one persistent connection vs a new ssh each (needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_ssh $(BENCH_ARGS)

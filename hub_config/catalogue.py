@@ -67,17 +67,40 @@ DASK_PRESET_SCHEMA = {
     },
 }
 
+LOGIN_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["host", "host_keys"],
+    "properties": {
+        "host": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.-]*$"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        # The login node's public host keys, as OpenSSH prints them (ssh-keyscan, the site's
+        # published fingerprints): the hub logs in only to a node presenting one of them.
+        "host_keys": {"type": "array", "items": {
+            "type": "string", "pattern": r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+=*( [^\n]*)?$"}},
+    },
+}
+
+PATHS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        # {user} is the user's name on the site
+        "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{user\}[A-Za-z0-9_./-]*$"},
+        "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
+        "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
+    },
+}
+
 SITE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "title", "family", "login_host", "transport", "account_pattern", "account_example",
+    "required": ["name", "title", "family", "login", "transport", "account_pattern", "account_example",
                  "accounts_from", "reservations_allowed", "dask_interface", "gpu_label", "billing_unit",
                  "default_environment", "environments", "partitions"],
     "properties": {
         "name": {"type": "string", "pattern": SLUG},
         "title": {"type": "string", "minLength": 1},
         "family": {"enum": ["lumi", "jupiter", "lucia"]},
-        "login_host": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+$"},
+        "login": LOGIN_SCHEMA,
+        "paths": PATHS_SCHEMA,
         "transport": {"enum": ["local", "ssh"]},
         "account_pattern": {"type": "string", "pattern": r"^\^.*\$$"},
         "account_example": {"type": "string"},
@@ -145,6 +168,20 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class Login:
+    host: str
+    port: int = 22
+    host_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SitePaths:
+    home: str | None = None         # pattern with {user}; None: the hub host's passwd (local site)
+    runtime: str | None = None      # where install-runtime puts the job's software on the site
+    slurm_bin: str = "/usr/bin"
+
+
+@dataclass(frozen=True)
 class DaskPreset:
     """Dask workers of one shape: the same fields as a spawn request (validated the same way)."""
 
@@ -158,7 +195,7 @@ class Site:
     name: str
     title: str
     family: str
-    login_host: str
+    login: "Login"
     transport: str
     account_pattern: str
     account_example: str
@@ -172,7 +209,12 @@ class Site:
     partitions: dict[str, Partition]
     dask_presets: dict[str, DaskPreset] = field(default_factory=dict)
     dask_local_directory: str = "/tmp"   # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
+    paths: "SitePaths" = field(default_factory=lambda: SitePaths())
     path: str = ""
+
+    def home_of(self, site_user: str) -> str | None:
+        """The home of `site_user` on the site, or None where the site's passwd says (local)."""
+        return self.paths.home.replace("{user}", site_user) if self.paths.home else None
 
 
 def _error(path, error: jsonschema.ValidationError) -> CatalogueError:
@@ -238,8 +280,10 @@ def site_from_dict(data, path) -> Site:
                   for name, p in data["partitions"].items()}
     presets = {name: DaskPreset(name, p["title"], {k: v for k, v in p.items() if k != "title"})
                for name, p in data.get("dask_presets", {}).items()}
-    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions", "dask_presets")}
-    site = Site(**fields, environments=environments, partitions=partitions, dask_presets=presets, path=str(path))
+    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions", "dask_presets", "login", "paths")}
+    login = Login(data["login"]["host"], data["login"].get("port", 22), tuple(data["login"]["host_keys"]))
+    site = Site(**fields, login=login, paths=SitePaths(**data.get("paths", {})), environments=environments,
+                partitions=partitions, dask_presets=presets, path=str(path))
     _check_presets(site)
     return site
 

@@ -13,7 +13,8 @@ from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswor
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
-from aifa_workbench.sites.registry import site_control
+from aifa_workbench.hub_config.site_keys import SiteKeyStore
+from aifa_workbench.sites.registry import Identities, site_control, use_identities
 from aifa_workbench.spawners import job_callback, reconcile
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
@@ -23,6 +24,7 @@ try:
     settings = load_settings(settings_path)
     proxy_token = settings.secret("proxy-auth-token")
     admin_token = settings.secret("admin-api-token")
+    site_keys_secret = settings.secret("site-keys-secret")
     if settings.login == SHARED_SINGLE_PERSON:
         demo_password, admin_password = settings.secret("demo-password"), settings.secret("admin-password")
     else:
@@ -91,7 +93,9 @@ c.WorkbenchSlurmSpawner.slurm_bin = settings.slurm_bin
 c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
 c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
 c.WorkbenchSlurmSpawner.default_site = settings.default_site
-c.WorkbenchSlurmSpawner.user_accounts = settings.user_accounts or {}
+c.WorkbenchSlurmSpawner.site_users = settings.site_users or {}
+# Who each user is on each remote site, and the SSH key the hub holds for them there (encrypted).
+use_identities(Identities(settings.site_users or {}, SiteKeyStore(state / "site-keys", site_keys_secret)))
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
 # The sites whose workbench jobs the hub's own user can read (the local cluster): remote sites are

@@ -34,6 +34,9 @@ def read_passwords(directory: Path, usernames) -> dict[str, str]:
 _NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}$"}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 _ABS_PATH = {"type": "string", "pattern": r"^/[^\n]*$"}
+# A username on a site and a Slurm account there: plain tokens, nothing a shell or Slurm reads twice.
+_SITE_USER = {"type": "string", "pattern": r"^[a-z_][a-z0-9_.-]{0,31}$"}
+_ACCOUNT = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
 
 SCHEMA = {
     "type": "object",
@@ -64,11 +67,16 @@ SCHEMA = {
         "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
         "walltime_warnings_minutes": {"type": "array", "minItems": 1, "uniqueItems": True,
                                       "items": {"type": "integer", "minimum": 1, "maximum": 1440}},
-        "user_accounts": {
+        # Who each hub user is on each site: {hub user: {site: {username, accounts}}}.
+        "site_users": {
             "type": "object",
             "propertyNames": {"pattern": _NAME["pattern"]},
-            "additionalProperties": {"type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
-                                     "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+            "additionalProperties": {
+                "type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False, "required": ["username"],
+                    "properties": {"username": _SITE_USER,
+                                   "accounts": {"type": "array", "uniqueItems": True, "items": _ACCOUNT}}}},
         },
     },
 }
@@ -92,7 +100,7 @@ class Settings:
     sites: tuple[str, ...]
     default_site: str
     catalogue_dir: str | None = None
-    user_accounts: dict | None = None
+    site_users: dict | None = None
     slurm_bin: str = "/usr/bin"
     start_timeout: int = 300
     named_servers_per_user: int = 0
@@ -216,7 +224,7 @@ def load_settings(path) -> Settings:
         sites=tuple(data["sites"]),
         default_site=data["default_site"],
         catalogue_dir=data.get("catalogue_dir"),
-        user_accounts=data.get("user_accounts", {}),
+        site_users=data.get("site_users", {}),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),

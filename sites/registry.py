@@ -1,10 +1,68 @@
-"""One job control per enabled site, made once per hub process."""
+"""One job control per enabled site, made once per hub process, and who each hub user is there.
+
+Local sites run commands through sudo on this host. SSH sites log in to the site's login node as
+the user's own account there: the settings name it (site_users), the hub's key store holds the
+key (hub_config.site_keys)."""
 from __future__ import annotations
 
 from .commands import LocalRunner
 from .control import JobControl
+from .errors import CredentialRefused, HostKeyMismatch
+from .ssh import Credential, LoginNode, SshRunner
 
 _CONTROLS: dict[tuple, JobControl] = {}
+
+
+class NoSiteAccount(CredentialRefused):
+    def what(self) -> str:
+        return (f"The workbench does not know your account on {self.site_title}. Ask your workbench "
+                f"administrator to add your {self.site_title} username and projects to the settings.")
+
+
+class NoHostKey(HostKeyMismatch):
+    def what(self) -> str:
+        return (f"The workbench has no host key for {self.site_title}'s login node, so it does not log in "
+                "there. Tell your workbench administrator (the site catalogue's login.host_keys).")
+
+
+class Identities:
+    """site_users of the settings ({user: {site: {username, accounts}}}) and the key store."""
+
+    def __init__(self, site_users: dict, key_store):
+        self.site_users, self.key_store = site_users, key_store
+
+    def site_username(self, user: str, site: str) -> str | None:
+        return self.site_users.get(user, {}).get(site, {}).get("username")
+
+    def credential(self, user: str, site) -> Credential:
+        username = self.site_username(user, site.name)
+        if not username:
+            raise NoSiteAccount(site.title, f"no site_users.{user}.{site.name}.username")
+        return Credential(username, self.key_store.private_key(user, site.name))
+
+
+_IDENTITIES: Identities | None = None
+
+
+def use_identities(identities: Identities | None) -> None:
+    """Set once by the hub's configuration; SSH sites need it."""
+    global _IDENTITIES
+    _IDENTITIES = identities
+    _CONTROLS.clear()
+
+
+def _ssh_runner(site) -> SshRunner:
+    if not site.login.host_keys:
+        def refuse(user):
+            raise NoHostKey(site.title, f"{site.path}: login.host_keys is empty")
+        credential_of = refuse
+    elif _IDENTITIES is None:
+        def credential_of(user):
+            raise NoSiteAccount(site.title, "the hub has no site identities configured")
+    else:
+        def credential_of(user):
+            return _IDENTITIES.credential(user, site)
+    return SshRunner(site.title, LoginNode(site.login.host, site.login.port, site.login.host_keys), credential_of)
 
 
 def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> JobControl:
@@ -12,8 +70,10 @@ def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> Jo
     key = (site.name, site.transport, slurm_bin)
     control = _CONTROLS.get(key)
     if control is None:
-        if site.transport != "local":
-            raise NotImplementedError(f"no job control for transport {site.transport!r} yet")
-        control = JobControl(site.name, site.title, LocalRunner(), slurm_bin, timeout, shared_queries=True)
+        if site.transport == "local":
+            control = JobControl(site.name, site.title, LocalRunner(), slurm_bin, timeout, shared_queries=True)
+        else:
+            control = JobControl(site.name, site.title, _ssh_runner(site), site.paths.slurm_bin, timeout,
+                                 shared_queries=False)
         _CONTROLS[key] = control
     return control

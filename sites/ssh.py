@@ -22,6 +22,7 @@ from .commands import MAX_OUTPUT_BYTES, CommandResult, CommandTimeout, bounded, 
 from .errors import CredentialRefused, HostKeyMismatch, SiteUnreachable
 
 log = logging.getLogger(__name__)
+OPEN_RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, None)   # between tries of a session sshd would not open
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,31 @@ class SshConnection:
 
     async def run(self, argv, *, stdin: str | None = None, timeout: float = 30.0,
                   max_output_bytes: int = MAX_OUTPUT_BYTES) -> CommandResult:
+        """Run `argv` on the login node. A session sshd refused to open (it frees a closed one's
+        slot a moment after the close, so MaxSessions can be hit briefly) never started the
+        command, and is tried again after a pause."""
         command = shlex.join(argv)
-        async with self.channels:
-            conn = await self.connection()
-            try:
-                return await asyncio.wait_for(self._run_on(conn, command, argv, stdin, max_output_bytes), timeout)
-            except asyncio.TimeoutError:
-                raise CommandTimeout(argv, timeout) from None
-            except (asyncssh.Error, OSError) as error:   # the link broke: next command logs in again
-                self.drop()
-                raise SiteUnreachable(self.site_title, f"{argv[0]}: {type(error).__name__}: "
-                                                       f"{bounded(str(error), 200)}") from None
+        deadline = time.monotonic() + timeout
+        for pause in OPEN_RETRY_PAUSES:
+            async with self.channels:
+                conn = await self.connection()
+                try:
+                    result = await asyncio.wait_for(self._run_on(conn, command, argv, stdin, max_output_bytes),
+                                                    max(deadline - time.monotonic(), 0.1))
+                except asyncio.TimeoutError:
+                    raise CommandTimeout(argv, timeout) from None
+                except asyncssh.ChannelOpenError:
+                    result = None
+                except (asyncssh.Error, OSError) as error:   # the link broke: next command logs in again
+                    self.drop()
+                    raise SiteUnreachable(self.site_title, f"{argv[0]}: {type(error).__name__}: "
+                                                           f"{bounded(str(error), 200)}") from None
+            if result is not None:
+                return result
+            if pause is None or time.monotonic() + pause > deadline:
+                break
+            await asyncio.sleep(pause)
+        raise SiteUnreachable(self.site_title, f"{argv[0]}: the login node refused to open a session")
 
     @staticmethod
     async def _run_on(conn, command: str, argv, stdin, cap: int) -> CommandResult:
@@ -121,6 +136,8 @@ class SshConnection:
             (out, _), (err, _) = await asyncio.gather(read_capped(process.stdout, cap),
                                                       read_capped(process.stderr, cap))
             completed = await process.wait(check=False)
+        if completed.exit_status is None and completed.exit_signal is None and not out and not err:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "session closed before the command ran")
         status = completed.exit_status if completed.exit_status is not None else 255
         return CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"))
 

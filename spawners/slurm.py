@@ -104,8 +104,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     catalogue_dir = Unicode("", help="Directory of site files (*.yaml); empty: the bundled catalogue.").tag(config=True)
     enabled_sites = List(Unicode(), default_value=["local"], help="Sites users may start servers on.").tag(config=True)
     default_site = Unicode("local", help="Site used when a request names none.").tag(config=True)
-    user_accounts = Dict(
-        help="For sites whose accounts come from settings: {user: {site: [account, ...]}}.",
+    site_users = Dict(
+        help="Who each hub user is on each site: {user: {site: {'username': ..., 'accounts': [...]}}} "
+             "(the settings' site_users). Sites with accounts_from: settings take the accounts from here.",
     ).tag(config=True)
     venv_dir = Unicode(
         "/opt/aifa-workbench/venv",
@@ -194,7 +195,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 accounts[site.name] = await facts.user_accounts(name)
                 reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation)
             else:
-                accounts[site.name] = tuple(self.user_accounts.get(name, {}).get(site.name, ()))
+                accounts[site.name] = tuple(self.site_users.get(name, {}).get(site.name, {}).get("accounts", ()))
         return UserContext(accounts=accounts, reservations=reservations)
 
     async def _reservations(self, facts: SlurmFacts, accounts, wanted) -> tuple[str, ...]:

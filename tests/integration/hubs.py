@@ -100,7 +100,8 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     home = TEST_HUBS_DIR / f"{name}-{secrets.token_hex(3)}"
     (home / "secrets").mkdir(parents=True)
     values = {"proxy-auth-token": secrets.token_hex(32), "admin-api-token": secrets.token_hex(32),
-              "demo-password": secrets.token_urlsafe(9), "admin-password": secrets.token_urlsafe(24)}
+              "demo-password": secrets.token_urlsafe(9), "admin-password": secrets.token_urlsafe(24),
+              "site-keys-secret": secrets.token_hex(32)}
     for key, value in values.items():
         (home / "secrets" / key).write_text(value + "\n")
         _own(home / "secrets" / key, 0o400)

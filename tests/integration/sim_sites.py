@@ -62,8 +62,12 @@ class SimSite:
 
 
 def authorize(name: str, site_user: str, key: asyncssh.SSHKey) -> None:
-    public = key.export_public_key().decode()
-    subprocess.run([SIMSITE, "authorize", str(SITES_ROOT / name), site_user], input=public, text=True,
+    authorize_line(name, site_user, key.export_public_key().decode())
+
+
+def authorize_line(name: str, site_user: str, public_key: str) -> None:
+    """What the site's portal does with a public key a user gives it (aifa-simsite authorize)."""
+    subprocess.run([SIMSITE, "authorize", str(SITES_ROOT / name), site_user], input=public_key, text=True,
                    check=True, capture_output=True)
 
 

@@ -31,9 +31,9 @@ def test_editable_install_imports_from_the_checkout(tmp_path):
     python = env_dir / "bin" / "python"
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)],
                    check=True, capture_output=True)
-    code = ("import aifa_workbench.spawners.transport as r, importlib.util as u; print(r.__file__); "
+    code = ("import aifa_workbench.sites.commands as r, importlib.util as u; print(r.__file__); "
             "print(u.find_spec('spawners') is None)")
     out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     module_file, no_generic_name = out.split()
-    assert module_file == str(ROOT / "spawners" / "transport.py")
+    assert module_file == str(ROOT / "sites" / "commands.py")
     assert no_generic_name == "True"

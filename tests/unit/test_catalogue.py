@@ -20,6 +20,13 @@ def test_bundled_catalogue_loads_every_site():
     assert set(sites["local"].partitions) >= {"standard-g", "small-g", "dev-g", "booster", "gpu", "ia", "debug-gpu", "cpu"}
 
 
+def test_a_site_says_where_its_homes_runtime_and_slurm_are():
+    lumi = load_catalogue()["lumi"]
+    assert lumi.home_of("alicelum") == "/users/alicelum" and lumi.paths.runtime == "/appl/local/aifa-workbench"
+    assert lumi.login.host == "lumi.csc.fi" and lumi.login.port == 22
+    assert load_catalogue()["local"].home_of("alice") is None   # the hub host's passwd
+
+
 def test_local_partitions_mirror_the_sites_families():
     local = load_catalogue()["local"].partitions
     assert (local["small-g"].family, local["booster"].family, local["gpu"].family) == ("lumi", "jupiter", "lucia")
@@ -46,6 +53,10 @@ def mutated(change):
 
 
 @pytest.mark.parametrize("change, message", [
+    (lambda d: d["login"].update(host_keys=["ssh-ed25519 AAAA;rm -rf /"]), "login.host_keys.0: 'ssh-ed25519 AAAA;rm -rf /' does not match"),
+    (lambda d: d["login"].update(host="-oProxyCommand=x"), "login.host: '-oProxyCommand=x' does not match"),
+    (lambda d: d["paths"].update(home="/users/fixed"), "paths.home: '/users/fixed' does not match"),
+    (lambda d: d["paths"].update(runtime="/appl/$(id)"), "paths.runtime: '/appl/$(id)' does not match"),
     (lambda d: d.update(partitons={}), "(top level): Additional properties are not allowed ('partitons' was unexpected)."),
     (lambda d: d["partitions"]["small-g"].update(gpus_per_node="8"), "partitions.small-g.gpus_per_node: '8' is not of type 'integer'."),
     (lambda d: d["partitions"]["small-g"].update(max_hours=0), "partitions.small-g.max_hours: 0 is less than the minimum of 1."),

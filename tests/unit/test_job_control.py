@@ -88,3 +88,13 @@ async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not
     assert await facts.user_accounts("dora") == ("a", "b")
     assert len(runner.calls) == 2
     slurm_facts._ACCOUNTS_CACHE.clear()
+
+
+async def test_a_site_without_pinned_host_keys_is_not_logged_in_to():
+    from aifa_workbench.hub_config.catalogue import load_catalogue
+    from aifa_workbench.sites.registry import NoHostKey, site_control
+
+    lumi = load_catalogue()["lumi"]             # the bundled file pins no key yet
+    with pytest.raises(NoHostKey) as refused:
+        await site_control(lumi).ping("alice")
+    assert "has no host key for LUMI" in refused.value.sentence

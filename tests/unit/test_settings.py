@@ -8,7 +8,7 @@ GOOD = {
     "state_dir": "/var/lib/aifa-workbench", "secrets_dir": "/etc/aifa-workbench/secrets",
     "venv_dir": "/opt/aifa-workbench/venv", "demo_users": ["alice", "bob"], "admin_users": ["alice"],
     "sites": ["local", "lumi"], "default_site": "local",
-    "user_accounts": {"alice": {"lumi": ["project_465000123"]}},
+    "site_users": {"alice": {"lumi": {"username": "alicelum", "accounts": ["project_465000123"]}}},
 }
 
 
@@ -30,7 +30,12 @@ def test_good_settings_load(tmp_path):
     ({"bind_url": "ftp://x/"}, "bind_url: 'ftp://x/' does not match"),
     ({"extra": 1}, "(top level): Additional properties are not allowed ('extra' was unexpected)."),
     ({"default_site": "lucia"}, "default_site: 'lucia' is not one of the enabled sites (local, lumi)."),
-    ({"user_accounts": {"alice": {"lumi": "project_1"}}}, "user_accounts.alice.lumi: 'project_1' is not of type 'array'."),
+    ({"site_users": {"alice": {"lumi": {"username": "alice lum"}}}},
+     "site_users.alice.lumi.username: 'alice lum' does not match"),
+    ({"site_users": {"alice": {"lumi": {"username": "-oProxyCommand=x"}}}}, "site_users.alice.lumi.username:"),
+    ({"site_users": {"alice": {"lumi": {"username": "a", "accounts": ["p;id"]}}}},
+     "site_users.alice.lumi.accounts.0: 'p;id' does not match"),
+    ({"site_users": {"alice": {"lumi": {"accounts": ["p"]}}}}, "site_users.alice.lumi: 'username' is a required property."),
 ])
 def test_bad_settings_name_file_key_and_reason(tmp_path, change, message):
     path = write(tmp_path, {**GOOD, **change})
