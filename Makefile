@@ -32,7 +32,7 @@ cluster-status:
 cluster-down:
 	ansible/clusterctl.sh down
 
-sites:                   ## the three simulated sites (LUMI, JUPITER, Lucia), each in its own network namespace (idempotent)
+sites:                   ## install, plus the three simulated sites (LUMI, JUPITER, Lucia), each in its own network namespace, with the job runtime (idempotent)
 	ansible/bootstrap.sh
 	$(PLAYBOOK) -i inventory/sites.yml sites.yml
 
@@ -44,7 +44,6 @@ sites-down:
 
 test:                    ## everything the tests need, then the whole suite
 	ansible/bootstrap.sh --test
-	$(PLAYBOOK) site.yml
 	$(PLAYBOOK) -i inventory/sites.yml sites.yml
 	$(PYTEST) tests
 

@@ -86,6 +86,7 @@ PATHS_SCHEMA = {
         "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{user\}[A-Za-z0-9_./-]*$"},
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
+        "python": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},   # makes the runtime's venv
     },
 }
 
@@ -179,6 +180,7 @@ class SitePaths:
     home: str | None = None         # pattern with {user}; None: the hub host's passwd (local site)
     runtime: str | None = None      # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
+    python: str = "/usr/bin/python3"
 
 
 @dataclass(frozen=True)

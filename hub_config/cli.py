@@ -10,6 +10,8 @@
       runs configurable-http-proxy for the hub, on its own (as the hub's user)
   aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
       writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
+  aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
+      remote sites' keys and job runtime (see site_admin.py)
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import json
 import os
 import sys
 
-from aifa_workbench.hub_config import logwriter
+from aifa_workbench.hub_config import logwriter, site_admin
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
     log.add_argument("--backups", type=_at_least(0), default=logwriter.BACKUPS, help="keep FILE.1 ... FILE.K")
     log.add_argument("--max-line-bytes", type=_at_least(1), default=logwriter.MAX_LINE_BYTES, help="cut longer lines")
     log.set_defaults(run=_log_to)
+    site_admin.add_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -67,6 +67,9 @@ SCHEMA = {
         "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
         "walltime_warnings_minutes": {"type": "array", "minItems": 1, "uniqueItems": True,
                                       "items": {"type": "integer", "minimum": 1, "maximum": 1440}},
+        # The site account that owns each remote site's job runtime: {site: username}.
+        "runtime_owners": {"type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
+                           "additionalProperties": _SITE_USER},
         # Who each hub user is on each site: {hub user: {site: {username, accounts}}}.
         "site_users": {
             "type": "object",
@@ -101,6 +104,7 @@ class Settings:
     default_site: str
     catalogue_dir: str | None = None
     site_users: dict | None = None
+    runtime_owners: dict = field(default_factory=dict)
     slurm_bin: str = "/usr/bin"
     start_timeout: int = 300
     named_servers_per_user: int = 0
@@ -225,6 +229,7 @@ def load_settings(path) -> Settings:
         default_site=data["default_site"],
         catalogue_dir=data.get("catalogue_dir"),
         site_users=data.get("site_users", {}),
+        runtime_owners=data.get("runtime_owners", {}),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),

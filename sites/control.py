@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 SLURM_UNREACHABLE = re.compile(
     r"Unable to contact slurm controller|Socket timed out|Connection refused|"
-    r"Communication connection failure|Zero Bytes were transmitted|Slurm backup controller in standby",
+    r"Communication connection failure|Zero Bytes were transmitted|Slurm backup controller in standby|"
+    r"Problem talking to the database",
     re.IGNORECASE,
 )
 _SUDO_REFUSED = re.compile(r"a password is required|not allowed to execute|may not run|unknown user")

@@ -30,6 +30,7 @@ class Identities:
 
     def __init__(self, site_users: dict, key_store):
         self.site_users, self.key_store = site_users, key_store
+        self._credentials: dict[tuple[str, str], Credential] = {}   # keys decrypted once per process
 
     def site_username(self, user: str, site: str) -> str | None:
         return self.site_users.get(user, {}).get(site, {}).get("username")
@@ -38,7 +39,16 @@ class Identities:
         username = self.site_username(user, site.name)
         if not username:
             raise NoSiteAccount(site.title, f"no site_users.{user}.{site.name}.username")
-        return Credential(username, self.key_store.private_key(user, site.name))
+        credential = self._credentials.get((user, site.name))
+        if credential is None or credential.username != username:
+            try:
+                credential = Credential(username, self.key_store.private_key(user, site.name))
+            except (ValueError, OSError) as e:   # SiteKeyError is a RuntimeError: below
+                raise CredentialRefused(site.title, f"key of {user} for {site.name}: {e}") from None
+            except RuntimeError as e:
+                raise CredentialRefused(site.title, str(e), "Tell your workbench administrator.") from None
+            self._credentials[(user, site.name)] = credential
+        return credential
 
 
 _IDENTITIES: Identities | None = None
@@ -67,7 +77,7 @@ def _ssh_runner(site) -> SshRunner:
 
 def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> JobControl:
     """The job control of catalogue site `site` (a hub_config.catalogue.Site)."""
-    key = (site.name, site.transport, slurm_bin)
+    key = (site.name, site.transport, slurm_bin, timeout, site.login, site.paths)
     control = _CONTROLS.get(key)
     if control is None:
         if site.transport == "local":

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 OPEN_RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, None)   # between tries of a session sshd would not open
 
 
+class _NotOpened(Exception):
+    """sshd did not open the session or refused its exec request: the command did not run."""
+
+
 @dataclass(frozen=True)
 class Credential:
     """Who the hub user is on the site: their site username and the private key the hub holds."""
@@ -55,6 +59,7 @@ class SshConnection:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._backoff, self._retry_at = 0.0, 0.0
+        self._last_error: Exception | None = None
 
     def _known_hosts(self):
         return ([asyncssh.import_public_key(line) for line in self.login.host_keys], [], [])
@@ -64,15 +69,15 @@ class SshConnection:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             self._conn = None
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                raise SiteUnreachable(self.site_title, f"last login to {self.login.host} failed; next try in {wait:.1f} s")
+            if self._retry_at > time.monotonic() and self._last_error is not None:
+                raise self._last_error   # what the last login said, until the pause after it is over
             try:
                 self._conn = await self._connect()
             except Exception as error:
                 self._backoff = min(max(self._backoff * 2, 0.5), self.max_backoff)
                 self._retry_at = time.monotonic() + self._backoff
-                raise self._login_error(error) from None
+                self._last_error = self._login_error(error)
+                raise self._last_error from None
             self._backoff, self._retry_at = 0.0, 0.0
             self.connects += 1
             return self._conn
@@ -94,8 +99,9 @@ class SshConnection:
             return CredentialRefused(self.site_title, f"{where}: key refused")
         return SiteUnreachable(self.site_title, f"{where}: {type(error).__name__}: {bounded(str(error), 200)}")
 
-    def drop(self) -> None:
-        if self._conn is not None:
+    def drop(self, conn=None) -> None:
+        """Close the connection (or only `conn`, if it is still the current one)."""
+        if self._conn is not None and (conn is None or self._conn is conn):
             self._conn.close()
             self._conn = None
 
@@ -105,39 +111,41 @@ class SshConnection:
         slot a moment after the close, so MaxSessions can be hit briefly) never started the
         command, and is tried again after a pause."""
         command = shlex.join(argv)
-        deadline = time.monotonic() + timeout
         for pause in OPEN_RETRY_PAUSES:
-            async with self.channels:
+            async with self.channels:   # the timeout counts from here: waiting for a slot is not Slurm's
                 conn = await self.connection()
                 try:
-                    result = await asyncio.wait_for(self._run_on(conn, command, argv, stdin, max_output_bytes),
-                                                    max(deadline - time.monotonic(), 0.1))
+                    return await asyncio.wait_for(self._run_on(conn, command, argv, stdin, max_output_bytes), timeout)
                 except asyncio.TimeoutError:
                     raise CommandTimeout(argv, timeout) from None
-                except asyncssh.ChannelOpenError:
-                    result = None
-                except (asyncssh.Error, OSError) as error:   # the link broke: next command logs in again
-                    self.drop()
+                except _NotOpened:
+                    pass                 # the command never started: safe to try again, even sbatch
+                except (asyncssh.Error, OSError) as error:
+                    if conn.is_closed():
+                        self.drop(conn)  # the link broke: the next command logs in again
                     raise SiteUnreachable(self.site_title, f"{argv[0]}: {type(error).__name__}: "
                                                            f"{bounded(str(error), 200)}") from None
-            if result is not None:
-                return result
-            if pause is None or time.monotonic() + pause > deadline:
+            if pause is None:
                 break
             await asyncio.sleep(pause)
         raise SiteUnreachable(self.site_title, f"{argv[0]}: the login node refused to open a session")
 
     @staticmethod
     async def _run_on(conn, command: str, argv, stdin, cap: int) -> CommandResult:
-        async with conn.create_process(command, encoding=None) as process:
-            if stdin is not None:
-                process.stdin.write(stdin.encode())
-            process.stdin.write_eof()
+        try:
+            process = await conn.create_process(command, encoding=None)
+        except asyncssh.ChannelOpenError as refused:   # no session, or its exec request was refused
+            raise _NotOpened() from refused
+        async with process:
+            try:
+                if stdin is not None:
+                    process.stdin.write(stdin.encode())
+                process.stdin.write_eof()
+            except (BrokenPipeError, ConnectionResetError, asyncssh.BreakReceived):
+                pass   # the command ended without reading all of its input: its status says how
             (out, _), (err, _) = await asyncio.gather(read_capped(process.stdout, cap),
                                                       read_capped(process.stderr, cap))
             completed = await process.wait(check=False)
-        if completed.exit_status is None and completed.exit_signal is None and not out and not err:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "session closed before the command ran")
         status = completed.exit_status if completed.exit_status is not None else 255
         return CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"))
 

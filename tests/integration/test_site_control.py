@@ -165,3 +165,21 @@ async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_use
         assert "does not know your account on" in unknown.value.sentence
     finally:
         use_identities(None)
+
+
+def test_each_site_runs_the_job_runtime_of_this_hubs_code():
+    """make sites installed it (aifa-workbench install-runtime, over SSH as the runtime's owner)."""
+    for name in SITES:
+        result = subprocess.run(
+            ["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={SITES_ROOT}/workbench-sites.yaml",
+             "/opt/aifa-workbench/venv/bin/aifa-workbench", "check-runtime", name], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        found = in_site(name, ["runuser", "-u", SITE_USERS[name]["alice"], "--",
+                               f"{site_runtime(name)}/current/bin/jupyterhub-singleuser", "--version"])
+        assert found.stdout.strip() == "6.1.1", found.stderr
+
+
+def site_runtime(name: str) -> str:
+    from aifa_workbench.hub_config.catalogue import load_catalogue
+
+    return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime

@@ -82,7 +82,7 @@ async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not
     control, runner = scripted_control([(1, "", "sacctmgr: error: Problem talking to the database"),
                                         ok("a|a\na|b\n"), ok("x|x\n")])
     facts = slurm_facts.SlurmFacts(control, accounts_ttl=60)
-    with pytest.raises(SlurmRefused):    # Slurm answered with an error: said, not read as "no project"
+    with pytest.raises(SlurmNotAnswering):    # slurmdbd down: said, not read as "no project"
         await facts.user_accounts("dora")
     assert await facts.user_accounts("dora") == ("a", "b")
     assert await facts.user_accounts("dora") == ("a", "b")

@@ -189,7 +189,7 @@ async def test_poll_keeps_a_server_while_slurm_is_down_and_ends_it_when_the_job_
     assert await spawner.poll() is None
     fake.down = True
     spawner.monitor.hurry()
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: not spawner.monitor.slurm_ok)
     assert await spawner.poll() is None                       # never "gone" on an error
     fake.down = False
     del fake.states["55"]                                     # purged from Slurm

@@ -14,7 +14,15 @@ DIR=${2:?usage: simsite.sh up|status|down SITE_DIR}
 HOST_IP=10.77.$INDEX.1
 SITE_IP=10.77.$INDEX.2
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A PID file is trusted only if its process lives in this site's network namespace (a PID
+# reused after a reboot, or one a daemon's user wrote, names no process of the site).
+alive() {
+  local pid
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null && [ "$(ip netns identify "$pid" 2>/dev/null)" = "$NS" ]
+}
 in_site() { ip netns exec "$NS" "$@"; }
 
 network_up() {
@@ -86,9 +94,9 @@ down() {
   for d in sshd slurmd slurmctld; do
     pf=$DIR/run/$d.pid
     alive "$pf" || continue
-    pid=$(cat "$pf"); kill "$pid"
+    pid=$(cat "$pf"); kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    kill -9 "$pid" 2>/dev/null || true
   done
   # jobs' processes (slurmstepd and what it started) live in the namespace too
   if ip netns list | grep -qw "$NS"; then
@@ -102,14 +110,18 @@ down() {
 
 authorize() {
   local user=${1:?site user} line uid home
-  line=$(head -c 16384 | head -n 1)
-  ssh-keygen -l -f - <<<"$line" >/dev/null || { echo "$NAME: not an OpenSSH public key" >&2; return 2; }
+  # a bare key (type, base64, comment): no authorized_keys options such as command= or environment=
+  line=$(head -c 16384 | head -n 1 | tr -d '\r')
+  [[ "$line" =~ ^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa)\ [A-Za-z0-9+/]+=*(\ [A-Za-z0-9@:._+-]*)?$ ]] &&
+    ssh-keygen -l -f - <<<"$line" >/dev/null || { echo "$NAME: not a bare OpenSSH public key" >&2; return 2; }
   uid=$(awk -F: -v u="$user" '$1 == u { print $3 }' "/etc/netns/$NS/passwd")
-  [ -n "$uid" ] || { echo "$NAME: no user $user on this site" >&2; return 2; }
+  # site users only (uid 20000 and up), never the host's system accounts copied into the site
+  [ -n "$uid" ] && [ "$uid" -ge 20000 ] || { echo "$NAME: no site user $user on this site" >&2; return 2; }
   home=${HOME_PATTERN//\{user\}/$user}
   # as the user (runuser in the site): a home the user owns is never written through by root
   in_site runuser -u "$user" -- sh -c 'umask 077; mkdir -p "$1/.ssh"; f="$1/.ssh/authorized_keys";
-    touch "$f"; grep -qxF "$2" "$f" || printf "%s\n" "$2" >> "$f"' sh "$home" "$line"
+    touch "$f"; [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ] && echo >> "$f"
+    grep -qxF "$2" "$f" || printf "%s\n" "$2" >> "$f"' sh "$home" "$line"
   echo "$NAME: key authorized for $user"
 }
 

@@ -1,0 +1,110 @@
+"""Admin commands for remote sites, run as the hub's user (they read its secrets and key store):
+
+  aifa-workbench user-key USER SITE        the public key the hub holds for USER on SITE
+  aifa-workbench runtime-key SITE          the public key of the site account that owns the runtime
+  aifa-workbench install-runtime SITE      install the job runtime on SITE (over SSH, as that account)
+  aifa-workbench check-runtime SITE        say whether SITE runs the runtime of this hub's code
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.hub_config.site_keys import SiteKeyStore
+from aifa_workbench.sites import runtime
+from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
+
+WHEELHOUSE = Path("/opt/aifa-workbench/wheelhouse")
+RUNTIME_KEY_USER = "runtime"   # the key store entry of the runtime owner (an admin key store of its own)
+
+
+def _settings(args):
+    return load_settings(args.settings or os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+
+
+def _site(settings, name: str):
+    sites = load_catalogue(settings.catalogue_dir, None)
+    if name not in sites or sites[name].transport != "ssh":
+        raise SettingsError(f"{name!r} is not a remote site of the catalogue ({', '.join(sorted(sites))})")
+    return sites[name]
+
+
+def _admin_keys(settings) -> SiteKeyStore:
+    return SiteKeyStore(settings.state_dir / "admin-keys", settings.secret("site-keys-secret"))
+
+
+def _owner_runner(settings, site) -> tuple[SshRunner, str]:
+    owner = settings.runtime_owners.get(site.name)
+    if not owner:
+        raise SettingsError(f"{settings.path}: runtime_owners: no site account owns the runtime of {site.name}")
+    credential = Credential(owner, _admin_keys(settings).private_key(RUNTIME_KEY_USER, site.name))
+    login = LoginNode(site.login.host, site.login.port, site.login.host_keys)
+    return SshRunner(site.title, login, lambda _user: credential), owner
+
+
+def user_key(args) -> int:
+    settings = _settings(args)
+    site = _site(settings, args.site)
+    print(SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")).public_key(args.user, site.name))
+    return 0
+
+
+def runtime_key(args) -> int:
+    settings = _settings(args)
+    print(_admin_keys(settings).public_key(RUNTIME_KEY_USER, _site(settings, args.site).name))
+    return 0
+
+
+def install(args) -> int:
+    settings = _settings(args)
+    site = _site(settings, args.site)
+    runner, owner = _owner_runner(settings, site)
+
+    async def go():
+        try:
+            return await runtime.install_runtime(runner, owner, site.title, site.paths.runtime, Path(args.wheelhouse),
+                                                 site.paths.python)
+        finally:
+            runner.close()
+    try:
+        ident = asyncio.run(go())
+    except SiteError as e:
+        print(f"aifa-workbench: {e.sentence} ({e.detail})")
+        return 1
+    print(f"{site.title}: runtime {ident} installed in {site.paths.runtime}")
+    return 0
+
+
+def check(args) -> int:
+    settings = _settings(args)
+    site = _site(settings, args.site)
+    runner, owner = _owner_runner(settings, site)
+    wanted = runtime.runtime_id(Path(args.wheelhouse))
+
+    async def go():
+        try:
+            return await runtime.installed_runtime(runner, owner, site.paths.runtime)
+        finally:
+            runner.close()
+    found = asyncio.run(go())
+    print(f"{site.title}: runtime {found or 'none'} installed, this hub's is {wanted}")
+    return 0 if found == wanted else 1
+
+
+def add_commands(sub) -> None:
+    for name, run, helptext, needs_user in (
+            ("user-key", user_key, "print the public key the hub holds for a user on a site", True),
+            ("runtime-key", runtime_key, "print the public key of the site account owning the runtime", False),
+            ("install-runtime", install, "install the job runtime on a site over SSH", False),
+            ("check-runtime", check, "say whether a site runs this hub's job runtime", False)):
+        command = sub.add_parser(name, help=helptext)
+        if needs_user:
+            command.add_argument("user")
+        command.add_argument("site")
+        command.add_argument("--settings")
+        command.add_argument("--wheelhouse", default=str(WHEELHOUSE))
+        command.set_defaults(run=run)
