@@ -90,6 +90,16 @@ PATHS_SCHEMA = {
     },
 }
 
+REACH_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["mode", "hub_url"],
+    "properties": {
+        # direct: the hub routes to the compute node's address, and the job calls the hub at
+        # hub_url ({hub_port}: the hub's API port). forward / reverse: tunnels (next issue).
+        "mode": {"enum": ["direct"]},
+        "hub_url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9.-]+(:([0-9]{1,5}|\{hub_port\}))?$"},
+    },
+}
+
 SITE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -102,6 +112,7 @@ SITE_SCHEMA = {
         "family": {"enum": ["lumi", "jupiter", "lucia"]},
         "login": LOGIN_SCHEMA,
         "paths": PATHS_SCHEMA,
+        "reach": REACH_SCHEMA,
         "transport": {"enum": ["local", "ssh"]},
         "account_pattern": {"type": "string", "pattern": r"^\^.*\$$"},
         "account_example": {"type": "string"},
@@ -184,6 +195,15 @@ class SitePaths:
 
 
 @dataclass(frozen=True)
+class Reach:
+    mode: str
+    hub_url: str        # how the job reaches the hub, {hub_port} filled in by the hub
+
+    def hub_base(self, hub_port: int) -> str:
+        return self.hub_url.replace("{hub_port}", str(hub_port)).rstrip("/")
+
+
+@dataclass(frozen=True)
 class DaskPreset:
     """Dask workers of one shape: the same fields as a spawn request (validated the same way)."""
 
@@ -212,6 +232,7 @@ class Site:
     dask_presets: dict[str, DaskPreset] = field(default_factory=dict)
     dask_local_directory: str = "/tmp"   # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
     paths: "SitePaths" = field(default_factory=lambda: SitePaths())
+    reach: "Reach | None" = None    # how the hub and the job reach each other (remote sites)
     path: str = ""
 
     def home_of(self, site_user: str) -> str | None:
@@ -282,9 +303,11 @@ def site_from_dict(data, path) -> Site:
                   for name, p in data["partitions"].items()}
     presets = {name: DaskPreset(name, p["title"], {k: v for k, v in p.items() if k != "title"})
                for name, p in data.get("dask_presets", {}).items()}
-    fields = {k: v for k, v in data.items() if k not in ("environments", "partitions", "dask_presets", "login", "paths")}
+    fields = {k: v for k, v in data.items()
+              if k not in ("environments", "partitions", "dask_presets", "login", "paths", "reach")}
     login = Login(data["login"]["host"], data["login"].get("port", 22), tuple(data["login"]["host_keys"]))
-    site = Site(**fields, login=login, paths=SitePaths(**data.get("paths", {})), environments=environments,
+    reach = Reach(**data["reach"]) if "reach" in data else None
+    site = Site(**fields, login=login, paths=SitePaths(**data.get("paths", {})), reach=reach, environments=environments,
                 partitions=partitions, dask_presets=presets, path=str(path))
     _check_presets(site)
     return site

@@ -46,12 +46,15 @@ c.JupyterHub.subdomain_host = settings.public_host
 c.JupyterHub.subdomain_hook = user_host_hook(settings.user_domain)
 # ...and the hub's own pages on the hub's host only (the proxy hands the hub every host's
 # unrouted requests); jobs and the proxy reach it on its internal address.
+# Jobs of remote sites call the hub at their catalogue's reach.hub_url.
+site_hub_hosts = {urlsplit(site.reach.hub_base(settings.hub_port)).netloc for site in sites.values() if site.reach}
 confine_hub_pages(settings.public_host, urlsplit(settings.bind_url).path + "hub/",
-                  {f"127.0.0.1:{settings.hub_port}", f"localhost:{settings.hub_port}"})
+                  {f"127.0.0.1:{settings.hub_port}", f"localhost:{settings.hub_port}", *site_hub_hosts})
 cap_request_bodies(settings.max_request_bytes)
 if settings.https:   # cookies only over TLS; __Host- cookies cannot be set by another subdomain
     c.JupyterHub.cookie_host_prefix_enabled = True
-c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings.hub_port}"
+c.JupyterHub.hub_bind_url = f"http://{settings.hub_bind_address}:{settings.hub_port}"
+c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{settings.hub_port}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
 c.ConfigurableHTTPProxy.auth_token = proxy_token
 # The proxy runs on its own (`aifa-workbench run-proxy`, started by aifa-hubctl): a hub restart
@@ -94,6 +97,7 @@ c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
 c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
 c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.site_users = settings.site_users or {}
+c.WorkbenchSlurmSpawner.hub_port = settings.hub_port
 # Who each user is on each remote site, and the SSH key the hub holds for them there (encrypted).
 use_identities(Identities(settings.site_users or {}, SiteKeyStore(state / "site-keys", site_keys_secret)))
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)

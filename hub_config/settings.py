@@ -53,6 +53,9 @@ SCHEMA = {
         "hub_id": {"type": "string", "pattern": r"^[a-z0-9]{1,12}$"},
         "tls_key_file": _ABS_PATH,
         "hub_port": _PORT,
+        # where the hub's API listens: the loopback, or all addresses when jobs of a remote site
+        # call it directly (the site catalogue's reach.hub_url)
+        "hub_bind_address": {"enum": ["127.0.0.1", "0.0.0.0"]},
         "proxy_api_port": _PORT,
         "state_dir": _ABS_PATH,
         "secrets_dir": _ABS_PATH,
@@ -116,6 +119,7 @@ class Settings:
     tls_key_file: str | None = None
     max_request_bytes: int = 65536
     hub_id: str = "hub"
+    hub_bind_address: str = "127.0.0.1"
 
     @property
     def https(self) -> bool:
@@ -230,6 +234,7 @@ def load_settings(path) -> Settings:
         catalogue_dir=data.get("catalogue_dir"),
         site_users=data.get("site_users", {}),
         runtime_owners=data.get("runtime_owners", {}),
+        hub_bind_address=data.get("hub_bind_address", "127.0.0.1"),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),

@@ -76,17 +76,31 @@ class JobControl:
         return result.stdout
 
     # --- a user's jobs --------------------------------------------------------------------------
-    async def submit(self, user: str, script: str, env: dict | None = None) -> str:
-        """Submit `script` (sent on stdin) as `user`; the job id. `env`: the job's JUPYTERHUB_*
-        variables, which the runner delivers without a command line (see the runners)."""
+    async def submit(self, user: str, script: str, env: dict | None = None,
+                     env_file: tuple[str, str] | None = None) -> str:
+        """Submit `script` (sent on stdin) as `user`; the job id. The job's JUPYTERHUB_* variables
+        never go on a command line: `env` is sbatch's environment (local sites, through sudo), or
+        `env_file` = (path, content) is written for the user only before sbatch (remote sites,
+        whose script reads and deletes it)."""
+        if env_file is not None:
+            await self._write_private(user, *env_file)
+            env = None
         result = await self._run(cli.sbatch_argv(self.slurm_bin), as_user=user, stdin=script, env=env)
         if not result.ok:
+            if env_file is not None:
+                await self._run(["rm", "-f", env_file[0]], as_user=user)
             raise self._failure(result, user, action="to start your server")
         job_id = cli.parse_job_id(result.stdout)
         if job_id is None:
             raise SlurmRefused(self.site_title, f"sbatch answered {bounded(result.stdout, 120)!r}, not a job id",
                                action="to start your server")
         return job_id
+
+    async def _write_private(self, user: str, path: str, content: str) -> None:
+        try:
+            await self.runner.write_private(user, path, content)
+        except OSError as e:
+            raise SlurmRefused(self.site_title, f"cannot write {path}: {e}", action="to start your server") from None
 
     async def jobs(self, job_ids, as_user: str | None = None) -> dict[str, cli.JobInfo]:
         """The state of each job asked for; GONE for a job Slurm no longer knows."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 import shlex
 import time
 from dataclasses import dataclass
@@ -173,6 +174,22 @@ class SshRunner:
         if env:
             raise ValueError("environment variables do not cross SSH (sshd drops them); send them in a file")
         return await self.connection_for(as_user).run(argv, stdin=stdin, timeout=timeout)
+
+    async def write_private(self, as_user: str, path: str, content: str) -> None:
+        """Write a new file only the user can read (0600, in a 0700 directory), over SFTP."""
+        connection = self.connection_for(as_user)
+        conn = await connection.connection()
+        try:
+            async with conn.start_sftp_client() as sftp:
+                directory = posixpath.dirname(path)
+                if not await sftp.exists(directory):
+                    await sftp.mkdir(directory, asyncssh.SFTPAttrs(permissions=0o700))
+                async with sftp.open(path, "xb", asyncssh.SFTPAttrs(permissions=0o600)) as remote:
+                    await remote.write(content.encode())
+        except (asyncssh.SFTPError, asyncssh.Error, OSError) as error:
+            if conn.is_closed():
+                connection.drop(conn)
+            raise OSError(f"{type(error).__name__}: {bounded(str(error), 200)}") from None
 
     def close(self) -> None:
         for connection in self.connections.values():

@@ -44,6 +44,9 @@ class ScriptContext:
     catalogue_dir: str = ""
     slurm_bin: str = "/usr/bin"
     hub_id: str = "hub"
+    # Remote sites: the job's JUPYTERHUB_* variables are in this file (0600, written by the hub
+    # over SFTP), which the script reads and deletes; nothing crosses on sbatch's environment.
+    env_file: str | None = None
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -81,6 +84,14 @@ def _environment() -> jinja2.Environment:
 _ENV = _environment()
 
 
+def render_env_file(env: dict) -> str:
+    """The job's variables as shell assignments, each value quoted (it may hold anything)."""
+    bad_names = [n for n in env if not _ENV_NAME.fullmatch(n)]
+    if bad_names:
+        raise ScriptError(f"refusing to export environment names {bad_names!r}")
+    return "".join(f"export {name}={shlex.quote(str(value))}\n" for name, value in sorted(env.items()))
+
+
 def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> str:
     bad_names = [n for n in ctx.export_names if not _ENV_NAME.fullmatch(n)]
     if bad_names:
@@ -101,6 +112,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         warn_minutes=[int(m) for m in ctx.warn_minutes],
         catalogue_dir=ctx.catalogue_dir,
         slurm_bin=ctx.slurm_bin,
+        env_file=ctx.env_file,
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

@@ -14,6 +14,8 @@ import asyncio
 import functools
 import pwd
 import re
+import secrets
+from pathlib import Path
 
 from batchspawner import SlurmSpawner
 from jinja2 import Environment, FunctionLoader, StrictUndefined
@@ -25,6 +27,7 @@ from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites import reach, runtime
 from aifa_workbench.sites.registry import site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
@@ -33,7 +36,7 @@ from .queue_monitor import QueueMonitor
 from .request import RequestError, UserContext, parse_job_request, shown
 from .server_identity import own_server_identity
 from .server_token import is_record, limit_token, revoke_token
-from .script import ScriptContext, render_batch_script, server_launch_argv, template_source
+from .script import ScriptContext, render_batch_script, render_env_file, server_launch_argv, template_source
 from .slurm_facts import SlurmFacts
 
 _FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
@@ -134,6 +137,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     "or one line of megabytes: only this much is ever read).",
     ).tag(config=True)
     log_tail_line_chars = Integer(300, help="Characters shown of each of those lines.").tag(config=True)
+    hub_port = Integer(8081, help="The hub's API port, for the sites' reach.hub_url ({hub_port}).").tag(config=True)
+    runtime_wheelhouse = Unicode(
+        "/opt/aifa-workbench/wheelhouse",
+        help="The job runtime this hub's code needs on remote sites (its id is checked before a spawn).",
+    ).tag(config=True)
     hub_id = Unicode(
         "hub", help="This hub's id in its job names (aifa-wb-<hub id>-<user>): two hubs on one cluster "
                     "then never take each other's jobs for orphans. Lowercase letters and digits, at most 12.",
@@ -221,10 +229,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self.log.warning("Spawn request of %s not checked: %s", self.user.name, e.detail or e)
             raise user_error(e.sentence) from None
         site = self.sites[request.site]
-        if site.transport != "local":
+        if site.transport != "local" and site.reach is None:
             self.forget_user_options()
-            raise user_error(f"Servers on {site.title} cannot be started from this hub yet: it reaches only "
-                             "its local cluster. Choose a profile of the local cluster.")
+            raise user_error(f"Servers on {site.title} cannot be started from this hub: the site catalogue "
+                             "does not say how the hub reaches it. Choose another site.")
         self.job_request = request
 
     def forget_user_options(self) -> None:
@@ -260,34 +268,74 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     async def run_command(self, cmd, input=None, env=None):
         raise NotImplementedError("shell command strings are not used; see aifa_workbench.sites.control")
 
+    @property
+    def remote(self) -> bool:
+        return self.sites[self.site_name].transport != "local"
+
+    def site_username(self) -> str:
+        """The user's name on the job's site (the settings' site_users; the hub's on the local one)."""
+        if not self.remote:
+            return self.user.name
+        return self.site_users.get(self.user.name, {}).get(self.site_name, {}).get("username") or self.user.name
+
     def user_home(self) -> str:
         """The user's home on the job's site (where the job writes its output)."""
-        return pwd.getpwnam(self.user.name).pw_dir
+        home = self.sites[self.site_name].home_of(self.site_username())
+        return home or pwd.getpwnam(self.user.name).pw_dir
 
-    def batch_script(self, env: dict) -> str:
-        username = self.user.name
+    def get_env(self):
+        """Jobs of a remote site call the hub at the address their catalogue says (reach.hub_url)."""
+        env = super().get_env()
+        site = self.sites[self.site_name]
+        if site.reach is None:
+            return env
+        local_base = self.hub.api_url.split("/hub/api")[0]
+        site_base = site.reach.hub_base(self.hub_port)
+        return {name: value.replace(local_base, site_base, 1) if name.startswith("JUPYTERHUB_") and
+                isinstance(value, str) and value.startswith(local_base) else value for name, value in env.items()}
+
+    def batch_script(self, env: dict, env_file: str | None = None) -> str:
+        site = self.sites[self.job_request.site]
+        venv_bin = f"{site.paths.runtime}/current/bin" if self.remote else f"{self.venv_dir}/bin"
         ctx = ScriptContext(
-            username=username,
+            username=self.site_username(),
             home=self.user_home(),
-            venv_bin=f"{self.venv_dir}/bin",
-            launch_argv=server_launch_argv(f"{self.venv_dir}/bin", *self.get_args()),
+            venv_bin=venv_bin,
+            launch_argv=server_launch_argv(venv_bin, *self.get_args()),
             export_names=export_names(env),
             warn_minutes=tuple(self.walltime_warnings_minutes),
-            catalogue_dir=self.catalogue_dir,
-            slurm_bin=self.slurm_bin,
+            catalogue_dir="" if self.remote else self.catalogue_dir,   # the runtime's own copy there
+            slurm_bin=site.paths.slurm_bin if self.remote else self.slurm_bin,
             hub_id=self.hub_id,
+            env_file=env_file,
         )
-        return render_batch_script(self.job_request, self.sites[self.job_request.site], ctx)
+        return render_batch_script(self.job_request, site, ctx)
+
+    async def _check_runtime(self) -> None:
+        """A remote site must run the job runtime of this hub's code."""
+        site = self.sites[self.site_name]
+        wanted = runtime.runtime_id(Path(self.runtime_wheelhouse))
+        found = await runtime.installed_runtime(self.control.runner, self.user.name, site.paths.runtime)
+        if found != wanted:
+            self.log.error("Runtime on %s: %s, this hub's: %s", site.name, found, wanted)
+            raise SpawnError(f"The workbench's software on {site.title} is {'outdated' if found else 'missing'}, "
+                             "so your server was not started. Your workbench administrator fixes it with "
+                             f"`aifa-workbench install-runtime {site.name}`; try again after that.")
 
     async def submit_batch_script(self):
         if self.job_request is None:
             await self.apply_job_request(self.user_options or {})
         username = self.user.name
         env = self.get_env()
-        script = self.batch_script(env)
-        self.log.debug("Batch script for %s:\n%s", username, script)
+        env_file = None
         try:
-            job_id = await self.control.submit(username, script, env)
+            if self.remote:
+                await self._check_runtime()
+                path = f"{self.user_home()}/.aifa-workbench/job-env-{secrets.token_hex(8)}"
+                env_file = (path, render_env_file({n: env[n] for n in export_names(env)}))
+            script = self.batch_script(env, env_file[0] if env_file else None)
+            self.log.debug("Batch script for %s:\n%s", username, script)
+            job_id = await self.control.submit(username, script, env, env_file=env_file)
         except SiteError as e:
             self.log.error("sbatch for %s on %s failed: %s", username, self.job_request.site, e.detail or e)
             raise SpawnError(e.sentence) from None
@@ -373,12 +421,20 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     ip, port = info.node, self.port
                     break
                 await self._wait_for_news(info, timeout=5)
+            if self.remote:
+                ip = await self._node_address(ip)
             await self._check_server_is_own(ip, port)
         finally:
             monitor.started(job_id)
         self.ip, self.port = ip, port   # exactly the address checked
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, ip, port)
         return ip, port
+
+    async def _node_address(self, node: str) -> str:
+        try:
+            return await reach.node_address(self.control, self.user.name, node)
+        except SiteError as e:
+            raise SpawnError(e.sentence) from None
 
     async def _check_server_is_own(self, ip: str, port: int) -> None:
         """Before the route is added: the server at the reported address must be this user's,

@@ -35,7 +35,7 @@ class FakeJobControl:
     async def reservations_listing(self, as_user=None):
         return ""
 
-    async def submit(self, user, script, env=None):
+    async def submit(self, user, script, env=None, env_file=None):
         self.calls["submit"] += 1
         if self.down:
             raise SlurmNotAnswering(self.site_title, "sbatch: connect failure")

@@ -29,9 +29,9 @@ network_up() {
   ip netns list | grep -qw "$NS" || ip netns add "$NS"
   if ! ip link show "$NS" >/dev/null 2>&1; then
     ip link add "$NS" type veth peer name eth0 netns "$NS"
-    ip addr add "$HOST_IP/24" dev "$NS"
-    ip link set "$NS" up
   fi
+  ip addr show dev "$NS" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$NS"
+  ip link set "$NS" up
   in_site ip link set lo up
   in_site ip addr show eth0 | grep -q "$SITE_IP/" || in_site ip addr add "$SITE_IP/24" dev eth0
   in_site ip link set eth0 up
@@ -46,6 +46,7 @@ start_as() {
     set -e
     hostname "$0"
     for p in $HIDDEN_PATHS; do [ -d "$p" ] && mount -t tmpfs -o mode=0755,size=1m hidden "$p"; done
+    mount --bind "$SITE_DIR/usr-local-bin" /usr/local/bin   # the site'"'"'s own tools (its `module`)
     mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
     mkdir -p /sys/fs/cgroup/systemd
     mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
@@ -62,7 +63,7 @@ node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)';
 
 up() {
   network_up
-  export HIDDEN_PATHS
+  export HIDDEN_PATHS SITE_DIR=$DIR
   alive "$DIR/run/slurmctld.pid" || start_as "$CONTROLLER" /usr/sbin/slurmctld
   wait_for 30 "slurmctld answering" sh -c "ip netns exec '$NS' scontrol ping | grep -q UP"
   alive "$DIR/run/slurmd.pid" || start_as "$NODE" /usr/sbin/slurmd -N "$NODE"
@@ -102,9 +103,14 @@ down() {
   if ip netns list | grep -qw "$NS"; then
     pids=$(ip netns pids "$NS" 2>/dev/null || true)
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    for _ in $(seq 50); do [ -z "$(ip netns pids "$NS" 2>/dev/null)" ] && break; sleep 0.1; done
+    pids=$(ip netns pids "$NS" 2>/dev/null || true)
+    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
     ip netns del "$NS"
   fi
-  ip link show "$NS" >/dev/null 2>&1 && ip link del "$NS" || true
+  ip link show "$NS" >/dev/null 2>&1 && ip link del "$NS" 2>/dev/null || true
+  # the kernel removes a deleted namespace's links a moment later: wait, so that `up` starts clean
+  for _ in $(seq 100); do ip link show "$NS" >/dev/null 2>&1 || break; sleep 0.1; done
   echo "$NAME: down"
 }
 
