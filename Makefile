@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh
+.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -64,3 +64,6 @@ bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep thr
 
 bench-ssh:               ## commands on a simulated site's login node: one persistent connection vs a new ssh each (needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_ssh $(BENCH_ARGS)
+
+bench-remote:            ## one spawn on a simulated site against the local cluster, same hub, alternating (needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_remote $(BENCH_ARGS)

@@ -22,6 +22,8 @@ BILLING_SCHEMA = {
          "properties": {"kind": {"const": "node_hours"}, "per_node_hour": {"type": "number", "exclusiveMinimum": 0}}},
         {"type": "object", "additionalProperties": False, "required": ["kind", "factor"],
          "properties": {"kind": {"enum": ["gpu_hours", "core_hours"]}, "factor": {"type": "number", "exclusiveMinimum": 0}}},
+        {"type": "object", "additionalProperties": False, "required": ["kind", "weight"],
+         "properties": {"kind": {"const": "lucia_bu"}, "weight": {"type": "number", "exclusiveMinimum": 0}}},
         {"type": "object", "additionalProperties": False,
          "required": ["kind", "factor", "cores_per_unit", "memory_gb_per_unit"],
          "properties": {"kind": {"const": "lumi_shared"}, "factor": {"type": "number", "exclusiveMinimum": 0},
@@ -87,6 +89,8 @@ PATHS_SCHEMA = {
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "python": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},   # makes the runtime's venv
+        # the project's scratch ({account}: the job's account): PyTorch's and Hugging Face's caches
+        "scratch": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
     },
 }
 
@@ -112,6 +116,8 @@ SITE_SCHEMA = {
         "family": {"enum": ["lumi", "jupiter", "lucia"]},
         "login": LOGIN_SCHEMA,
         "paths": PATHS_SCHEMA,
+        "key_instructions": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "key_from_clause": {"type": "boolean"},
         "reach": REACH_SCHEMA,
         "transport": {"enum": ["local", "ssh"]},
         "account_pattern": {"type": "string", "pattern": r"^\^.*\$$"},
@@ -123,7 +129,7 @@ SITE_SCHEMA = {
         "dask_presets": {"type": "object", "propertyNames": {"pattern": SLUG},
                          "additionalProperties": DASK_PRESET_SCHEMA},
         "gpu_label": {"type": "string", "pattern": r"^[A-Za-z]+$"},
-        "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours"]},
+        "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours", "billing-unit hours"]},
         "default_environment": {"type": "string", "pattern": SLUG},
         "environments": {
             "type": "array", "minItems": 1,
@@ -192,6 +198,7 @@ class SitePaths:
     runtime: str | None = None      # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
     python: str = "/usr/bin/python3"
+    scratch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,8 @@ class Site:
     dask_local_directory: str = "/tmp"   # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
     paths: "SitePaths" = field(default_factory=lambda: SitePaths())
     reach: "Reach | None" = None    # how the hub and the job reach each other (remote sites)
+    key_instructions: str = "Give this public key to the site as its documentation says."
+    key_from_clause: bool = False   # the site wants from="<the hub's addresses>" before the key
     path: str = ""
 
     def home_of(self, site_user: str) -> str | None:
@@ -358,5 +367,10 @@ def estimate_cost(partition: Partition, gpus: int, cpus: int, memory_gb: int, ho
         return billing["factor"] * gpus * hours
     if kind == "core_hours":
         return billing["factor"] * cpus * hours
+    if kind == "lucia_bu":   # Lucia's accounting page: the largest share of the node asked for, in cores
+        cores = partition.cores_per_node
+        share = max(cpus, memory_gb * cores / partition.memory_gb_per_node,
+                    gpus * cores / partition.gpus_per_node if partition.gpus_per_node else 0)
+        return share * billing["weight"] * hours
     units = max(gpus, math.ceil(cpus / billing["cores_per_unit"]), math.ceil(memory_gb / billing["memory_gb_per_unit"]))
     return billing["factor"] * units * hours

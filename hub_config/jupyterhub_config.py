@@ -5,6 +5,7 @@
 # $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
 import os
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
@@ -13,6 +14,8 @@ from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswor
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.hub_config import keys_page
+from aifa_workbench.hub_config.keys_page import KeysPageConfig
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
 from aifa_workbench.sites.registry import Identities, site_control, use_identities
 from aifa_workbench.spawners import job_callback, reconcile
@@ -99,13 +102,20 @@ c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.site_users = settings.site_users or {}
 c.WorkbenchSlurmSpawner.hub_port = settings.hub_port
 # Who each user is on each remote site, and the SSH key the hub holds for them there (encrypted).
-use_identities(Identities(settings.site_users or {}, SiteKeyStore(state / "site-keys", site_keys_secret)))
+identities = Identities(settings.site_users or {}, SiteKeyStore(state / "site-keys", site_keys_secret))
+use_identities(identities)
+# The page of each user's keys for the remote sites (/hub/site-keys), with a connection test.
+KeysPageConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
+KeysPageConfig.identities, KeysPageConfig.hub_egress = identities, settings.hub_egress_addresses
+c.JupyterHub.extra_handlers = keys_page.handlers()
+c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
+c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
-# The sites whose workbench jobs the hub's own user can read (the local cluster): remote sites are
-# reconciled per user through their own logins.
+# Jobs of this hub that no server owns are cancelled: on the local cluster from one query as the
+# hub, on remote sites (PrivateData) per user through their own logins, every 10 minutes.
 reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()
-                            if site.transport == "local"], settings.hub_id)
+                            if site.transport == "local" or site.reach], settings.hub_id, identities=identities)
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120

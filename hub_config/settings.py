@@ -56,6 +56,9 @@ SCHEMA = {
         # where the hub's API listens: the loopback, or all addresses when jobs of a remote site
         # call it directly (the site catalogue's reach.hub_url)
         "hub_bind_address": {"enum": ["127.0.0.1", "0.0.0.0"]},
+        # the addresses the hub's SSH logins come from, for sites that want a from= clause (JUPITER)
+        "hub_egress_addresses": {"type": "array", "uniqueItems": True,
+                                 "items": {"type": "string", "pattern": r"^[0-9a-f.:]+(/[0-9]{1,3})?$"}},
         "proxy_api_port": _PORT,
         "state_dir": _ABS_PATH,
         "secrets_dir": _ABS_PATH,
@@ -120,6 +123,7 @@ class Settings:
     max_request_bytes: int = 65536
     hub_id: str = "hub"
     hub_bind_address: str = "127.0.0.1"
+    hub_egress_addresses: tuple[str, ...] = ()
 
     @property
     def https(self) -> bool:
@@ -235,6 +239,7 @@ def load_settings(path) -> Settings:
         site_users=data.get("site_users", {}),
         runtime_owners=data.get("runtime_owners", {}),
         hub_bind_address=data.get("hub_bind_address", "127.0.0.1"),
+        hub_egress_addresses=tuple(data.get("hub_egress_addresses", ())),
         slurm_bin=data.get("slurm_bin", "/usr/bin"),
         start_timeout=data.get("start_timeout", 300),
         named_servers_per_user=data.get("named_servers_per_user", 0),

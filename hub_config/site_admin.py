@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.hub_config.site_keys_line import public_key_line
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
 from aifa_workbench.sites import runtime
 from aifa_workbench.sites.errors import SiteError
@@ -49,7 +50,8 @@ def _owner_runner(settings, site) -> tuple[SshRunner, str]:
 def user_key(args) -> int:
     settings = _settings(args)
     site = _site(settings, args.site)
-    print(SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")).public_key(args.user, site.name))
+    key = SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")).public_key(args.user, site.name)
+    print(public_key_line(site, key, settings.hub_egress_addresses))   # as the keys page shows it
     return 0
 
 

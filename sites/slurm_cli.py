@@ -188,6 +188,15 @@ def unknown_jobs(squeue_output: str, hub_id: str, known_job_ids: set[str]) -> li
     return [(job_id, owner) for job_id, owner in candidates if seen[job_id] == 1]
 
 
+def own_unknown_jobs(squeue_output: str, hub_id: str, hub_user: str, site_user: str,
+                     known_job_ids: set[str]) -> list[str]:
+    """The same, on a site where the hub reads each user's jobs with that user's own login (and
+    names them by their site username): ids of `hub_user`'s jobs of this hub that no server owns."""
+    line_shape = re.compile(rf"([0-9]+)\|{re.escape(site_user)}\|{re.escape(job_name(hub_id, hub_user))}")
+    ids = Counter(m.group(1) for line in squeue_output.splitlines() if (m := line_shape.fullmatch(line.strip())))
+    return [job_id for job_id, seen in ids.items() if seen == 1 and job_id not in known_job_ids]
+
+
 def is_hub_id(value: str) -> bool:
     return bool(re.fullmatch(_HUB_ID, value))
 

@@ -50,6 +50,39 @@ async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str,
     return [(job_id, user) for job_id, user in orphans if job_id not in known_now]
 
 
+async def find_own_orphans(control: JobControl, hub_id: str, hub_user: str, site_user: str,
+                           known) -> list[str]:
+    """On a site with PrivateData, one user's orphans, read with that user's own login: the slow
+    safety net behind the jobs' own reports (one query per user and site per interval)."""
+    listing = await control.workbench_jobs(cli.job_name(hub_id, hub_user), as_user=hub_user)
+    orphans = []
+    for job_id in cli.own_unknown_jobs(listing, hub_id, hub_user, site_user, known()):
+        if await control.is_workbench_job(job_id, cli.job_name(hub_id, hub_user), site_user, as_user=hub_user):
+            orphans.append(job_id)
+    now_known = known()
+    return [job_id for job_id in orphans if job_id not in now_known]
+
+
+async def reconcile_users_once(app, control: JobControl, hub_id: str, identities) -> list[tuple[str, str]]:
+    """Every hub user with an account and a key on the site, each through their own login."""
+    cancelled = []
+    for user in sorted(hub_usernames(app)):
+        site_user = identities.site_username(user, control.site_name)
+        if not site_user or not identities.key_store.has_key(user, control.site_name):
+            continue
+        if known_job_ids(app)[1]:
+            return cancelled       # a spawn in flight: look again next time
+        try:
+            for job_id in await find_own_orphans(control, hub_id, user, site_user, lambda: known_job_ids(app)[0]):
+                app.log.warning("Job %s of %s on %s is a job of this hub no server owns: cancelling it",
+                                job_id, user, control.site_name)
+                await control.cancel(user, job_id)
+                cancelled.append((job_id, user))
+        except SiteError as e:
+            app.log.warning("Reconciling %s's jobs on %s skipped: %s", user, control.site_name, e.detail or e)
+    return cancelled
+
+
 def job_name_batches(app, hub_id: str) -> list[str]:
     return cli.job_name_batches(hub_id, hub_usernames(app))
 
@@ -69,7 +102,7 @@ async def reconcile_once(app, control: JobControl, hub_id: str) -> list[tuple[st
     return orphans
 
 
-async def _run(controls, hub_id: str, interval: float) -> None:
+async def _run(controls, hub_id: str, interval: float, identities=None) -> None:
     from jupyterhub.app import JupyterHub
 
     app = JupyterHub.instance()
@@ -77,7 +110,10 @@ async def _run(controls, hub_id: str, interval: float) -> None:
     while True:
         for control in controls:
             try:
-                orphans = await reconcile_once(app, control, hub_id)
+                if control.shared_queries:
+                    orphans = await reconcile_once(app, control, hub_id)
+                else:
+                    orphans = await reconcile_users_once(app, control, hub_id, identities)
                 app.log.info("Reconciled Slurm on %s with the hub: %d unknown job(s) of this hub cancelled",
                              control.site_name, len(orphans))
             except Exception:
@@ -85,11 +121,11 @@ async def _run(controls, hub_id: str, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def start_reconciler(controls, hub_id: str, interval: float = 600) -> None:
-    """Schedule reconciliation of the sites whose queue the hub can read as itself (call from
-    jupyterhub_config.py)."""
+def start_reconciler(controls, hub_id: str, interval: float = 600, identities=None) -> None:
+    """Schedule reconciliation of every site: as the hub where it reads the whole queue (the local
+    cluster), per user through their own logins elsewhere (call from jupyterhub_config.py)."""
     import logging
 
     log = logging.getLogger("JupyterHub")
     asyncio.get_event_loop().call_soon(
-        lambda: in_background(_run(list(controls), hub_id, interval), "The reconciler", log))
+        lambda: in_background(_run(list(controls), hub_id, interval, identities), "The reconciler", log))

@@ -26,7 +26,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
-from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
 from aifa_workbench.sites import reach, runtime
 from aifa_workbench.sites.registry import site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
@@ -137,6 +137,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     "or one line of megabytes: only this much is ever read).",
     ).tag(config=True)
     log_tail_line_chars = Integer(300, help="Characters shown of each of those lines.").tag(config=True)
+    keys_page_url = Unicode("", help="The hub's page of each user's keys for the remote sites, named in "
+                                      "sentences about a refused or missing key.").tag(config=True)
     hub_port = Integer(8081, help="The hub's API port, for the sites' reach.hub_url ({hub_port}).").tag(config=True)
     runtime_wheelhouse = Unicode(
         "/opt/aifa-workbench/wheelhouse",
@@ -311,6 +313,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         )
         return render_batch_script(self.job_request, site, ctx)
 
+    def _with_keys_page(self, error: SiteError) -> str:
+        if isinstance(error, CredentialRefused) and self.keys_page_url and not isinstance(error, HostKeyMismatch):
+            return f"{error.sentence} Your key for it, and how to give it to the site: {self.keys_page_url}"
+        return error.sentence
+
     async def _check_runtime(self) -> None:
         """A remote site must run the job runtime of this hub's code."""
         site = self.sites[self.site_name]
@@ -338,7 +345,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             job_id = await self.control.submit(username, script, env, env_file=env_file)
         except SiteError as e:
             self.log.error("sbatch for %s on %s failed: %s", username, self.job_request.site, e.detail or e)
-            raise SpawnError(e.sentence) from None
+            raise SpawnError(self._with_keys_page(e)) from None
         self.job_id, self.job_site = job_id, self.job_request.site
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
         self.api_token_record = limit_token(self.user.db, self.api_token,

@@ -1,6 +1,7 @@
 """From the hub outside the sites: a quick spawn on each simulated site starts JupyterLab as a
 Slurm job of that site's user, in that site's namespace and cluster, with the site's runtime and
 home; a kernel computes through the proxy; stop ends the job there."""
+import re
 import subprocess
 import time
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from .hubs import server_model, wait_ready
+from .test_browser_login import browser  # noqa: F401  (the chromium fixture)
 from .jupyter_client_helpers import execute
 from .sim_sites import SITE_NODES, SITE_USERS, SITES_ROOT, authorize_line, in_site, site_env
 
@@ -15,7 +17,7 @@ pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 REQUESTS = {"lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
             "jupiter": {"site": "jupiter", "partition": "booster"},
             "lucia": {"site": "lucia", "partition": "gpu", "gpus": 1}}
-SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address")
+SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address", "hub_egress_addresses")
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +66,111 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
         assert time.monotonic() < deadline, site_job(site, job_id)
         time.sleep(1)
     assert not server_model(hub, "alice").get("ready")
+
+
+def user_key_line(hub, user: str, site: str) -> str:
+    return subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+                           "/opt/aifa-workbench/venv/bin/aifa-workbench", "user-key", user, site],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.browser
+def test_the_keys_page_shows_each_sites_key_and_tests_the_connection(remote_hub, browser):
+    from playwright.sync_api import expect
+
+    from .test_browser_login import logged_in_page
+
+    hub = remote_hub
+    page = logged_in_page(browser, hub, "alice")
+    page.goto(hub.url + "hub/site-keys")
+    for site in REQUESTS:      # the line the page shows is the one the site got (its portal)
+        expect(page.locator(f"#key-{site}")).to_have_value(user_key_line(hub, "alice", site))
+    assert page.locator("#key-jupiter").input_value().startswith('from="10.77.1.1,10.77.2.1,10.77.3.1" ssh-ed25519 ')
+    expect(page.locator("#site-lumi")).to_contain_text("MyAccessID")
+    page.click("#site-lucia button.aifa-test")
+    expect(page.locator("#result-lucia")).to_have_text(re.compile(r"logged in to .* as acolin and Slurm answered\."),
+                                                       timeout=30000)
+    carol = logged_in_page(browser, hub, "carol")   # the site never got carol's key
+    carol.goto(hub.url + "hub/site-keys")
+    carol.click("#site-lucia button.aifa-test")
+    expect(carol.locator("#result-lucia")).to_contain_text("refused the workbench's login for your account",
+                                                           timeout=30000)
+
+
+def test_a_refused_key_fails_the_spawn_at_once_naming_the_keys_page(remote_hub):
+    hub, token = remote_hub, remote_hub.user_token("carol")
+    started = time.monotonic()
+    r = hub.api("POST", "users/carol/server", token=token, json=REQUESTS["lumi"])
+    if r.status_code == 202:
+        from .hubs import progress_events
+        message = progress_events(hub, "carol", token, timeout=60)[-1]["message"]
+    else:
+        message = r.json()["message"]
+    assert "refused the workbench's login for your account" in message and "/hub/site-keys" in message, message
+    assert time.monotonic() - started < 20
+    assert not server_model(hub, "carol").get("ready")
+
+
+def test_a_hub_restart_keeps_a_remote_server_and_a_stopped_login_node_keeps_it_too(remote_hub):
+    from . import hubs
+    from .hubs import wait_until_up
+    from .sim_sites import SIMSITE
+
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"]).status_code in (201, 202)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    url = hub.server_url("alice")
+    try:
+        restart_keeps_the_server(hub, token, job_id, url)
+    finally:
+        in_site("jupiter", ["scancel", job_id])
+
+
+def restart_keeps_the_server(hub, token, job_id, url):
+    import signal
+
+    from . import hubs
+    from .hubs import wait_until_up
+    from .sim_sites import SIMSITE
+
+    hub.proc.send_signal(signal.SIGTERM)                  # the hub alone: the proxy and the job stay
+    hub.proc.wait(timeout=30)
+    hubs.start_hub_process(hub)
+    wait_until_up(hub)
+    model = server_model(hub, "alice")
+    assert model.get("ready") and model["state"]["job_id"] == job_id, model
+    assert execute(url, token, "6 * 7") == "42"
+    sshd_pid = SITES_ROOT / "jupiter" / "run" / "sshd.pid"
+    subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)   # JUPITER's login node goes away
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: alice1"])            # with the hub's connection to it
+    try:
+        bob = hub.user_token("bob")
+        r = hub.api("POST", "users/bob/server", token=bob, json=REQUESTS["jupiter"])
+        message = r.json().get("message", "") if r.status_code != 202 else \
+            hubs.progress_events(hub, "bob", bob, timeout=60)[-1]["message"]
+        assert "cannot be reached right now" in message, message
+        time.sleep(35)                                    # the hub polls its servers every 30 s
+        assert server_model(hub, "alice").get("ready")
+        assert execute(url, token, "2 + 2") == "4"        # the server never depended on the login node
+    finally:
+        subprocess.run([SIMSITE, "up", str(SITES_ROOT / "jupiter")], check=True, capture_output=True)
+    in_site("jupiter", ["scancel", job_id])                # ended on the site, behind the hub's back:
+    deadline = time.monotonic() + 30                      # its end report reaches the restarted hub
+    while server_model(hub, "alice").get("ready"):
+        assert time.monotonic() < deadline, "the hub did not notice the job's end"
+        time.sleep(0.5)
+
+
+HOSTILE = [{"partition": "small-g\n#SBATCH --qos=admin"}, {"account": "project_465000123;id"},
+           {"gpus": "1e3"}, {"reservation": "../../etc"}, {"environment": "$(id)"}, {"exec_prefix": "sh"}]
+
+
+@pytest.mark.parametrize("site", list(REQUESTS))
+def test_hostile_spawn_options_are_refused_for_every_site_and_submit_nothing(remote_hub, site):
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    before = in_site(site, ["squeue", "-h", "-o", "%i"]).stdout.split()
+    for hostile in HOSTILE:
+        r = hub.api("POST", "users/alice/server", token=token, json={**REQUESTS[site], **hostile})
+        assert r.status_code == 400, (hostile, r.status_code, r.text)
+        assert len(r.json()["message"]) < 400
+    assert in_site(site, ["squeue", "-h", "-o", "%i"]).stdout.split() == before

@@ -183,3 +183,36 @@ def site_runtime(name: str) -> str:
     from aifa_workbench.hub_config.catalogue import load_catalogue
 
     return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
+
+
+async def test_a_private_sites_orphans_are_found_through_the_users_own_login(lumi):
+    from aifa_workbench.sites.slurm_cli import job_name
+    from aifa_workbench.spawners.reconcile import find_own_orphans
+
+    control = lumi.control()
+    script = f"#!/bin/bash\n#SBATCH --time=2\n#SBATCH --output=/dev/null\n#SBATCH --job-name={{}}\nsleep 60\n"
+    orphan = await control.submit("alice", script.format(job_name("th1", "alice")))
+    owned = await control.submit("alice", script.format(job_name("th1", "alice")))
+    other_hub = await control.submit("alice", script.format(job_name("th2", "alice")))
+    try:
+        found = await find_own_orphans(control, "th1", "alice", "alicelum", lambda: {owned})
+        assert found == [orphan]
+    finally:
+        for job_id in (orphan, owned, other_hub):
+            await control.cancel("alice", job_id)
+
+
+async def test_a_private_file_is_written_for_the_user_only_and_never_over_another(lumi):
+    runner = lumi.runner()
+    home = lumi.home("alice")
+    path = f"{home}/.aifa-workbench/test-{os.getpid()}-{time.monotonic_ns()}"
+    await runner.write_private("alice", path, "export JUPYTERHUB_API_TOKEN='s3cret'\n")
+    try:
+        mode = await runner.run(["stat", "-c", "%a %U", path, os.path.dirname(path)], as_user="alice")
+        assert mode.stdout.split("\n")[:2] == ["600 alicelum", "700 alicelum"]
+        with pytest.raises(OSError):
+            await runner.write_private("alice", path, "again")          # never over an existing file
+        ps = await runner.run(["ps", "-eo", "args"], as_user="alice")
+        assert "s3cret" not in ps.stdout
+    finally:
+        await runner.run(["rm", "-f", path], as_user="alice")

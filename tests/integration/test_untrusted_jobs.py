@@ -43,9 +43,10 @@ def test_a_job_name_forging_squeue_lines_makes_the_reconciler_cancel_no_one_else
 
     hub = start_hub("forged")                                 # reconciles once it has started
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
-    assert job_state(victim) == "RUNNING", hub.log_tail()
-    assert [job_state(j) for j in carols] == ["RUNNING"] * len(carols)
-    assert job_state(others) == "RUNNING"
+    alive = ("PENDING", "RUNNING")   # not cancelled (on a busy node a job may still wait to start)
+    assert job_state(victim) in alive, (job_state(victim), hub.log_tail())
+    assert all(job_state(j) in alive for j in carols), [job_state(j) for j in carols]
+    assert job_state(others) in alive
     assert "Reconciled Slurm on local with the hub: 1 unknown job(s) of this hub cancelled" in hub.log_path.read_text()
 
 

@@ -40,6 +40,13 @@ def test_lumi_billing_matches_the_documented_example():
     assert estimate_cost(standard_g, 8, 56, 480, 2) == 8.0                          # 4 GPU-hours per node-hour
 
 
+def test_lucia_bills_billing_unit_hours_with_its_weights():
+    lucia = load_catalogue()["lucia"].partitions
+    assert estimate_cost(lucia["gpu"], gpus=1, cpus=8, memory_gb=60, hours=1) == 128      # accounting page
+    assert estimate_cost(lucia["ia"], gpus=1, cpus=8, memory_gb=250, hours=1) == 204.8
+    assert estimate_cost(lucia["gpu"], gpus=1, cpus=8, memory_gb=120, hours=1) == 256     # memory dominates
+
+
 def write(tmp_path, data, name="lumi"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -96,7 +96,7 @@ options_strategy = st.dictionaries(
 )
 SBATCH_OPTIONS = ("--job-name=", "--account=", "--partition=", "--time=", "--nodes=", "--ntasks=",
                   "--cpus-per-task=", "--mem=", "--gpus-per-node=", "--gres=gpu:", "--exclusive",
-                  "--reservation=", "--chdir=", "--output=", "--export=")
+                  "--reservation=", "--chdir=", "--output=", "--export=", "--no-requeue")
 
 
 @settings(max_examples=300)

@@ -238,3 +238,11 @@ async def test_a_server_reports_its_port_once_per_start():
     assert WorkbenchSlurmSpawner.port_reported(spawner, 4242) is True and spawner.port == 4242
     assert WorkbenchSlurmSpawner.port_reported(spawner, 5353) is False and spawner.port == 4242
     assert WorkbenchSlurmSpawner.port_reported(SimpleNamespace(_port_reported=None, port=0, job_id=""), 1) is False
+
+
+def test_on_a_private_site_only_the_users_own_well_formed_lines_count():
+    from aifa_workbench.sites.slurm_cli import own_unknown_jobs
+
+    out = ("17|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n"
+           "19|boblumi|aifa-wb-h1-alice\n20|alicelum|aifa-wb-h2-alice\n21|alicelum|aifa-wb-h1-alice\n")
+    assert own_unknown_jobs(out, H, "alice", "alicelum", known_job_ids={"21"}) == ["17"]

@@ -9,7 +9,7 @@
 #SBATCH --gres=gpu:4
 #SBATCH --cpus-per-task=288
 #SBATCH --exclusive
-#SBATCH --mem=480G
+#SBATCH --mem=0
 #SBATCH --reservation=course_day1
 #SBATCH --chdir=/home/alice
 #SBATCH --output=/home/alice/.aifa-workbench-job-%j.log

@@ -8,7 +8,7 @@
 #SBATCH --ntasks=1
 #SBATCH --gres=gpu:2
 #SBATCH --cpus-per-task=16
-#SBATCH --mem=120G
+#SBATCH --mem=500G
 #SBATCH --reservation=course_day1
 #SBATCH --chdir=/home/alice
 #SBATCH --output=/home/alice/.aifa-workbench-job-%j.log

@@ -6,6 +6,7 @@
 #SBATCH --time=2:00:00
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
+#SBATCH --no-requeue
 #SBATCH --gpus-per-node=2
 #SBATCH --cpus-per-task=14
 #SBATCH --mem=120G
@@ -21,12 +22,18 @@ export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
+# Caches away from the 20 GB home: MIOpen's in a private temporary directory (on compute nodes /tmp
+# is memory, counted against the job), PyTorch's and Hugging Face's on the project's scratch.
+cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
+export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
+export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
+module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
-singularity exec /appl/local/laifs/containers/lumi-multitorch-latest.sif /opt/aifa-workbench/venv/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+singularity exec /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-u24r70f21m50t210-20260415_130625.sif /opt/aifa-workbench/venv/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.

@@ -116,10 +116,11 @@ down() {
 
 authorize() {
   local user=${1:?site user} line uid home
-  # a bare key (type, base64, comment): no authorized_keys options such as command= or environment=
+  # a key (type, base64, comment), with at most a from="addresses" clause as JuDoor asks for:
+  # no other authorized_keys option (command=, environment=, ...)
   line=$(head -c 16384 | head -n 1 | tr -d '\r')
-  [[ "$line" =~ ^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa)\ [A-Za-z0-9+/]+=*(\ [A-Za-z0-9@:._+-]*)?$ ]] &&
-    ssh-keygen -l -f - <<<"$line" >/dev/null || { echo "$NAME: not a bare OpenSSH public key" >&2; return 2; }
+  [[ "$line" =~ ^(from=\"[0-9a-f.:/,]+\"\ )?(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa)\ [A-Za-z0-9+/]+=*(\ [A-Za-z0-9@:._+-]*)?$ ]] &&
+    ssh-keygen -l -f - <<<"${line#from=* }" >/dev/null || { echo "$NAME: not an OpenSSH public key line" >&2; return 2; }
   uid=$(awk -F: -v u="$user" '$1 == u { print $3 }' "/etc/netns/$NS/passwd")
   # site users only (uid 20000 and up), never the host's system accounts copied into the site
   [ -n "$uid" ] && [ "$uid" -ge 20000 ] || { echo "$NAME: no site user $user on this site" >&2; return 2; }

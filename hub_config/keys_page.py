@@ -1,0 +1,65 @@
+"""The hub's page of a user's SSH keys for the remote sites (/hub/site-keys): per site the
+user's name there, the public key the hub holds for them (made on first view), what the site wants
+done with it, and a Test connection button (POST /hub/site-keys/<site>/test, answered in JSON)."""
+from __future__ import annotations
+
+import json
+
+from jupyterhub.handlers.base import BaseHandler
+from tornado import web
+
+from aifa_workbench.hub_config.site_keys_line import public_key_line
+from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.registry import site_control
+
+PATH = "/site-keys"
+
+
+class KeysPageConfig:
+    """Set once by jupyterhub_config.py: the remote sites, who users are there, the key store."""
+
+    sites: dict = {}
+    identities = None
+    hub_egress: tuple[str, ...] = ()
+
+
+def site_rows(user: str) -> list[dict]:
+    rows = []
+    identities = KeysPageConfig.identities
+    for site in KeysPageConfig.sites.values():
+        username = identities.site_username(user, site.name) if identities else None
+        key = identities.key_store.public_key(user, site.name) if identities and username else ""
+        rows.append({"name": site.name, "title": site.title, "username": username,
+                     "key": public_key_line(site, key, KeysPageConfig.hub_egress) if key else "",
+                     "needs_egress": site.key_from_clause and not KeysPageConfig.hub_egress,
+                     "instructions": site.key_instructions})
+    return rows
+
+
+class SiteKeysHandler(BaseHandler):
+    @web.authenticated
+    async def get(self):
+        html = await self.render_template("site_keys.html", rows=site_rows(self.current_user.name))
+        self.finish(html)
+
+
+class SiteKeyTestHandler(BaseHandler):
+    @web.authenticated
+    async def post(self, site_name: str):
+        site = KeysPageConfig.sites.get(site_name)
+        if site is None:
+            raise web.HTTPError(404, "No such remote site.")
+        user = self.current_user.name
+        try:
+            await site_control(site).ping(user)
+        except SiteError as e:
+            self.log.info("Connection test of %s to %s: %s", user, site_name, e.detail or e)
+            self.finish(json.dumps({"ok": False, "message": e.sentence}))
+            return
+        self.finish(json.dumps({"ok": True, "message": f"The workbench logged in to {site.title} as "
+                                                        f"{KeysPageConfig.identities.site_username(user, site_name)} "
+                                                        "and Slurm answered."}))
+
+
+def handlers() -> list[tuple]:
+    return [(PATH, SiteKeysHandler), (PATH + r"/([a-z][a-z0-9_-]{0,31})/test", SiteKeyTestHandler)]
