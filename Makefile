@@ -4,10 +4,14 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
+
+demo-sites: sites        ## the demo with the three simulated sites too: all four sites in the form
+	ansible/sitesctl.sh authorize-demo
+	AIFA_WORKBENCH_SETTINGS=/var/lib/aifa-sites/workbench-sites.yaml aifa-hubctl run
 
 demo-start: install      ## same, in the background; returns once the hub answers
 	aifa-hubctl start

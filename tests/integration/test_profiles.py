@@ -51,7 +51,10 @@ def test_every_local_quick_start_profile_starts_the_intended_job(hub):
         where = f"profile {profile.slug}: {job}"
         assert job["JobState"] == "RUNNING" and job["Partition"] == profile.options["partition"], where
         assert job["TimeLimit"] == f"0{profile.options['hours']}:00:00", where
-        assert job["MinMemoryNode"] == f"{memory_gb}G", where
+        part = LOCAL["local"].partitions[profile.options["partition"]]
+        whole_jupiter_node = part.family == "jupiter" and part.whole_node   # --mem=0: the node's all
+        assert job["MinMemoryNode"] == ("0" if whole_jupiter_node else f"{memory_gb}G"), where
+        assert job["Requeue"] == ("0" if part.family == "lumi" else "1"), where   # LUMI's --no-requeue
         if gpus:
             assert job.get("TresPerNode") == f"gres:gpu:{gpus}", where
         else:
