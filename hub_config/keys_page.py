@@ -8,7 +8,7 @@ import json
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from aifa_workbench.hub_config.site_keys_line import public_key_line
+from aifa_workbench.hub_config.site_keys import public_key_line
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.registry import site_control
 

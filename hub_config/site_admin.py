@@ -13,8 +13,7 @@ from pathlib import Path
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.hub_config.settings import SettingsError, load_settings
-from aifa_workbench.hub_config.site_keys_line import public_key_line
-from aifa_workbench.hub_config.site_keys import SiteKeyStore
+from aifa_workbench.hub_config.site_keys import SiteKeyStore, public_key_line
 from aifa_workbench.sites import runtime
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner

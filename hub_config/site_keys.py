@@ -20,6 +20,13 @@ from cryptography.fernet import Fernet, InvalidToken
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
+def public_key_line(site, key: str, egress) -> str:
+    """JUPITER (JuDoor) wants a from= clause naming where the logins come from: the hub's addresses."""
+    if site.key_from_clause and egress:
+        return f'from="{",".join(egress)}" {key}'
+    return key
+
+
 class SiteKeyError(RuntimeError):
     """A key cannot be read (wrong secret, damaged file); the message says which file."""
 

@@ -143,9 +143,6 @@ class JobControl:
         return cli.parse_partition_load(await self._output(nodes_argv, as_user),
                                         await self._output(pending_argv, as_user))
 
-    async def partitions(self, as_user: str | None = None) -> set[str]:
-        return set((await self._output(cli.partitions_argv(self.slurm_bin), as_user)).split())
-
     async def ping(self, as_user: str | None = None) -> None:
         """Raise unless the site's controller answers UP."""
         result = await self._run(cli.ping_argv(self.slurm_bin), as_user=as_user, timeout=min(self.timeout, 20))

@@ -19,7 +19,6 @@ SQUEUE_FORMAT = "%i|%T|%r|%B|%S"
 UNKNOWN_JOB = re.compile(r"Invalid job id specified")
 _SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # accounts, reservations as Slurm prints them
 _USER = r"[a-z][a-z0-9_-]{0,31}"
-_HUB_ID = r"[a-z0-9]{1,12}"
 JOB_NAME_PREFIX = "aifa-wb-"
 NAMES_PER_QUERY = 500   # one --name argument stays far below the kernel's 128 KiB per argument
 
@@ -195,10 +194,6 @@ def own_unknown_jobs(squeue_output: str, hub_id: str, hub_user: str, site_user: 
     line_shape = re.compile(rf"([0-9]+)\|{re.escape(site_user)}\|{re.escape(job_name(hub_id, hub_user))}")
     ids = Counter(m.group(1) for line in squeue_output.splitlines() if (m := line_shape.fullmatch(line.strip())))
     return [job_id for job_id, seen in ids.items() if seen == 1 and job_id not in known_job_ids]
-
-
-def is_hub_id(value: str) -> bool:
-    return bool(re.fullmatch(_HUB_ID, value))
 
 
 def parse_user_accounts(sacctmgr_output: str) -> tuple[str, ...]:

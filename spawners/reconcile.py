@@ -38,7 +38,7 @@ def known_job_ids(app) -> tuple[set[str], bool]:
 async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str, str]]:
     """This hub's jobs on the site that no spawner holds. The hub's spawners are read after
     Slurm's answer: a job submitted while the query ran is then known (or a spawner busy)."""
-    listing = [await control.workbench_jobs(names) for names in job_name_batches(app, hub_id)]
+    listing = [await control.workbench_jobs(names) for names in cli.job_name_batches(hub_id, hub_usernames(app))]
     known, busy = known_job_ids(app)
     if busy:
         return []   # a job id may be moments from being recorded: look again next time
@@ -81,10 +81,6 @@ async def reconcile_users_once(app, control: JobControl, hub_id: str, identities
         except SiteError as e:
             app.log.warning("Reconciling %s's jobs on %s skipped: %s", user, control.site_name, e.detail or e)
     return cancelled
-
-
-def job_name_batches(app, hub_id: str) -> list[str]:
-    return cli.job_name_batches(hub_id, hub_usernames(app))
 
 
 async def reconcile_once(app, control: JobControl, hub_id: str) -> list[tuple[str, str]]:
