@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-polling
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -68,6 +68,9 @@ bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep thr
 
 bench-ssh:               ## commands on a simulated site's login node: one persistent connection vs a new ssh each (needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_ssh $(BENCH_ARGS)
+
+bench-polling:           ## watching 10/20/40 servers on the simulated sites: controller RPCs and SSH logins per minute vs plain batchspawner over ssh (about 7 minutes; needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_polling $(BENCH_ARGS)
 
 bench-remote:            ## one spawn on a simulated site against the local cluster, same hub, alternating (needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_remote $(BENCH_ARGS)

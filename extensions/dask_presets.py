@@ -112,8 +112,9 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
     """The SLURMCluster arguments for `request` (pure). `dashboard_secret` becomes the dashboard's
     path prefix; `scheduler_directory` is a fresh private directory for the scheduler."""
     environment = site.environments[request.environment]
-    if environment.container:
-        python = f"singularity exec {shlex.quote(environment.container)} python3"
+    if environment.container:   # the notebook's own Python is the runtime inside the image: bind it in
+        binds = f"--bind {shlex.quote(site.paths.runtime)} " if site.paths.runtime else ""
+        python = f"singularity exec {binds}{shlex.quote(environment.container)} {shlex.quote(python)}"
     directives = ["--export=NONE", *gpu_directives(site, request)]
     if request.whole_node:
         directives.append("--exclusive")

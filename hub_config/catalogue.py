@@ -248,6 +248,11 @@ class Site:
         """The home of `site_user` on the site, or None where the site's passwd says (local)."""
         return self.paths.home.replace("{user}", site_user) if self.paths.home else None
 
+    @property
+    def container_environments(self) -> tuple[Environment, ...]:
+        """The environments whose JupyterLab runs inside a container image (a runtime of its own)."""
+        return tuple(e for e in self.environments.values() if e.container)
+
 
 def _error(path, error: jsonschema.ValidationError) -> CatalogueError:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -264,6 +269,11 @@ def _check_consistency(data: dict, path) -> None:
     if data["default_environment"] not in slugs:
         raise CatalogueError(f"{path}: default_environment: {data['default_environment']!r} is not one of "
                              f"the environments ({', '.join(slugs)}).")
+    for index, environment in enumerate(data["environments"]):
+        if environment.get("container") and (data["transport"] != "ssh" or not data.get("paths", {}).get("runtime")):
+            raise CatalogueError(f"{path}: environments[{index}].container: a container environment needs a remote "
+                                 "site (transport: ssh) with paths.runtime, where install-runtime makes its runtime "
+                                 "inside the image.")
     for name, part in data["partitions"].items():
         key = f"partitions.{name}"
         if part["allocation"] == "shared" and part["gpus_per_node"] > 0:

@@ -60,6 +60,10 @@ def runtime_key(args) -> int:
     return 0
 
 
+def container_images(site) -> tuple[runtime.ContainerImage, ...]:
+    return tuple(runtime.ContainerImage(e.slug, e.container, e.setup) for e in site.container_environments)
+
+
 def install(args) -> int:
     settings = _settings(args)
     site = _site(settings, args.site)
@@ -68,7 +72,7 @@ def install(args) -> int:
     async def go():
         try:
             return await runtime.install_runtime(runner, owner, site.title, site.paths.runtime, Path(args.wheelhouse),
-                                                 site.paths.python)
+                                                 site.paths.python, containers=container_images(site))
         finally:
             runner.close()
     try:
@@ -86,14 +90,22 @@ def check(args) -> int:
     runner, owner = _owner_runner(settings, site)
     wanted = runtime.runtime_id(Path(args.wheelhouse))
 
+    slugs = [e.slug for e in site.container_environments]
+
     async def go():
         try:
-            return await runtime.installed_runtime(runner, owner, site.paths.runtime)
+            return await runtime.installed_runtimes(runner, owner, site.paths.runtime, slugs)
         finally:
             runner.close()
-    found = asyncio.run(go())
-    print(f"{site.title}: runtime {found or 'none'} installed, this hub's is {wanted}")
-    return 0 if found == wanted else 1
+    try:
+        found = asyncio.run(go())
+    except SiteError as e:
+        print(f"aifa-workbench: {e.sentence} ({e.detail})")
+        return 1
+    for slug, ident in found.items():
+        where = f" inside the image of {slug}" if slug else ""
+        print(f"{site.title}: runtime {ident or 'none'} installed{where}, this hub's is {wanted}")
+    return 0 if all(ident == wanted for ident in found.values()) else 1
 
 
 def add_commands(sub) -> None:

@@ -6,12 +6,16 @@ runtime of this hub's code.
 
 Layout on the site: <runtime>/wheelhouse (the wheels, uploaded), <runtime>/<id>/ (a venv made
 with the site's Python, installed from those wheels only), <runtime>/current -> <id>, and
-<runtime>/<id>/aifa-workbench-runtime holding the id.
+<runtime>/<id>/aifa-workbench-runtime holding the id. A container environment (LUMI's AI Factory
+images) gets a runtime of its own made *inside* its image, on top of the image's packages
+(`venv --system-site-packages`, as the AI Factory guide says): <runtime>/containers/<slug>/<id>,
+with its own `current`; the job binds <runtime> into the container to run it.
 """
 from __future__ import annotations
 
 import posixpath
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from .commands import bounded
@@ -32,33 +36,77 @@ def runtime_id(wheelhouse: Path) -> str:
     return f"{version}-{(wheelhouse / 'SOURCE').read_text().strip()[:12]}"
 
 
-def stamp_argv(runtime_dir: str) -> list[str]:
-    return ["cat", posixpath.join(runtime_dir, "current", STAMP)]
+@dataclass(frozen=True)
+class ContainerImage:
+    """A container environment of the catalogue: its slug, its image, the lines that prepare the
+    shell for it (LUMI: module purge, the bindings module)."""
+
+    slug: str
+    image: str
+    setup: tuple[str, ...] = ()
 
 
-def install_argvs(runtime_dir: str, ident: str, python: str) -> list[list[str]]:
-    """The commands that turn uploaded wheels into the runtime `ident`, each an argv."""
-    target = posixpath.join(runtime_dir, ident)
+def container_runtime_dir(runtime_dir: str, slug: str) -> str:
+    """Where the runtime made inside the image of container environment `slug` lives."""
+    return posixpath.join(runtime_dir, "containers", slug)
+
+
+def in_image(runtime_dir: str, image: str) -> list[str]:
+    """The argv prefix that runs a command inside `image` with the runtime directory bound in."""
+    return ["singularity", "exec", "--bind", runtime_dir, image]
+
+
+def _venv_script(home: str, ident: str, house: str, venv: list[str], run: list[str]) -> str:
+    """Shell lines making the venv `home`/`ident` with `venv`, filling it from the wheelhouse
+    (its pip started through `run`), stamping it and pointing `home`/current at it."""
+    target = posixpath.join(home, ident)
+    pip = [*run, target + "/bin/pip", "--isolated", "install", "--quiet", "--no-index", "--find-links", house,
+           "aifa-workbench"]
+    return (f"{shlex.join([*venv, '--clear', target])}; {shlex.join(pip)}; "
+            f"printf '%s\\n' {shlex.quote(ident)} > {shlex.quote(target + '/' + STAMP)}; "
+            f"ln -sfn {shlex.quote(ident)} {shlex.quote(home + '/current.new')}; "
+            f"mv -T {shlex.quote(home + '/current.new')} {shlex.quote(home + '/current')}")
+
+
+def install_argvs(runtime_dir: str, ident: str, python: str,
+                  containers: tuple[ContainerImage, ...] = ()) -> list[list[str]]:
+    """The commands that turn uploaded wheels into the runtime `ident`, each an argv: the site's
+    own, then one inside each container image (in a login shell: the images need modules)."""
     house = posixpath.join(runtime_dir, "wheelhouse")
-    script = (f"set -e; {shlex.join([python, '-m', 'venv', '--clear', target])}; "
-              f"{shlex.join([target + '/bin/pip', '--isolated', 'install', '--quiet', '--no-index', '--find-links', house, 'aifa-workbench'])}; "
-              f"printf '%s\\n' {shlex.quote(ident)} > {shlex.quote(target + '/' + STAMP)}; "
-              f"ln -sfn {shlex.quote(ident)} {shlex.quote(runtime_dir + '/current.new')}; "
-              f"mv -T {shlex.quote(runtime_dir + '/current.new')} {shlex.quote(runtime_dir + '/current')}")
-    return [["mkdir", "-p", house], ["/bin/sh", "-c", script]]
+    argvs = [["mkdir", "-p", house],
+             ["/bin/sh", "-c", "set -e; " + _venv_script(runtime_dir, ident, house, [python, "-m", "venv"], [])]]
+    for container in containers:
+        home = container_runtime_dir(runtime_dir, container.slug)
+        run = in_image(runtime_dir, container.image)
+        script = _venv_script(home, ident, house, [*run, "python3", "-m", "venv", "--system-site-packages"], run)
+        argvs.append(["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, shlex.join(["mkdir", "-p", home]),
+                                                      script])])
+    return argvs
 
 
 async def installed_runtime(runner, as_user: str, runtime_dir: str) -> str | None:
     """The id of the runtime the site's `current` points at, or None if there is none."""
-    result = await runner.run(stamp_argv(runtime_dir), as_user=as_user, timeout=20)
-    return result.stdout.strip() if result.ok else None
+    return (await installed_runtimes(runner, as_user, runtime_dir, ()))[""]
+
+
+async def installed_runtimes(runner, as_user: str, runtime_dir: str, slugs) -> dict[str, str | None]:
+    """The ids of the site's runtime ("") and of the named container environments' runtimes, in
+    one command; None where there is none."""
+    homes = {"": runtime_dir, **{slug: container_runtime_dir(runtime_dir, slug) for slug in slugs}}
+    files = [posixpath.join(home, "current", STAMP) for home in homes.values()]
+    script = 'for f; do head -n 1 "$f" 2>/dev/null || echo; done'
+    result = await runner.run(["/bin/sh", "-c", script, "sh", *files], as_user=as_user, timeout=20)
+    lines = result.stdout.splitlines() if result.ok else []
+    lines += [""] * (len(files) - len(lines))
+    return {name: (line.strip() or None) for name, line in zip(homes, lines)}
 
 
 async def install_runtime(runner, as_user: str, site_title: str, runtime_dir: str, wheelhouse: Path,
-                          python: str = "/usr/bin/python3", log=print) -> str:
-    """Upload the wheels that are not on the site yet, make the venv, point `current` at it."""
+                          python: str = "/usr/bin/python3", log=print,
+                          containers: tuple[ContainerImage, ...] = ()) -> str:
+    """Upload the wheels that are not on the site yet, make the venvs, point `current` at them."""
     ident = runtime_id(wheelhouse)
-    mkdir, build = install_argvs(runtime_dir, ident, python)
+    mkdir, build, *in_images = install_argvs(runtime_dir, ident, python, containers)
     await _checked(runner, as_user, site_title, mkdir)
     connection = await runner.connection_for(as_user).connection()
     house = posixpath.join(runtime_dir, "wheelhouse")
@@ -70,6 +118,9 @@ async def install_runtime(runner, as_user: str, site_title: str, runtime_dir: st
             await sftp.put([str(w) for w in wheels], house)
     log(f"{site_title}: installing runtime {ident} into {runtime_dir}")
     await _checked(runner, as_user, site_title, build, timeout=900)
+    for container, argv in zip(containers, in_images):
+        log(f"{site_title}: installing runtime {ident} inside {container.image} ({container.slug})")
+        await _checked(runner, as_user, site_title, argv, timeout=900)
     return ident
 
 

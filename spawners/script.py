@@ -10,6 +10,7 @@ from importlib import resources
 import jinja2
 
 from aifa_workbench.hub_config.catalogue import Site
+from aifa_workbench.sites.runtime import container_runtime_dir
 from aifa_workbench.sites.slurm_cli import job_name
 
 from .request import JobRequest
@@ -47,6 +48,33 @@ class ScriptContext:
     # Remote sites: the job's JUPYTERHUB_* variables are in this file (0600, written by the hub
     # over SFTP), which the script reads and deletes; nothing crosses on sbatch's environment.
     env_file: str | None = None
+    # Container environments: the runtime made inside the image (install-runtime), and the
+    # directories the container must see for it.
+    container_runtime: str = ""
+    container_binds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    """Where a job finds the workbench's software on its node."""
+
+    venv_bin: str                 # the runtime's bin: the job report, the starter notebooks
+    server_bin: str               # jupyterhub-singleuser's: venv_bin, or the runtime inside the image
+    container_runtime: str = ""   # a container environment's runtime (made inside its image)
+    container_binds: tuple[str, ...] = ()
+
+
+def runtime_paths(site: Site, environment: str, hub_venv: str) -> RuntimePaths:
+    """The hub's own venv on the local site; the runtime install-runtime put on a remote one,
+    and for a container environment the runtime made inside its image, with the runtime
+    directory bound into the container."""
+    if site.transport != "ssh":
+        return RuntimePaths(f"{hub_venv}/bin", f"{hub_venv}/bin")
+    venv_bin = f"{site.paths.runtime}/current/bin"
+    if not site.environments[environment].container:
+        return RuntimePaths(venv_bin, venv_bin)
+    in_image = f"{container_runtime_dir(site.paths.runtime, environment)}/current"
+    return RuntimePaths(venv_bin, f"{in_image}/bin", in_image, (site.paths.runtime,))
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -113,6 +141,8 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         catalogue_dir=ctx.catalogue_dir,
         slurm_bin=ctx.slurm_bin,
         env_file=ctx.env_file,
+        container_runtime=ctx.container_runtime,
+        container_binds=ctx.container_binds,
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

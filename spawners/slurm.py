@@ -36,7 +36,8 @@ from .queue_monitor import QueueMonitor
 from .request import RequestError, UserContext, parse_job_request, shown
 from .server_identity import own_server_identity
 from .server_token import is_record, limit_token, revoke_token
-from .script import ScriptContext, render_batch_script, render_env_file, server_launch_argv, template_source
+from .script import (ScriptContext, render_batch_script, render_env_file, runtime_paths, server_launch_argv,
+                     template_source)
 from .slurm_facts import SlurmFacts
 
 _FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
@@ -298,12 +299,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     def batch_script(self, env: dict, env_file: str | None = None) -> str:
         site = self.sites[self.job_request.site]
-        venv_bin = f"{site.paths.runtime}/current/bin" if self.remote else f"{self.venv_dir}/bin"
+        paths = runtime_paths(site, self.job_request.environment, self.venv_dir)
         ctx = ScriptContext(
             username=self.site_username(),
             home=self.user_home(),
-            venv_bin=venv_bin,
-            launch_argv=server_launch_argv(venv_bin, *self.get_args()),
+            venv_bin=paths.venv_bin,
+            launch_argv=server_launch_argv(paths.server_bin, *self.get_args()),
+            container_runtime=paths.container_runtime,
+            container_binds=paths.container_binds,
             export_names=export_names(env),
             warn_minutes=tuple(self.walltime_warnings_minutes),
             catalogue_dir="" if self.remote else self.catalogue_dir,   # the runtime's own copy there
@@ -322,9 +325,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         """A remote site must run the job runtime of this hub's code."""
         site = self.sites[self.site_name]
         wanted = runtime.runtime_id(Path(self.runtime_wheelhouse))
-        found = await runtime.installed_runtime(self.control.runner, self.user.name, site.paths.runtime)
-        if found != wanted:
+        slugs = [self.job_request.environment] if site.environments[self.job_request.environment].container else []
+        found = await runtime.installed_runtimes(self.control.runner, self.user.name, site.paths.runtime, slugs)
+        if any(ident != wanted for ident in found.values()):
             self.log.error("Runtime on %s: %s, this hub's: %s", site.name, found, wanted)
+            found = all(found.values())
             raise SpawnError(f"The workbench's software on {site.title} is {'outdated' if found else 'missing'}, "
                              "so your server was not started. Your workbench administrator fixes it with "
                              f"`aifa-workbench install-runtime {site.name}`; try again after that.")

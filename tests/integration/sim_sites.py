@@ -37,6 +37,18 @@ def in_site(name: str, argv, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", f"aifa-{name}", *argv], capture_output=True, text=True, **kwargs)
 
 
+def bring_up(name: str) -> None:
+    """aifa-simsite up: what it printed is the failure's message when it fails."""
+    done = subprocess.run([SIMSITE, "up", str(SITES_ROOT / name)], capture_output=True, text=True)
+    assert done.returncode == 0, f"aifa-simsite up {name} exited {done.returncode}: {done.stdout}{done.stderr}"
+
+
+def site_runtime(name: str) -> str:
+    from aifa_workbench.hub_config.catalogue import load_catalogue
+
+    return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
+
+
 def site_is_up(name: str) -> bool:
     return subprocess.run([SIMSITE, "status", str(SITES_ROOT / name)], capture_output=True).returncode == 0
 

@@ -1,6 +1,7 @@
 """From the hub outside the sites: a quick spawn on each simulated site starts JupyterLab as a
 Slurm job of that site's user, in that site's namespace and cluster, with the site's runtime and
 home; a kernel computes through the proxy; stop ends the job there."""
+import ast
 import re
 import subprocess
 import time
@@ -11,7 +12,8 @@ import yaml
 from .hubs import server_model, wait_ready
 from .test_browser_login import browser  # noqa: F401  (the chromium fixture)
 from .jupyter_client_helpers import execute
-from .sim_sites import SITE_NODES, SITE_USERS, SITES_ROOT, authorize_line, in_site, site_env
+from .sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, authorize_line, bring_up, in_site, site_env,
+                        site_runtime)
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 REQUESTS = {"lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
@@ -60,12 +62,40 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     assert execute(url, token, "5 * 4") == "20"
     where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
     assert home in where
+    # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
+    # the server does not notice, and the hub's next command (the stop) logs in again
+    subprocess.run(["pkill", "-KILL", "-f", f"^sshd: {SITE_USERS[site]['alice']}"], check=True)
+    time.sleep(1)
+    assert execute(url, token, "2 + 3") == "5"
+    stop_and_see_the_job_end(hub, token, site, job_id)
+
+
+def stop_and_see_the_job_end(hub, token, site, job_id):
     assert hub.api("DELETE", "users/alice/server", token=token).status_code in (202, 204)
     deadline = time.monotonic() + 60
     while site_job(site, job_id).get("state") in ("RUNNING", "COMPLETING", "PENDING"):
         assert time.monotonic() < deadline, site_job(site, job_id)
         time.sleep(1)
     assert not server_model(hub, "alice").get("ready")
+
+
+def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_runtime_made_there(remote_hub):
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    request = {**REQUESTS["lumi"], "environment": "pytorch-container"}
+    assert hub.api("POST", "users/alice/server", token=token, json=request).status_code in (201, 202)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    try:
+        url = hub.server_url("alice")
+        asked = "import os, sys; (os.environ.get('SINGULARITY_CONTAINER'), sys.prefix)"
+        image, prefix = ast.literal_eval(execute(url, token, asked))
+        assert image.endswith(".sif") and "latest" not in image     # the catalogue's dated image
+        assert prefix.startswith(f"{site_runtime('lumi')}/containers/pytorch-container/"), prefix
+        assert execute(url, token, "5 * 4") == "20"
+        log = in_site("lumi", ["cat", f"{site_env('lumi')['HOME_PATTERN'].replace('{user}', 'alicelum')}"
+                                      f"/.aifa-workbench-job-{job_id}.log"]).stdout
+        assert "module purge" in log and "module load lumi-aif-singularity-bindings" in log, log
+    finally:
+        stop_and_see_the_job_end(hub, token, "lumi", job_id)
 
 
 def user_key_line(hub, user: str, site: str) -> str:
@@ -142,6 +172,7 @@ def restart_keeps_the_server(hub, token, job_id, url):
     assert execute(url, token, "6 * 7") == "42"
     sshd_pid = SITES_ROOT / "jupiter" / "run" / "sshd.pid"
     subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)   # JUPITER's login node goes away
+    stopped = time.monotonic()
     subprocess.run(["pkill", "-KILL", "-f", "^sshd: alice1"])            # with the hub's connection to it
     try:
         bob = hub.user_token("bob")
@@ -149,16 +180,36 @@ def restart_keeps_the_server(hub, token, job_id, url):
         message = r.json().get("message", "") if r.status_code != 202 else \
             hubs.progress_events(hub, "bob", bob, timeout=60)[-1]["message"]
         assert "cannot be reached right now" in message, message
-        time.sleep(35)                                    # the hub polls its servers every 30 s
+        time.sleep(max(0.0, stopped + 60 - time.monotonic()))   # a minute without the login node
         assert server_model(hub, "alice").get("ready")
         assert execute(url, token, "2 + 2") == "4"        # the server never depended on the login node
     finally:
-        subprocess.run([SIMSITE, "up", str(SITES_ROOT / "jupiter")], check=True, capture_output=True)
+        bring_up("jupiter")
     in_site("jupiter", ["scancel", job_id])                # ended on the site, behind the hub's back:
     deadline = time.monotonic() + 30                      # its end report reaches the restarted hub
     while server_model(hub, "alice").get("ready"):
         assert time.monotonic() < deadline, "the hub did not notice the job's end"
         time.sleep(0.5)
+    spawns_again_once_the_login_node_is_back(hub, token)
+
+
+def spawns_again_once_the_login_node_is_back(hub, token):
+    """Nobody repairs anything: within the hub's longest pause between logins (30 s) a spawn works."""
+    from .hubs import progress_events
+
+    deadline = time.monotonic() + 45
+    while True:
+        r = hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"])
+        failure = r.json().get("message", "") if r.status_code not in (201, 202) else ""
+        if r.status_code == 202:
+            last = progress_events(hub, "alice", token, timeout=180)[-1]
+            failure = "" if last.get("ready") else last.get("message", "")
+        if not failure:
+            break
+        assert "cannot be reached right now" in failure and time.monotonic() < deadline, failure
+        time.sleep(5)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    stop_and_see_the_job_end(hub, token, "jupiter", job_id)
 
 
 HOSTILE = [{"partition": "small-g\n#SBATCH --qos=admin"}, {"account": "project_465000123;id"},

@@ -12,7 +12,8 @@ import pytest
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 
-from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, SIMSITE, in_site, sim_site)
+from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, SIMSITE, bring_up, in_site, sim_site,
+                        site_runtime)
 
 pytestmark = pytest.mark.sites
 SITES = ("lumi", "jupiter", "lucia")
@@ -132,7 +133,7 @@ async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi)
                 await asyncio.sleep(0.3)
         assert "cannot be reached right now" in down.value.sentence
     finally:
-        subprocess.run([SIMSITE, "up", str(SITES_ROOT / "lumi")], check=True, capture_output=True)
+        bring_up("lumi")
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -177,12 +178,13 @@ def test_each_site_runs_the_job_runtime_of_this_hubs_code():
         found = in_site(name, ["runuser", "-u", SITE_USERS[name]["alice"], "--",
                                f"{site_runtime(name)}/current/bin/jupyterhub-singleuser", "--version"])
         assert found.stdout.strip() == "6.1.1", found.stderr
-
-
-def site_runtime(name: str) -> str:
-    from aifa_workbench.hub_config.catalogue import load_catalogue
-
-    return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
+    in_image = f"{site_runtime('lumi')}/containers/pytorch-container/current/bin/jupyterhub-singleuser"
+    image = "/appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/" \
+            "lumi-multitorch-u24r70f21m50t210-20260415_130625.sif"
+    singularity = str(SITES_ROOT / "lumi" / "usr-local-bin" / "singularity")    # the site's own
+    found = in_site("lumi", ["runuser", "-u", SITE_USERS["lumi"]["alice"], "--", singularity, "exec",
+                             "--bind", site_runtime("lumi"), image, in_image, "--version"])
+    assert found.stdout.strip() == "6.1.1", found.stderr     # and LUMI's container environment its own, in the image
 
 
 async def test_a_private_sites_orphans_are_found_through_the_users_own_login(lumi):

@@ -74,6 +74,7 @@ def mutated(change):
     (lambda d: d.update(default_environment="conda"), "default_environment: 'conda' is not one of the environments (lumi-stack, pytorch-container)."),
     (lambda d: d["environments"][0].update(setup=["module load x\nrm -rf /"]), "environments.0.setup.0:"),
     (lambda d: d.update(name="lumi2"), "name: 'lumi2' must match the file name ('lumi')."),
+    (lambda d: d["paths"].pop("runtime"), "environments[1].container: a container environment needs a remote site"),
     (lambda d: d["partitions"]["small-g"]["billing"].update(kind="euros"), "partitions.small-g.billing:"),
 ])
 def test_bad_site_files_name_file_key_and_reason(tmp_path, change, message):

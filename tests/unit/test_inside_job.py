@@ -57,6 +57,14 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
                                     None, "/users/a", "/opt/v/bin/python", **PRIVATE)
     assert "--gpus-per-node=1" in lumi_kwargs["job_extra_directives"] and lumi_kwargs["interface"] == "hsn0"
     assert lumi_kwargs["walltime"] == "02:00:00"
+    in_image = NotebookJob.from_environ({**ENV, "AIFA_WORKBENCH_SITE": "lumi", "SLURM_JOB_ACCOUNT": "project_465000001",
+                                         "AIFA_WORKBENCH_ENVIRONMENT": "pytorch-container"})
+    runtime_python = "/appl/local/aifa-workbench/containers/pytorch-container/current/bin/python"
+    container_kwargs = dp.cluster_kwargs(lumi, dp.preset_request(lumi, "gpu-workers", in_image, user, {}), in_image,
+                                         None, "/users/a", runtime_python, **PRIVATE)
+    # workers run in the notebook's image, from the runtime made inside it, bound in
+    image = lumi.environments["pytorch-container"].container
+    assert container_kwargs["python"] == f"singularity exec --bind /appl/local/aifa-workbench {image} {runtime_python}"
 
 
 @pytest.mark.parametrize("overrides, words", [

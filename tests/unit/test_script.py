@@ -7,8 +7,8 @@ import pytest
 
 from aifa_workbench.hub_config.catalogue import load_catalogue
 from aifa_workbench.spawners.request import JobRequest, UserContext, parse_job_request
-from aifa_workbench.spawners.script import (ScriptContext, ScriptError, render_batch_script, sbatch_value,
-                                           server_launch_argv)
+from aifa_workbench.spawners.script import (ScriptContext, ScriptError, render_batch_script, runtime_paths,
+                                           sbatch_value, server_launch_argv)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
 SITES = load_catalogue()
@@ -17,6 +17,19 @@ CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/aifa-wo
                     export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"))
 CASES = [(site, part, env) for site in SITES.values() for part in site.partitions
          for env in site.environments]
+
+
+def golden_context(site, environment) -> ScriptContext:
+    """As the spawner makes it: the hub's venv and sbatch's --export here, the site's home, runtime
+    and a private variables file on a remote site."""
+    if site.transport == "local":
+        return CTX
+    paths = runtime_paths(site, environment, "/opt/aifa-workbench/venv")
+    home = site.home_of("alice")
+    return ScriptContext(username="alice", home=home, venv_bin=paths.venv_bin,
+                         launch_argv=server_launch_argv(paths.server_bin), export_names=CTX.export_names,
+                         slurm_bin=site.paths.slurm_bin, env_file=f"{home}/.aifa-workbench/job-env-0123456789abcdef",
+                         container_runtime=paths.container_runtime, container_binds=paths.container_binds)
 
 
 def golden_request(site, partition, environment) -> JobRequest:
@@ -32,7 +45,7 @@ def golden_request(site, partition, environment) -> JobRequest:
 @pytest.mark.parametrize("site, partition, environment", CASES,
                          ids=[f"{s.name}-{p}-{e}" for s, p, e in CASES])
 def test_golden_script(site, partition, environment):
-    script = render_batch_script(golden_request(site, partition, environment), site, CTX)
+    script = render_batch_script(golden_request(site, partition, environment), site, golden_context(site, environment))
     path = GOLDEN / f"{site.name}-{partition}-{environment}.sh"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(script)

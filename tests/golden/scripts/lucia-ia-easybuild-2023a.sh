@@ -10,22 +10,28 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=500G
 #SBATCH --reservation=course_day1
-#SBATCH --chdir=/home/alice
-#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log
-#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
+#SBATCH --chdir=/gpfs/home/acad/alice
+#SBATCH --output=/gpfs/home/acad/alice/.aifa-workbench-job-%j.log
+#SBATCH --export=NONE
 set -euo pipefail
-export HOME=/home/alice USER=alice
-export PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+# The hub's variables for this job (its API token among them), in a file only this user reads.
+set -a; . /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef
+export HOME=/gpfs/home/acad/alice USER=alice
+export PATH=/gpfs/softs/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lucia AIFA_WORKBENCH_ENVIRONMENT=easybuild-2023a
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
+# --export=NONE: the script starts from the user's login environment on the node (Slurm's
+# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
+# function that a batch shell may lack: then it comes from the site's profile.
+type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 module load EasyBuild/2023a CUDA Python
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+/gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
-/opt/aifa-workbench/venv/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+/gpfs/softs/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
@@ -33,5 +39,5 @@ trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
-/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+/gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -11,12 +11,14 @@
 #SBATCH --cpus-per-task=14
 #SBATCH --mem=120G
 #SBATCH --reservation=course_day1
-#SBATCH --chdir=/home/alice
-#SBATCH --output=/home/alice/.aifa-workbench-job-%j.log
-#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL
+#SBATCH --chdir=/users/alice
+#SBATCH --output=/users/alice/.aifa-workbench-job-%j.log
+#SBATCH --export=NONE
 set -euo pipefail
-export HOME=/home/alice USER=alice
-export PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+# The hub's variables for this job (its API token among them), in a file only this user reads.
+set -a; . /users/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /users/alice/.aifa-workbench/job-env-0123456789abcdef
+export HOME=/users/alice USER=alice
+export PATH=/appl/local/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
@@ -27,13 +29,20 @@ export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__
 cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
 export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
+# --export=NONE: the script starts from the user's login environment on the node (Slurm's
+# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
+# function that a batch shell may lack: then it comes from the site's profile.
+type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
-singularity exec /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-u24r70f21m50t210-20260415_130625.sif /opt/aifa-workbench/venv/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+# JupyterLab inside the image, from the runtime install-runtime made there on the image's own
+# packages; the runtime directory is bound in (the container sees none of the node's /opt).
+singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-u24r70f21m50t210-20260415_130625.sif \
+  bash -c 'source "$0/bin/activate" && exec "$@"' /appl/local/aifa-workbench/containers/pytorch-container/current /appl/local/aifa-workbench/containers/pytorch-container/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
@@ -41,5 +50,5 @@ trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
-/opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -24,18 +24,22 @@ alive() {
   kill -0 "$pid" 2>/dev/null && [ "$(ip netns identify "$pid" 2>/dev/null)" = "$NS" ]
 }
 in_site() { ip netns exec "$NS" "$@"; }
+ns_exists() { [ -e "/run/netns/$NS" ]; }
+# output_has TEXT COMMAND...: whether COMMAND prints TEXT. Not `COMMAND | grep -q` here: under
+# pipefail that fails when grep exits before COMMAND has written all (SIGPIPE), at random.
+output_has() { local text=$1 out; shift; out=$("$@" 2>/dev/null) || return 1; grep -qF -- "$text" <<<"$out"; }
 
 network_up() {
-  ip netns list | grep -qw "$NS" || ip netns add "$NS"
+  ns_exists || ip netns add "$NS"
   if ! ip link show "$NS" >/dev/null 2>&1; then
     ip link add "$NS" type veth peer name eth0 netns "$NS"
   fi
-  ip addr show dev "$NS" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$NS"
+  output_has "inet $HOST_IP/" ip addr show dev "$NS" || ip addr add "$HOST_IP/24" dev "$NS"
   ip link set "$NS" up
   in_site ip link set lo up
-  in_site ip addr show eth0 | grep -q "$SITE_IP/" || in_site ip addr add "$SITE_IP/24" dev eth0
+  output_has "inet $SITE_IP/" in_site ip addr show eth0 || in_site ip addr add "$SITE_IP/24" dev eth0
   in_site ip link set eth0 up
-  in_site ip route show default | grep -q . || in_site ip route add default via "$HOST_IP"
+  output_has default in_site ip route show default || in_site ip route add default via "$HOST_IP"
 }
 
 # Run a daemon as host HOSTNAME of the site: own UTS and mount namespaces, the hub host's paths
@@ -79,13 +83,14 @@ up() {
 }
 
 status() {
-  local state=up
-  ip netns list | grep -qw "$NS" || { echo "$NAME: down (no namespace)"; return 3; }
+  local state=up ping
+  ns_exists || { echo "$NAME: down (no namespace)"; return 3; }
   for d in slurmctld slurmd sshd; do
     if alive "$DIR/run/$d.pid"; then echo "$NAME: $d running (pid $(cat "$DIR/run/$d.pid"))"
     else echo "$NAME: $d not running"; state=degraded; fi
   done
-  in_site scontrol ping 2>/dev/null | head -1 | sed "s/^/$NAME: /" || state=degraded
+  ping=$(in_site scontrol ping 2>/dev/null) || state=degraded
+  echo "$NAME: ${ping%%$'\n'*}"
   in_site sinfo -h -o "$NAME: %P %a %D nodes %c cpus %G %t" 2>/dev/null || true
   echo "$NAME: $state"
   [ "$state" = up ]
@@ -100,7 +105,7 @@ down() {
     kill -9 "$pid" 2>/dev/null || true
   done
   # jobs' processes (slurmstepd and what it started) live in the namespace too
-  if ip netns list | grep -qw "$NS"; then
+  if ns_exists; then
     pids=$(ip netns pids "$NS" 2>/dev/null || true)
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for _ in $(seq 50); do [ -z "$(ip netns pids "$NS" 2>/dev/null)" ] && break; sleep 0.1; done

@@ -1,0 +1,42 @@
+"""The job runtime on a site: the commands that install it (on the site's Python, and inside each
+container image on the image's packages) and reading which runtime a site runs."""
+import shlex
+
+from aifa_workbench.sites import runtime
+
+from .fakes import ScriptedRunner, ok
+
+IMAGE = runtime.ContainerImage("pytorch-container", "/appl/images/torch-20260415.sif",
+                               ("module purge", "module load lumi-aif-singularity-bindings"))
+
+
+def test_the_runtime_is_built_from_the_uploaded_wheels_only_and_switched_to_at_once():
+    mkdir, build = runtime.install_argvs("/appl/wb", "1.0-abc", "/usr/bin/python3")
+    assert mkdir == ["mkdir", "-p", "/appl/wb/wheelhouse"]
+    assert build[:2] == ["/bin/sh", "-c"]
+    script = build[2]
+    assert "/usr/bin/python3 -m venv --clear /appl/wb/1.0-abc" in script
+    assert "--no-index --find-links /appl/wb/wheelhouse aifa-workbench" in script
+    assert script.index("current.new") < script.index("mv -T /appl/wb/current.new /appl/wb/current")
+
+
+def test_a_container_environment_gets_a_runtime_made_inside_its_image():
+    _, _, in_image = runtime.install_argvs("/appl/wb", "1.0-abc", "/usr/bin/python3", (IMAGE,))
+    assert in_image[:2] == ["/bin/bash", "-lc"]        # a login shell: the image needs the site's modules
+    lines = in_image[2].splitlines()
+    assert lines[:3] == ["set -e", "module purge", "module load lumi-aif-singularity-bindings"]
+    inside = shlex.join(["singularity", "exec", "--bind", "/appl/wb", IMAGE.image])
+    target = "/appl/wb/containers/pytorch-container/1.0-abc"
+    assert f"{inside} python3 -m venv --system-site-packages --clear {target}" in lines[-1]
+    assert f"{inside} {target}/bin/pip --isolated install" in lines[-1]     # pip runs in the image too
+    assert "mv -T /appl/wb/containers/pytorch-container/current.new /appl/wb/containers/pytorch-container/current" \
+        in lines[-1]
+
+
+async def test_installed_runtimes_are_read_in_one_command_and_a_missing_one_is_none():
+    runner = ScriptedRunner([ok("1.0-abc\n\n")])
+    found = await runtime.installed_runtimes(runner, "ops", "/appl/wb", ["pytorch-container"])
+    assert found == {"": "1.0-abc", "pytorch-container": None}
+    assert runner.argvs[0][-2:] == ["/appl/wb/current/aifa-workbench-runtime",
+                                    "/appl/wb/containers/pytorch-container/current/aifa-workbench-runtime"]
+    assert await runtime.installed_runtime(ScriptedRunner([(1, "", "no such file")]), "ops", "/appl/wb") is None
