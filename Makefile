@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-polling
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-polling bench-sites
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -54,8 +54,12 @@ test:                    ## everything the tests need, then the whole suite
 test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
 	$(PYTEST) -m unit tests
 
-bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick)
+bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick), then the remote sites' ones when they are up (about 12 more)
 	$(VENV)/bin/python -m benchmarks.bench_spawner $(BENCH_ARGS)
+	@if ansible/sitesctl.sh status >/dev/null 2>&1; then $(MAKE) --no-print-directory bench-sites BENCH_ARGS=; \
+	else echo "bench: the simulated sites are not up (make sites starts them): their benchmarks were not run"; fi
+
+bench-sites: bench-polling bench-ssh bench-remote   ## the remote sites' benchmarks (needs make sites)
 
 labextension:            ## rebuild the walltime guard (JupyterLab extension) into extensions/labextension/prebuilt
 	cd extensions/labextension && npm install --no-audit --no-fund --loglevel=error && rm -rf prebuilt && \

@@ -4,7 +4,7 @@ import os
 
 import batchspawner  # noqa: F401  (registers batchspawner's own API handler, as its README says)
 
-from aifa_workbench.hub_config.settings import load_settings
+from aifa_workbench.model.settings import load_settings
 
 c = get_config()  # noqa: F821
 settings = load_settings(os.environ["AIFA_WORKBENCH_SETTINGS"])

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from tests.integration import hubs  # noqa: E402  (the test harness that starts real hubs)
 
 from aifa_workbench.hub_config.proxy import proxy_argv  # noqa: E402
-from aifa_workbench.hub_config.settings import load_settings  # noqa: E402
+from aifa_workbench.model.settings import load_settings  # noqa: E402
 
 BASELINE_CONFIG = ROOT / "benchmarks" / "baseline_jupyterhub_config.py"
 BASELINE_SUDOERS = Path("/etc/sudoers.d/zz-aifa-bench-baseline")

@@ -27,8 +27,8 @@ import sys
 import tempfile
 from datetime import datetime
 
-from aifa_workbench.hub_config.catalogue import Site
-from aifa_workbench.spawners.request import JobRequest, RequestError, UserContext, parse_job_request
+from aifa_workbench.model.catalogue import Site
+from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request
 from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from aifa_workbench.hub_config.catalogue import Site, estimate_cost, load_catalogue
+from aifa_workbench.model.catalogue import Site, estimate_cost, load_catalogue
 from aifa_workbench.sites import slurm_cli as cli
 
 

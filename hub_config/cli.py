@@ -21,10 +21,10 @@ import os
 import sys
 
 from aifa_workbench.hub_config import logwriter, site_admin
-from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
-from aifa_workbench.hub_config.settings import SettingsError
+from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.model.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
-from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
+from aifa_workbench.model.request import RequestError, UserContext, parse_job_request
 from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script, server_launch_argv
 
 
@@ -75,7 +75,7 @@ def _profiles(args) -> int:
 
 def _run_proxy(args) -> int:
     from .proxy import exec_proxy
-    from .settings import load_settings
+    from aifa_workbench.model.settings import load_settings
 
     exec_proxy(load_settings(args.settings))
     return 0

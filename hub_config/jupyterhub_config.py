@@ -3,19 +3,21 @@
 # Deployed by Ansible to /etc/aifa-workbench/jupyterhub_config.py and run by the hub's service
 # user (never root). Site-specific values live in the settings file named by
 # $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
+import logging
 import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue
+from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.limits import cap_request_bodies
 from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswordAuthenticator
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
-from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.hub_config import keys_page
 from aifa_workbench.hub_config.keys_page import KeysPageConfig
+from aifa_workbench.hub_config.site_admin import check_runtimes_when_the_hub_starts
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
 from aifa_workbench.sites.registry import Identities, site_control, use_identities
 from aifa_workbench.spawners import job_callback, reconcile
@@ -116,6 +118,8 @@ c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
 # hub, on remote sites (PrivateData) per user through their own logins, every 10 minutes.
 reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()
                             if site.transport == "local" or site.reach], settings.hub_id, identities=identities)
+# Each remote site's job runtime, checked once the hub runs (the log names the fixing command).
+check_runtimes_when_the_hub_starts(settings, sites, logging.getLogger("JupyterHub"))
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120

@@ -12,7 +12,7 @@ import hmac
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode
 
-from .settings import LOGIN_MODES, PER_USER, SHARED_SINGLE_PERSON, read_passwords  # noqa: F401
+from aifa_workbench.model.settings import LOGIN_MODES, PER_USER, SHARED_SINGLE_PERSON, read_passwords  # noqa: F401
 
 def password_matches(expected: str | None, given) -> bool:
     """Constant-time comparison; a user without a password never matches."""

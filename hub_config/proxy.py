@@ -6,7 +6,7 @@ import os
 import shutil
 from urllib.parse import urlsplit
 
-from .settings import Settings
+from aifa_workbench.model.settings import Settings
 
 
 def proxy_argv(settings: Settings, chp: str = "configurable-http-proxy") -> list[str]:

@@ -11,10 +11,11 @@ import asyncio
 import os
 from pathlib import Path
 
-from aifa_workbench.hub_config.catalogue import load_catalogue
-from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.model.catalogue import load_catalogue
+from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.hub_config.site_keys import SiteKeyStore, public_key_line
 from aifa_workbench.sites import runtime
+from aifa_workbench.spawners.background import in_background
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
 
@@ -84,28 +85,51 @@ def install(args) -> int:
     return 0
 
 
+async def runtime_report(settings, site, wheelhouse: Path) -> tuple[bool, list[str]]:
+    """Whether `site` runs this hub's job runtime (its own and each container environment's),
+    with a line for each, asked as the runtime's owner."""
+    wanted = runtime.runtime_id(wheelhouse)
+    runner, owner = _owner_runner(settings, site)
+    try:
+        found = await runtime.installed_runtimes(runner, owner, site.paths.runtime,
+                                                 [e.slug for e in site.container_environments])
+    finally:
+        runner.close()
+    lines = [f"{site.title}: runtime {ident or 'none'} installed{f' inside the image of {slug}' if slug else ''}, "
+             f"this hub's is {wanted}" for slug, ident in found.items()]
+    return all(ident == wanted for ident in found.values()), lines
+
+
 def check(args) -> int:
     settings = _settings(args)
     site = _site(settings, args.site)
-    runner, owner = _owner_runner(settings, site)
-    wanted = runtime.runtime_id(Path(args.wheelhouse))
-
-    slugs = [e.slug for e in site.container_environments]
-
-    async def go():
-        try:
-            return await runtime.installed_runtimes(runner, owner, site.paths.runtime, slugs)
-        finally:
-            runner.close()
     try:
-        found = asyncio.run(go())
+        ok, lines = asyncio.run(runtime_report(settings, site, Path(args.wheelhouse)))
     except SiteError as e:
         print(f"aifa-workbench: {e.sentence} ({e.detail})")
         return 1
-    for slug, ident in found.items():
-        where = f" inside the image of {slug}" if slug else ""
-        print(f"{site.title}: runtime {ident or 'none'} installed{where}, this hub's is {wanted}")
-    return 0 if all(ident == wanted for ident in found.values()) else 1
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def check_runtimes_when_the_hub_starts(settings, sites, log, wheelhouse: Path = WHEELHOUSE) -> None:
+    """Once the hub runs: say in its log, per remote site, whether the site runs this hub's job
+    runtime and, if not, the command that fixes it (spawns there are refused until then)."""
+    async def check_all():
+        for site in sites.values():
+            if site.transport != "ssh":
+                continue
+            try:
+                ok, lines = await runtime_report(settings, site, wheelhouse)
+            except (SiteError, SettingsError, OSError) as e:
+                log.warning("Could not check the job runtime on %s: %s", site.title, getattr(e, "sentence", e))
+                continue
+            if ok:
+                log.info("%s", "; ".join(lines))
+            else:
+                log.warning("%s. Spawns there are refused until `aifa-workbench install-runtime %s` is run.",
+                            "; ".join(lines), site.name)
+    asyncio.get_event_loop().call_soon(lambda: in_background(check_all(), "The runtime check", log))
 
 
 def add_commands(sub) -> None:

@@ -76,7 +76,7 @@ def _ssh_runner(site) -> SshRunner:
 
 
 def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> JobControl:
-    """The job control of catalogue site `site` (a hub_config.catalogue.Site)."""
+    """The job control of catalogue site `site` (a model.catalogue.Site)."""
     key = (site.name, site.transport, slurm_bin, timeout, site.login, site.paths)
     control = _CONTROLS.get(key)
     if control is None:

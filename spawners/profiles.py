@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from aifa_workbench.hub_config.catalogue import Partition, Site, estimate_cost
+from aifa_workbench.model.catalogue import Partition, Site, estimate_cost
 
 CUSTOM = "custom"
 FORM_INT_FIELDS = ("gpus", "cpus", "memory_gb", "hours")

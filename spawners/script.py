@@ -9,11 +9,11 @@ from importlib import resources
 
 import jinja2
 
-from aifa_workbench.hub_config.catalogue import Site
+from aifa_workbench.model.catalogue import Site
 from aifa_workbench.sites.runtime import container_runtime_dir
 from aifa_workbench.sites.slurm_cli import job_name
 
-from .request import JobRequest
+from aifa_workbench.model.request import JobRequest
 
 # What may appear after `#SBATCH --opt=`: sbatch parses these lines itself (no shell), so
 # instead of quoting we refuse anything but a plain token.

@@ -15,6 +15,7 @@ import functools
 import pwd
 import re
 import secrets
+import time
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -23,7 +24,8 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.model.catalogue import load_catalogue
+from aifa_workbench.model.request import RequestError, UserContext, parse_job_request, shown
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
@@ -33,12 +35,16 @@ from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
 from . import profiles as profiles_mod
 from .queue_monitor import QueueMonitor
-from .request import RequestError, UserContext, parse_job_request, shown
 from .server_identity import own_server_identity
 from .server_token import is_record, limit_token, revoke_token
 from .script import (ScriptContext, render_batch_script, render_env_file, runtime_paths, server_launch_argv,
                      template_source)
 from .slurm_facts import SlurmFacts
+
+# How long a job's own end report waits for Slurm to confirm it: longer than the SSH runner's
+# longest pause between logins (30 s), so an end reported just after a login node came back is
+# confirmed by the first login after the pause, not at JupyterHub's next poll of the server.
+END_CONFIRM_SECONDS = 60.0
 
 _FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
 
@@ -329,8 +335,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         found = await runtime.installed_runtimes(self.control.runner, self.user.name, site.paths.runtime, slugs)
         if any(ident != wanted for ident in found.values()):
             self.log.error("Runtime on %s: %s, this hub's: %s", site.name, found, wanted)
-            found = all(found.values())
-            raise SpawnError(f"The workbench's software on {site.title} is {'outdated' if found else 'missing'}, "
+            state = "outdated" if all(found.values()) else "missing"
+            raise SpawnError(f"The workbench's software on {site.title} is {state}, "
                              "so your server was not started. Your workbench administrator fixes it with "
                              f"`aifa-workbench install-runtime {site.name}`; try again after that.")
 
@@ -535,9 +541,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         monitor = self.monitor
         monitor.hurry()
         info = monitor.info(job_id)
-        for _ in range(20):
-            if info is not None and not info.active:
-                break
+        deadline = time.monotonic() + END_CONFIRM_SECONDS
+        while (info is None or info.active) and time.monotonic() < deadline:
             info = await monitor.wait_change(job_id, info, 1.0)
             monitor.hurry()
         if self.job_id != job_id or self.pending:

@@ -44,7 +44,7 @@ def bring_up(name: str) -> None:
 
 
 def site_runtime(name: str) -> str:
-    from aifa_workbench.hub_config.catalogue import load_catalogue
+    from aifa_workbench.model.catalogue import load_catalogue
 
     return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
 

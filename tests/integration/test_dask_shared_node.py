@@ -154,8 +154,8 @@ def carols_directories():
 def alices_notebook(cluster):
     """Start ALICE_NOTEBOOK in a Slurm job of alice's; yields (facts, done) once her cluster is up."""
     folder = Path(ALICE.pw_dir) / ".aifa-workbench" / f"test-dask-node-{secrets.token_hex(4)}"
-    folder.mkdir(parents=True, mode=0o700)
-    os.chown(folder, ALICE.pw_uid, ALICE.pw_gid)
+    made = as_user("alice", "mkdir", "-p", "-m", "0700", str(folder))   # as alice: root must not own her ~/.aifa-workbench
+    assert made.returncode == 0, made.stderr
     script, facts, done = folder / "notebook.py", folder / "facts.json", folder / "done"
     script.write_text(ALICE_NOTEBOOK)
     os.chown(script, ALICE.pw_uid, ALICE.pw_gid)

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import requests
 
-from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.spawners.profiles import quick_start_profiles
 
 from .hubs import wait_ready

@@ -29,13 +29,19 @@ def remote_hub(cluster):
     simulated = yaml.safe_load((SITES_ROOT / "workbench-sites.yaml").read_text())
     hub = hubs.running_hub("remote", "/", {key: simulated[key] for key in SIM_KEYS})
     for site in REQUESTS:   # alice gives the site the key the hub made for her (the site's portal)
-        public = subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-                                 "/opt/aifa-workbench/venv/bin/aifa-workbench", "user-key", "alice", site],
-                                capture_output=True, text=True, check=True).stdout
-        authorize_line(site, SITE_USERS[site]["alice"], public)
+        authorize_line(site, SITE_USERS[site]["alice"], hub_cli(hub, "user-key", "alice", site))
+        # and the antenna the key of the runtime's owner, with which the hub checks the runtime
+        authorize_line(site, simulated["runtime_owners"][site], hub_cli(hub, "runtime-key", site))
     yield hub
     hubs.stop_servers(hub)
     hubs.stop_hub(hub)
+
+
+def hub_cli(hub, *args: str) -> str:
+    """`aifa-workbench ARGS` as the hub's user, with this hub's settings."""
+    return subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+                           "/opt/aifa-workbench/venv/bin/aifa-workbench", *args],
+                          capture_output=True, text=True, check=True).stdout
 
 
 def site_job(site: str, job_id: str) -> dict:
@@ -99,9 +105,7 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
 
 
 def user_key_line(hub, user: str, site: str) -> str:
-    return subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-                           "/opt/aifa-workbench/venv/bin/aifa-workbench", "user-key", user, site],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return hub_cli(hub, "user-key", user, site).strip()
 
 
 @pytest.mark.browser
@@ -167,6 +171,7 @@ def restart_keeps_the_server(hub, token, job_id, url):
     hub.proc.wait(timeout=30)
     hubs.start_hub_process(hub)
     wait_until_up(hub)
+    says_each_sites_runtime_is_this_hubs(hub)
     model = server_model(hub, "alice")
     assert model.get("ready") and model["state"]["job_id"] == job_id, model
     assert execute(url, token, "6 * 7") == "42"
@@ -186,11 +191,26 @@ def restart_keeps_the_server(hub, token, job_id, url):
     finally:
         bring_up("jupiter")
     in_site("jupiter", ["scancel", job_id])                # ended on the site, behind the hub's back:
-    deadline = time.monotonic() + 30                      # its end report reaches the restarted hub
+    # its end report reaches the restarted hub, which confirms it with Slurm through the login
+    # node: at the latest once the pause after the last failed login (30 s at most) is over
+    deadline = time.monotonic() + 45
     while server_model(hub, "alice").get("ready"):
         assert time.monotonic() < deadline, "the hub did not notice the job's end"
         time.sleep(0.5)
     spawns_again_once_the_login_node_is_back(hub, token)
+
+
+def says_each_sites_runtime_is_this_hubs(hub):
+    """A starting hub checks each remote site's job runtime (as the runtime's owner) in its log."""
+    deadline = time.monotonic() + 30
+    while True:
+        said = [line for line in hub.log_path.read_text(errors="replace").splitlines() if "this hub's is" in line]
+        if len(said) >= len(REQUESTS):
+            break
+        assert time.monotonic() < deadline, hub.log_tail()
+        time.sleep(0.5)
+    assert not any("refused until" in line for line in said), said
+    assert any("inside the image of pytorch-container" in line for line in said), said
 
 
 def spawns_again_once_the_login_node_is_back(hub, token):

@@ -49,7 +49,7 @@ def custom_catalogue(hub: hubs.Hub, edit) -> Path:
 
     import yaml
 
-    from aifa_workbench.hub_config.catalogue import bundled_sites_dir
+    from aifa_workbench.model.catalogue import bundled_sites_dir
 
     directory = hub.home / "sites"
     shutil.copytree(bundled_sites_dir(), directory)

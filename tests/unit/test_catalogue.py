@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from aifa_workbench.hub_config.catalogue import (CatalogueError, bundled_sites_dir, estimate_cost, load_catalogue,
+from aifa_workbench.model.catalogue import (CatalogueError, bundled_sites_dir, estimate_cost, load_catalogue,
                                                  load_site)
 
 LUMI = yaml.safe_load((bundled_sites_dir() / "lumi.yaml").read_text())

@@ -16,8 +16,8 @@ import pytest
 
 from aifa_workbench.extensions import dask_presets as dp
 from aifa_workbench.extensions.job_context import NotebookJob
-from aifa_workbench.hub_config.catalogue import load_catalogue
-from aifa_workbench.spawners.request import UserContext
+from aifa_workbench.model.catalogue import load_catalogue
+from aifa_workbench.model.request import UserContext
 
 SITES = load_catalogue()
 ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "AIFA_WORKBENCH_ENVIRONMENT": "workbench",

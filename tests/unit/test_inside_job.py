@@ -9,8 +9,8 @@ from aifa_workbench.extensions.job_context import (NotebookJob, WorkbenchError, 
                                                     parse_scontrol_job)
 from aifa_workbench.extensions.panel import panel_rows, render_html
 from aifa_workbench.extensions.starter_notebooks import MANIFEST, TARGET_DIR, copy_starter_notebooks
-from aifa_workbench.hub_config.catalogue import CatalogueError, load_catalogue, site_from_dict
-from aifa_workbench.spawners.request import UserContext
+from aifa_workbench.model.catalogue import CatalogueError, load_catalogue, site_from_dict
+from aifa_workbench.model.request import UserContext
 
 SITES = load_catalogue()
 ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "AIFA_WORKBENCH_ENVIRONMENT": "workbench",

@@ -91,7 +91,7 @@ async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not
 
 
 async def test_a_site_without_pinned_host_keys_is_not_logged_in_to():
-    from aifa_workbench.hub_config.catalogue import load_catalogue
+    from aifa_workbench.model.catalogue import load_catalogue
     from aifa_workbench.sites.registry import NoHostKey, site_control
 
     lumi = load_catalogue()["lumi"]             # the bundled file pins no key yet

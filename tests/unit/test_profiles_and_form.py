@@ -1,4 +1,4 @@
-from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.spawners.profiles import describe_cost, form_data, options_from_form, quick_start_profiles
 
 SITES = load_catalogue()

@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from aifa_workbench.hub_config.catalogue import load_catalogue
+from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.spawners.profiles import quick_start_profiles
-from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
+from aifa_workbench.model.request import RequestError, UserContext, parse_job_request
 from aifa_workbench.spawners.script import ScriptContext, render_batch_script
 
 SITES = load_catalogue()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aifa_workbench.hub_config.catalogue import load_catalogue
-from aifa_workbench.spawners.request import JobRequest, UserContext, parse_job_request
+from aifa_workbench.model.catalogue import load_catalogue
+from aifa_workbench.model.request import JobRequest, UserContext, parse_job_request
 from aifa_workbench.spawners.script import (ScriptContext, ScriptError, render_batch_script, runtime_paths,
                                            sbatch_value, server_launch_argv)
 

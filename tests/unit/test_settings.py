@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.model.settings import SettingsError, load_settings
 
 GOOD = {
     "bind_url": "http://127.0.0.1:8000/", "hub_port": 8081, "proxy_api_port": 8001,

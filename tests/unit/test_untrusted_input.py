@@ -7,9 +7,9 @@ import pytest
 from aifa_workbench.hub_config.login import PerUserPasswordAuthenticator, password_matches, read_passwords
 from aifa_workbench.hub_config.origins import hub_page_allowed, user_host_hook
 from aifa_workbench.hub_config.proxy import proxy_argv
-from aifa_workbench.hub_config.settings import SettingsError, load_settings
+from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.spawners.profiles import options_from_form
-from aifa_workbench.spawners.request import RequestError, parse_job_request, shown
+from aifa_workbench.model.request import RequestError, parse_job_request, shown
 from aifa_workbench.spawners.server_identity import identity_name
 from aifa_workbench.spawners.slurm import output_tail
 from aifa_workbench.spawners.slurm_facts import SharedAnswers
@@ -218,13 +218,13 @@ def test_the_identity_answer_names_the_user_or_nothing():
 
 @pytest.fixture
 def sites():
-    from aifa_workbench.hub_config.catalogue import load_catalogue
+    from aifa_workbench.model.catalogue import load_catalogue
     return load_catalogue(None, ("local",))
 
 
 @pytest.fixture
 def user():
-    from aifa_workbench.spawners.request import UserContext
+    from aifa_workbench.model.request import UserContext
     return UserContext(accounts={"local": ("proj_sme",)}, reservations={"local": ()})
 
 

@@ -8,7 +8,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-PARTS = ("pyproject.toml", "README.md", "hub_config", "spawners", "sites", "extensions", "notebooks")
+PARTS = ("pyproject.toml", "README.md", "model", "hub_config", "spawners", "sites", "extensions", "notebooks")
 SKIPPED = ("__pycache__", "node_modules")   # node_modules: only for `make labextension`, never shipped
 
 

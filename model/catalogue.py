@@ -12,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from aifa_workbench.model.request import RequestError, UserContext, parse_job_request
+
 SLUG = r"^[a-z][a-z0-9_-]{0,31}$"
 _INT = {"type": "integer", "minimum": 0}
 _POS = {"type": "integer", "minimum": 1}
@@ -296,8 +298,6 @@ def _check_consistency(data: dict, path) -> None:
 
 def _check_presets(site: "Site") -> None:
     """Each Dask preset must be a valid request on its own site (the spawn request rules)."""
-    from aifa_workbench.spawners.request import RequestError, UserContext, parse_job_request
-
     user = UserContext(accounts={site.name: (site.account_example,)})
     for preset in site.dask_presets.values():
         try:
@@ -346,6 +346,7 @@ def load_site(path) -> Site:
 
 
 def bundled_sites_dir() -> Path:
+    """The site files shipped with the hub's configuration (data only: nothing is imported from there)."""
     return Path(str(resources.files("aifa_workbench.hub_config").joinpath("sites")))
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from aifa_workbench.hub_config.catalogue import Partition, Site
+if TYPE_CHECKING:   # the catalogue checks its Dask presets with these rules: no import cycle
+    from aifa_workbench.model.catalogue import Partition, Site
 
 ALLOWED_KEYS = ("profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
                 "reservation", "environment")

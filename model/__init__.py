@@ -1,0 +1,3 @@
+"""The model: the site catalogue, the hub's settings and the rules of a job request. Pure data
+and validation; imports nothing of JupyterHub, of site control or of the spawner, so the hub,
+its command line and the code inside a job on any site share it."""
