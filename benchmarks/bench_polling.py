@@ -156,7 +156,7 @@ def workbench_monitors(jobs, sims):
         if (site, user) not in monitors:
             monitors[site, user] = QueueMonitor((site, user), sims[site].control(), as_user=user,
                                                 interval=HUB_POLL_INTERVAL)
-        monitors[site, user].track(job_id)
+        monitors[site, user].jobs[job_id] = None   # tracked; not track(), which would start polling now, unstaggered
     return monitors
 
 

@@ -38,6 +38,9 @@ MAX_WORKERS = 64
 MIN_WORKER_MINUTES = 5
 OVERRIDABLE = ("partition", "gpus", "cpus", "memory_gb", "hours", "account")
 SCRATCH_VARIABLE = "AIFA_DASK_SCRATCH"
+# Worker jobs start with --export=NONE from the user's login environment, where Lmod's `module`
+# (a shell function) may be missing: then the site's profile defines it (as in the notebook's job).
+MODULE_FALLBACK = "type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true"
 PRIVATE_DIRECTORY = ".aifa-workbench/dask-tls"      # 0700, in the user's home, which workers read
 WORKER_SETUP_FILE = "aifa_dask_worker_setup.py"
 # A worker preload: Dask workers always open an HTTP server (metrics, health) even without
@@ -114,7 +117,7 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
     environment = site.environments[request.environment]
     if environment.container:   # the notebook's own Python is the runtime inside the image: bind it in
         binds = f"--bind {shlex.quote(site.paths.runtime)} " if site.paths.runtime else ""
-        python = f"singularity exec {binds}{shlex.quote(environment.container)} {shlex.quote(python)}"
+        python = f"singularity run {binds}{shlex.quote(environment.container)} {shlex.quote(python)}"
     directives = ["--export=NONE", *gpu_directives(site, request)]
     if request.whole_node:
         directives.append("--exclusive")
@@ -134,7 +137,8 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "job_name": f"aifa-dask-{job.user}",
         "log_directory": f"{home}/.aifa-workbench/dask-logs",
         "job_extra_directives": directives,
-        "job_script_prologue": [f"export HOME={shlex.quote(home)}",
+        "job_script_prologue": [*(MODULE_FALLBACK,) * bool(environment.setup),
+                                f"export HOME={shlex.quote(home)}",
                                 f"export PATH={shlex.quote(os.path.dirname(python.split()[-1]) or '/usr/bin')}"
                                 ":/usr/local/bin:/usr/bin:/bin",
                                 *scratch_prologue(site.dask_local_directory),

@@ -121,7 +121,7 @@ def check_runtimes_when_the_hub_starts(settings, sites, log, wheelhouse: Path = 
                 continue
             try:
                 ok, lines = await runtime_report(settings, site, wheelhouse)
-            except (SiteError, SettingsError, OSError) as e:
+            except Exception as e:   # one site's failure (unreachable, no key, no wheels) must not skip the others
                 log.warning("Could not check the job runtime on %s: %s", site.title, getattr(e, "sentence", e))
                 continue
             if ok:

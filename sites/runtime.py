@@ -52,8 +52,10 @@ def container_runtime_dir(runtime_dir: str, slug: str) -> str:
 
 
 def in_image(runtime_dir: str, image: str) -> list[str]:
-    """The argv prefix that runs a command inside `image` with the runtime directory bound in."""
-    return ["singularity", "exec", "--bind", runtime_dir, image]
+    """The argv prefix that runs a command inside `image` with the runtime directory bound in:
+    `run`, as the notebook's server is started, so that the image's runscript sets up the same
+    Python for the runtime's venv as for the server and the Dask workers."""
+    return ["singularity", "run", "--bind", runtime_dir, image]
 
 
 def _venv_script(home: str, ident: str, house: str, venv: list[str], run: list[str]) -> str:

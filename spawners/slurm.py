@@ -539,14 +539,18 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not job_id:
             return
         monitor = self.monitor
+        monitor.track(job_id)   # after a hub restart the job may not be tracked yet
         monitor.hurry()
         info = monitor.info(job_id)
         deadline = time.monotonic() + END_CONFIRM_SECONDS
-        while (info is None or info.active) and time.monotonic() < deadline:
+        while (info is None or info.active) and self.job_id == job_id and time.monotonic() < deadline:
             info = await monitor.wait_change(job_id, info, 1.0)
             monitor.hurry()
-        if self.job_id != job_id or self.pending:
-            return   # stopped or restarted meanwhile; start() and stop() see their own jobs
+        if self.job_id != job_id:
+            monitor.untrack(job_id)   # stopped (and maybe started anew) meanwhile: nobody waits for it
+            return
+        if self.pending:
+            return   # starting or stopping: start() and stop() see their own jobs
         await self.poll_and_notify()
 
     async def stop(self, now=False):

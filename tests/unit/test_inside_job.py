@@ -64,7 +64,10 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
                                          None, "/users/a", runtime_python, **PRIVATE)
     # workers run in the notebook's image, from the runtime made inside it, bound in
     image = lumi.environments["pytorch-container"].container
-    assert container_kwargs["python"] == f"singularity exec --bind /appl/local/aifa-workbench {image} {runtime_python}"
+    assert container_kwargs["python"] == f"singularity run --bind /appl/local/aifa-workbench {image} {runtime_python}"
+    # with --export=NONE the workers' `module` lines need Lmod, from the site's profile if missing
+    assert container_kwargs["job_script_prologue"][0] == dp.MODULE_FALLBACK
+    assert dp.MODULE_FALLBACK not in kwargs["job_script_prologue"]   # the local site loads no modules
 
 
 @pytest.mark.parametrize("overrides, words", [

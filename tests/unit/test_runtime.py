@@ -25,7 +25,7 @@ def test_a_container_environment_gets_a_runtime_made_inside_its_image():
     assert in_image[:2] == ["/bin/bash", "-lc"]        # a login shell: the image needs the site's modules
     lines = in_image[2].splitlines()
     assert lines[:3] == ["set -e", "module purge", "module load lumi-aif-singularity-bindings"]
-    inside = shlex.join(["singularity", "exec", "--bind", "/appl/wb", IMAGE.image])
+    inside = shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE.image])
     target = "/appl/wb/containers/pytorch-container/1.0-abc"
     assert f"{inside} python3 -m venv --system-site-packages --clear {target}" in lines[-1]
     assert f"{inside} {target}/bin/pip --isolated install" in lines[-1]     # pip runs in the image too

@@ -16,6 +16,11 @@
 set -euo pipefail
 # The hub's variables for this job (its API token among them), in a file only this user reads.
 set -a; . /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef
+# --export=NONE: the script starts from the user's login environment on the node (Slurm's
+# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
+# function that a batch shell may lack: then it comes from the site's profile, read before
+# PATH is set below (a profile may reset PATH).
+type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/gpfs/home/acad/alice USER=alice
 export PATH=/gpfs/softs/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
@@ -23,10 +28,6 @@ export AIFA_WORKBENCH_SITE=lucia AIFA_WORKBENCH_ENVIRONMENT=easybuild-2023a
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-# --export=NONE: the script starts from the user's login environment on the node (Slurm's
-# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
-# function that a batch shell may lack: then it comes from the site's profile.
-type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 module load EasyBuild/2023a CUDA Python
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true

@@ -17,6 +17,11 @@
 set -euo pipefail
 # The hub's variables for this job (its API token among them), in a file only this user reads.
 set -a; . /users/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /users/alice/.aifa-workbench/job-env-0123456789abcdef
+# --export=NONE: the script starts from the user's login environment on the node (Slurm's
+# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
+# function that a batch shell may lack: then it comes from the site's profile, read before
+# PATH is set below (a profile may reset PATH).
+type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/users/alice USER=alice
 export PATH=/appl/local/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
@@ -29,10 +34,6 @@ export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__
 cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
 export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
-# --export=NONE: the script starts from the user's login environment on the node (Slurm's
-# implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
-# function that a batch shell may lack: then it comes from the site's profile.
-type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
