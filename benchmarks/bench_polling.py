@@ -103,17 +103,17 @@ def measure(window: float, side) -> tuple[float, float]:
 
 
 async def polled_as_the_hub_does(spawners, window: float, interval: float) -> None:
-    """Each spawner's poll() every `interval` s, the servers' phases spread over the interval."""
+    """Each spawner's poll() every `interval` s, the servers' phases spread over the interval.
+    The loops end by themselves at the window's end: batchspawner's run_command swallows a task's
+    cancellation (a bare `except:` around the command), so a cancelled poll would poll on forever."""
+    end = time.monotonic() + window
+
     async def one(spawner, offset):
         await asyncio.sleep(offset)
-        while True:
+        while time.monotonic() < end:
             await spawner.poll()
-            await asyncio.sleep(interval)
-    tasks = [asyncio.create_task(one(s, (i + 0.5) * interval / len(spawners))) for i, s in enumerate(spawners)]
-    await asyncio.sleep(window)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(min(interval, max(0.0, end - time.monotonic())))
+    await asyncio.gather(*(one(s, (i + 0.5) * interval / len(spawners)) for i, s in enumerate(spawners)))
 
 
 def baseline_spawners(jobs, sims, keydir: Path):
@@ -163,7 +163,7 @@ def workbench_monitors(jobs, sims):
 async def workbench(jobs, sims, window: float, start) -> None:
     monitors = workbench_monitors(jobs, sims)
     try:   # the users' connections and first look, made when their servers started: not measured
-        await asyncio.gather(*(m.poll() for m in monitors.values()))
+        await asyncio.wait_for(asyncio.gather(*(m.poll() for m in monitors.values())), 120)
         start()
         spread = HUB_POLL_INTERVAL / len(monitors)   # the users' servers started at different times
         await asyncio.sleep(spread / 2)

@@ -36,6 +36,35 @@ def runtime_id(wheelhouse: Path) -> str:
     return f"{version}-{(wheelhouse / 'SOURCE').read_text().strip()[:12]}"
 
 
+# The wheelhouse holds compiled wheels for one interpreter: its Python version and machine, as
+# this probe prints them, are written beside the wheels (TARGET) and must be the site's.
+INTERPRETER_PROBE = "import platform, sys; print('%d.%d %s' % (*sys.version_info[:2], platform.machine()))"
+TARGET = "TARGET"
+
+
+def this_interpreter() -> str:
+    """What INTERPRETER_PROBE prints for the running Python ("3.11 x86_64")."""
+    import platform
+    import sys
+
+    return "%d.%d %s" % (*sys.version_info[:2], platform.machine())
+
+
+def wheelhouse_target(wheelhouse: Path) -> str | None:
+    """The interpreter the wheelhouse was built for, or None if it does not say (an older one)."""
+    path = wheelhouse / TARGET
+    return path.read_text().strip() or None if path.exists() else None
+
+
+def interpreter_mismatch(where: str, found: str, target: str, fix: str) -> str | None:
+    """A sentence if the Python `where` ("the site's Python /usr/bin/python3") is not the one the
+    wheels were built for, else None."""
+    if found.strip() == target:
+        return None
+    return (f"{where} is Python {found.strip() or '(did not answer)'}, but this hub's wheels are for Python "
+            f"{target}; {fix}")
+
+
 @dataclass(frozen=True)
 class ContainerImage:
     """A container environment of the catalogue: its slug, its image, the lines that prepare the
@@ -86,6 +115,32 @@ def install_argvs(runtime_dir: str, ident: str, python: str,
     return argvs
 
 
+def probe_argvs(runtime_dir: str, python: str, containers: tuple[ContainerImage, ...] = ()) -> list[list[str]]:
+    """The commands that print which interpreter each runtime would be built on: the site's
+    Python, then each image's python3 (after the image's set-up lines)."""
+    argvs = [[python, "-c", INTERPRETER_PROBE]]
+    for container in containers:
+        probe = shlex.join([*in_image(runtime_dir, container.image), "python3", "-c", INTERPRETER_PROBE])
+        argvs.append(["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, probe])])
+    return argvs
+
+
+async def check_interpreters(runner, as_user: str, site_title: str, runtime_dir: str, python: str,
+                             containers: tuple[ContainerImage, ...], target: str) -> None:
+    """Refuse, with a sentence, to install wheels built for another Python or machine."""
+    probes = probe_argvs(runtime_dir, python, containers)
+    wheres = [(f"the site's Python {python}", "set paths.python in the site's catalogue file to a Python of that "
+               "version on the site, or build the runtime's wheels with one like the site's")]
+    wheres += [(f"the python3 inside {c.image}", "use an image with that Python, or build the runtime's wheels "
+                "with one like the image's") for c in containers]
+    for argv, (where, fix) in zip(probes, wheres):
+        result = await runner.run(argv, as_user=as_user, timeout=120)
+        found = result.stdout.strip().splitlines()[-1] if result.ok and result.stdout.strip() else ""
+        mismatch = interpreter_mismatch(where, found, target, fix)
+        if mismatch:
+            raise RuntimeError_(site_title, mismatch)
+
+
 async def installed_runtime(runner, as_user: str, runtime_dir: str) -> str | None:
     """The id of the runtime the site's `current` points at, or None if there is none."""
     return (await installed_runtimes(runner, as_user, runtime_dir, ()))[""]
@@ -110,6 +165,9 @@ async def install_runtime(runner, as_user: str, site_title: str, runtime_dir: st
     ident = runtime_id(wheelhouse)
     mkdir, build, *in_images = install_argvs(runtime_dir, ident, python, containers)
     await _checked(runner, as_user, site_title, mkdir)
+    target = wheelhouse_target(wheelhouse)
+    if target:
+        await check_interpreters(runner, as_user, site_title, runtime_dir, python, containers, target)
     connection = await runner.connection_for(as_user).connection()
     house = posixpath.join(runtime_dir, "wheelhouse")
     async with connection.start_sftp_client() as sftp:

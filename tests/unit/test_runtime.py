@@ -2,6 +2,8 @@
 container image on the image's packages) and reading which runtime a site runs."""
 import shlex
 
+import pytest
+
 from aifa_workbench.sites import runtime
 
 from .fakes import ScriptedRunner, ok
@@ -40,3 +42,32 @@ async def test_installed_runtimes_are_read_in_one_command_and_a_missing_one_is_n
     assert runner.argvs[0][-2:] == ["/appl/wb/current/aifa-workbench-runtime",
                                     "/appl/wb/containers/pytorch-container/current/aifa-workbench-runtime"]
     assert await runtime.installed_runtime(ScriptedRunner([(1, "", "no such file")]), "ops", "/appl/wb") is None
+
+
+def test_the_interpreters_are_probed_on_the_site_and_inside_each_image():
+    site, image = runtime.probe_argvs("/appl/wb", "/usr/bin/python3", (IMAGE,))
+    assert site == ["/usr/bin/python3", "-c", runtime.INTERPRETER_PROBE]
+    lines = image[2].splitlines()
+    assert image[:2] == ["/bin/bash", "-lc"] and lines[1:3] == ["module purge", "module load lumi-aif-singularity-bindings"]
+    assert lines[-1].startswith(shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE.image, "python3", "-c"]))
+
+
+async def test_wheels_for_another_python_are_refused_with_a_sentence_before_anything_is_uploaded():
+    this = runtime.this_interpreter()
+    await runtime.check_interpreters(ScriptedRunner([ok(this + "\n"), ok("a runscript's banner\n" + this + "\n")]),
+                                     "ops", "LUMI", "/appl/wb", "/usr/bin/python3", (IMAGE,), this)
+    with pytest.raises(runtime.RuntimeError_) as refused:
+        await runtime.check_interpreters(ScriptedRunner([ok("3.6 x86_64\n")]), "ops", "LUMI", "/appl/wb",
+                                         "/usr/bin/python3", (), "3.11 x86_64")
+    assert "the site's Python /usr/bin/python3 is Python 3.6 x86_64, but this hub's wheels are for Python " \
+           "3.11 x86_64; set paths.python" in refused.value.sentence
+    with pytest.raises(runtime.RuntimeError_) as refused:
+        await runtime.check_interpreters(ScriptedRunner([ok("3.11 x86_64\n"), ok("3.11 aarch64\n")]), "ops", "JUPITER",
+                                         "/p/wb", "/usr/bin/python3", (IMAGE,), "3.11 x86_64")
+    assert f"the python3 inside {IMAGE.image} is Python 3.11 aarch64" in refused.value.sentence
+
+
+def test_a_wheelhouse_says_which_interpreter_its_wheels_are_for(tmp_path):
+    assert runtime.wheelhouse_target(tmp_path) is None            # an older wheelhouse: nothing to check
+    (tmp_path / runtime.TARGET).write_text("3.11 x86_64\n")
+    assert runtime.wheelhouse_target(tmp_path) == "3.11 x86_64"
