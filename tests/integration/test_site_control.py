@@ -218,3 +218,34 @@ async def test_a_private_file_is_written_for_the_user_only_and_never_over_anothe
         assert "s3cret" not in ps.stdout
     finally:
         await runner.run(["rm", "-f", path], as_user="alice")
+
+
+async def test_wheels_for_another_python_are_refused_on_the_site_before_any_upload(lumi, tmp_path):
+    """install-runtime asks the site's Python and the image's python3 what they are first."""
+    from aifa_workbench.hub_config.site_admin import container_images
+    from aifa_workbench.model.catalogue import load_catalogue
+    from aifa_workbench.sites import runtime
+
+    site = load_catalogue(SITES_ROOT / "catalogue", ["lumi"])["lumi"]
+    (tmp_path / "aifa_workbench-0.1.0-py3-none-any.whl").write_bytes(b"not uploaded")
+    (tmp_path / "SOURCE").write_text("0123456789abcdef\n")
+    runner = lumi.runner()
+    runtime_dir = f"{lumi.home('alice')}/.aifa-workbench/test-runtime-{os.getpid()}"
+    this = runtime.this_interpreter().split()
+    try:
+        for target, where in ((f"3.6 {this[1]}", f"the site's Python {site.paths.python} is Python {' '.join(this)}"),
+                              (f"{this[0]} aarch64", f"the site's Python {site.paths.python} is Python {' '.join(this)}")):
+            (tmp_path / runtime.TARGET).write_text(target + "\n")
+            with pytest.raises(runtime.RuntimeError_) as refused:
+                await runtime.install_runtime(runner, "alice", site.title, runtime_dir, tmp_path, site.paths.python,
+                                              log=lambda line: None, containers=container_images(site))
+            assert where in refused.value.sentence and target in refused.value.sentence, refused.value.sentence
+        # the image's own python3 answers too (inside the image, after its module lines)
+        probes = runtime.probe_argvs(runtime_dir, site.paths.python, container_images(site))
+        inside = await runner.run(probes[1], as_user="alice", timeout=60)
+        assert inside.ok and inside.stdout.strip().splitlines()[-1] == " ".join(this), inside.stderr
+        listed = await runner.run(["ls", "-A", f"{runtime_dir}/wheelhouse"], as_user="alice")
+        assert listed.ok and listed.stdout.strip() == ""                 # nothing was uploaded
+    finally:
+        await runner.run(["rm", "-rf", runtime_dir], as_user="alice")
+        runner.close()
