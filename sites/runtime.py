@@ -135,8 +135,10 @@ async def check_interpreters(runner, as_user: str, site_title: str, runtime_dir:
                 "with one like the image's") for c in containers]
     for argv, (where, fix) in zip(probes, wheres):
         result = await runner.run(argv, as_user=as_user, timeout=120)
-        found = result.stdout.strip().splitlines()[-1] if result.ok and result.stdout.strip() else ""
-        mismatch = interpreter_mismatch(where, found, target, fix)
+        if not result.ok or not result.stdout.strip():   # no Python there, a bad image, a module that failed
+            raise RuntimeError_(site_title, f"{where} did not answer ({argv[0]} exit {result.returncode}: "
+                                            f"{bounded(result.stderr, 400)})")
+        mismatch = interpreter_mismatch(where, result.stdout.strip().splitlines()[-1], target, fix)
         if mismatch:
             raise RuntimeError_(site_title, mismatch)
 

@@ -65,6 +65,11 @@ async def test_wheels_for_another_python_are_refused_with_a_sentence_before_anyt
         await runtime.check_interpreters(ScriptedRunner([ok("3.11 x86_64\n"), ok("3.11 aarch64\n")]), "ops", "JUPITER",
                                          "/p/wb", "/usr/bin/python3", (IMAGE,), "3.11 x86_64")
     assert f"the python3 inside {IMAGE.image} is Python 3.11 aarch64" in refused.value.sentence
+    with pytest.raises(runtime.RuntimeError_) as refused:       # no such Python: that, not a version
+        await runtime.check_interpreters(ScriptedRunner([(127, "", "sh: /opt/py/bin/python3: not found")]), "ops",
+                                         "Lucia", "/w", "/opt/py/bin/python3", (), "3.11 x86_64")
+    assert "the site's Python /opt/py/bin/python3 did not answer" in refused.value.sentence
+    assert "not found" in refused.value.sentence and "wheels are for" not in refused.value.sentence
 
 
 def test_a_wheelhouse_says_which_interpreter_its_wheels_are_for(tmp_path):
