@@ -66,6 +66,34 @@ def test_fill_the_form_see_the_cost_start_and_land_in_jupyterlab(hub_under_hosti
     assert model["ready"] and model["user_options"]["gpus"] == 2
 
 
+def test_the_gpu_count_chosen_survives_whole_node_and_cpu_partitions(hub_under_hostile_base_url, browser):
+    """Passing through a whole-node partition (4 or 8 GPUs) or a CPU one (0) must not change
+    the count the person chose on a shared GPU partition (it once asked for 4 where 1 was meant)."""
+    page = logged_in_page(browser, hub_under_hostile_base_url, "bob")
+    page.wait_for_url("**/hub/spawn**", timeout=30_000)
+    page.select_option("#aifa-profile", "custom")
+    page.select_option("#aifa-site", "local")
+    page.select_option("#aifa-partition", "booster")
+    expect(page.locator("#aifa-gpus")).to_have_value("4")
+    expect(page.locator("#aifa-gpus")).to_be_disabled()
+    page.select_option("#aifa-partition", "gpu")
+    expect(page.locator("#aifa-gpus")).to_have_value("1")
+    expect(page.locator("#aifa-cost")).to_contain_text("gpu, 1 GPU, 2 h")
+    page.fill("#aifa-gpus", "2")
+    for passing_through in ("standard-g", "cpu"):
+        page.select_option("#aifa-partition", passing_through)
+        page.select_option("#aifa-partition", "small-g")
+        expect(page.locator("#aifa-gpus")).to_have_value("2")
+        expect(page.locator("#aifa-cost")).to_contain_text("small-g, 2 GPUs, 2 h")
+    page.select_option("#aifa-partition", "cpu")
+    expect(page.locator("#aifa-gpus")).to_have_value("0")
+    expect(page.locator("#aifa-gpus")).to_be_disabled()
+    page.select_option("#aifa-partition", "small-g")
+    page.fill("#aifa-gpus", "8")
+    page.select_option("#aifa-partition", "gpu")          # 4 GPUs a node: as many as it has
+    expect(page.locator("#aifa-gpus")).to_have_value("4")
+
+
 def test_a_bad_value_gets_a_sentence_and_no_job(hub_under_hostile_base_url, browser):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
