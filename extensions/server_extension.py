@@ -42,6 +42,7 @@ async def report_port_when_listening(serverapp) -> bool:
             return False
         await asyncio.sleep(0.01)
     port = serverapp.port
+    write_port_file(port)
     for delay in (*REPORT_DELAYS_S, None):
         status = await asyncio.to_thread(post_report, {"port": port})
         if status == 201:
@@ -58,6 +59,16 @@ async def report_port_when_listening(serverapp) -> bool:
     serverapp.log.error("AIFA Workbench: could not report the port to the hub; stopping")
     stop_server(serverapp)
     return False
+
+
+def write_port_file(port: int) -> None:
+    """Where the job's reverse tunnel waits for the port (AIFA_WORKBENCH_PORT_FILE, in the job's
+    private directory): written whole, then renamed, so that it is never read half-written."""
+    path = os.environ.get("AIFA_WORKBENCH_PORT_FILE")
+    if path:
+        with open(path + ".new", "w") as f:
+            f.write(f"{int(port)}\n")
+        os.replace(path + ".new", path)
 
 
 def stop_server(serverapp) -> None:

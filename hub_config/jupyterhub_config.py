@@ -3,6 +3,7 @@
 # Deployed by Ansible to /etc/aifa-workbench/jupyterhub_config.py and run by the hub's service
 # user (never root). Site-specific values live in the settings file named by
 # $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
+import dataclasses
 import logging
 import os
 import sys
@@ -36,6 +37,7 @@ try:
         passwords = settings.passwords()
     settings.check_tls_files()
     sites = load_catalogue(settings.catalogue_dir, settings.sites)
+    settings.check_tunnel_gateway([site.name for site in sites.values() if site.reach and site.reach.mode == "reverse"])
     check_slurm(settings.slurm_bin)
     check_local_partitions(sites, settings.slurm_bin)
 except (SettingsError, CatalogueError, PreflightError) as error:
@@ -114,6 +116,8 @@ c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates"
 c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
+c.WorkbenchSlurmSpawner.tunnel_gateway = {**dataclasses.asdict(settings.tunnel_gateway),
+                                          "ca_key_file": str(settings.secrets_dir / "tunnel-ca")}
 # Jobs of this hub that no server owns are cancelled: on the local cluster from one query as the
 # hub, on remote sites (PrivateData) per user through their own logins, every 10 minutes.
 reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()

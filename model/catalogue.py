@@ -99,11 +99,16 @@ PATHS_SCHEMA = {
 REACH_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["mode", "hub_url"],
     "properties": {
-        # direct: the hub routes to the compute node's address, and the job calls the hub at
-        # hub_url ({hub_port}: the hub's API port). forward / reverse: tunnels (next issue).
-        "mode": {"enum": ["direct"]},
+        # direct: the hub routes to the compute node's address (nodes the hub can dial).
+        # reverse: the job dials out to the hub's tunnel gateway (at `gateway`, as the site's
+        # nodes reach it) and listens there on the port the hub granted (nodes with egress: LUMI).
+        # The job calls the hub's API at hub_url ({hub_port}: the hub's API port).
+        "mode": {"enum": ["direct", "reverse"]},
         "hub_url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9.-]+(:([0-9]{1,5}|\{hub_port\}))?$"},
+        "gateway": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+$"},
     },
+    "if": {"properties": {"mode": {"const": "reverse"}}},
+    "then": {"required": ["gateway"]},
 }
 
 SITE_SCHEMA = {
@@ -207,6 +212,7 @@ class SitePaths:
 class Reach:
     mode: str
     hub_url: str        # how the job reaches the hub, {hub_port} filled in by the hub
+    gateway: str = ""   # reverse: the tunnel gateway's host as the site's nodes reach it
 
     def hub_base(self, hub_port: int) -> str:
         return self.hub_url.replace("{hub_port}", str(hub_port)).rstrip("/")

@@ -5,6 +5,7 @@ A bad file stops the hub with one sentence naming the file, the key and the reas
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,12 @@ SCHEMA = {
         "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
         "walltime_warnings_minutes": {"type": "array", "minItems": 1, "uniqueItems": True,
                                       "items": {"type": "integer", "minimum": 1, "maximum": 1440}},
+        # The tunnel gateway beside the hub (ansible role tunnel_gateway), for reverse-mode sites.
+        "tunnel_gateway": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"port": _PORT, "user": _NAME, "host_key_file": _ABS_PATH, "grants_dir": _ABS_PATH,
+                           "ports": {"type": "array", "minItems": 2, "maxItems": 2, "items": _PORT}},
+        },
         # The site account that owns each remote site's job runtime: {site: username}.
         "runtime_owners": {"type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
                            "additionalProperties": _SITE_USER},
@@ -93,6 +100,16 @@ SCHEMA = {
 
 class SettingsError(ValueError):
     """The settings file cannot be used; the message names file, key and reason."""
+
+
+@dataclass(frozen=True)
+class TunnelGateway:
+    """The tunnel gateway's facts the hub needs; the defaults are the tunnel_gateway role's."""
+    port: int = 2222
+    user: str = "aifa-tunnel"
+    ports: tuple[int, int] = (42000, 42999)          # the ports granted, one per server
+    host_key_file: str = "/etc/aifa-workbench/gateway/ssh_host_ed25519_key.pub"
+    grants_dir: str = "/var/lib/aifa-tunnel-grants"
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,7 @@ class Settings:
     hub_id: str = "hub"
     hub_bind_address: str = "127.0.0.1"
     hub_egress_addresses: tuple[str, ...] = ()
+    tunnel_gateway: TunnelGateway = field(default_factory=TunnelGateway)
 
     @property
     def https(self) -> bool:
@@ -138,6 +156,22 @@ class Settings:
                     Path(path).open("rb").close()
                 except OSError as e:
                     raise SettingsError(f"{self.path}: {key}: cannot read {path} ({e.strerror}).") from None
+
+    def check_tunnel_gateway(self, reverse_sites) -> None:
+        """Sites in reverse reach need the tunnel gateway: the CA that certifies each job, the
+        gateway's host key the jobs pin, and the grants directory the hub writes."""
+        if not reverse_sites:
+            return
+        gw, why = self.tunnel_gateway, ""
+        for key, path, mode in (("tunnel_gateway.host_key_file", gw.host_key_file, os.R_OK),
+                                ("secrets_dir", str(self.secrets_dir / "tunnel-ca"), os.R_OK),
+                                ("tunnel_gateway.grants_dir", gw.grants_dir, os.W_OK | os.X_OK)):
+            if not os.access(path, mode):
+                why = f"{key}: {path} is not {'writable' if mode != os.R_OK else 'readable'} by the hub"
+                break
+        if why:
+            raise SettingsError(f"{self.path}: {why}, and {', '.join(reverse_sites)} reach the hub through "
+                                "its tunnel gateway (ansible role tunnel_gateway sets it up).")
 
     def passwords(self) -> dict[str, str]:
         """Each demo user's own password, from secrets_dir/passwords/<user>."""
@@ -177,6 +211,9 @@ def validate(data, path: Path) -> None:
         raise SettingsError(f"{path}: default_site: {data['default_site']!r} is not one of the "
                             f"enabled sites ({', '.join(data['sites'])}).")
     _validate_origins(data, path)
+    ports = data.get("tunnel_gateway", {}).get("ports")
+    if ports and ports[0] > ports[1]:
+        raise SettingsError(f"{path}: tunnel_gateway.ports: the first port must not be above the last.")
     unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
     if unknown_admins:
         raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
@@ -251,4 +288,6 @@ def load_settings(path) -> Settings:
         tls_key_file=data.get("tls_key_file"),
         max_request_bytes=data.get("max_request_bytes", 65536),
         hub_id=data.get("hub_id") or default_hub_id(public_host, data["state_dir"]),
+        tunnel_gateway=TunnelGateway(**{k: tuple(v) if k == "ports" else v
+                                        for k, v in data.get("tunnel_gateway", {}).items()}),
     )

@@ -52,6 +52,8 @@ class ScriptContext:
     # directories the container must see for it.
     container_runtime: str = ""
     container_binds: tuple[str, ...] = ()
+    # Reverse reach: the job holds a tunnel to the hub's gateway (its credential is in env_file).
+    tunnel: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         env_file=ctx.env_file,
         container_runtime=ctx.container_runtime,
         container_binds=ctx.container_binds,
+        tunnel=ctx.tunnel,
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

@@ -29,7 +29,7 @@ from aifa_workbench.model.request import RequestError, UserContext, parse_job_re
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
-from aifa_workbench.sites import reach, runtime
+from aifa_workbench.sites import gateway, reach, runtime
 from aifa_workbench.sites.registry import site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
@@ -155,7 +155,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         "hub", help="This hub's id in its job names (aifa-wb-<hub id>-<user>): two hubs on one cluster "
                     "then never take each other's jobs for orphans. Lowercase letters and digits, at most 12.",
     ).tag(config=True)
+    tunnel_gateway = Dict(
+        {}, help="The hub's tunnel gateway, for sites in reverse reach (LUMI): port, user, ports (the "
+                 "range granted), host_key_file, grants_dir (the settings' tunnel_gateway), and ca_key_file.",
+    ).tag(config=True)
+    tunnel_open_seconds = Float(
+        60, help="How long a reverse-reach job may take to open its tunnel once JupyterLab listens.",
+    ).tag(config=True)
     job_request = None
+    tunnel_grant: gateway.Grant | None = None   # reverse reach: the gateway port of the current job
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
@@ -319,6 +327,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             slurm_bin=site.paths.slurm_bin if self.remote else self.slurm_bin,
             hub_id=self.hub_id,
             env_file=env_file,
+            tunnel=self.reverse,
         )
         return render_batch_script(self.job_request, site, ctx)
 
@@ -350,13 +359,20 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             if self.remote:
                 await self._check_runtime()
                 path = f"{self.user_home()}/.aifa-workbench/job-env-{secrets.token_hex(8)}"
-                env_file = (path, render_env_file({n: env[n] for n in export_names(env)}))
+                job_env = {n: env[n] for n in export_names(env)}
+                if self.reverse:
+                    job_env.update(self._grant_tunnel())
+                env_file = (path, render_env_file(job_env))
             script = self.batch_script(env, env_file[0] if env_file else None)
             self.log.debug("Batch script for %s:\n%s", username, script)
             job_id = await self.control.submit(username, script, env, env_file=env_file)
         except SiteError as e:
             self.log.error("sbatch for %s on %s failed: %s", username, self.job_request.site, e.detail or e)
+            self._revoke_tunnel()
             raise SpawnError(self._with_keys_page(e)) from None
+        except BaseException:
+            self._revoke_tunnel()
+            raise
         self.job_id, self.job_site = job_id, self.job_request.site
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
         self.api_token_record = limit_token(self.user.db, self.api_token,
@@ -371,6 +387,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             state["site"] = self.job_site
         if self.api_token_record is not None:
             state["api_token"] = self.api_token_record
+        if self.tunnel_grant is not None:
+            state["tunnel"] = self.tunnel_grant.as_state()
         return state
 
     def load_state(self, state):
@@ -378,12 +396,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.job_site = state.get("site", "")
         record = state.get("api_token")
         self.api_token_record = record if is_record(record) else None
+        self.tunnel_grant = gateway.Grant.from_state(state.get("tunnel"))
 
     def run_post_stop_hook(self):
         """Every way a server ends passes here (stop, job gone, failed spawn): its token ends too."""
         if revoke_token(self.user.db, self.api_token_record):
             self.log.info("Revoked the API token of %s's ended server", self.user.name)
         self.api_token_record = None
+        self._revoke_tunnel()
         return super().run_post_stop_hook()
 
     def clear_state(self):
@@ -423,6 +443,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     async def start(self):
         self.ip = "0.0.0.0"
+        if self.job_request is None:
+            await self.apply_job_request(self.user_options or {})
+        if self.reverse:
+            self.ip = "127.0.0.1"   # on the node, only the job's own tunnel reaches it
         self.port = 0
         if self.server:
             self.server.port = 0
@@ -439,7 +463,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     ip, port = info.node, self.port
                     break
                 await self._wait_for_news(info, timeout=5)
-            if self.remote:
+            if self.reverse:
+                ip, port = "127.0.0.1", self.tunnel_grant.port
+                await self._wait_for_tunnel(port)
+            elif self.remote:
                 ip = await self._node_address(ip)
             await self._check_server_is_own(ip, port)
         finally:
@@ -447,6 +474,56 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.ip, self.port = ip, port   # exactly the address checked
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, ip, port)
         return ip, port
+
+    # --- reverse reach: the job's tunnel to the hub's gateway -----------------------------------------
+    @property
+    def reverse(self) -> bool:
+        reach_of_site = self.sites[self.site_name].reach
+        return reach_of_site is not None and reach_of_site.mode == "reverse"
+
+    def _grant_tunnel(self) -> dict[str, str]:
+        """A gateway port for the job, and its credential, as the job's AIFA_TUNNEL_* variables."""
+        settings, site = self.tunnel_gateway, self.sites[self.job_request.site]
+        try:
+            self.tunnel_grant = gateway.grant_port(settings["grants_dir"], tuple(settings["ports"]))
+            credential = gateway.job_credential(settings["ca_key_file"], self.tunnel_grant,
+                                                self.job_request.hours * 3600 + self.start_timeout + 600)
+            known_host = gateway.known_hosts_line(site.reach.gateway, settings["port"], settings["host_key_file"])
+        except (gateway.NoFreePort, OSError, KeyError, ValueError) as e:
+            self._revoke_tunnel()
+            self.log.error("No tunnel for %s on %s: %s", self.user.name, site.name, e)
+            raise SpawnError(f"Servers on {site.title} cannot be reached right now: the workbench's tunnel "
+                             "gateway has no room or is not set up. Try again later, or choose another site; "
+                             "if it persists, tell your workbench administrator.") from None
+        return {"AIFA_TUNNEL_KEY": credential.private_key, "AIFA_TUNNEL_CERT": credential.certificate,
+                "AIFA_TUNNEL_KNOWN_HOSTS": known_host, "AIFA_TUNNEL_PORT": str(self.tunnel_grant.port),
+                "AIFA_TUNNEL_GATEWAY": f"{settings['user']}@{site.reach.gateway}",
+                "AIFA_TUNNEL_GATEWAY_PORT": str(settings["port"])}
+
+    def _revoke_tunnel(self) -> None:
+        if self.tunnel_grant is not None and self.tunnel_gateway.get("grants_dir"):
+            gateway.revoke(self.tunnel_gateway["grants_dir"], self.tunnel_grant)
+        self.tunnel_grant = None
+
+    async def _wait_for_tunnel(self, port: int) -> None:
+        """Until the job's tunnel listens on the gateway (it opens once JupyterLab listens)."""
+        deadline = time.monotonic() + self.tunnel_open_seconds
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            info = self.monitor.info(self.job_id)
+            if info is not None and not info.active:
+                raise await self._died_early(info)
+            if time.monotonic() > deadline:
+                raise SpawnError(f"Your server on {self.sites[self.site_name].title} started but its tunnel to "
+                                 f"the workbench did not open within {self.tunnel_open_seconds:.0f} seconds, so "
+                                 "you could not reach it. Start it again; if it keeps happening, tell your "
+                                 "workbench administrator (the job's output says why).")
+            await asyncio.sleep(0.2)
 
     async def _node_address(self, node: str) -> str:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import random
 import secrets
 import shutil
 import signal
@@ -32,6 +33,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Test hubs' API ports: the simulated LUMI's firewall lets its nodes dial these (and 8081, the
+# installed hub's), as a real one lets them dial the hub's public URL (sim_sites_hub_ports).
+HUB_API_PORTS = range(18100, 18200)
+
+
+def free_hub_port() -> int:
+    for port in random.sample(HUB_API_PORTS, len(HUB_API_PORTS)):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {HUB_API_PORTS} for a test hub's API")
 
 
 def _own(path: Path, mode: int) -> None:
@@ -105,6 +122,11 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     for key, value in values.items():
         (home / "secrets" / key).write_text(value + "\n")
         _own(home / "secrets" / key, 0o400)
+    # the machine's one tunnel gateway trusts the installed hub's CA: test hubs sign with it too
+    installed_ca = INSTALLED_SETTINGS.parent / "secrets" / "tunnel-ca"
+    if installed_ca.exists():
+        shutil.copyfile(installed_ca, home / "secrets" / "tunnel-ca")
+        _own(home / "secrets" / "tunnel-ca", 0o400)
     settings = yaml.safe_load(INSTALLED_SETTINGS.read_text())
     passwords = write_passwords(home / "secrets" / "passwords", settings["demo_users"])
     port = free_port()
@@ -112,7 +134,7 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         bind_url=f"http://127.0.0.1:{port}{base_path}",
         public_host=f"http://localhost:{port}",
         user_domain="localhost",
-        hub_port=free_port(),
+        hub_port=free_hub_port(),
         proxy_api_port=free_port(),
         state_dir=str(home),
         secrets_dir=str(home / "secrets"),

@@ -29,7 +29,8 @@ def golden_context(site, environment) -> ScriptContext:
     return ScriptContext(username="alice", home=home, venv_bin=paths.venv_bin,
                          launch_argv=server_launch_argv(paths.server_bin), export_names=CTX.export_names,
                          slurm_bin=site.paths.slurm_bin, env_file=f"{home}/.aifa-workbench/job-env-0123456789abcdef",
-                         container_runtime=paths.container_runtime, container_binds=paths.container_binds)
+                         container_runtime=paths.container_runtime, container_binds=paths.container_binds,
+                         tunnel=site.reach is not None and site.reach.mode == "reverse")
 
 
 def golden_request(site, partition, environment) -> JobRequest:
@@ -80,3 +81,14 @@ def test_environment_names_are_checked():
     ctx = ScriptContext(**{**CTX.__dict__, "export_names": ("JUPYTERHUB_X,ALL",)})
     with pytest.raises(ScriptError):
         render_batch_script(golden_request(SITES["local"], "cpu", "workbench"), SITES["local"], ctx)
+
+
+def test_a_reverse_reach_job_hands_its_credential_to_the_tunnel_only():
+    site = SITES["lumi"]
+    script = render_batch_script(golden_request(site, "small-g", "lumi-stack"), site,
+                                 golden_context(site, "lumi-stack"))
+    tunnel, unset = script.index("aifa_workbench.extensions.reverse_tunnel"), script.index("unset AIFA_TUNNEL_KEY")
+    server = script.index("jupyterhub-singleuser")
+    assert script.index(". /users/alice/.aifa-workbench/job-env-") < tunnel < unset < server
+    assert "AIFA_WORKBENCH_PORT_FILE" in script[:server]
+    assert script.index('kill -TERM "$tunnel"') > server

@@ -38,6 +38,13 @@ module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
+# job's credential (AIFA_TUNNEL_*); JupyterLab and its kernels do not get it.
+tunnel_dir=$(mktemp -d "$HOME/.aifa-workbench/tunnel-XXXXXXXX")
+export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
+tunnel=$!
+unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 # JupyterLab inside the image, from the runtime install-runtime made there on the image's own
@@ -51,5 +58,6 @@ trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
+kill -TERM "$tunnel" 2>/dev/null; wait "$tunnel" 2>/dev/null; rm -rf "$tunnel_dir"
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -36,6 +36,13 @@ export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_d
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module load LUMI/25.03 partition/G
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
+# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
+# job's credential (AIFA_TUNNEL_*); JupyterLab and its kernels do not get it.
+tunnel_dir=$(mktemp -d "$HOME/.aifa-workbench/tunnel-XXXXXXXX")
+export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
+tunnel=$!
+unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 /appl/local/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
@@ -46,5 +53,6 @@ trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
+kill -TERM "$tunnel" 2>/dev/null; wait "$tunnel" 2>/dev/null; rm -rf "$tunnel_dir"
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -42,6 +42,38 @@ network_up() {
   output_has default in_site ip route show default || in_site ip route add default via "$HOST_IP"
 }
 
+# A closed site (REACH=reverse: LUMI) lets in only its login node's sshd, and slurmdbd's calls to
+# the controller (the one accounting daemon of the host serves every simulated cluster); its
+# nodes dial out only to OPEN_OUT (the hub's tunnel gateway, the hub's public URL, slurmdbd).
+# An open site (direct) has no rules. Traffic inside the site (node, login, controller) is not
+# on eth0 and never filtered. One nft transaction: the table is replaced whole.
+firewall_up() {
+  local out_rules="" target
+  in_site nft -f - <<<"table inet aifa_site {}
+delete table inet aifa_site"
+  [ "$REACH" = reverse ] || return 0
+  for target in $OPEN_OUT; do
+    out_rules+="    oifname \"eth0\" ip daddr ${target%:*} tcp dport ${target##*:} accept
+"
+  done
+  in_site nft -f - <<NFT
+table inet aifa_site {
+  chain in {
+    type filter hook input priority 0; policy accept;
+    iifname "eth0" ct state established,related accept
+    iifname "eth0" tcp dport 22 accept
+    iifname "eth0" ip saddr $HOST_IP tcp dport 6817 accept
+    iifname "eth0" drop
+  }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "eth0" ct state established,related accept
+$out_rules    oifname "eth0" drop
+  }
+}
+NFT
+}
+
 # Run a daemon as host HOSTNAME of the site: own UTS and mount namespaces, the hub host's paths
 # covered by empty tmpfs, and a cgroup mount slurmd 22.05 accepts (ip netns exec remounts /sys).
 start_as() {
@@ -67,6 +99,7 @@ node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)';
 
 up() {
   network_up
+  firewall_up
   export HIDDEN_PATHS SITE_DIR=$DIR
   alive "$DIR/run/slurmctld.pid" || start_as "$CONTROLLER" /usr/sbin/slurmctld
   wait_for 30 "slurmctld answering" sh -c "ip netns exec '$NS' scontrol ping | grep -q UP"
