@@ -21,7 +21,10 @@ CREDENTIAL_NAMES = ("AIFA_TUNNEL_KEY", "AIFA_TUNNEL_CERT", "AIFA_TUNNEL_KNOWN_HO
 # sshd on the gateway gives up on a vanished client after about (count + 1) x interval; the
 # job's ssh notices a dead gateway after ServerAliveInterval x ServerAliveCountMax.
 ALIVE_INTERVAL, ALIVE_COUNT = 2, 3
-RETRY_DELAYS = (0.5, 1, 2, 3)
+# Short connect timeout and retry delays: once a partition heals, the next attempt is at most
+# about a second away (a connect in flight would wait for its next SYN retransmission).
+CONNECT_TIMEOUT = 3
+RETRY_DELAYS = (0.2, 0.5, 1)
 
 
 def write_private(directory: Path, name: str, text: str) -> Path:
@@ -38,7 +41,7 @@ def ssh_argv(directory: Path, env: dict, local_port: int) -> list[str]:
             "-i", str(directory / "key"), "-o", f"CertificateFile={directory / 'key-cert.pub'}",
             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
             "-o", f"UserKnownHostsFile={directory / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
             "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
             "-R", f"localhost:{int(granted)}:127.0.0.1:{int(local_port)}", user_host]
 

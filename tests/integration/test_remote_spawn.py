@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 import yaml
 
 from .hubs import server_model, wait_ready
@@ -245,3 +246,48 @@ def test_hostile_spawn_options_are_refused_for_every_site_and_submit_nothing(rem
         assert r.status_code == 400, (hostile, r.status_code, r.text)
         assert len(r.json()["message"]) < 400
     assert in_site(site, ["squeue", "-h", "-o", "%i"]).stdout.split() == before
+
+
+PARTITION = """table inet aifa_partition {
+  chain in { type filter hook input priority -10; policy accept; iifname "eth0" drop; }
+  chain out { type filter hook output priority -10; policy accept; oifname "eth0" drop; }
+}"""
+
+
+def answers_through_the_proxy(hub, token, timeout=3) -> bool:
+
+    try:
+        r = requests.get(hub.server_url("alice") + "api/status", headers={"Authorization": f"token {token}"},
+                         timeout=timeout)
+        return r.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_partition_between_hub_and_lumi_keeps_the_server_which_answers_again_once_it_heals(remote_hub):
+    """30 s without any packet between the hub's side and LUMI: the server cannot be reached,
+    nothing is stopped, and the job's tunnel is back soon after the network heals (its own
+    reconnect loop; the gateway's stale listener is gone by then)."""
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    try:
+        assert answers_through_the_proxy(hub, token)
+        subprocess.run(["ip", "netns", "exec", "aifa-lumi", "nft", "-f", "-"], input=PARTITION, text=True, check=True)
+        try:
+            time.sleep(10)
+            assert not answers_through_the_proxy(hub, token)
+            time.sleep(20)
+        finally:
+            subprocess.run(["ip", "netns", "exec", "aifa-lumi", "nft", "delete", "table", "inet", "aifa_partition"],
+                           check=True)
+        healed = time.monotonic()
+        while not answers_through_the_proxy(hub, token, timeout=1):
+            assert time.monotonic() - healed < 30, "the server did not answer again within 30 s of healing"
+            time.sleep(0.1)
+        print(f"LUMI server answered {time.monotonic() - healed:.1f} s after the partition healed")
+        assert server_model(hub, "alice").get("ready")
+        assert site_job("lumi", job_id)["state"] == "RUNNING"
+        assert execute(hub.server_url("alice"), token, "5 * 4") == "20"
+    finally:
+        stop_and_see_the_job_end(hub, token, "lumi", job_id)
