@@ -76,5 +76,6 @@ bench-ssh:               ## commands on a simulated site's login node: one persi
 bench-polling:           ## watching 10/20/40 servers on the simulated sites: controller RPCs and SSH logins per minute vs plain batchspawner over ssh (about 7 minutes; needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_polling $(BENCH_ARGS)
 
-bench-remote:            ## one spawn on a simulated site against the local cluster, same hub, alternating (needs make sites)
-	$(VENV)/bin/python -m benchmarks.bench_remote $(BENCH_ARGS)
+bench-remote:            ## one spawn on LUMI (reverse reach) and on JUPITER (forward) against the local cluster, same hub, alternating (needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site jupiter $(BENCH_ARGS)

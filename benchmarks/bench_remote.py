@@ -1,6 +1,8 @@
 """One spawn, POST to JupyterLab answering, on a simulated remote site (over SSH, the site's
-runtime, direct reach) against the local cluster, alternating in the same run and on the same hub
-(ratios and differences: the machine is shared and noisy). Aim: within 0.3 s of the local site.
+runtime, the site's reach: LUMI reverse, through the tunnel gateway; JUPITER and Lucia forward,
+through the tunnel daemon) against the local cluster (direct), alternating in the same run and on
+the same hub (ratios and differences: the machine is shared and noisy). Aims: within 0.3 s of the
+local site (issue 10), within 0.5 s per tunnel mode (issue 11).
 
     make bench-remote         # or: python -m benchmarks.bench_remote [--site lumi] [--repeats 5]
 

@@ -8,6 +8,8 @@
       lists the quick-start profiles and what each costs
   aifa-workbench run-proxy [--settings FILE]
       runs configurable-http-proxy for the hub, on its own (as the hub's user)
+  aifa-workbench tunneld [--settings FILE]
+      runs the tunnel daemon of forward-reach sites (JUPITER), on its own (as the hub's user)
   aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
       writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
   aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
@@ -81,6 +83,14 @@ def _run_proxy(args) -> int:
     return 0
 
 
+def _tunneld(args) -> int:
+    from .tunnels import main as tunneld_main
+    from aifa_workbench.model.settings import load_settings
+
+    tunneld_main(load_settings(args.settings))
+    return 0
+
+
 def _log_to(args) -> int:
     try:
         logwriter.main(args.file, args.max_bytes, args.backups, args.max_line_bytes)
@@ -119,6 +129,9 @@ def main(argv=None) -> int:
     proxy = sub.add_parser("run-proxy", help="run configurable-http-proxy for the hub, on its own")
     proxy.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
     proxy.set_defaults(run=_run_proxy)
+    tunneld = sub.add_parser("tunneld", help="run the tunnel daemon of forward-reach sites (JUPITER), on its own")
+    tunneld.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+    tunneld.set_defaults(run=_tunneld)
     log = sub.add_parser("log-to", help="write stdin to a log file line by line, rotating it")
     log.add_argument("file")
     log.add_argument("--max-bytes", type=_at_least(1), default=logwriter.MAX_BYTES, help="rotate before FILE passes this")

@@ -54,7 +54,7 @@ c.JupyterHub.subdomain_hook = user_host_hook(settings.user_domain)
 # ...and the hub's own pages on the hub's host only (the proxy hands the hub every host's
 # unrouted requests); jobs and the proxy reach it on its internal address.
 # Jobs of remote sites call the hub at their catalogue's reach.hub_url.
-site_hub_hosts = {urlsplit(site.reach.hub_base(settings.hub_port)).netloc for site in sites.values() if site.reach}
+site_hub_hosts = {host for site in sites.values() if site.reach for host in site.reach.hub_hosts(settings.hub_port)}
 confine_hub_pages(settings.public_host, urlsplit(settings.bind_url).path + "hub/",
                   {f"127.0.0.1:{settings.hub_port}", f"localhost:{settings.hub_port}", *site_hub_hosts})
 cap_request_bodies(settings.max_request_bytes)
@@ -116,6 +116,7 @@ c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates"
 c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
+c.WorkbenchSlurmSpawner.tunnel_daemon_socket = str(settings.state_dir / "tunneld.sock")
 c.WorkbenchSlurmSpawner.tunnel_gateway = {**dataclasses.asdict(settings.tunnel_gateway),
                                           "ca_key_file": str(settings.secrets_dir / "tunnel-ca")}
 # Jobs of this hub that no server owns are cancelled: on the local cluster from one query as the

@@ -35,7 +35,11 @@ def hub_page_allowed(host: str, path: str, public_host: str, hub_prefix: str, in
     if not path.startswith(hub_prefix):
         return True   # JupyterHub only redirects these to the hub's own host
     public = urlsplit(public_host)
-    return _netloc(host, public.scheme) in {_netloc(public.netloc, public.scheme), *internal_hosts}
+    netloc = _netloc(host, public.scheme)
+    if netloc in {_netloc(public.netloc, public.scheme), *internal_hosts}:
+        return True
+    name, _, port = netloc.rpartition(":")   # "name:*": a forward-reach login node, any port
+    return bool(name) and port.isdigit() and f"{name}:*" in internal_hosts
 
 
 def confine_hub_pages(public_host: str, hub_prefix: str, internal_hosts) -> None:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -97,18 +98,25 @@ PATHS_SCHEMA = {
 }
 
 REACH_SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["mode", "hub_url"],
+    "type": "object", "additionalProperties": False, "required": ["mode"],
     "properties": {
         # direct: the hub routes to the compute node's address (nodes the hub can dial).
         # reverse: the job dials out to the hub's tunnel gateway (at `gateway`, as the site's
         # nodes reach it) and listens there on the port the hub granted (nodes with egress: LUMI).
-        # The job calls the hub's API at hub_url ({hub_port}: the hub's API port).
-        "mode": {"enum": ["direct", "reverse"]},
+        # Both: the job calls the hub's API at hub_url ({hub_port}: the hub's API port).
+        # forward: the hub's tunnel daemon forwards to the node through the user's login-node
+        # connection (nodes with no way out: JUPITER), and holds a remote forward on the login
+        # node, at hub_forward_host (its name as the nodes know it), by which jobs call the hub.
+        "mode": {"enum": ["direct", "reverse", "forward"]},
         "hub_url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9.-]+(:([0-9]{1,5}|\{hub_port\}))?$"},
         "gateway": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+$"},
+        "hub_forward_host": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$"},
     },
-    "if": {"properties": {"mode": {"const": "reverse"}}},
-    "then": {"required": ["gateway"]},
+    "allOf": [
+        {"if": {"properties": {"mode": {"const": "reverse"}}}, "then": {"required": ["gateway", "hub_url"]}},
+        {"if": {"properties": {"mode": {"const": "direct"}}}, "then": {"required": ["hub_url"]}},
+        {"if": {"properties": {"mode": {"const": "forward"}}}, "then": {"required": ["hub_forward_host"]}},
+    ],
 }
 
 SITE_SCHEMA = {
@@ -211,8 +219,15 @@ class SitePaths:
 @dataclass(frozen=True)
 class Reach:
     mode: str
-    hub_url: str        # how the job reaches the hub, {hub_port} filled in by the hub
-    gateway: str = ""   # reverse: the tunnel gateway's host as the site's nodes reach it
+    hub_url: str = ""            # direct, reverse: how the job reaches the hub, {hub_port} filled in by the hub
+    gateway: str = ""            # reverse: the tunnel gateway's host as the site's nodes reach it
+    hub_forward_host: str = ""   # forward: the login node as the site's nodes reach it
+
+    def hub_hosts(self, hub_port: int) -> set[str]:
+        """The Host headers of the jobs' calls to the hub ("name:*": any port there)."""
+        if self.mode == "forward":
+            return {f"{self.hub_forward_host.lower()}:*"}
+        return {urlsplit(self.hub_base(hub_port)).netloc}
 
     def hub_base(self, hub_port: int) -> str:
         return self.hub_url.replace("{hub_port}", str(hub_port)).rstrip("/")

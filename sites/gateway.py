@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,30 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
     for i in range(span):
         port = first + (start + i) % span
         key_id = f"aifa-{port}-{secrets.token_hex(8)}"
+        path = Path(grants_dir) / str(port)
         try:
-            fd = os.open(Path(grants_dir) / str(port), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(key_id + "\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(key_id + "\n")
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        if listening("127.0.0.1", port):   # an ended job's session not yet gone: never hand its port on
+            path.unlink(missing_ok=True)
+            continue
         return Grant(port, key_id)
     raise NoFreePort(f"all {span} ports of the tunnel gateway ({first}-{last}) are granted")
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def revoke(grants_dir: str, grant: Grant) -> bool:

@@ -30,10 +30,12 @@ from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
 from aifa_workbench.sites import gateway, reach, runtime
+from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask as ask_tunnel_daemon
 from aifa_workbench.sites.registry import site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
 from . import profiles as profiles_mod
+from .background import in_background
 from .queue_monitor import QueueMonitor
 from .server_identity import own_server_identity
 from .server_token import is_record, limit_token, revoke_token
@@ -162,7 +164,12 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     tunnel_open_seconds = Float(
         60, help="How long a reverse-reach job may take to open its tunnel once JupyterLab listens.",
     ).tag(config=True)
+    tunnel_daemon_socket = Unicode(
+        "", help="The unix socket of the tunnel daemon (`aifa-workbench tunneld`), for sites in forward "
+                 "reach (JUPITER).",
+    ).tag(config=True)
     job_request = None
+    _job_hub_base: str | None = None   # forward reach: where this job calls the hub (the login node's forward)
     tunnel_grant: gateway.Grant | None = None   # reverse reach: the gateway port of the current job
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
@@ -307,7 +314,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if site.reach is None:
             return env
         local_base = self.hub.api_url.split("/hub/api")[0]
-        site_base = site.reach.hub_base(self.hub_port)
+        site_base = self._job_hub_base if site.reach.mode == "forward" else site.reach.hub_base(self.hub_port)
         return {name: value.replace(local_base, site_base, 1) if name.startswith("JUPYTERHUB_") and
                 isinstance(value, str) and value.startswith(local_base) else value for name, value in env.items()}
 
@@ -353,6 +360,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if self.job_request is None:
             await self.apply_job_request(self.user_options or {})
         username = self.user.name
+        if self.forward:
+            self._job_hub_base = await self._hub_api_forward()
         env = self.get_env()
         env_file = None
         try:
@@ -407,6 +416,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return super().run_post_stop_hook()
 
     def clear_state(self):
+        """The job is over (every way a server ends passes here, before the post-stop hook): so is
+        its forward, on a forward-reach site."""
+        if self.job_site and self.forward:
+            in_background(self._close_forward(self.forward_id), f"Closing the forward of {self._log_name}", self.log)
         super().clear_state()
         self.job_site = ""
 
@@ -466,6 +479,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             if self.reverse:
                 ip, port = "127.0.0.1", self.tunnel_grant.port
                 await self._wait_for_tunnel(port)
+            elif self.forward:
+                ip, port = "127.0.0.1", await self._open_forward(ip, port)
             elif self.remote:
                 ip = await self._node_address(ip)
             await self._check_server_is_own(ip, port)
@@ -524,6 +539,46 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                                  "you could not reach it. Start it again; if it keeps happening, tell your "
                                  "workbench administrator (the job's output says why).")
             await asyncio.sleep(0.2)
+
+    # --- forward reach: the tunnel daemon's forwards --------------------------------------------------
+    @property
+    def forward(self) -> bool:
+        reach_of_site = self.sites[self.site_name].reach
+        return reach_of_site is not None and reach_of_site.mode == "forward"
+
+    @property
+    def forward_id(self) -> str:
+        """One per job: closing an ended job's forward never closes the next job's."""
+        return f"{self.user.name}/{self.name}.{self.job_id}"
+
+    def _tunnel_error(self, action: str, error: TunnelDaemonError) -> SpawnError:
+        title = self.sites[self.site_name].title
+        self.log.error("Tunnel daemon, %s for %s on %s: %s", action, self.user.name, self.site_name, error.detail)
+        return SpawnError(f"Servers on {title} cannot be reached right now: the workbench's tunnel to "
+                          f"{title} is not working, so your server was not started (or was stopped). Try again "
+                          "in a few minutes, or choose another site; if it persists, tell your workbench administrator.")
+
+    async def _hub_api_forward(self) -> str:
+        try:
+            answer = await ask_tunnel_daemon(self.tunnel_daemon_socket,
+                                             {"op": "hub_api", "site": self.site_name, "user": self.user.name})
+        except TunnelDaemonError as e:
+            raise self._tunnel_error("the hub API forward", e) from None
+        return f"http://{answer['host']}:{int(answer['port'])}"
+
+    async def _open_forward(self, node: str, port: int) -> int:
+        request = {"op": "open", "id": self.forward_id, "site": self.site_name, "user": self.user.name,
+                   "host": node, "port": port}
+        try:
+            return int((await ask_tunnel_daemon(self.tunnel_daemon_socket, request))["local_port"])
+        except TunnelDaemonError as e:
+            raise self._tunnel_error("a forward", e) from None
+
+    async def _close_forward(self, forward_id: str) -> None:
+        try:
+            await ask_tunnel_daemon(self.tunnel_daemon_socket, {"op": "close", "id": forward_id})
+        except TunnelDaemonError as e:
+            self.log.warning("Forward %s not closed: %s", forward_id, e.detail)
 
     async def _node_address(self, node: str) -> str:
         try:

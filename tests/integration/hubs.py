@@ -69,6 +69,7 @@ class Hub:
     subdomains: bool = True        # each user's server on <user>.localhost (the benchmark's baseline: False)
     proc: subprocess.Popen | None = None
     proxy_proc: subprocess.Popen | None = None
+    tunneld_proc: subprocess.Popen | None = None
     tokens: dict = field(default_factory=dict)
 
     @property
@@ -177,6 +178,12 @@ def start_proxy_process(hub: Hub) -> subprocess.Popen:
     return hub.proxy_proc
 
 
+def start_tunneld_process(hub: Hub) -> subprocess.Popen:
+    """The tunnel daemon of this hub (forward-reach sites), as aifa-hubctl starts it."""
+    hub.tunneld_proc = _spawn(hub, [str(VENV / "bin" / "aifa-workbench"), "tunneld"], "tunneld.log")
+    return hub.tunneld_proc
+
+
 def start_hub_process(hub: Hub) -> subprocess.Popen:
     hub.proc = _spawn(hub, [str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")],
                       "hub.log")
@@ -227,12 +234,14 @@ def stop_hub(hub: Hub, timeout: float = 30) -> None:
     """Stop the hub and its proxy (users' jobs keep running: the hub does not cancel them)."""
     _terminate(hub.proc, timeout)
     _terminate(hub.proxy_proc, timeout)
+    _terminate(hub.tunneld_proc, timeout)
 
 
 def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None,
                 config_source: Path | None = None) -> Hub:
     hub = write_hub_files(name, base_path, settings_overrides, config_source)
     start_proxy_process(hub)
+    start_tunneld_process(hub)
     start_hub_process(hub)
     try:
         wait_until_up(hub)

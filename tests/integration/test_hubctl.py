@@ -126,7 +126,7 @@ def test_info_reads_the_secret_as_the_hub_user_not_through_a_link_as_root(demo_h
     assert secret.stat().st_uid == hub_uid()
 
 
-def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_and_writers(demo_hub):
+def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_writers(demo_hub):
     old_log = STATE / "hub.log"  # as the previous aifa-hubctl left it: written by root
     old_log.unlink(missing_ok=True)
     old_log.write_text("an old log of root's\n")
@@ -136,15 +136,17 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_and_writers(demo_hub
     assert f"AIFA Workbench is running at {demo_hub}" in started.stdout
     assert requests.get(demo_hub + "hub/api/", timeout=10).status_code == 200
     pids = {}
-    for name, command in (("hub.pid", "bin/jupyterhub"), ("proxy.pid", "configurable-http-proxy")):
+    for name, command in (("hub.pid", "bin/jupyterhub"), ("proxy.pid", "configurable-http-proxy"),
+                          ("tunneld.pid", "bin/aifa-workbench tunneld")):
         assert (RUN / name).stat().st_uid == 0
         pid = pids[name] = int((RUN / name).read_text())
         assert uids_of(pid) == [hub_uid()] * 4
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         assert command in cmdline and "log-to" not in cmdline  # the process itself, not its log writer
     assert hubctl("status").stdout.splitlines() == [
-        f"The proxy is running (pid {pids['proxy.pid']}).", f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}."]
-    for log in (STATE / "hub.log", STATE / "proxy.log"):
+        f"The proxy is running (pid {pids['proxy.pid']}).", f"The tunnel daemon is running (pid {pids['tunneld.pid']}).",
+        f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}."]
+    for log in (STATE / "hub.log", STATE / "proxy.log", STATE / "tunneld.log"):
         assert not log.is_symlink() and log.stat().st_uid == hub_uid()
         assert len(writers(log)) == 1
     assert "Running JupyterHub version" in (STATE / "hub.log").read_text()
@@ -154,7 +156,7 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_and_writers(demo_hub
     assert stopped.returncode == 0 and "The hub has stopped" in stopped.stdout, stopped.stderr
     for pid in pids.values():
         assert not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
-    assert writers(STATE / "hub.log") == [] and writers(STATE / "proxy.log") == []
+    assert writers(STATE / "hub.log") == [] and writers(STATE / "proxy.log") == [] and writers(STATE / "tunneld.log") == []
     # the writer outlived the hub: the hub's last words are in the log when stop returns
     assert (STATE / "hub.log").read_text().rstrip().endswith("...done")
     assert not (RUN / "hub.pid").exists() and not (RUN / "proxy.pid").exists()

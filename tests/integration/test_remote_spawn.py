@@ -71,8 +71,13 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     assert home in where
     # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
     # the server does not notice, and the hub's next command (the stop) logs in again
+    # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
     subprocess.run(["pkill", "-KILL", "-f", f"^sshd: {SITE_USERS[site]['alice']}"], check=True)
-    time.sleep(1)
+    killed = time.monotonic()
+    while not answers_through_the_proxy(hub, token, timeout=1):
+        assert time.monotonic() - killed < 15, "the server did not answer again after its connection was killed"
+        time.sleep(0.1)
+    print(f"{site}: answered again {time.monotonic() - killed:.1f} s after its SSH connections were killed")
     assert execute(url, token, "2 + 3") == "5"
     stop_and_see_the_job_end(hub, token, site, job_id)
 
@@ -83,6 +88,9 @@ def stop_and_see_the_job_end(hub, token, site, job_id):
     while site_job(site, job_id).get("state") in ("RUNNING", "COMPLETING", "PENDING"):
         assert time.monotonic() < deadline, site_job(site, job_id)
         time.sleep(1)
+    while server_model(hub, "alice").get("pending"):      # the hub's own stop ends too
+        assert time.monotonic() < deadline + 30, server_model(hub, "alice")
+        time.sleep(0.5)
     assert not server_model(hub, "alice").get("ready")
 
 
@@ -152,13 +160,13 @@ def test_a_hub_restart_keeps_a_remote_server_and_a_stopped_login_node_keeps_it_t
     from .sim_sites import SIMSITE
 
     hub, token = remote_hub, remote_hub.user_token("alice")
-    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"]).status_code in (201, 202)
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     url = hub.server_url("alice")
     try:
         restart_keeps_the_server(hub, token, job_id, url)
     finally:
-        in_site("jupiter", ["scancel", job_id])
+        in_site("lumi", ["scancel", job_id])
 
 
 def restart_keeps_the_server(hub, token, job_id, url):
@@ -176,22 +184,22 @@ def restart_keeps_the_server(hub, token, job_id, url):
     model = server_model(hub, "alice")
     assert model.get("ready") and model["state"]["job_id"] == job_id, model
     assert execute(url, token, "6 * 7") == "42"
-    sshd_pid = SITES_ROOT / "jupiter" / "run" / "sshd.pid"
-    subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)   # JUPITER's login node goes away
+    sshd_pid = SITES_ROOT / "lumi" / "run" / "sshd.pid"
+    subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)   # LUMI's login node goes away
     stopped = time.monotonic()
-    subprocess.run(["pkill", "-KILL", "-f", "^sshd: alice1"])            # with the hub's connection to it
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: alicelum"])            # with the hub's connection to it
     try:
         bob = hub.user_token("bob")
-        r = hub.api("POST", "users/bob/server", token=bob, json=REQUESTS["jupiter"])
+        r = hub.api("POST", "users/bob/server", token=bob, json=REQUESTS["lumi"])
         message = r.json().get("message", "") if r.status_code != 202 else \
             hubs.progress_events(hub, "bob", bob, timeout=60)[-1]["message"]
         assert "cannot be reached right now" in message, message
         time.sleep(max(0.0, stopped + 60 - time.monotonic()))   # a minute without the login node
         assert server_model(hub, "alice").get("ready")
-        assert execute(url, token, "2 + 2") == "4"        # the server never depended on the login node
+        assert execute(url, token, "2 + 2") == "4"        # reverse reach: the server never depends on the login node
     finally:
-        bring_up("jupiter")
-    in_site("jupiter", ["scancel", job_id])                # ended on the site, behind the hub's back:
+        bring_up("lumi")
+    in_site("lumi", ["scancel", job_id])                # ended on the site, behind the hub's back:
     # its end report reaches the restarted hub, which confirms it with Slurm through the login
     # node: at the latest once the pause after the last failed login (30 s at most) is over
     deadline = time.monotonic() + 45
@@ -220,7 +228,7 @@ def spawns_again_once_the_login_node_is_back(hub, token):
 
     deadline = time.monotonic() + 45
     while True:
-        r = hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"])
+        r = hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"])
         failure = r.json().get("message", "") if r.status_code not in (201, 202) else ""
         if r.status_code == 202:
             last = progress_events(hub, "alice", token, timeout=180)[-1]
@@ -230,7 +238,7 @@ def spawns_again_once_the_login_node_is_back(hub, token):
         assert "cannot be reached right now" in failure and time.monotonic() < deadline, failure
         time.sleep(5)
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
-    stop_and_see_the_job_end(hub, token, "jupiter", job_id)
+    stop_and_see_the_job_end(hub, token, "lumi", job_id)
 
 
 HOSTILE = [{"partition": "small-g\n#SBATCH --qos=admin"}, {"account": "project_465000123;id"},
@@ -264,30 +272,66 @@ def answers_through_the_proxy(hub, token, timeout=3) -> bool:
         return False
 
 
-def test_a_partition_between_hub_and_lumi_keeps_the_server_which_answers_again_once_it_heals(remote_hub):
-    """30 s without any packet between the hub's side and LUMI: the server cannot be reached,
-    nothing is stopped, and the job's tunnel is back soon after the network heals (its own
-    reconnect loop; the gateway's stale listener is gone by then)."""
+@pytest.mark.parametrize("site", ["lumi", "jupiter"])
+def test_a_partition_between_hub_and_site_keeps_the_server_which_answers_again_once_it_heals(remote_hub, site):
+    """30 s without any packet between the hub's side and the site: the server cannot be reached,
+    nothing is stopped, and its tunnel is back soon after the network heals (LUMI: the job's own
+    reconnect loop, the gateway's stale listener gone by then; JUPITER: the tunnel daemon's)."""
     hub, token = remote_hub, remote_hub.user_token("alice")
-    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
+    r = hub.api("POST", "users/alice/server", token=token, json=REQUESTS[site])
+    assert r.status_code in (201, 202), r.text
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     try:
         assert answers_through_the_proxy(hub, token)
-        subprocess.run(["ip", "netns", "exec", "aifa-lumi", "nft", "-f", "-"], input=PARTITION, text=True, check=True)
+        subprocess.run(["ip", "netns", "exec", f"aifa-{site}", "nft", "-f", "-"], input=PARTITION, text=True, check=True)
         try:
             time.sleep(10)
             assert not answers_through_the_proxy(hub, token)
             time.sleep(20)
         finally:
-            subprocess.run(["ip", "netns", "exec", "aifa-lumi", "nft", "delete", "table", "inet", "aifa_partition"],
+            subprocess.run(["ip", "netns", "exec", f"aifa-{site}", "nft", "delete", "table", "inet", "aifa_partition"],
                            check=True)
         healed = time.monotonic()
         while not answers_through_the_proxy(hub, token, timeout=1):
             assert time.monotonic() - healed < 30, "the server did not answer again within 30 s of healing"
             time.sleep(0.1)
-        print(f"LUMI server answered {time.monotonic() - healed:.1f} s after the partition healed")
+        print(f"{site}: the server answered {time.monotonic() - healed:.1f} s after the partition healed")
         assert server_model(hub, "alice").get("ready")
-        assert site_job("lumi", job_id)["state"] == "RUNNING"
+        assert site_job(site, job_id)["state"] == "RUNNING"
         assert execute(hub.server_url("alice"), token, "5 * 4") == "20"
     finally:
-        stop_and_see_the_job_end(hub, token, "lumi", job_id)
+        stop_and_see_the_job_end(hub, token, site, job_id)
+
+
+def test_a_tunnel_daemon_restart_makes_its_forwards_again_and_a_hub_restart_touches_none(remote_hub):
+    """JUPITER's server is reached through the tunnel daemon's forward: the hub restarting leaves
+    it alone; the daemon restarting makes it again from its database, on the same local port."""
+    import signal
+
+    from . import hubs
+
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"]).status_code in (201, 202)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    try:
+        daemon = hub.tunneld_proc
+        hub.proc.send_signal(signal.SIGTERM)
+        hub.proc.wait(timeout=30)
+        hubs.start_hub_process(hub)
+        hubs.wait_until_up(hub)
+        assert daemon.poll() is None and hub.tunneld_proc is daemon   # the hub's restart left it alone
+        assert answers_through_the_proxy(hub, token)
+        hub.tunneld_proc.send_signal(signal.SIGTERM)
+        hub.tunneld_proc.wait(timeout=30)
+        stopped = time.monotonic()
+        assert not answers_through_the_proxy(hub, token, timeout=1)
+        hubs.start_tunneld_process(hub)
+        while not answers_through_the_proxy(hub, token, timeout=1):
+            assert time.monotonic() - stopped < 30, "the tunnel daemon did not make the forward again"
+            time.sleep(0.1)
+        print(f"jupiter: the server answered {time.monotonic() - stopped:.1f} s after the tunnel daemon stopped "
+              "(restarted at once)")
+        assert server_model(hub, "alice").get("ready")
+        assert execute(hub.server_url("alice"), token, "5 * 4") == "20"
+    finally:
+        stop_and_see_the_job_end(hub, token, "jupiter", job_id)

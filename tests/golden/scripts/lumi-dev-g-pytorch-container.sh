@@ -17,6 +17,14 @@
 set -euo pipefail
 # The hub's variables for this job (its API token among them), in a file only this user reads.
 set -a; . /users/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /users/alice/.aifa-workbench/job-env-0123456789abcdef
+# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
+# job's credential (AIFA_TUNNEL_*) at once; nothing after it (the site's profile, modules,
+# JupyterLab and its kernels) gets it.
+tunnel_dir=$(mktemp -d /users/alice/.aifa-workbench/tunnel-XXXXXXXX)
+export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
+tunnel=$!
+unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 # --export=NONE: the script starts from the user's login environment on the node (Slurm's
 # implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
 # function that a batch shell may lack: then it comes from the site's profile, read before
@@ -38,13 +46,6 @@ module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
-# job's credential (AIFA_TUNNEL_*); JupyterLab and its kernels do not get it.
-tunnel_dir=$(mktemp -d "$HOME/.aifa-workbench/tunnel-XXXXXXXX")
-export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
-/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
-tunnel=$!
-unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 # JupyterLab inside the image, from the runtime install-runtime made there on the image's own

@@ -18,6 +18,14 @@
 set -euo pipefail
 # The hub's variables for this job (its API token among them), in a file only this user reads.
 set -a; . /users/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /users/alice/.aifa-workbench/job-env-0123456789abcdef
+# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
+# job's credential (AIFA_TUNNEL_*) at once; nothing after it (the site's profile, modules,
+# JupyterLab and its kernels) gets it.
+tunnel_dir=$(mktemp -d /users/alice/.aifa-workbench/tunnel-XXXXXXXX)
+export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
+/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
+tunnel=$!
+unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 # --export=NONE: the script starts from the user's login environment on the node (Slurm's
 # implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
 # function that a batch shell may lack: then it comes from the site's profile, read before
@@ -37,13 +45,6 @@ export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_d
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module load LUMI/25.03 partition/G
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-# Reverse reach: the hub's tunnel gateway is the only way to this server. The tunnel takes the
-# job's credential (AIFA_TUNNEL_*); JupyterLab and its kernels do not get it.
-tunnel_dir=$(mktemp -d "$HOME/.aifa-workbench/tunnel-XXXXXXXX")
-export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
-/appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
-tunnel=$!
-unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 /appl/local/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 /appl/local/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &

@@ -42,16 +42,17 @@ network_up() {
   output_has default in_site ip route show default || in_site ip route add default via "$HOST_IP"
 }
 
-# A closed site (REACH=reverse: LUMI) lets in only its login node's sshd, and slurmdbd's calls to
-# the controller (the one accounting daemon of the host serves every simulated cluster); its
-# nodes dial out only to OPEN_OUT (the hub's tunnel gateway, the hub's public URL, slurmdbd).
+# A closed site (REACH=reverse: LUMI; forward: JUPITER, Lucia) lets in only its login node's sshd,
+# and slurmdbd's calls to the controller (the one accounting daemon of the host serves every
+# simulated cluster); its nodes dial out only to OPEN_OUT (slurmdbd; for LUMI the hub's tunnel
+# gateway and public URL too).
 # An open site (direct) has no rules. Traffic inside the site (node, login, controller) is not
 # on eth0 and never filtered. One nft transaction: the table is replaced whole.
 firewall_up() {
   local out_rules="" target
   in_site nft -f - <<<"table inet aifa_site {}
 delete table inet aifa_site"
-  [ "$REACH" = reverse ] || return 0
+  [ "$REACH" = direct ] && return 0
   for target in $OPEN_OUT; do
     out_rules+="    oifname \"eth0\" ip daddr ${target%:*} tcp dport ${target##*:} accept
 "
