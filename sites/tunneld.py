@@ -118,7 +118,7 @@ class TunnelDaemon:
         for port in candidates:
             try:
                 return await conn.forward_local_port("127.0.0.1", port, forward.host, forward.port)
-            except (OSError, asyncssh.Error) as e:
+            except Exception as e:        # OSError, asyncssh.Error, ChannelListenError (none of those)
                 error = e
         raise TunnelError(f"forward to {forward.host}:{forward.port}: {error}")
 
@@ -136,7 +136,15 @@ class TunnelDaemon:
         async with self._lock:
             listener = self.api_listeners.get((site, user))
             if listener is None or _closed(listener):
-                listener = await self._listen_hub_api(site, user, self.store.hub_api_ports().get((site, user), 0))
+                port = self.store.hub_api_ports().get((site, user), 0)
+                try:
+                    listener = await self._listen_hub_api(site, user, port)
+                except TunnelError:
+                    # the login node still holds the old port (a dropped connection's session it
+                    # has not given up on yet): a new one, unless running jobs call the hub there
+                    if not port or any(f.site == site and f.user == user for f in self.store.forwards()):
+                        raise
+                    listener = await self._listen_hub_api(site, user, 0)
             return self.hub_forward_hosts[site], listener.get_port()
 
     async def _listen_hub_api(self, site: str, user: str, port: int) -> asyncssh.SSHListener:
@@ -146,7 +154,7 @@ class TunnelDaemon:
         conn = await self._connection(site, user)
         try:
             listener = await conn.forward_remote_port(host, port, "127.0.0.1", self.hub_api_port)
-        except (OSError, asyncssh.Error) as e:
+        except Exception as e:            # asyncssh's ChannelListenError is not an asyncssh.Error
             raise TunnelError(f"remote forward {host}:{port} on {site}: {e}") from None
         self.api_listeners[(site, user)] = listener
         self.store.put_hub_api(site, user, listener.get_port())
