@@ -8,6 +8,7 @@ queue poll:
 """
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -24,12 +25,18 @@ def post_report(body: dict, timeout: float = 3.0) -> int:
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=hub_tls_context()) as response:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
     except Exception:
         return 0
+
+
+def hub_tls_context() -> ssl.SSLContext | None:
+    """Forward reach: the hub's own CA, and nothing else (sites.hub_api_tls says why)."""
+    ca_file = os.environ.get("AIFA_WORKBENCH_HUB_CA")
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
 
 
 def report_end(exit_code: int, timeout: float = 3.0) -> bool:

@@ -102,7 +102,22 @@ class JobStatusHandler(APIHandler):
         self.finish(json.dumps(status))
 
 
+def keep_the_hubs_ca_to_this_process(environ=os.environ) -> bool:
+    """Forward reach: the job script starts this server with SSL_CERT_FILE naming the hub's CA
+    alone, so that the client JupyterHub's single-user code calls the hub with (aiohttp, whose
+    verifying context is made as it is imported) trusts nothing else there. Kernels and
+    terminals, started from this process's environment, must not inherit that: they keep the
+    node's usual trust."""
+    ca_file = environ.get("AIFA_WORKBENCH_HUB_CA")
+    if not ca_file or environ.get("SSL_CERT_FILE") != ca_file:
+        return False
+    import aiohttp.connector  # noqa: F401  (imported already by JupyterHub's client; made now if not)
+    del environ["SSL_CERT_FILE"]
+    return True
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
+    keep_the_hubs_ca_to_this_process()
     route = url_path_join(serverapp.base_url, "workbench", "job")
     serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
     if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import Settings
+from aifa_workbench.sites.hub_api_tls import HubApiRelay, ensure_certificates
 from aifa_workbench.sites.registry import Identities
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 from aifa_workbench.sites.tunneld import ForwardStore, TunnelDaemon
@@ -31,7 +32,7 @@ def forward_sites(settings: Settings) -> dict:
     return {name: site for name, site in sites.items() if site.reach is not None and site.reach.mode == "forward"}
 
 
-def build_daemon(settings: Settings) -> TunnelDaemon:
+def build_daemon(settings: Settings, hub_api_port: int, hub_api_ca: str) -> TunnelDaemon:
     sites = forward_sites(settings)
     identities = Identities(settings.site_users or {},
                             SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")))
@@ -42,8 +43,8 @@ def build_daemon(settings: Settings) -> TunnelDaemon:
         login = LoginNode(site.login.host, site.login.port, site.login.host_keys)
         runners[name] = SshRunner(site.title, login, credential_of, **SSH_OPTIONS)
     store = ForwardStore(settings.state_dir / "tunnels.sqlite")
-    return TunnelDaemon(runners, store, settings.hub_port,
-                        {name: site.reach.hub_forward_host for name, site in sites.items()})
+    return TunnelDaemon(runners, store, hub_api_port,
+                        {name: site.reach.hub_forward_host for name, site in sites.items()}, hub_api_ca)
 
 
 async def serve(settings: Settings) -> None:
@@ -52,7 +53,10 @@ async def serve(settings: Settings) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # one daemon per database and socket
     except BlockingIOError:
         raise SystemExit(f"aifa-workbench tunneld: another tunnel daemon runs for {settings.state_dir}") from None
-    daemon = build_daemon(settings)
+    hosts = [site.reach.hub_forward_host for site in forward_sites(settings).values()]
+    certificates = ensure_certificates(settings.state_dir / "hub-api-tls", hosts or ["localhost"])
+    relay_port = await HubApiRelay(certificates, settings.hub_port).start()
+    daemon = build_daemon(settings, relay_port, certificates.ca_pem)
     path = socket_path(settings)
     path.unlink(missing_ok=True)
     old_umask = os.umask(0o077)          # the socket: the hub's user only

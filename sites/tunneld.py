@@ -79,14 +79,19 @@ class ForwardStore:
 
 class TunnelDaemon:
     def __init__(self, runners: dict[str, SshRunner], store: ForwardStore, hub_api_port: int,
-                 hub_forward_hosts: dict[str, str]):
+                 hub_forward_hosts: dict[str, str], hub_api_ca: str = ""):
         self.runners, self.store = runners, store
-        self.hub_api_port = hub_api_port                  # the hub's API on this host (127.0.0.1)
+        self.hub_api_port = hub_api_port                  # the hub API's TLS relay on this host (127.0.0.1)
         self.hub_forward_hosts = hub_forward_hosts        # {site: login node name the site's nodes dial}
+        self.hub_api_ca = hub_api_ca                      # the CA jobs trust for the hub (sites.hub_api_tls)
         self.listeners: dict[str, asyncssh.SSHListener] = {}
         self.api_listeners: dict[tuple[str, str], asyncssh.SSHListener] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
         self._warned: dict = {}
+
+    def _lock_of(self, user: str) -> asyncio.Lock:
+        """One lock per hub user: a login that hangs on one user's site holds up no one else."""
+        return self._locks.setdefault(user, asyncio.Lock())
 
     async def _connection(self, site: str, user: str) -> asyncssh.SSHClientConnection:
         runner = self.runners.get(site)
@@ -98,7 +103,7 @@ class TunnelDaemon:
             raise TunnelError(f"{site}: {type(e).__name__}: {e}") from None
 
     async def open(self, forward: Forward) -> int:
-        async with self._lock:
+        async with self._lock_of(forward.user):
             old = self.listeners.pop(forward.id, None)
             if old is not None:
                 old.close()
@@ -123,7 +128,7 @@ class TunnelDaemon:
         raise TunnelError(f"forward to {forward.host}:{forward.port}: {error}")
 
     async def close(self, forward_id: str) -> bool:
-        async with self._lock:
+        async with self._lock_of(forward_id.split("/", 1)[0]):     # ids start with their user
             listener = self.listeners.pop(forward_id, None)
             if listener is not None:
                 listener.close()
@@ -132,8 +137,9 @@ class TunnelDaemon:
             return known or listener is not None
 
     async def hub_api(self, site: str, user: str) -> tuple[str, int]:
-        """Where `user`'s jobs on `site` call the hub: a port on the login node, forwarded here."""
-        async with self._lock:
+        """Where `user`'s jobs on `site` call the hub: a port on the login node, forwarded to the
+        TLS relay here (jobs trust `hub_api_ca` for it)."""
+        async with self._lock_of(user):
             listener = self.api_listeners.get((site, user))
             if listener is None or _closed(listener):
                 port = self.store.hub_api_ports().get((site, user), 0)
@@ -168,7 +174,7 @@ class TunnelDaemon:
             if listener is not None and not _closed(listener):
                 continue
             try:
-                async with self._lock:
+                async with self._lock_of(forward.user):
                     if forward not in self.store.forwards():
                         continue          # closed while this waited for the lock
                     self.listeners[forward.id] = await self._listen(forward)
@@ -181,7 +187,7 @@ class TunnelDaemon:
             if listener is not None and not _closed(listener):
                 continue
             try:
-                async with self._lock:
+                async with self._lock_of(user):
                     await self._listen_hub_api(site, user, port)
             except TunnelError as e:
                 self._warn((site, user), f"Hub API forward of {user} on {site} not made again yet: {e}")
@@ -209,7 +215,7 @@ class TunnelDaemon:
     # --- the unix socket's protocol -----------------------------------------------------------------
     async def answer(self, request: dict) -> dict:
         """{"op": "open", "id", "site", "user", "host", "port"} -> {"ok", "local_port"};
-        {"op": "close", "id"}; {"op": "hub_api", "site", "user"} -> {"ok", "host", "port"};
+        {"op": "close", "id"}; {"op": "hub_api", "site", "user"} -> {"ok", "host", "port", "ca"} (https);
         {"op": "list"} -> {"ok", "forwards"}; {"op": "health"} -> {"ok"}."""
         op = request.get("op")
         try:
@@ -220,7 +226,7 @@ class TunnelDaemon:
                 return {"ok": True, "closed": await self.close(str(request.get("id", "")))}
             if op == "hub_api":
                 host, port = await self.hub_api(str(request.get("site", "")), str(request.get("user", "")))
-                return {"ok": True, "host": host, "port": port}
+                return {"ok": True, "host": host, "port": port, "ca": self.hub_api_ca}
             if op == "list":
                 return {"ok": True, "forwards": self.listing()}
             if op == "health":
@@ -251,7 +257,7 @@ def checked_forward(request: dict) -> Forward:
     """A forward request as the hub sends it; anything else is refused (ValueError)."""
     forward_id, site, user = request.get("id"), request.get("site"), request.get("user")
     host, port = request.get("host"), request.get("port")
-    if not (isinstance(forward_id, str) and _ID.fullmatch(forward_id)):
+    if not (isinstance(forward_id, str) and _ID.fullmatch(forward_id) and forward_id.split("/")[0] == user):
         raise ValueError("bad forward id")
     if not (isinstance(host, str) and _HOST.fullmatch(host)):
         raise ValueError("bad node name")

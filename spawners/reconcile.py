@@ -14,6 +14,7 @@ from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import SiteError
 
 from .background import in_background
+from .tunnel_reconcile import reconcile_tunnels
 
 
 def hub_usernames(app) -> set[str]:
@@ -98,7 +99,7 @@ async def reconcile_once(app, control: JobControl, hub_id: str) -> list[tuple[st
     return orphans
 
 
-async def _run(controls, hub_id: str, interval: float, identities=None) -> None:
+async def _run(controls, hub_id: str, interval: float, identities=None, tunnels: dict | None = None) -> None:
     from jupyterhub.app import JupyterHub
 
     app = JupyterHub.instance()
@@ -114,14 +115,20 @@ async def _run(controls, hub_id: str, interval: float, identities=None) -> None:
                              control.site_name, len(orphans))
             except Exception:
                 app.log.exception("Reconciling Slurm on %s with the hub failed", control.site_name)
+        if tunnels:
+            try:
+                await reconcile_tunnels(app, **tunnels)
+            except Exception:
+                app.log.exception("Reconciling the tunnels with the hub failed")
         await asyncio.sleep(interval)
 
 
-def start_reconciler(controls, hub_id: str, interval: float = 600, identities=None) -> None:
+def start_reconciler(controls, hub_id: str, interval: float = 600, identities=None, tunnels: dict | None = None) -> None:
     """Schedule reconciliation of every site: as the hub where it reads the whole queue (the local
-    cluster), per user through their own logins elsewhere (call from jupyterhub_config.py)."""
+    cluster), per user through their own logins elsewhere; and of the tunnels, with `tunnels` the
+    arguments of tunnel_reconcile.reconcile_tunnels but `app` (call from jupyterhub_config.py)."""
     import logging
 
     log = logging.getLogger("JupyterHub")
     asyncio.get_event_loop().call_soon(
-        lambda: in_background(_run(list(controls), hub_id, interval, identities), "The reconciler", log))
+        lambda: in_background(_run(list(controls), hub_id, interval, identities, tunnels), "The reconciler", log))

@@ -54,6 +54,9 @@ class ScriptContext:
     container_binds: tuple[str, ...] = ()
     # Reverse reach: the job holds a tunnel to the hub's gateway (its credential is in env_file).
     tunnel: bool = False
+    # Forward reach: the job calls the hub over TLS and trusts the CA in env_file
+    # (AIFA_WORKBENCH_HUB_CA_PEM) for it, nothing else (sites.hub_api_tls says why).
+    hub_ca: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         container_runtime=ctx.container_runtime,
         container_binds=ctx.container_binds,
         tunnel=ctx.tunnel,
+        hub_ca=ctx.hub_ca,
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

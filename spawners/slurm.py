@@ -170,6 +170,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     ).tag(config=True)
     job_request = None
     _job_hub_base: str | None = None   # forward reach: where this job calls the hub (the login node's forward)
+    _job_hub_ca: str = ""              # forward reach: the CA the job trusts for the hub there
     tunnel_grant: gateway.Grant | None = None   # reverse reach: the gateway port of the current job
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
@@ -335,6 +336,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             hub_id=self.hub_id,
             env_file=env_file,
             tunnel=self.reverse,
+            hub_ca=self.forward,
         )
         return render_batch_script(self.job_request, site, ctx)
 
@@ -371,6 +373,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 job_env = {n: env[n] for n in export_names(env)}
                 if self.reverse:
                     job_env.update(self._grant_tunnel())
+                if self.forward:
+                    job_env["AIFA_WORKBENCH_HUB_CA_PEM"] = self._job_hub_ca
                 env_file = (path, render_env_file(job_env))
             script = self.batch_script(env, env_file[0] if env_file else None)
             self.log.debug("Batch script for %s:\n%s", username, script)
@@ -564,7 +568,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                                              {"op": "hub_api", "site": self.site_name, "user": self.user.name})
         except TunnelDaemonError as e:
             raise self._tunnel_error("the hub API forward", e) from None
-        return f"http://{answer['host']}:{int(answer['port'])}"
+        ca = answer.get("ca")
+        if not (isinstance(ca, str) and ca.startswith("-----BEGIN CERTIFICATE-----") and len(ca) < 8192):
+            raise self._tunnel_error("the hub API forward", TunnelDaemonError("no CA for the hub API's TLS"))
+        self._job_hub_ca = ca
+        return f"https://{answer['host']}:{int(answer['port'])}"
 
     async def _open_forward(self, node: str, port: int) -> int:
         request = {"op": "open", "id": self.forward_id, "site": self.site_name, "user": self.user.name,

@@ -152,6 +152,16 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_wr
     assert "Running JupyterHub version" in (STATE / "hub.log").read_text()
     assert (STATE / "hub.log.1").read_text() == "an old log of root's\n"  # rotated away, not appended to
 
+    # an upgrade: the tunnel daemon alone restarts; the hub and the proxy keep running
+    restarted = hubctl("restart-tunnels")
+    assert restarted.returncode == 0 and "The tunnel daemon has restarted" in restarted.stdout, restarted.stderr
+    new_tunneld = int((RUN / "tunneld.pid").read_text())
+    assert new_tunneld != pids["tunneld.pid"] and uids_of(new_tunneld) == [hub_uid()] * 4
+    assert not Path(f"/proc/{pids['tunneld.pid']}/cmdline").exists() or \
+        not Path(f"/proc/{pids['tunneld.pid']}/cmdline").read_bytes()
+    pids["tunneld.pid"] = new_tunneld
+    assert hubctl("status").stdout.splitlines()[2] == f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}."
+
     stopped = hubctl("stop")
     assert stopped.returncode == 0 and "The hub has stopped" in stopped.stdout, stopped.stderr
     for pid in pids.values():

@@ -69,6 +69,10 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     assert execute(url, token, "5 * 4") == "20"
     where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
     assert home in where
+    if site in ("jupiter", "lucia"):     # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
+        seen = execute(url, token, "import os; (os.environ['JUPYTERHUB_API_URL'].split(':')[0], "
+                                   "os.environ.get('SSL_CERT_FILE'), os.environ.get('AIFA_WORKBENCH_HUB_CA_PEM'))")
+        assert seen == "('https', None, None)"      # and its kernels keep the node's usual trust
     # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
     # the server does not notice, and the hub's next command (the stop) logs in again
     # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
@@ -315,12 +319,21 @@ def test_a_tunnel_daemon_restart_makes_its_forwards_again_and_a_hub_restart_touc
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     try:
         daemon = hub.tunneld_proc
+        own = forward_ids(hub)
+        assert len(own) == 1 and own[0].endswith(f".{job_id}")
+        # a forward no server owns (the hub crashed between opening it and recording its job)
+        tunnel_daemon(hub, {"op": "open", "id": "alice/ghost.999999", "site": "jupiter", "user": "alice",
+                            "host": SITE_NODES["jupiter"], "port": 22})
         hub.proc.send_signal(signal.SIGTERM)
         hub.proc.wait(timeout=30)
         hubs.start_hub_process(hub)
         hubs.wait_until_up(hub)
         assert daemon.poll() is None and hub.tunneld_proc is daemon   # the hub's restart left it alone
         assert answers_through_the_proxy(hub, token)
+        deadline = time.monotonic() + 30                 # the reconciler's first round closes the stray one
+        while forward_ids(hub) != own:
+            assert time.monotonic() < deadline, forward_ids(hub)
+            time.sleep(0.5)
         hub.tunneld_proc.send_signal(signal.SIGTERM)
         hub.tunneld_proc.wait(timeout=30)
         stopped = time.monotonic()
@@ -335,3 +348,19 @@ def test_a_tunnel_daemon_restart_makes_its_forwards_again_and_a_hub_restart_touc
         assert execute(hub.server_url("alice"), token, "5 * 4") == "20"
     finally:
         stop_and_see_the_job_end(hub, token, "jupiter", job_id)
+    deadline = time.monotonic() + 10                      # no tunnel outlives its server
+    while forward_ids(hub):
+        assert time.monotonic() < deadline, forward_ids(hub)
+        time.sleep(0.2)
+
+
+def tunnel_daemon(hub, request: dict) -> dict:
+    import asyncio
+
+    from aifa_workbench.sites.tunnel_client import ask
+
+    return asyncio.run(ask(str(hub.home / "tunneld.sock"), request))
+
+
+def forward_ids(hub) -> list[str]:
+    return sorted(f["id"] for f in tunnel_daemon(hub, {"op": "list"})["forwards"])

@@ -92,3 +92,16 @@ def test_a_reverse_reach_job_hands_its_credential_to_the_tunnel_only():
     assert script.index(". /users/alice/.aifa-workbench/job-env-") < tunnel < unset < server
     assert "AIFA_WORKBENCH_PORT_FILE" in script[:server]
     assert script.index('kill -TERM "$tunnel"') > server
+
+
+def test_a_forward_reach_job_trusts_the_hubs_ca_for_its_server_and_end_report_only():
+    site = SITES["jupiter"]
+    ctx = ScriptContext(**{**golden_context(site, "stages-2025").__dict__, "hub_ca": True})
+    script = render_batch_script(golden_request(site, "booster", "stages-2025"), site, ctx)
+    sourced, written = script.index(". /e/home/jusers/alice/"), script.index('> "$hub_ca_dir/ca.pem"')
+    unset, server = script.index("unset AIFA_WORKBENCH_HUB_CA_PEM"), script.index("jupyterhub-singleuser")
+    assert sourced < written < unset < script.index("module load") and unset < server
+    server_line = script[script.rindex("\n", 0, server) + 1:script.index("\n", server)]
+    assert server_line.startswith('SSL_CERT_FILE="$AIFA_WORKBENCH_HUB_CA" ')
+    assert script.count("SSL_CERT_FILE") == 1        # not exported: kernels keep the node's trust
+    assert script.index("job_report") < script.index('rm -rf "$hub_ca_dir"')

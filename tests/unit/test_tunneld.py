@@ -58,3 +58,74 @@ async def test_the_protocol_answers_each_line_and_says_what_it_refused(tmp_path)
 async def test_a_daemon_that_is_not_there_is_said_so(tmp_path):
     with pytest.raises(TunnelDaemonError, match="not reached"):
         await ask(str(tmp_path / "none.sock"), {"op": "health"})
+
+
+class FakeConnection:
+    def __init__(self):
+        self.closed = False
+
+    def is_closed(self):
+        return self.closed
+
+    async def forward_local_port(self, listen_host, listen_port, host, port):
+        return FakeListener(self, listen_port)
+
+
+class FakeListener:
+    def __init__(self, conn, port):
+        self._conn, self.port = conn, port
+
+    def get_port(self):
+        return self.port
+
+    def close(self):
+        pass
+
+
+class FakeRunner:
+    """bob's login hangs (a site that does not answer him); alice's connection is there."""
+
+    def __init__(self):
+        self.hang = asyncio.Event()
+
+    def connection_for(self, user):
+        runner = self
+
+        class Holder:
+            async def connection(self):
+                if user == "bob":
+                    await runner.hang.wait()
+                return FakeConnection()
+        return Holder()
+
+
+async def test_a_login_that_hangs_for_one_user_holds_up_no_other_user(tmp_path):
+    d = tunneld.TunnelDaemon({"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081,
+                             {"jupiter": "jpbl-login01"})
+    bob = asyncio.create_task(d.open(tunneld.Forward("bob/.1", "jupiter", "bob", "n1", 35000)))
+    await asyncio.sleep(0.05)
+    alice_port = await asyncio.wait_for(d.open(tunneld.Forward("alice/.2", "jupiter", "alice", "n1", 35001)), 2)
+    assert tunneld.LOCAL_PORTS[0] <= alice_port <= tunneld.LOCAL_PORTS[1]
+    assert await asyncio.wait_for(d.close("alice/.2"), 2)
+    assert not bob.done()
+    bob.cancel()
+
+
+def test_a_forward_id_belongs_to_the_user_it_names():
+    with pytest.raises(ValueError):
+        tunneld.checked_forward({"id": "bob/.7", "site": "jupiter", "user": "alice", "host": "n1", "port": 9})
+
+
+def test_forwards_no_server_owns_and_grants_past_any_certificate_are_found(tmp_path):
+    import os
+
+    from aifa_workbench.spawners.tunnel_reconcile import expired_grants, stale_forward_ids
+
+    listing = [{"id": "alice/.12"}, {"id": "bob/.13"}, {"id": 7}, "junk"]
+    assert stale_forward_ids(listing, {"alice/.12"}) == ["bob/.13"]
+    for port, age in ((42001, 10), (42002, 100_000), (42003, 5)):
+        (tmp_path / str(port)).write_text("aifa-...\n")
+        os.utime(tmp_path / str(port), (1_000_000 - age, 1_000_000 - age))
+    (tmp_path / "README").write_text("not a grant")
+    os.utime(tmp_path / "README", (0, 0))
+    assert [p.name for p in expired_grants(str(tmp_path), 3600, now=1_000_000)] == ["42002"]
