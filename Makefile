@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-polling bench-sites
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -54,12 +54,12 @@ test:                    ## everything the tests need, then the whole suite
 test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
 	$(PYTEST) -m unit tests
 
-bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick), then the remote sites' ones when they are up (about 12 more)
+bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick), then the remote sites' ones when they are up (about 18 more)
 	$(VENV)/bin/python -m benchmarks.bench_spawner $(BENCH_ARGS)
 	@if ansible/sitesctl.sh status >/dev/null 2>&1; then $(MAKE) --no-print-directory bench-sites BENCH_ARGS=; \
 	else echo "bench: the simulated sites are not up (make sites starts them): their benchmarks were not run"; fi
 
-bench-sites: bench-polling bench-ssh bench-remote   ## the remote sites' benchmarks (needs make sites)
+bench-sites: bench-polling bench-ssh bench-remote bench-tunnels   ## the remote sites' benchmarks (needs make sites)
 
 labextension:            ## rebuild the walltime guard (JupyterLab extension) into extensions/labextension/prebuilt
 	cd extensions/labextension && npm install --no-audit --no-fund --loglevel=error && rm -rf prebuilt && \
@@ -75,6 +75,9 @@ bench-ssh:               ## commands on a simulated site's login node: one persi
 
 bench-polling:           ## watching 10/20/40 servers on the simulated sites: controller RPCs and SSH logins per minute vs plain batchspawner over ssh (about 7 minutes; needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_polling $(BENCH_ARGS)
+
+bench-tunnels:           ## per reach mode against direct: 100 MB download through the proxy, partition healed -> answer, gateway and tunnel-daemon memory at 40 tunnels (about 6 minutes; needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_tunnels $(BENCH_ARGS)
 
 bench-remote:            ## one spawn on LUMI (reverse reach) and on JUPITER (forward) against the local cluster, same hub, alternating (needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi $(BENCH_ARGS)

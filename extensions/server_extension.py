@@ -18,6 +18,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from .hub_trust import TRUST_NAMES
 from .job_context import WorkbenchError, current_status
 from .job_report import post_report
 
@@ -103,21 +104,28 @@ class JobStatusHandler(APIHandler):
 
 
 def keep_the_hubs_ca_to_this_process(environ=os.environ) -> bool:
-    """Forward reach: the job script starts this server with SSL_CERT_FILE naming the hub's CA
-    alone, so that the client JupyterHub's single-user code calls the hub with (aiohttp, whose
-    verifying context is made as it is imported) trusts nothing else there. Kernels and
-    terminals, started from this process's environment, must not inherit that: they keep the
-    node's usual trust."""
+    """Forward reach: extensions.hub_trust starts this server with SSL_CERT_FILE naming the hub's
+    CA and SSL_CERT_DIR an empty directory, so that the client JupyterHub's single-user code calls
+    the hub with (aiohttp >= 3.10.6, whose verifying context is made as it is imported) trusts
+    nothing else there. Kernels and terminals, started from this process's environment, get the
+    node's own values back (AIFA_WORKBENCH_NODE_*, or none)."""
     ca_file = environ.get("AIFA_WORKBENCH_HUB_CA")
     if not ca_file or environ.get("SSL_CERT_FILE") != ca_file:
         return False
     import aiohttp.connector  # noqa: F401  (imported already by JupyterHub's client; made now if not)
-    del environ["SSL_CERT_FILE"]
+    for name in TRUST_NAMES:
+        node_value = environ.pop(f"AIFA_WORKBENCH_NODE_{name}", None)
+        if node_value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = node_value
     return True
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    keep_the_hubs_ca_to_this_process()
+    if not keep_the_hubs_ca_to_this_process() and os.environ.get("AIFA_WORKBENCH_HUB_CA"):
+        serverapp.log.warning("AIFA Workbench: the hub's CA is not pinned for this server "
+                              "(SSL_CERT_FILE was changed after extensions.hub_trust set it)")
     route = url_path_join(serverapp.base_url, "workbench", "job")
     serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
     if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):

@@ -121,14 +121,12 @@ c.WorkbenchSlurmSpawner.tunnel_gateway = {**dataclasses.asdict(settings.tunnel_g
                                           "ca_key_file": str(settings.secrets_dir / "tunnel-ca")}
 # Jobs of this hub that no server owns are cancelled: on the local cluster from one query as the
 # hub, on remote sites (PrivateData) per user through their own logins, every 10 minutes.
-# And tunnels no server owns: forwards of ended jobs, gateway grants no certificate can use any more.
-longest_job = max(p.max_hours for site in sites.values() for p in site.partitions.values()) * 3600
+# And tunnels no server owns: forwards of ended jobs, gateway grants whose certificate expired.
+reverse_sites = [name for name, site in sites.items() if site.reach and site.reach.mode == "reverse"]
 reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()
                             if site.transport == "local" or site.reach], settings.hub_id, identities=identities,
                            tunnels={"socket_path": str(settings.state_dir / "tunneld.sock"),
-                                    "grants_dir": settings.tunnel_gateway.grants_dir if any(
-                                        site.reach and site.reach.mode == "reverse" for site in sites.values()) else "",
-                                    "grant_lifetime": longest_job + settings.start_timeout + 1800})
+                                    "grants_dir": settings.tunnel_gateway.grants_dir if reverse_sites else ""})
 # Each remote site's job runtime, checked once the hub runs (the log names the fixing command).
 check_runtimes_when_the_hub_starts(settings, sites, logging.getLogger("JupyterHub"))
 c.Spawner.default_url = "/lab"

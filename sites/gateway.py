@@ -92,6 +92,12 @@ def revoke(grants_dir: str, grant: Grant) -> bool:
         return False
 
 
+def mark_expiry(grants_dir: str, grant: Grant, expires_at: float) -> None:
+    """The grant's file keeps, as its modification time, when the job's certificate expires: the
+    reconciler (spawners.tunnel_reconcile) deletes grants past it, whichever hub made them."""
+    os.utime(Path(grants_dir) / str(grant.port), (expires_at, expires_at))
+
+
 def granted_ports(grants_dir: str) -> dict[int, str]:
     """{port: key id} of every grant (the reconciler's view of the gateway)."""
     found = {}

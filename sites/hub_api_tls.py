@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -49,14 +50,37 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> HubApiCertificates
     directory.mkdir(mode=0o700, exist_ok=True)
     ca_key, ca_cert = _ca(directory)
     key_file, cert_file = directory / "server.key", directory / "server.pem"
-    wanted = sorted(set(hosts))
-    if not (cert_file.exists() and key_file.exists() and _names(cert_file) == wanted):
+    wanted = sorted({_normal(host) for host in hosts})
+    if not _server_certificate_fits(cert_file, key_file, ca_cert, wanted):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_certificate(key, ca_key, ca_cert, wanted)
         _write_private(key_file, _key_pem(key))
         _write_private(cert_file, cert.public_bytes(serialization.Encoding.PEM) +
                        ca_cert.public_bytes(serialization.Encoding.PEM))
     return HubApiCertificates(ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file)
+
+
+def _server_certificate_fits(cert_file: Path, key_file: Path, ca_cert, wanted: list[str]) -> bool:
+    """Names the wanted hosts, was issued by this CA (a CA made again makes it again), and goes
+    with its key (a crash between writing the two leaves them apart)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        cert.verify_directly_issued_by(ca_cert)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    same_key = cert.public_key().public_bytes(*_SPKI) == key.public_key().public_bytes(*_SPKI)
+    return same_key and _names(cert) == wanted
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _normal(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
 
 
 def _ca(directory: Path):
@@ -104,13 +128,12 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def _names(cert_file: Path) -> list[str]:
+def _names(cert: x509.Certificate) -> list[str]:
     try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
+    except x509.ExtensionNotFound:
         return []
-    return sorted([str(n) for n in san.get_values_for_type(x509.DNSName)] +
+    return sorted([n.lower() for n in san.get_values_for_type(x509.DNSName)] +
                   [str(ip) for ip in san.get_values_for_type(x509.IPAddress)])
 
 

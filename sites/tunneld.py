@@ -76,6 +76,9 @@ class ForwardStore:
     def put_hub_api(self, site: str, user: str, port: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO hub_api VALUES (?, ?, ?)", (site, user, port))
 
+    def delete_hub_api(self, site: str, user: str) -> None:
+        self.db.execute("DELETE FROM hub_api WHERE site = ? AND user = ?", (site, user))
+
 
 class TunnelDaemon:
     def __init__(self, runners: dict[str, SshRunner], store: ForwardStore, hub_api_port: int,
@@ -87,6 +90,7 @@ class TunnelDaemon:
         self.listeners: dict[str, asyncssh.SSHListener] = {}
         self.api_listeners: dict[tuple[str, str], asyncssh.SSHListener] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._hub_api_asked: dict[tuple[str, str], int] = {}   # how often each was asked for (this run)
         self._warned: dict = {}
 
     def _lock_of(self, user: str) -> asyncio.Lock:
@@ -140,6 +144,7 @@ class TunnelDaemon:
         """Where `user`'s jobs on `site` call the hub: a port on the login node, forwarded to the
         TLS relay here (jobs trust `hub_api_ca` for it)."""
         async with self._lock_of(user):
+            self._hub_api_asked[(site, user)] = self._hub_api_asked.get((site, user), 0) + 1
             listener = self.api_listeners.get((site, user))
             if listener is None or _closed(listener):
                 port = self.store.hub_api_ports().get((site, user), 0)
@@ -152,6 +157,21 @@ class TunnelDaemon:
                         raise
                     listener = await self._listen_hub_api(site, user, 0)
             return self.hub_forward_hosts[site], listener.get_port()
+
+    async def release_hub_api(self, site: str, user: str, asked: int | None) -> bool:
+        """The login node's port given back, once no job of `user` on `site` may call the hub
+        (the hub's reconciler asks: it knows the servers); not while a forward of theirs is there,
+        nor if a spawn asked for it since the reconciler's listing (`asked` is the count it saw)."""
+        async with self._lock_of(user):
+            if asked != self._hub_api_asked.get((site, user), 0):
+                return False
+            if any(f.site == site and f.user == user for f in self.store.forwards()):
+                return False
+            listener = self.api_listeners.pop((site, user), None)
+            if listener is not None:
+                listener.close()
+            self.store.delete_hub_api(site, user)
+            return True
 
     async def _listen_hub_api(self, site: str, user: str, port: int) -> asyncssh.SSHListener:
         host = self.hub_forward_hosts.get(site)
@@ -182,13 +202,16 @@ class TunnelDaemon:
                          forward.port, forward.site)
             except TunnelError as e:
                 self._warn(forward.id, f"Forward {forward.id} not made again yet: {e}")
-        for (site, user), port in self.store.hub_api_ports().items():
+        for site, user in list(self.store.hub_api_ports()):
             listener = self.api_listeners.get((site, user))
             if listener is not None and not _closed(listener):
                 continue
             try:
                 async with self._lock_of(user):
-                    await self._listen_hub_api(site, user, port)
+                    # hub_api() may have made it meanwhile, release_hub_api() given it back
+                    listener, port = self.api_listeners.get((site, user)), self.store.hub_api_ports().get((site, user))
+                    if port is not None and (listener is None or _closed(listener)):
+                        await self._listen_hub_api(site, user, port)
             except TunnelError as e:
                 self._warn((site, user), f"Hub API forward of {user} on {site} not made again yet: {e}")
 
@@ -216,7 +239,8 @@ class TunnelDaemon:
     async def answer(self, request: dict) -> dict:
         """{"op": "open", "id", "site", "user", "host", "port"} -> {"ok", "local_port"};
         {"op": "close", "id"}; {"op": "hub_api", "site", "user"} -> {"ok", "host", "port", "ca"} (https);
-        {"op": "list"} -> {"ok", "forwards"}; {"op": "health"} -> {"ok"}."""
+        {"op": "release_hub_api", "site", "user", "asked"} -> {"ok", "released"};
+        {"op": "list"} -> {"ok", "forwards", "hub_api"}; {"op": "health"} -> {"ok"}."""
         op = request.get("op")
         try:
             if op == "open":
@@ -227,8 +251,15 @@ class TunnelDaemon:
             if op == "hub_api":
                 host, port = await self.hub_api(str(request.get("site", "")), str(request.get("user", "")))
                 return {"ok": True, "host": host, "port": port, "ca": self.hub_api_ca}
+            if op == "release_hub_api":
+                asked = request.get("asked")
+                return {"ok": True, "released": await self.release_hub_api(
+                    str(request.get("site", "")), str(request.get("user", "")), asked if isinstance(asked, int) else None)}
             if op == "list":
-                return {"ok": True, "forwards": self.listing()}
+                return {"ok": True, "forwards": self.listing(),
+                        "hub_api": [{"site": site, "user": user, "port": port,
+                                     "asked": self._hub_api_asked.get((site, user), 0)}
+                                    for (site, user), port in sorted(self.store.hub_api_ports().items())]}
             if op == "health":
                 return {"ok": True}
         except (TunnelError, ValueError, KeyError) as e:

@@ -150,6 +150,10 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         container_binds=ctx.container_binds,
         tunnel=ctx.tunnel,
         hub_ca=ctx.hub_ca,
+        # forward reach: JupyterLab trusts the hub's CA alone (in a container: the image's python,
+        # from the runtime made there, which the wrapper has activated)
+        hub_trust_argv=(("python" if ctx.container_runtime else f"{ctx.venv_bin}/python", "-m",
+                         "aifa_workbench.extensions.hub_trust") if ctx.hub_ca else ()),
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

@@ -505,8 +505,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         settings, site = self.tunnel_gateway, self.sites[self.job_request.site]
         try:
             self.tunnel_grant = gateway.grant_port(settings["grants_dir"], tuple(settings["ports"]))
-            credential = gateway.job_credential(settings["ca_key_file"], self.tunnel_grant,
-                                                self.job_request.hours * 3600 + self.start_timeout + 600)
+            valid_seconds = self.job_request.hours * 3600 + self.start_timeout + 600
+            credential = gateway.job_credential(settings["ca_key_file"], self.tunnel_grant, valid_seconds)
+            gateway.mark_expiry(settings["grants_dir"], self.tunnel_grant, time.time() + valid_seconds)
             known_host = gateway.known_hosts_line(site.reach.gateway, settings["port"], settings["host_key_file"])
         except (gateway.NoFreePort, OSError, KeyError, ValueError) as e:
             self._revoke_tunnel()

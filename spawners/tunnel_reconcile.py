@@ -3,10 +3,11 @@
 - forward reach: a forward the tunnel daemon holds for a job no server of this hub runs (a
   close the daemon did not take while it was down, a hub that crashed between opening a
   forward and recording its job) is closed;
-- reverse reach: a gateway grant older than any job's certificate can be (the longest walltime
-  plus the start timeout) is deleted, its port free again. Grants are not matched against this
-  hub's servers: hubs may share a gateway, and a grant no one uses any more is inert (its
-  certificate has expired), it only holds a port.
+- forward reach: a user's hub API forward on a site's login node, once none of their jobs there
+  may call the hub and nothing of theirs is starting, is given back (the port is the site's);
+- reverse reach: a gateway grant whose certificate has expired (its file's modification time,
+  gateway.mark_expiry) is deleted, its port free again, whichever hub sharing the gateway made
+  it: no certificate can use it any more.
 """
 from __future__ import annotations
 
@@ -16,60 +17,87 @@ from pathlib import Path
 from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask
 
 
-def owned_forward_ids(app) -> tuple[set[str], bool]:
-    """The forward ids of this hub's servers with a job, and whether any spawner is busy."""
-    owned, busy = set(), False
+def owned_forward_ids(app) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    """The forward ids of this hub's servers with a job; the users with a spawner busy (starting
+    or stopping: a forward of theirs may be moments from its job id); and (site, user) of every
+    job (whose calls to the hub need that user's hub API forward on that site)."""
+    owned, busy, calling = set(), set(), set()
     for user in list(app.users.values()):
         for spawner in list(user.spawners.values()):
-            busy = busy or bool(spawner.pending)
+            if spawner.pending:
+                busy.add(user.name)
             spawner = getattr(spawner, "child_spawner", None) or spawner      # wrapspawner's child
             if getattr(spawner, "job_id", "") and getattr(spawner, "job_site", ""):
                 owned.add(spawner.forward_id)
-    return owned, busy
+                calling.add((spawner.job_site, user.name))
+    return owned, busy, calling
 
 
-def stale_forward_ids(listing: list[dict], owned: set[str]) -> list[str]:
+def unused_hub_api(entries: list[dict], calling: set[tuple[str, str]], busy_users: set[str]) -> list[tuple[str, str]]:
+    """Hub API forwards no job of this hub calls through, of users with nothing starting."""
+    pairs = {(e.get("site"), e.get("user")) for e in entries if isinstance(e, dict)}
+    return sorted(p for p in pairs if all(isinstance(x, str) for x in p) and p not in calling
+                  and p[1] not in busy_users)
+
+
+def stale_forward_ids(listing: list[dict], owned: set[str], busy_users: set[str] = frozenset()) -> list[str]:
     return sorted(f["id"] for f in listing if isinstance(f, dict) and isinstance(f.get("id"), str)
-                  and f["id"] not in owned)
+                  and f["id"] not in owned and f["id"].split("/", 1)[0] not in busy_users)
 
 
-def expired_grants(grants_dir: str, lifetime_seconds: float, now: float | None = None) -> list[Path]:
-    """Grant files older than `lifetime_seconds` (no certificate for them is valid any more)."""
+# Grants made before their files kept the certificate's expiry (gateway.mark_expiry): their
+# modification time is when they were made; none outlives the longest walltime a catalogue
+# allows (168 h) plus a start timeout.
+UNMARKED_LIFETIME_SECONDS = 8 * 24 * 3600
+
+
+def expired_grants(grants_dir: str, grace_seconds: float, now: float | None = None) -> list[Path]:
+    """Grant files whose certificate expired more than `grace_seconds` ago."""
     now = time.time() if now is None else now
     expired = []
     for path in Path(grants_dir).iterdir():
         try:
-            if path.name.isdigit() and now - path.lstat().st_mtime > lifetime_seconds:
+            info = path.lstat()
+            marked = info.st_mtime > info.st_ctime + 60      # set into the future by mark_expiry
+            expires = info.st_mtime if marked else info.st_mtime + UNMARKED_LIFETIME_SECONDS
+            if path.name.isdigit() and expires + grace_seconds < now:
                 expired.append(path)
         except OSError:
             continue
     return sorted(expired)
 
 
-async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grant_lifetime: float) -> tuple[list, list]:
+async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grace_seconds: float = 600) -> tuple[list, list]:
     """(forwards closed, grants deleted)."""
     closed: list[str] = []
     if socket_path and Path(socket_path).exists():
         try:
-            listing = (await ask(socket_path, {"op": "list"}))["forwards"]
-            owned, busy = owned_forward_ids(app)
-            if not busy:                  # a forward may be moments from its job id: next time
-                for forward_id in stale_forward_ids(listing, owned):
-                    if forward_id not in owned_forward_ids(app)[0]:
-                        await ask(socket_path, {"op": "close", "id": forward_id})
-                        app.log.warning("Forward %s belongs to no server of this hub: closed", forward_id)
-                        closed.append(forward_id)
+            answer = await ask(socket_path, {"op": "list"})
+            owned, busy, calling = owned_forward_ids(app)
+            for forward_id in stale_forward_ids(answer["forwards"], owned, busy):
+                if forward_id not in owned_forward_ids(app)[0]:
+                    await ask(socket_path, {"op": "close", "id": forward_id})
+                    app.log.warning("Forward %s belongs to no server of this hub: closed", forward_id)
+                    closed.append(forward_id)
+            asked = {(e.get("site"), e.get("user")): e.get("asked") for e in answer.get("hub_api", [])
+                     if isinstance(e, dict)}
+            for site, user in unused_hub_api(answer.get("hub_api", []), calling, busy):
+                _, busy_now, calling_now = owned_forward_ids(app)
+                if user not in busy_now and (site, user) not in calling_now:
+                    # refused by the daemon if a spawn asked for it since the listing
+                    await ask(socket_path, {"op": "release_hub_api", "site": site, "user": user,
+                                            "asked": asked[(site, user)]})
         except TunnelDaemonError as e:
             app.log.warning("Reconciling the tunnel daemon's forwards skipped: %s", e.detail)
     deleted = []
     if grants_dir and Path(grants_dir).is_dir():
-        for path in expired_grants(grants_dir, grant_lifetime):
+        for path in expired_grants(grants_dir, grace_seconds):
             try:
                 path.unlink()
                 deleted.append(path.name)
             except OSError as e:
                 app.log.warning("Expired gateway grant %s not deleted: %s", path.name, e)
         if deleted:
-            app.log.warning("Deleted %d gateway grant(s) older than any job's certificate: ports %s",
+            app.log.warning("Deleted %d gateway grant(s) whose certificate has expired: ports %s",
                             len(deleted), ", ".join(deleted))
     return closed, deleted

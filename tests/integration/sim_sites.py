@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import requests
 
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
@@ -22,6 +23,32 @@ SITE_USERS = {
 SITE_ACCOUNTS = {"lumi": {"alice": ("project_465000123",)}, "jupiter": {"alice": ("aifa-be",)},
                  "lucia": {"alice": ("aifa_cat1",)}}
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
+
+
+# Every packet between the hub's side and the site dropped (in the site's namespace):
+# `ip netns exec aifa-<site> nft -f -` this; heal with `nft delete table inet aifa_partition`.
+PARTITION = """table inet aifa_partition {
+  chain in { type filter hook input priority -10; policy accept; iifname "eth0" drop; }
+  chain out { type filter hook output priority -10; policy accept; oifname "eth0" drop; }
+}"""
+
+
+def partition(name: str) -> None:
+    subprocess.run(["ip", "netns", "exec", f"aifa-{name}", "nft", "-f", "-"], input=PARTITION, text=True, check=True)
+
+
+def heal(name: str) -> None:
+    subprocess.run(["ip", "netns", "exec", f"aifa-{name}", "nft", "delete", "table", "inet", "aifa_partition"],
+                   check=True)
+
+
+def answers_through_the_proxy(hub, token, timeout=3, user="alice") -> bool:
+    try:
+        r = requests.get(hub.server_url(user) + "api/status", headers={"Authorization": f"token {token}"},
+                         timeout=timeout)
+        return r.status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def site_env(name: str) -> dict:

@@ -2,9 +2,12 @@
 Slurm job of that site's user, in that site's namespace and cluster, with the site's runtime and
 home; a kernel computes through the proxy; stop ends the job there."""
 import ast
+import json
 import re
 import subprocess
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -12,9 +15,9 @@ import yaml
 
 from .hubs import server_model, wait_ready
 from .test_browser_login import browser  # noqa: F401  (the chromium fixture)
-from .jupyter_client_helpers import execute
-from .sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, authorize_line, bring_up, in_site, site_env,
-                        site_runtime)
+from .jupyter_client_helpers import Kernel, execute
+from .sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, answers_through_the_proxy, authorize_line,
+                        bring_up, heal, in_site, partition, site_env, site_runtime)
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 REQUESTS = {"lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
@@ -260,20 +263,6 @@ def test_hostile_spawn_options_are_refused_for_every_site_and_submit_nothing(rem
     assert in_site(site, ["squeue", "-h", "-o", "%i"]).stdout.split() == before
 
 
-PARTITION = """table inet aifa_partition {
-  chain in { type filter hook input priority -10; policy accept; iifname "eth0" drop; }
-  chain out { type filter hook output priority -10; policy accept; oifname "eth0" drop; }
-}"""
-
-
-def answers_through_the_proxy(hub, token, timeout=3) -> bool:
-
-    try:
-        r = requests.get(hub.server_url("alice") + "api/status", headers={"Authorization": f"token {token}"},
-                         timeout=timeout)
-        return r.status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.mark.parametrize("site", ["lumi", "jupiter"])
@@ -287,14 +276,13 @@ def test_a_partition_between_hub_and_site_keeps_the_server_which_answers_again_o
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     try:
         assert answers_through_the_proxy(hub, token)
-        subprocess.run(["ip", "netns", "exec", f"aifa-{site}", "nft", "-f", "-"], input=PARTITION, text=True, check=True)
+        partition(site)
         try:
             time.sleep(10)
             assert not answers_through_the_proxy(hub, token)
             time.sleep(20)
         finally:
-            subprocess.run(["ip", "netns", "exec", f"aifa-{site}", "nft", "delete", "table", "inet", "aifa_partition"],
-                           check=True)
+            heal(site)
         healed = time.monotonic()
         while not answers_through_the_proxy(hub, token, timeout=1):
             assert time.monotonic() - healed < 30, "the server did not answer again within 30 s of healing"
@@ -364,3 +352,152 @@ def tunnel_daemon(hub, request: dict) -> dict:
 
 def forward_ids(hub) -> list[str]:
     return sorted(f["id"] for f in tunnel_daemon(hub, {"op": "list"})["forwards"])
+
+
+# JUPITER's one preset wants a whole booster node per worker, and the simulated JUPITER's one
+# booster node runs the notebook itself: its preset is proven in the catalogue tests only.
+DASK_PRESETS = {"lumi": "gpu-workers", "lucia": "gpu-workers"}
+
+
+def site_dask_workers(site: str) -> list[str]:
+    name = f"aifa-dask-{SITE_USERS[site]['alice']}"
+    out = in_site(site, ["squeue", "-h", "-n", name, "-o", "%i|%P|%T"]).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("site", list(REQUESTS))
+def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask_preset_work_through_its_reach(
+        remote_hub, site):
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS[site]).status_code in (201, 202)
+    job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
+    url = hub.server_url("alice")
+    try:
+        status = requests.get(url + "workbench/job", headers={"Authorization": f"token {token}"}, timeout=30).json()
+        assert (status["site"], status["partition"], status["node"]) == (site, REQUESTS[site]["partition"],
+                                                                        SITE_NODES[site]), status
+        assert 0 < status["seconds_left"] <= 3600 and status["warn_minutes"] == [10, 2]   # what the guard reads
+        with Kernel(url, token, timeout=240) as kernel:
+            html = kernel.run("import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
+                              "render_html(workbench.job_status())")
+            assert REQUESTS[site]["partition"] in html and job_id in html
+            if site not in DASK_PRESETS:
+                return
+            kernel.run("import json\nfrom distributed import Client\n"
+                       f"cluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=2)\n"
+                       "client = Client(cluster)\nclient.wait_for_workers(2, timeout=180)")
+            out = json.loads(ast.literal_eval(kernel.run(
+                "json.dumps({'sum': sum(client.gather(client.map(lambda x: x * x, range(10)))),"
+                " 'link': cluster.dashboard_link})")))
+            assert out["sum"] == 285
+            workers = site_dask_workers(site)
+            assert len(workers) == 2 and all(f"|{REQUESTS[site]['partition']}|RUNNING"
+                                             in w for w in workers), workers
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+            dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
+            assert dashboard.status_code == 200 and "Dask" in dashboard.text
+            kernel.run("client.close(); cluster.close()")
+        deadline = time.monotonic() + 60
+        while site_dask_workers(site):
+            assert time.monotonic() < deadline, site_dask_workers(site)
+            time.sleep(1)
+    finally:
+        in_site(site, ["scancel", "-n", f"aifa-dask-{SITE_USERS[site]['alice']}"])   # none left on the one node
+        stop_and_see_the_job_end(hub, token, site, job_id)
+
+
+# The randomized drill across all four sites. JUPITER's one simulated booster node holds one
+# server at a time: bob starts on the others only.
+RANDOM_SITES = {"alice": ("local", "lumi", "jupiter", "lucia"), "bob": ("local", "lumi", "lucia")}
+GRANTS_DIR = "/var/lib/aifa-tunnel-grants"
+
+
+def drill_views(hub) -> tuple[dict, dict, dict]:
+    """(hub servers {user: (site, job id)}, Slurm jobs {user: {(site, job id)}}, live tunnels
+    {user: {(site, job id)}}): the servers that run, the running or pending workbench jobs of
+    this hub on every site, and the tunnels: a grant's gateway listener (LUMI), a tunnel
+    daemon's forward (JUPITER, Lucia)."""
+    servers, states = {}, {}
+    for user in RANDOM_SITES:
+        state = states[user] = server_model(hub, user).get("state") or {}
+        if state.get("job_id"):
+            servers[user] = (state.get("site") or "local", state["job_id"])
+    jobs = {}
+    for site in ("local", "lumi", "jupiter", "lucia"):
+        for user in RANDOM_SITES:
+            name = hub.job_name(user if site == "local" else SITE_USERS[site][user])
+            argv = ["squeue", "-h", "-n", name, "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i"]
+            out = (subprocess.run(argv, capture_output=True, text=True) if site == "local" else in_site(site, argv)).stdout
+            for job_id in out.split():
+                jobs.setdefault(user, set()).add((site, job_id))
+    tunnels = {}
+    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
+    for user, (site, job_id) in servers.items():
+        port = (states[user].get("tunnel") or {}).get("port")
+        if site == "lumi" and port and f"127.0.0.1:{port} " in listening and Path(GRANTS_DIR, str(port)).exists():
+            tunnels.setdefault(user, set()).add((site, job_id))
+    for forward_id in forward_ids(hub):
+        user, _, job_id = forward_id.partition("/")
+        site = servers.get(user, ("?",))[0]
+        tunnels.setdefault(user, set()).add((site if site in ("jupiter", "lucia") else "?",
+                                             job_id.rsplit(".", 1)[-1]))
+    return servers, jobs, tunnels
+
+
+def drill_settled(hub, timeout: float = 240) -> tuple[bool, tuple]:
+    deadline = time.monotonic() + timeout
+    while True:
+        views = drill_views(hub)
+        servers, jobs, tunnels = views
+        pending = [u for u in RANDOM_SITES if server_model(hub, u).get("pending")]
+        with_tunnels = {u: {v} for u, v in servers.items() if v[0] != "local"}
+        if not pending and {u: {v} for u, v in servers.items()} == jobs and with_tunnels == tunnels:
+            return True, views
+        if time.monotonic() > deadline:
+            return False, views
+        time.sleep(0.5)
+
+
+def test_random_starts_stops_restarts_and_cancels_across_four_sites_leave_servers_jobs_and_tunnels_equal(remote_hub):
+    import os
+    import random
+    import signal
+
+    from . import hubs
+
+    hub = remote_hub
+    for site in ("lumi", "jupiter", "lucia"):
+        authorize_line(site, SITE_USERS[site]["bob"], hub_cli(hub, "user-key", "bob", site))
+    seed = int(os.environ.get("AIFA_RANDOM_SEED", random.randrange(10**6)))
+    rng = random.Random(seed)
+    tokens = {user: hub.user_token(user) for user in RANDOM_SITES}
+    history = []
+    for _ in range(int(os.environ.get("AIFA_RANDOM_STEPS", "14"))):
+        user = rng.choice(list(RANDOM_SITES))
+        action = rng.choice(["start", "start", "stop", "scancel", "restart"])
+        site = rng.choice(RANDOM_SITES[user])
+        history.append((action, user, site) if action == "start" else (action, user))
+        if action == "start":
+            request = REQUESTS.get(site, {"partition": "cpu"})
+            hub.api("POST", f"users/{user}/server", token=tokens[user], json=request)
+        elif action == "stop":
+            hub.api("DELETE", f"users/{user}/server", token=tokens[user])
+        elif action == "scancel":                      # behind the hub's back, on the job's site
+            state = server_model(hub, user).get("state") or {}
+            if state.get("job_id"):
+                argv = ["scancel", state["job_id"]]
+                subprocess.run(argv, check=True) if (state.get("site") or "local") == "local" \
+                    else in_site(state["site"], argv, check=True)
+        else:                                          # the hub killed and started again
+            hub.proc.send_signal(signal.SIGKILL)
+            hub.proc.wait()
+            hubs.start_hub_process(hub)
+            hubs.wait_until_up(hub)
+        settled, (servers, jobs, tunnels) = drill_settled(hub)
+        assert settled, (f"seed {seed}, after {history}: hub runs {servers}, Slurm runs {jobs}, "
+                         f"tunnels {tunnels}\n{hub.log_tail()}")
+    print(f"seed {seed}: {len(history)} steps, ending with {servers}")
+    for user in RANDOM_SITES:
+        hub.api("DELETE", f"users/{user}/server", token=tokens[user])
+    settled, views = drill_settled(hub)
+    assert settled and views == ({}, {}, {}), views

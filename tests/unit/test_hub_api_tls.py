@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from aifa_workbench.extensions import job_report
+from aifa_workbench.extensions.hub_trust import pinned_environment
 from aifa_workbench.sites.hub_api_tls import HubApiRelay, ensure_certificates
 
 TOKEN = "secret-token-of-the-job"
@@ -88,8 +89,9 @@ async def test_the_relay_carries_the_jobs_call_to_the_hub_and_a_squatter_gets_no
 
 
 def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_trust(tmp_path):
-    """JupyterHub's single-user code calls the hub with aiohttp; the job starts the server with
-    SSL_CERT_FILE naming the CA, and the server extension takes it out of what kernels inherit."""
+    """JupyterHub's single-user code calls the hub with aiohttp; hub_trust starts the server with
+    SSL_CERT_FILE naming the CA (and no CA directory), and the server extension gives kernels
+    the node's own trust back."""
     certificates = ensure_certificates(tmp_path / "tls", ["localhost"])
     ready = threading.Event()
     ports: dict = {}
@@ -107,6 +109,13 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
     threading.Thread(target=serve, daemon=True).start()
     assert ready.wait(10)
     ca_file = str(tmp_path / "tls" / "ca.pem")
+    # the node's CA directory trusts the squatter's CA (a site CA, say): JupyterLab must not
+    node_dir = tmp_path / "node-certs"
+    node_dir.mkdir()
+    other_ca = tmp_path / "other-ca" / "ca.pem"
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(other_ca)],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    (node_dir / f"{subject_hash}.0").write_bytes(other_ca.read_bytes())
     probe = (
         "import asyncio, os, sys\n"
         "from aifa_workbench.extensions.server_extension import keep_the_hubs_ca_to_this_process\n"
@@ -119,16 +128,33 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
         "                return r.status\n"
         "        except aiohttp.ClientError as e:\n"
         "            return type(e).__name__\n"
-        "print(asyncio.run(get(int(sys.argv[1]))), asyncio.run(get(int(sys.argv[2]))), os.environ.get('SSL_CERT_FILE'))\n"
+        "print(asyncio.run(get(int(sys.argv[1]))), asyncio.run(get(int(sys.argv[2]))),"
+        " os.environ.get('SSL_CERT_FILE'), os.environ.get('SSL_CERT_DIR'))\n"
     )
-    env = dict(os.environ, AIFA_WORKBENCH_HUB_CA=ca_file, SSL_CERT_FILE=ca_file)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSL_CERT")}
+    env.update(AIFA_WORKBENCH_HUB_CA=ca_file, SSL_CERT_DIR=str(node_dir))   # the node's trust
+    env = pinned_environment(env)                     # as extensions.hub_trust starts JupyterLab
+    assert env["SSL_CERT_FILE"] == ca_file and os.listdir(env["SSL_CERT_DIR"]) == []
     out = subprocess.run([sys.executable, "-c", probe, str(ports["relay"]), str(ports["squatter"])], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    relayed, squatted, left_for_kernels = out.stdout.split()
+    relayed, squatted, file_for_kernels, dir_for_kernels = out.stdout.split()
     assert relayed == "202"
     assert squatted == "ClientConnectorCertificateError"
-    assert left_for_kernels == "None"
+    assert (file_for_kernels, dir_for_kernels) == ("None", str(node_dir))    # the node's own, back
+
+
+def test_the_server_certificate_is_made_again_when_it_no_longer_fits(tmp_path):
+    first = ensure_certificates(tmp_path / "tls", ["jpbl-login01"])
+    (tmp_path / "tls" / "server.key").write_bytes((tmp_path / "tls" / "ca.key").read_bytes())   # torn write
+    again = ensure_certificates(tmp_path / "tls", ["jpbl-login01"])
+    again.server_context()                                   # key and certificate go together again
+    for name in ("ca.key", "ca.pem"):                         # the CA lost: a new one, and a new certificate
+        (tmp_path / "tls" / name).unlink()
+    renewed = ensure_certificates(tmp_path / "tls", ["JPBL-login01"])
+    assert renewed.ca_pem != first.ca_pem
+    subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.pem"), str(renewed.cert_file)],
+                   check=True, capture_output=True)
 
 
 @pytest.mark.parametrize("env", [{}, {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
@@ -138,3 +164,14 @@ def test_other_jobs_keep_their_ssl_cert_file(env):
 
     environ = dict(env)
     assert not keep_the_hubs_ca_to_this_process(environ) and environ == env
+
+
+def test_hub_trust_keeps_the_nodes_values_and_pins_the_hubs_ca(tmp_path):
+    ca = str(tmp_path / "hub-ca-x" / "ca.pem")
+    (tmp_path / "hub-ca-x").mkdir()
+    env = pinned_environment({"AIFA_WORKBENCH_HUB_CA": ca, "SSL_CERT_FILE": "/etc/ssl/node.pem", "PATH": "/bin",
+                              "AIFA_WORKBENCH_NODE_SSL_CERT_DIR": "/forged"})
+    assert env == {"AIFA_WORKBENCH_HUB_CA": ca, "PATH": "/bin", "SSL_CERT_FILE": ca,
+                   "SSL_CERT_DIR": str(tmp_path / "hub-ca-x" / "no-other-ca"),
+                   "AIFA_WORKBENCH_NODE_SSL_CERT_FILE": "/etc/ssl/node.pem"}
+    assert stat.S_IMODE((tmp_path / "hub-ca-x" / "no-other-ca").stat().st_mode) == 0o700

@@ -102,6 +102,15 @@ def test_a_forward_reach_job_trusts_the_hubs_ca_for_its_server_and_end_report_on
     unset, server = script.index("unset AIFA_WORKBENCH_HUB_CA_PEM"), script.index("jupyterhub-singleuser")
     assert sourced < written < unset < script.index("module load") and unset < server
     server_line = script[script.rindex("\n", 0, server) + 1:script.index("\n", server)]
-    assert server_line.startswith('SSL_CERT_FILE="$AIFA_WORKBENCH_HUB_CA" ')
-    assert script.count("SSL_CERT_FILE") == 1        # not exported: kernels keep the node's trust
+    assert server_line.startswith(f"{ctx.venv_bin}/python -m aifa_workbench.extensions.hub_trust ")
+    assert "SSL_CERT" not in script                   # hub_trust sets it for JupyterLab alone
     assert script.index("job_report") < script.index('rm -rf "$hub_ca_dir"')
+
+
+def test_in_a_container_the_hubs_ca_is_pinned_inside_the_image_after_its_environment():
+    site = SITES["lumi"]
+    ctx = ScriptContext(**{**golden_context(site, "pytorch-container").__dict__, "hub_ca": True})
+    script = render_batch_script(golden_request(site, "small-g", "pytorch-container"), site, ctx)
+    assert "bash -c 'source \"$0/bin/activate\" && exec \"$@\"' " in script
+    launch = script[script.index("singularity run"):]
+    assert launch.index("python -m aifa_workbench.extensions.hub_trust") < launch.index("jupyterhub-singleuser")

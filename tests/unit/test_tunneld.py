@@ -70,6 +70,9 @@ class FakeConnection:
     async def forward_local_port(self, listen_host, listen_port, host, port):
         return FakeListener(self, listen_port)
 
+    async def forward_remote_port(self, listen_host, listen_port, host, port):
+        return FakeListener(self, listen_port or 40123)
+
 
 class FakeListener:
     def __init__(self, conn, port):
@@ -116,16 +119,49 @@ def test_a_forward_id_belongs_to_the_user_it_names():
         tunneld.checked_forward({"id": "bob/.7", "site": "jupiter", "user": "alice", "host": "n1", "port": 9})
 
 
-def test_forwards_no_server_owns_and_grants_past_any_certificate_are_found(tmp_path):
+def test_forwards_no_server_owns_and_grants_past_their_certificate_are_found(tmp_path):
     import os
 
     from aifa_workbench.spawners.tunnel_reconcile import expired_grants, stale_forward_ids
 
-    listing = [{"id": "alice/.12"}, {"id": "bob/.13"}, {"id": 7}, "junk"]
-    assert stale_forward_ids(listing, {"alice/.12"}) == ["bob/.13"]
-    for port, age in ((42001, 10), (42002, 100_000), (42003, 5)):
+    listing = [{"id": "alice/.12"}, {"id": "bob/.13"}, {"id": "carol/.14"}, {"id": 7}, "junk"]
+    assert stale_forward_ids(listing, {"alice/.12"}, busy_users={"carol"}) == ["bob/.13"]
+    # each grant's file time is when its certificate expires (gateway.mark_expiry): in the future
+    # when it was marked, so a time to come stands for one that has passed by now
+    import time
+    now = time.time()
+    for port, expires in ((42001, now + 3600), (42002, now + 5000)):
         (tmp_path / str(port)).write_text("aifa-...\n")
-        os.utime(tmp_path / str(port), (1_000_000 - age, 1_000_000 - age))
+        os.utime(tmp_path / str(port), (expires, expires))
+    (tmp_path / "42003").write_text("aifa-... made before grants were marked\n")
     (tmp_path / "README").write_text("not a grant")
     os.utime(tmp_path / "README", (0, 0))
-    assert [p.name for p in expired_grants(str(tmp_path), 3600, now=1_000_000)] == ["42002"]
+    assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 4300)] == ["42001"]
+    assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 8 * 24 * 3600 + 700)] == \
+        ["42001", "42002", "42003"]
+
+
+async def test_a_hub_api_forward_is_given_back_only_when_no_forward_of_that_user_and_site_is_there(tmp_path):
+    d = tunneld.TunnelDaemon({"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081,
+                             {"jupiter": "jpbl-login01"}, "CA")
+    assert await d.hub_api("jupiter", "alice") == ("jpbl-login01", 40123)
+    await d.open(tunneld.Forward("alice/.5", "jupiter", "alice", "n1", 35000))
+    release = {"op": "release_hub_api", "site": "jupiter", "user": "alice", "asked": 1}
+    assert (await d.answer(release))["released"] is False                 # a forward of hers is there
+    await d.close("alice/.5")
+    listed = await d.answer({"op": "list"})
+    assert listed["hub_api"] == [{"site": "jupiter", "user": "alice", "port": 40123, "asked": 1}]
+    await d.hub_api("jupiter", "alice")              # a spawn asked for it after the listing
+    assert (await d.answer(release))["released"] is False
+    assert (await d.answer({**release, "asked": 2}))["released"] is True
+    assert (await d.answer({"op": "list"}))["hub_api"] == [] and d.api_listeners == {}
+
+
+def test_the_reconciler_gives_back_hub_api_forwards_no_job_calls_through():
+    from aifa_workbench.spawners.tunnel_reconcile import unused_hub_api
+
+    entries = [{"site": "jupiter", "user": "alice", "port": 1}, {"site": "lucia", "user": "alice", "port": 2},
+               {"site": "jupiter", "user": "bob", "port": 3}, {"site": "jupiter", "user": "carol", "port": 4},
+               {"site": 7, "user": "x"}, "junk"]
+    calling = {("jupiter", "alice")}
+    assert unused_hub_api(entries, calling, busy_users={"carol"}) == [("jupiter", "bob"), ("lucia", "alice")]

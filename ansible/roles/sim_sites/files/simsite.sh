@@ -40,6 +40,13 @@ network_up() {
   output_has "inet $SITE_IP/" in_site ip addr show eth0 || in_site ip addr add "$SITE_IP/24" dev eth0
   in_site ip link set eth0 up
   output_has default in_site ip route show default || in_site ip route add default via "$HOST_IP"
+  if [ -n "${FABRIC:-}" ]; then
+    # a veth pair inside the namespace (the kernel here may have no dummy devices)
+    in_site ip link show "$FABRIC" >/dev/null 2>&1 || in_site ip link add "$FABRIC" type veth peer name "${FABRIC}-peer"
+    output_has "inet $FABRIC_IP/" in_site ip addr show "$FABRIC" || in_site ip addr add "$FABRIC_IP/24" dev "$FABRIC"
+    in_site ip link set "${FABRIC}-peer" up
+    in_site ip link set "$FABRIC" up
+  fi
 }
 
 # A closed site (REACH=reverse: LUMI; forward: JUPITER, Lucia) lets in only its login node's sshd,
