@@ -355,13 +355,13 @@ def forward_ids(hub) -> list[str]:
 
 
 # JUPITER's one preset wants a whole booster node per worker, and the simulated JUPITER's one
-# booster node runs the notebook itself: its preset is proven in the catalogue tests only.
-DASK_PRESETS = {"lumi": "gpu-workers", "lucia": "gpu-workers"}
+# booster node runs the notebook itself: there its worker job is submitted and waits for a node.
+DASK_PRESETS = {"lumi": "gpu-workers", "lucia": "gpu-workers", "jupiter": "gpu-node-workers"}
 
 
-def site_dask_workers(site: str) -> list[str]:
+def site_dask_workers(site: str, fields: str = "%i|%P|%T") -> list[str]:
     name = f"aifa-dask-{SITE_USERS[site]['alice']}"
-    out = in_site(site, ["squeue", "-h", "-n", name, "-o", "%i|%P|%T"]).stdout
+    out = in_site(site, ["squeue", "-h", "-n", name, "-o", fields]).stdout
     return out.split()
 
 
@@ -381,22 +381,34 @@ def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask
             html = kernel.run("import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
                               "render_html(workbench.job_status())")
             assert REQUESTS[site]["partition"] in html and job_id in html
-            if site not in DASK_PRESETS:
-                return
-            kernel.run("import json\nfrom distributed import Client\n"
-                       f"cluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=2)\n"
-                       "client = Client(cluster)\nclient.wait_for_workers(2, timeout=180)")
-            out = json.loads(ast.literal_eval(kernel.run(
-                "json.dumps({'sum': sum(client.gather(client.map(lambda x: x * x, range(10)))),"
-                " 'link': cluster.dashboard_link})")))
-            assert out["sum"] == 285
-            workers = site_dask_workers(site)
-            assert len(workers) == 2 and all(f"|{REQUESTS[site]['partition']}|RUNNING"
-                                             in w for w in workers), workers
-            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-            dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
-            assert dashboard.status_code == 200 and "Dask" in dashboard.text
-            kernel.run("client.close(); cluster.close()")
+            if site == "jupiter":
+                kernel.run(f"import json\ncluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=1)")
+                deadline = time.monotonic() + 60       # Slurm gives its reason at its next scheduling pass
+                while not [w for w in site_dask_workers(site, "%i|%P|%T|%r") if w.endswith("|PENDING|Resources")]:
+                    assert time.monotonic() < deadline, site_dask_workers(site, "%i|%P|%T|%r")
+                    time.sleep(1)
+                workers = site_dask_workers(site, "%i|%P|%T|%r")
+                assert len(workers) == 1 and workers[0].endswith("|booster|PENDING|Resources"), workers
+                link = ast.literal_eval(kernel.run("cluster.dashboard_link"))
+                origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+                dashboard = requests.get(origin + link, headers={"Authorization": f"token {token}"}, timeout=30)
+                assert dashboard.status_code == 200 and "Dask" in dashboard.text
+                kernel.run("cluster.close()")
+            else:
+                kernel.run("import json\nfrom distributed import Client\n"
+                           f"cluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=2)\n"
+                           "client = Client(cluster)\nclient.wait_for_workers(2, timeout=180)")
+                out = json.loads(ast.literal_eval(kernel.run(
+                    "json.dumps({'sum': sum(client.gather(client.map(lambda x: x * x, range(10)))),"
+                    " 'link': cluster.dashboard_link})")))
+                assert out["sum"] == 285
+                workers = site_dask_workers(site)
+                assert len(workers) == 2 and all(f"|{REQUESTS[site]['partition']}|RUNNING"
+                                                 in w for w in workers), workers
+                origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+                dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
+                assert dashboard.status_code == 200 and "Dask" in dashboard.text
+                kernel.run("client.close(); cluster.close()")
         deadline = time.monotonic() + 60
         while site_dask_workers(site):
             assert time.monotonic() < deadline, site_dask_workers(site)
