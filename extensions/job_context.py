@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from aifa_workbench.model.catalogue import Site, estimate_cost, load_catalogue
+from aifa_workbench.model.catalogue import Site, cost_unit, estimate_cost, load_catalogue
 from aifa_workbench.sites import slurm_cli as cli
 
 
@@ -124,7 +124,7 @@ def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict
         "started": start.isoformat() if start else None,
         "ends": end.isoformat() if end else None,
         "seconds_left": seconds_left,
-        "cost_unit": site.billing_unit,
+        "cost_unit": cost_unit(part) if part else site.billing_unit,
         "cost_per_hour": round(per_hour, 3) if per_hour is not None else None,
         "cost_so_far": round(per_hour * hours_run, 3) if per_hour is not None else None,
     }

@@ -389,6 +389,29 @@ def load_catalogue(directory=None, enabled=None) -> dict[str, Site]:
     return sites
 
 
+# The unit each billing rule counts in: one place for the form, the job panel and the README.
+_UNITS = {"node_hours": "node-hours", "gpu_hours": "GPU-hours", "core_hours": "core-hours",
+          "lumi_shared": "GPU-hours", "lucia_bu": "billing-unit hours"}
+
+
+def cost_unit(partition: Partition) -> str:
+    return _UNITS[partition.billing["kind"]]
+
+
+def cost_hint(site: "Site", partition: Partition) -> str:
+    """A sentence for a rule a newcomer would not guess (empty where the unit says it all)."""
+    billing = partition.billing
+    if billing["kind"] == "lumi_shared":
+        return (f"{site.title.split(' (')[0]} counts whole GPUs: one {site.gpu_label} is {billing['factor']:g} "
+                f"GPU-hour per hour, and asking for more than {billing['cores_per_unit']} cores or "
+                f"{billing['memory_gb_per_unit']} GB per {site.gpu_label} counts as more {site.gpu_label}s.")
+    if billing["kind"] == "node_hours":
+        return "Whole nodes are charged by the node-hour, whatever of the node you use."
+    if billing["kind"] == "lucia_bu":
+        return "Billing units: the largest share of the node you ask for (cores, memory or GPUs), in cores."
+    return ""
+
+
 def estimate_cost(partition: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> float:
     """What a job costs in the site's billing unit (GPU-hours, node-hours, core-hours)."""
     billing = partition.billing

@@ -19,7 +19,19 @@ _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class RequestError(ValueError):
-    """A user's request is not acceptable; the message is a sentence for the user."""
+    """A user's request is not acceptable; the message is a sentence for the user, naming the
+    option as the caller knows it (`'gpus'`: a notebook's keyword); `field` is that option."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def naming(self, labels: Mapping[str, str]) -> "RequestError":
+        """The same sentence with the field's label (a form's "GPUs") where it names the key."""
+        label = labels.get(self.field or "")
+        if not label:
+            return self
+        return RequestError(str(self).replace(f"'{self.field}'", label, 1), self.field)
 
 
 def shown(value, limit: int = 40) -> str:
@@ -55,22 +67,22 @@ def _one_of(key: str, value, allowed) -> str:
     allowed = list(allowed)
     if not isinstance(value, str) or value not in allowed:
         names = ", ".join(allowed) if allowed else "none"
-        raise RequestError(f"'{key}' must be one of: {names}; {shown(value)} is not one of them.")
+        raise RequestError(f"'{key}' must be one of: {names}; {shown(value)} is not one of them.", key)
     return value
 
 
 def _whole_number(key: str, value, low: int, high: int) -> int:
     # bool is an int subclass: refuse it, and refuse strings, floats and the like.
     if type(value) is not int:
-        raise RequestError(f"'{key}' must be a whole number from {low} to {high}.")
+        raise RequestError(f"'{key}' must be a whole number from {low} to {high}.", key)
     if not low <= value <= high:
-        raise RequestError(f"'{key}' must be from {low} to {high}; {value} is out of range.")
+        raise RequestError(f"'{key}' must be from {low} to {high}; {value} is out of range.", key)
     return value
 
 
 def _fixed(key: str, options: Mapping, value: int, why: str) -> int:
     if key in options and options[key] != value:
-        raise RequestError(f"'{key}' must be {value} on this partition: {why}.")
+        raise RequestError(f"'{key}' must be {value} on this partition: {why}.", key)
     return value
 
 
@@ -106,7 +118,7 @@ def _reservation(options: Mapping, site: Site, user: UserContext) -> str | None:
     if value in (None, ""):
         return None
     if not site.reservations_allowed:
-        raise RequestError(f"'reservation' cannot be used on {site.title}.")
+        raise RequestError(f"'reservation' cannot be used on {site.title}.", "reservation")
     return _one_of("reservation", value, user.reservations.get(site.name, ()))
 
 

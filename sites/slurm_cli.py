@@ -102,7 +102,7 @@ def job_record_argv(bin_dir: str, job_id: str) -> list[str]:
 
 def load_argvs(bin_dir: str) -> tuple[list[str], list[str]]:
     """The two queries of partition load: GPUs per node, and pending jobs per partition."""
-    return ([f"{bin_dir}/sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80"],
+    return ([f"{bin_dir}/sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80,CPUsState:40"],
             [f"{bin_dir}/squeue", "-h", "-t", "PD", "-o", "%P"])
 
 
@@ -240,17 +240,26 @@ def _gpu_count(gres: str) -> int:
     return total
 
 
+_EMPTY_LOAD = {"idle_gpus": 0, "total_gpus": 0, "idle_cpus": 0, "total_cpus": 0, "pending": 0}
+_CPUS_STATE = re.compile(r"([0-9]+)/([0-9]+)/([0-9]+)/([0-9]+)")     # allocated/idle/other/total
+
+
 def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[str, dict]:
-    """The outputs of `load_argvs` -> {partition: {"idle_gpus": n, "total_gpus": n, "pending": n}}."""
+    """The outputs of `load_argvs` -> {partition: {"idle_gpus", "total_gpus", "idle_cpus",
+    "total_cpus", "pending"}}, each a count."""
     load: dict[str, dict] = {}
     for line in sinfo_output.splitlines():
         parts = line.split()
         if len(parts) < 3:
             continue
-        entry = load.setdefault(parts[0].rstrip("*"), {"idle_gpus": 0, "total_gpus": 0, "pending": 0})
+        entry = load.setdefault(parts[0].rstrip("*"), dict(_EMPTY_LOAD))
         total, used = _gpu_count(parts[1]), _gpu_count(parts[2])
         entry["total_gpus"] += total
         entry["idle_gpus"] += max(total - used, 0)
+        cpus = _CPUS_STATE.fullmatch(parts[3]) if len(parts) > 3 else None
+        if cpus:
+            entry["idle_cpus"] += int(cpus.group(2))
+            entry["total_cpus"] += int(cpus.group(4))
     for partition, count in Counter(squeue_pending_output.split()).items():
-        load.setdefault(partition, {"idle_gpus": 0, "total_gpus": 0, "pending": 0})["pending"] = count
+        load.setdefault(partition, dict(_EMPTY_LOAD))["pending"] = count
     return load

@@ -10,12 +10,29 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from aifa_workbench.model.catalogue import Partition, Site, estimate_cost
+from aifa_workbench.model.catalogue import Partition, Site, cost_hint, cost_unit, estimate_cost
 
 CUSTOM = "custom"
 FORM_INT_FIELDS = ("gpus", "cpus", "memory_gb", "hours")
 _DIGITS = re.compile(r"[0-9]{1,6}")   # ASCII only: str.isdigit() takes "²", which int() refuses
 FORM_TEXT_FIELDS = ("site", "partition", "account", "reservation", "environment")
+# The spawn form's labels, in the form and in the sentences that refuse a value of it.
+FORM_LABELS = {"profile": "What do you want to run on?", "site": "Site", "partition": "Partition",
+               "gpus": "GPUs", "cpus": "CPU cores", "memory_gb": "Memory (GB)", "hours": "Hours",
+               "account": "Project (account)", "reservation": "Reservation", "environment": "Software"}
+
+
+def refused_form(options, field: str | None) -> dict:
+    """What the form shows again after the hub refused it: the values sent (the form's fields
+    only, short text) and the field to mark."""
+    values = {}
+    if isinstance(options, Mapping):
+        for key in ("profile", *FORM_TEXT_FIELDS, *FORM_INT_FIELDS):
+            value = options.get(key)
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                continue
+            values[key] = value if isinstance(value, int) else value[:64]
+    return {"values": values, "field": field if field in FORM_LABELS else None}
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,8 @@ def options_from_form(formdata: Mapping[str, list]) -> dict:
         return values[0].strip() if isinstance(values[0], str) else values[0]
 
     profile = first("profile")
-    if profile and profile != CUSTOM:
-        return {"profile": profile}
+    if profile and profile != CUSTOM:     # a profile, and who pays for it, in which reservation
+        return {"profile": profile, **{key: first(key) for key in ("account", "reservation") if first(key)}}
     options = {key: first(key) for key in FORM_TEXT_FIELDS if first(key)}
     for key in FORM_INT_FIELDS:
         value = first(key)
@@ -86,7 +103,7 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
                         "max_hours": p.max_hours, "whole_node": p.whole_node, "cpus_per_gpu": p.cpus_per_gpu,
                         "memory_gb_per_gpu": p.memory_gb_per_gpu, "default_cpus": p.default_cpus,
                         "default_memory_gb": p.default_memory_gb, "billing": p.billing,
-                        "unit": billing_unit(site, p),
+                        "unit": billing_unit(site, p), "cost_hint": cost_hint(site, p),
                         "load": load.get(site.name, {}).get(p.name),
                     } for p in site.partitions.values()
                 },
@@ -94,11 +111,12 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
         },
         "profiles": [{"slug": p.slug, "title": p.title, "site": p.site, "options": dict(p.options)}
                      for p in profiles],
+        "labels": FORM_LABELS,
     }
 
 
 def billing_unit(site: Site, part: Partition) -> str:
-    return "core-hours" if part.billing["kind"] == "core_hours" else site.billing_unit
+    return cost_unit(part)
 
 
 def describe_cost(site: Site, part: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> str:

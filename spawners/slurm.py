@@ -171,6 +171,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     job_request = None
     _job_hub_base: str | None = None   # forward reach: where this job calls the hub (the login node's forward)
     _job_hub_ca: str = ""              # forward reach: the CA the job trusts for the hub there
+    _refused_form: dict | None = None  # the values of a form the hub refused, for the form shown again
     tunnel_grant: gateway.Grant | None = None   # reverse reach: the gateway port of the current job
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
@@ -248,7 +249,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             request = parse_job_request(options, self.sites, await self.user_context(wanted), self.default_site, profiles)
         except RequestError as e:
             self.forget_user_options()
-            raise user_error(str(e)) from None
+            self._refused_form = profiles_mod.refused_form(options, e.field)
+            raise user_error(str(e.naming(profiles_mod.FORM_LABELS))) from None
         except SiteError as e:
             self.forget_user_options()
             self.log.warning("Spawn request of %s not checked: %s", self.user.name, e.detail or e)
@@ -284,6 +286,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     self.log.warning("No partition load for %s: %s", name, e.detail or e)
         data = profiles_mod.form_data(self.sites, self.quick_start_profiles, context.accounts,
                                       context.reservations, load)
+        data["refused"], self._refused_form = self._refused_form, None     # shown again once
+        # else the form opens on the user's last choice (JupyterHub keeps the last options)
+        data["remembered"] = None if data["refused"] else profiles_mod.refused_form(self.user_options or {}, None)
         return _FORM.get_template("spawn_form.html.j2").render(data=data, default_site=self.default_site)
 
     def options_from_form(self, formdata):

@@ -73,8 +73,9 @@ def test_slurm_output_parsers():
            "ReservationName=old Users=alice State=INACTIVE_OTHER\n")
     assert parse_reservations(res, "alice", ("proj_sme",)) == ("intro-to-llms",)
     assert parse_reservations(res, "bob", ("proj_research",)) == ("intro-to-llms", "other")
-    load = parse_partition_load("small-g  gpu:8  gpu:2(IDX:0-1)\ncpu  gpu:8  gpu:2(IDX:0-1)\n", "small-g\nsmall-g\n")
-    assert load["small-g"] == {"idle_gpus": 6, "total_gpus": 8, "pending": 2}
+    load = parse_partition_load("small-g  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\ncpu  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\n",
+                                "small-g\nsmall-g\n")
+    assert load["small-g"] == {"idle_gpus": 6, "total_gpus": 8, "idle_cpus": 42, "total_cpus": 56, "pending": 2}
 
 
 async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not():

@@ -21,6 +21,9 @@ def test_cost_line():
 
 def test_form_fields_become_options():
     assert options_from_form({"profile": ["lumi-small-g-1gcd-2h"], "gpus": ["3"]}) == {"profile": "lumi-small-g-1gcd-2h"}
+    assert options_from_form({"profile": ["local-gpu-1gpu-2h"], "account": ["proj_training"], "reservation": ["llm"],
+                              "gpus": ["3"]}) == {"profile": "local-gpu-1gpu-2h", "account": "proj_training",
+                                                  "reservation": "llm"}
     assert options_from_form({"profile": ["custom"], "site": ["local"], "partition": ["gpu"], "gpus": ["2"],
                               "hours": ["3"], "reservation": [""], "account": ["proj_sme"]}) == \
         {"site": "local", "partition": "gpu", "gpus": 2, "hours": 3, "account": "proj_sme"}
@@ -61,3 +64,31 @@ def test_admin_command_lists_profiles_with_their_cost(capsys):
     out = capsys.readouterr().out
     assert "lumi-small-g-1gcd-2h" in out and "LUMI small-g, 1 GCD, 2 h ≈ 1.0 GPU-hours" in out
     assert "Local cluster cpu, 1 core, 2 h ≈ 2.0 core-hours" in out
+
+
+def test_a_refusal_names_the_forms_field_and_keeps_what_was_sent():
+    from aifa_workbench.model.request import RequestError
+    from aifa_workbench.spawners.profiles import FORM_LABELS, refused_form
+
+    error = RequestError("'gpus' must be from 1 to 8; 99 is out of range.", "gpus")
+    assert str(error.naming(FORM_LABELS)) == "GPUs must be from 1 to 8; 99 is out of range."
+    assert str(RequestError("'x' is odd", "x").naming(FORM_LABELS)) == "'x' is odd"
+    kept = refused_form({"profile": "custom", "site": "local", "gpus": 99, "hours": True, "cmd": "id",
+                         "account": "p" * 500, "cpus": [1]}, "gpus")
+    assert kept == {"values": {"profile": "custom", "site": "local", "gpus": 99, "account": "p" * 64},
+                    "field": "gpus"}
+    assert refused_form("junk", "cmd") == {"values": {}, "field": None}
+
+
+def test_each_partition_is_costed_in_its_own_unit_with_a_hint_where_the_rule_is_not_obvious():
+    from aifa_workbench.model.catalogue import cost_hint, cost_unit, load_catalogue
+
+    sites = load_catalogue()
+    local, lumi = sites["local"], sites["lumi"]
+    assert cost_unit(local.partitions["booster"]) == "node-hours"            # like JUPITER's, not GPU-hours
+    assert describe_cost(local, local.partitions["booster"], 4, 64, 480, 2) == \
+        "Local cluster booster, 1 node, 2 h ≈ 2.0 node-hours"
+    assert cost_unit(sites["jupiter"].partitions["booster"]) == "node-hours"
+    assert cost_unit(sites["lucia"].partitions["gpu"]) == "billing-unit hours"
+    assert "one GCD is 0.5 GPU-hour per hour" in cost_hint(lumi, lumi.partitions["small-g"])
+    assert cost_hint(local, local.partitions["gpu"]) == ""
