@@ -249,6 +249,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             request = parse_job_request(options, self.sites, await self.user_context(wanted), self.default_site, profiles)
         except RequestError as e:
             self.forget_user_options()
+            if not self._from_the_form():     # the REST API's callers keep the options' names
+                raise user_error(str(e)) from None
             self._refused_form = profiles_mod.refused_form(options, e.field)
             raise user_error(str(e.naming(profiles_mod.FORM_LABELS))) from None
         except SiteError as e:
@@ -261,6 +263,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             raise user_error(f"Servers on {site.title} cannot be started from this hub: the site catalogue "
                              "does not say how the hub reaches it. Choose another site.")
         self.job_request = request
+
+    def _from_the_form(self) -> bool:
+        """Whether this spawn was asked for by the spawn form's page (not the REST API)."""
+        handler = getattr(self, "handler", None)
+        return handler is not None and type(handler).__name__ == "SpawnHandler"
 
     def forget_user_options(self) -> None:
         """A refused request is not kept: JupyterHub stores options before they are checked and

@@ -91,6 +91,6 @@ def test_a_custom_request_gets_exactly_what_it_asked_for(hub, reservation):
 def test_a_reservation_or_account_of_someone_else_is_refused(hub, reservation):
     token = hub.user_token("bob")
     r = hub.api("POST", "users/bob/server", token=token, json={"partition": "gpu", "reservation": reservation})
-    assert r.status_code == 400 and "Reservation must be one of: none" in r.json()["message"]
+    assert r.status_code == 400 and "'reservation' must be one of: none" in r.json()["message"]
     r = hub.api("POST", "users/bob/server", token=token, json={"partition": "gpu", "account": "proj_sme"})
-    assert r.status_code == 400 and "Project (account) must be one of: proj_research" in r.json()["message"]
+    assert r.status_code == 400 and "'account' must be one of: proj_research" in r.json()["message"]
