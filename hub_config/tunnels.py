@@ -32,7 +32,7 @@ def forward_sites(settings: Settings) -> dict:
     return {name: site for name, site in sites.items() if site.reach is not None and site.reach.mode == "forward"}
 
 
-def build_daemon(settings: Settings, hub_api_port: int, hub_api_ca: str) -> TunnelDaemon:
+def build_daemon(settings: Settings, hub_api_relay: str, hub_api_ca: str) -> TunnelDaemon:
     sites = forward_sites(settings)
     identities = Identities(settings.site_users or {},
                             SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")))
@@ -43,7 +43,7 @@ def build_daemon(settings: Settings, hub_api_port: int, hub_api_ca: str) -> Tunn
         login = LoginNode(site.login.host, site.login.port, site.login.host_keys)
         runners[name] = SshRunner(site.title, login, credential_of, **SSH_OPTIONS)
     store = ForwardStore(settings.state_dir / "tunnels.sqlite")
-    return TunnelDaemon(runners, store, hub_api_port,
+    return TunnelDaemon(runners, store, hub_api_relay,
                         {name: site.reach.hub_forward_host for name, site in sites.items()}, hub_api_ca)
 
 
@@ -55,8 +55,8 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(f"aifa-workbench tunneld: another tunnel daemon runs for {settings.state_dir}") from None
     hosts = [site.reach.hub_forward_host for site in forward_sites(settings).values()]
     certificates = ensure_certificates(settings.state_dir / "hub-api-tls", hosts or ["localhost"])
-    relay_port = await HubApiRelay(certificates, settings.hub_port).start()
-    daemon = build_daemon(settings, relay_port, certificates.ca_pem)
+    relay = await HubApiRelay(certificates, settings.hub_port).start(settings.state_dir / "hub-api-relay.sock")
+    daemon = build_daemon(settings, str(relay), certificates.ca_pem)
     path = socket_path(settings)
     path.unlink(missing_ok=True)
     old_umask = os.umask(0o077)          # the socket: the hub's user only

@@ -7,7 +7,8 @@ handshake it cannot complete, never a request with the job's token in it.
 
 The CA (ten years) and the server certificate (one name for each site's login node, made again
 when the names change) live in the daemon's state directory, readable by the hub's user only.
-The relay ends TLS on the hub's loopback and passes the bytes to the hub's API port.
+The relay ends TLS on a unix socket beside the daemon's database and passes the bytes to the
+hub's API port.
 """
 from __future__ import annotations
 
@@ -152,14 +153,26 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 class HubApiRelay:
-    """TLS on the hub's loopback, passed on in plain HTTP to the hub's API port (same host)."""
+    """TLS on a unix socket of the daemon's state directory (the login node's forward ends
+    there: no port of this host to take or to collide with), passed on in plain HTTP to the
+    hub's API port. `start_tcp` serves the same on a loopback port, for tests."""
 
     def __init__(self, certificates: HubApiCertificates, hub_api_port: int):
         self.context = certificates.server_context()
         self.hub_api_port = hub_api_port
         self.server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> int:
+    async def start(self, path: Path) -> Path:
+        path.unlink(missing_ok=True)
+        old_umask = os.umask(0o077)          # the hub's user only
+        try:
+            self.server = await asyncio.start_unix_server(self._relay, str(path), ssl=self.context,
+                                                          ssl_handshake_timeout=15)
+        finally:
+            os.umask(old_umask)
+        return path
+
+    async def start_tcp(self) -> int:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context,
                                                  ssl_handshake_timeout=15)
         return self.server.sockets[0].getsockname()[1]

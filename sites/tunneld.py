@@ -81,10 +81,10 @@ class ForwardStore:
 
 
 class TunnelDaemon:
-    def __init__(self, runners: dict[str, SshRunner], store: ForwardStore, hub_api_port: int,
+    def __init__(self, runners: dict[str, SshRunner], store: ForwardStore, hub_api_relay: str,
                  hub_forward_hosts: dict[str, str], hub_api_ca: str = ""):
         self.runners, self.store = runners, store
-        self.hub_api_port = hub_api_port                  # the hub API's TLS relay on this host (127.0.0.1)
+        self.hub_api_relay = hub_api_relay                # the hub API's TLS relay: a unix socket's path
         self.hub_forward_hosts = hub_forward_hosts        # {site: login node name the site's nodes dial}
         self.hub_api_ca = hub_api_ca                      # the CA jobs trust for the hub (sites.hub_api_tls)
         self.listeners: dict[str, asyncssh.SSHListener] = {}
@@ -179,7 +179,7 @@ class TunnelDaemon:
             raise TunnelError(f"{site} has no hub_forward_host")
         conn = await self._connection(site, user)
         try:
-            listener = await conn.forward_remote_port(host, port, "127.0.0.1", self.hub_api_port)
+            listener = await conn.forward_remote_port_to_path(host, port, self.hub_api_relay)
         except Exception as e:            # asyncssh's ChannelListenError is not an asyncssh.Error
             raise TunnelError(f"remote forward {host}:{port} on {site}: {e}") from None
         self.api_listeners[(site, user)] = listener

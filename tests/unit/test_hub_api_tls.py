@@ -80,7 +80,7 @@ async def test_the_relay_carries_the_jobs_call_to_the_hub_and_a_squatter_gets_no
     ca_file = tmp_path / "tls" / "ca.pem"
     hub = Listener()
     relay = HubApiRelay(certificates, await hub.start())
-    assert await post_report_to(await relay.start(), ca_file) == 202
+    assert await post_report_to(await relay.start_tcp(), ca_file) == 202
     assert TOKEN.encode() in hub.received
 
     for squatter in (Listener(), Listener(self_signed_context(tmp_path))):
@@ -100,7 +100,7 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
         async def main():
             hub = Listener()
             relay = HubApiRelay(certificates, await hub.start())
-            ports["relay"] = await relay.start()
+            ports["relay"] = await relay.start_tcp()
             ports["squatter"] = await Listener(self_signed_context(tmp_path)).start()
             ready.set()
             await asyncio.sleep(30)
@@ -175,3 +175,16 @@ def test_hub_trust_keeps_the_nodes_values_and_pins_the_hubs_ca(tmp_path):
                    "SSL_CERT_DIR": str(tmp_path / "hub-ca-x" / "no-other-ca"),
                    "AIFA_WORKBENCH_NODE_SSL_CERT_FILE": "/etc/ssl/node.pem"}
     assert stat.S_IMODE((tmp_path / "hub-ca-x" / "no-other-ca").stat().st_mode) == 0o700
+
+
+async def test_the_relay_listens_on_a_socket_only_the_hubs_user_reaches(tmp_path):
+    certificates = ensure_certificates(tmp_path / "tls", ["localhost"])
+    hub = Listener()
+    path = await HubApiRelay(certificates, await hub.start()).start(tmp_path / "relay.sock")
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0      # nobody but the hub's user
+    context = ssl.create_default_context(cafile=tmp_path / "tls" / "ca.pem")
+    reader, writer = await asyncio.open_unix_connection(str(path), ssl=context, server_hostname="localhost")
+    writer.write(b"GET /hub/api HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert (await reader.read(100)).startswith(b"HTTP/1.1 202")
+    writer.close()

@@ -70,7 +70,7 @@ class FakeConnection:
     async def forward_local_port(self, listen_host, listen_port, host, port):
         return FakeListener(self, listen_port)
 
-    async def forward_remote_port(self, listen_host, listen_port, host, port):
+    async def forward_remote_port_to_path(self, listen_host, listen_port, path):
         return FakeListener(self, listen_port or 40123)
 
 
