@@ -29,10 +29,20 @@ INSTALLED_SETTINGS = Path("/etc/aifa-workbench/workbench.yaml")
 TEST_HUBS_DIR = Path("/var/lib/aifa-workbench/test-hubs")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on now, and never one this process handed out before: the kernel
+    gives a port just closed again to the next bind(0) (two calls in a row once both said 44001)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 # Test hubs' API ports: the simulated LUMI's firewall lets its nodes dial these (and 8081, the
