@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites screenshots
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -50,6 +50,9 @@ test:                    ## everything the tests need, then the whole suite
 	ansible/bootstrap.sh --test
 	$(PLAYBOOK) -i inventory/sites.yml sites.yml
 	$(PYTEST) tests
+
+screenshots: install     ## the README's screenshots (docs/screenshots/*.png), taken by the browser tests of the pages
+	AIFA_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PYTEST) tests/integration/test_browser_pages.py
 
 test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
 	$(PYTEST) -m unit tests

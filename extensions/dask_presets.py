@@ -81,7 +81,7 @@ def preset_request(site: Site, preset: str, job: NotebookJob, user: UserContext,
 
 def worker_walltime(request: JobRequest, minutes_left: int | None) -> str:
     """Workers stop with the notebook's job at the latest: they are useless once it is gone."""
-    minutes = request.hours * 60
+    minutes = round(request.hours * 60)
     if minutes_left is not None:
         if minutes_left < MIN_WORKER_MINUTES:
             raise WorkbenchError(f"Your session ends in {minutes_left} minutes, too soon to start Dask workers. "
@@ -253,14 +253,36 @@ def sealed_scheduler_class():
     return SealedDashboardScheduler
 
 
+WORKER_COMMAND_NOTE = ("# The Dask worker: it joins your scheduler over TLS, with certificates made for this "
+                       "cluster (in ~/.aifa-workbench/dask-tls, readable by you only).")
+
+
+def readable_job_script(script: str) -> str:
+    """The worker job's script with its long worker command one option per line (the same
+    command: shell line continuations), under a line saying what it is."""
+    lines = script.rstrip("\n").split("\n")
+    command = lines[-1]
+    if "distributed.cli.dask_worker" not in command or "\\" in command:
+        return script
+    options = command.split(" --")
+    lines[-1:] = [WORKER_COMMAND_NOTE, " \\\n    --".join(options)]
+    return "\n".join(lines) + "\n"
+
+
 @functools.cache
 def cluster_class():
     """dask-jobqueue's SLURMCluster (same name, for dask-labextension's list) whose dashboard link
-    carries its own scheduler's secret prefix."""
+    carries its own scheduler's secret prefix, and whose job script reads well."""
     from dask_jobqueue import SLURMCluster as JobqueueSLURMCluster
+    from dask_jobqueue.slurm import SLURMJob
+
+    class ReadableSLURMJob(SLURMJob):
+        def job_script(self):
+            return readable_job_script(super().job_script())
 
     class SLURMCluster(JobqueueSLURMCluster):
         __doc__ = JobqueueSLURMCluster.__doc__
+        job_cls = ReadableSLURMJob
 
         @property
         def dashboard_link(self):

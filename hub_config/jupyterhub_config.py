@@ -16,7 +16,7 @@ from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswor
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
-from aifa_workbench.hub_config import keys_page
+from aifa_workbench.hub_config import keys_page, session_pages
 from aifa_workbench.hub_config.keys_page import KeysPageConfig
 from aifa_workbench.hub_config.site_admin import check_runtimes_when_the_hub_starts
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
@@ -111,11 +111,15 @@ use_identities(identities)
 # The page of each user's keys for the remote sites (/hub/site-keys), with a connection test.
 KeysPageConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
 KeysPageConfig.identities, KeysPageConfig.hub_egress = identities, settings.hub_egress_addresses
-c.JupyterHub.extra_handlers = keys_page.handlers()
+c.JupyterHub.extra_handlers = keys_page.handlers() + session_pages.handlers()
+# The hub's pages: the product and whom to ask, a card per session (home, waiting page, /hub/sessions).
 c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
+c.JupyterHub.template_vars = session_pages.template_vars({"support": settings.support_contact,
+                                                          "remote_sites": bool(KeysPageConfig.sites)})
 c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
+c.WorkbenchSlurmSpawner.support_contact = settings.support_contact
 c.WorkbenchSlurmSpawner.tunnel_daemon_socket = str(settings.state_dir / "tunneld.sock")
 c.WorkbenchSlurmSpawner.tunnel_gateway = {**dataclasses.asdict(settings.tunnel_gateway),
                                           "ca_key_file": str(settings.secrets_dir / "tunnel-ca")}

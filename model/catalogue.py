@@ -5,6 +5,7 @@ A bad file stops the hub with the file, the key and the reason (CatalogueError).
 from __future__ import annotations
 
 import math
+import zoneinfo
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,9 @@ _POS = {"type": "integer", "minimum": 1}
 BILLING_SCHEMA = {
     "oneOf": [
         {"type": "object", "additionalProperties": False, "required": ["kind", "per_node_hour"],
-         "properties": {"kind": {"const": "node_hours"}, "per_node_hour": {"type": "number", "exclusiveMinimum": 0}}},
+         "properties": {"kind": {"const": "node_hours"}, "per_node_hour": {"type": "number", "exclusiveMinimum": 0},
+                        # what per_node_hour counts in (LUMI: 4 GPU-hours per node-hour)
+                        "unit": {"enum": ["node-hours", "GPU-hours", "core-hours", "billing-unit hours"]}}},
         {"type": "object", "additionalProperties": False, "required": ["kind", "factor"],
          "properties": {"kind": {"enum": ["gpu_hours", "core_hours"]}, "factor": {"type": "number", "exclusiveMinimum": 0}}},
         {"type": "object", "additionalProperties": False, "required": ["kind", "weight"],
@@ -41,6 +44,8 @@ PARTITION_SCHEMA = {
                  "max_hours", "allocation", "gpu_request", "billing"],
     "properties": {
         "title": {"type": "string", "minLength": 1},
+        # what a newcomer uses it for, on the spawn page's card ("Try a model on one GPU")
+        "purpose": {"type": "string", "minLength": 1, "maxLength": 80},
         "family": {"enum": ["lumi", "jupiter", "lucia"]},
         "gpu_model": {"type": "string"},
         "gpus_per_node": {"type": "integer", "minimum": 0, "maximum": 16},
@@ -129,6 +134,8 @@ SITE_SCHEMA = {
         "name": {"type": "string", "pattern": SLUG},
         "title": {"type": "string", "minLength": 1},
         "family": {"enum": ["lumi", "jupiter", "lucia"]},
+        # the zone of the times Slurm prints there (IANA name); unset: the hub host's own
+        "timezone": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_+-]{0,30}(/[A-Za-z0-9_+-]{1,30}){0,2}$"},
         "login": LOGIN_SCHEMA,
         "paths": PATHS_SCHEMA,
         "key_instructions": {"type": "string", "minLength": 1, "maxLength": 1000},
@@ -190,6 +197,7 @@ class Partition:
     default_cpus: int = 1
     default_memory_gb: int = 2
     cpu_bind: str | None = None
+    purpose: str = ""
 
     @property
     def whole_node(self) -> bool:
@@ -265,6 +273,7 @@ class Site:
     reach: "Reach | None" = None    # how the hub and the job reach each other (remote sites)
     key_instructions: str = "Give this public key to the site as its documentation says."
     key_from_clause: bool = False   # the site wants from="<the hub's addresses>" before the key
+    timezone: str | None = None     # of the times Slurm prints there; None: the hub host's
     path: str = ""
 
     def home_of(self, site_user: str) -> str | None:
@@ -286,6 +295,12 @@ def _error(path, error: jsonschema.ValidationError) -> CatalogueError:
 
 
 def _check_consistency(data: dict, path) -> None:
+    if "timezone" in data:
+        try:
+            zoneinfo.ZoneInfo(data["timezone"])
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise CatalogueError(f"{path}: timezone: {data['timezone']!r} is not a time zone this host knows "
+                                 "(an IANA name such as Europe/Helsinki).") from None
     slugs = [e["slug"] for e in data["environments"]]
     if len(set(slugs)) != len(slugs):
         raise CatalogueError(f"{path}: environments: slugs must be unique ({', '.join(slugs)}).")
@@ -395,7 +410,7 @@ _UNITS = {"node_hours": "node-hours", "gpu_hours": "GPU-hours", "core_hours": "c
 
 
 def cost_unit(partition: Partition) -> str:
-    return _UNITS[partition.billing["kind"]]
+    return partition.billing.get("unit") or _UNITS[partition.billing["kind"]]
 
 
 def cost_hint(site: "Site", partition: Partition) -> str:
@@ -405,6 +420,9 @@ def cost_hint(site: "Site", partition: Partition) -> str:
         return (f"{site.title.split(' (')[0]} counts whole GPUs: one {site.gpu_label} is {billing['factor']:g} "
                 f"GPU-hour per hour, and asking for more than {billing['cores_per_unit']} cores or "
                 f"{billing['memory_gb_per_unit']} GB per {site.gpu_label} counts as more {site.gpu_label}s.")
+    if billing["kind"] == "node_hours" and cost_unit(partition) != "node-hours":
+        return (f"Whole nodes are charged by the node-hour, whatever of the node you use: one node-hour is "
+                f"{billing['per_node_hour']:g} {cost_unit(partition)}.")
     if billing["kind"] == "node_hours":
         return "Whole nodes are charged by the node-hour, whatever of the node you use."
     if billing["kind"] == "lucia_bu":

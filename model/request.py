@@ -6,6 +6,8 @@ and nothing unchecked survives. Pure: no Slurm, no I/O.
 """
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
@@ -55,7 +57,7 @@ class JobRequest:
     gpus: int
     cpus: int
     memory_gb: int
-    hours: int
+    hours: int | float    # quarter hours at the finest
     account: str
     environment: str
     reservation: str | None = None
@@ -78,6 +80,17 @@ def _whole_number(key: str, value, low: int, high: int) -> int:
     if not low <= value <= high:
         raise RequestError(f"'{key}' must be from {low} to {high}; {value} is out of range.", key)
     return value
+
+
+def _hours(value, high: int) -> int | float:
+    """Hours in quarter hours (0.25, 0.5, 1.5, …) up to the partition's limit; a whole number stays an int."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value * 4 != int(value * 4)):
+        raise RequestError(f"'hours' must be a number of hours from 0.25 to {high}, in quarter hours "
+                           "(0.25, 0.5, 1.5, …).", "hours")
+    if not 0.25 <= value <= high:
+        raise RequestError(f"'hours' must be from 0.25 to {high}; {value:g} is out of range.", "hours")
+    return int(value) if value == int(value) else float(value)
 
 
 def _fixed(key: str, options: Mapping, value: int, why: str) -> int:
@@ -153,13 +166,18 @@ def parse_job_request(options: Mapping, sites: Mapping[str, Site], user: UserCon
         gpus=gpus,
         cpus=cpus,
         memory_gb=memory_gb,
-        hours=_whole_number("hours", options.get("hours", 1), 1, part.max_hours),
+        hours=_hours(options.get("hours", 1), part.max_hours),
         account=_account(options, site, user),
         environment=_one_of("environment", options.get("environment", site.default_environment), site.environments),
         reservation=_reservation(options, site, user),
         profile=profile,
         whole_node=part.whole_node,
     )
+
+
+def resources_for(options: Mapping, site: Site, part) -> tuple[int, int, int]:
+    """The GPUs, cores and GB a valid request of `options` gets on `part` (the defaults filled in)."""
+    return _resources(options, site, part)
 
 
 def is_safe_name(value: str) -> bool:

@@ -51,6 +51,8 @@ SCHEMA = {
         "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
         "tls_cert_file": _ABS_PATH,
         "max_request_bytes": {"type": "integer", "minimum": 4096, "maximum": 104857600},
+        # whom users ask, on every page's header: plain text (a name, an address, a phone number)
+        "support_contact": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\n<>]+$"},
         "hub_id": {"type": "string", "pattern": r"^[a-z0-9]{1,12}$"},
         "tls_key_file": _ABS_PATH,
         "hub_port": _PORT,
@@ -138,6 +140,7 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     max_request_bytes: int = 65536
+    support_contact: str = "your trainer, or the BE-AIFA support desk"
     hub_id: str = "hub"
     hub_bind_address: str = "127.0.0.1"
     hub_egress_addresses: tuple[str, ...] = ()
@@ -287,6 +290,7 @@ def load_settings(path) -> Settings:
         tls_cert_file=data.get("tls_cert_file"),
         tls_key_file=data.get("tls_key_file"),
         max_request_bytes=data.get("max_request_bytes", 65536),
+        support_contact=data.get("support_contact", Settings.support_contact),
         hub_id=data.get("hub_id") or default_hub_id(public_host, data["state_dir"]),
         tunnel_gateway=TunnelGateway(**{k: tuple(v) if k == "ports" else v
                                         for k, v in data.get("tunnel_gateway", {}).items()}),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING",
                  "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT"}
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-SQUEUE_FORMAT = "%i|%T|%r|%B|%S"
+SQUEUE_FORMAT = "%i|%T|%r|%B|%S|%L"
 # What squeue says when it knows none of the ids asked for (a purged job): the job is gone.
 UNKNOWN_JOB = re.compile(r"Invalid job id specified")
 _SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # accounts, reservations as Slurm prints them
@@ -59,7 +59,9 @@ class JobInfo:
     state: str            # Slurm's long state name, or GONE when Slurm no longer knows the job
     reason: str = ""
     node: str = ""
-    start: str = ""       # actual start, or Slurm's estimate while pending ("" if none)
+    start: str = ""       # actual start, or Slurm's estimate while pending ("" if none), site's local time
+    # seconds of walltime left while it runs (None: not running, or unlimited); not part of a change
+    time_left: int | None = field(default=None, compare=False)
 
     @property
     def active(self) -> bool:
@@ -151,16 +153,30 @@ def parse_job_id(sbatch_output: str) -> str | None:
     return match.group(1) if match else None
 
 
+_DURATION = re.compile(r"(?:(\d{1,4})-)?(?:(\d{1,2}):)?(\d{1,2}):(\d{2})")
+
+
+def parse_duration(text: str) -> int | None:
+    """Slurm's [days-][hours:]minutes:seconds (squeue %L, %l) -> seconds; None for UNLIMITED,
+    INVALID, NOT_SET and anything else."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
 def parse_squeue(output: str) -> dict[str, JobInfo]:
     jobs = {}
     for line in output.splitlines():
         parts = line.strip().split("|")
-        if len(parts) != 5 or not (parts[0].isascii() and parts[0].isdigit()):
+        if len(parts) != 6 or not (parts[0].isascii() and parts[0].isdigit()):
             continue
-        job_id, state, reason, node, start = parts
+        job_id, state, reason, node, start, left = parts
         node = "" if node in ("n/a", "(null)") else node
         start = "" if start in ("N/A", "Unknown", "(null)") else start
-        jobs[job_id] = JobInfo(job_id, state.split()[0], reason.strip("()"), node, start)
+        jobs[job_id] = JobInfo(job_id, state.split()[0], reason.strip("()"), node, start,
+                               parse_duration(left) if state.startswith("RUNNING") else None)
     return jobs
 
 
@@ -229,6 +245,21 @@ def parse_reservations(scontrol_output: str, username: str, accounts) -> tuple[s
         if username in users or res_accounts & set(accounts):
             usable.append(name)
     return tuple(usable)
+
+
+def reservation_windows(scontrol_output: str, names) -> dict[str, dict]:
+    """`scontrol show reservation --oneliner` -> for each of `names`: its partition ("" when it
+    reserves nodes only), start and end (the site's local time, as Slurm prints them)."""
+    windows = {}
+    for line in scontrol_output.splitlines():
+        fields = _fields(line)
+        name = fields.get("ReservationName", "")
+        if name in names:
+            partition = fields.get("PartitionName", "")
+            windows[name] = {"partition": partition if is_slurm_name(partition) else "",
+                             "start": fields.get("StartTime", ""), "end": fields.get("EndTime", ""),
+                             "active": fields.get("State") == "ACTIVE"}
+    return windows
 
 
 def _gpu_count(gres: str) -> int:

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from aifa_workbench.model.catalogue import Partition, Site, cost_hint, cost_unit, estimate_cost
+from aifa_workbench.model.request import resources_for
 
 CUSTOM = "custom"
 FORM_INT_FIELDS = ("gpus", "cpus", "memory_gb", "hours")
 _DIGITS = re.compile(r"[0-9]{1,6}")   # ASCII only: str.isdigit() takes "²", which int() refuses
+_DECIMAL = re.compile(r"(?=\.?[0-9])[0-9]{0,4}\.[0-9]{0,2}")   # hours in quarters: "1.5", ".25", "2."
 FORM_TEXT_FIELDS = ("site", "partition", "account", "reservation", "environment")
 # The spawn form's labels, in the form and in the sentences that refuse a value of it.
 FORM_LABELS = {"profile": "What do you want to run on?", "site": "Site", "partition": "Partition",
@@ -29,9 +31,9 @@ def refused_form(options, field: str | None) -> dict:
     if isinstance(options, Mapping):
         for key in ("profile", *FORM_TEXT_FIELDS, *FORM_INT_FIELDS):
             value = options.get(key)
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 continue
-            values[key] = value if isinstance(value, int) else value[:64]
+            values[key] = value if isinstance(value, (int, float)) else value[:64]
     return {"values": values, "field": field if field in FORM_LABELS else None}
 
 
@@ -81,12 +83,15 @@ def options_from_form(formdata: Mapping[str, list]) -> dict:
     for key in FORM_INT_FIELDS:
         value = first(key)
         if value:
-            options[key] = int(value) if _DIGITS.fullmatch(value) else value
+            options[key] = (int(value) if _DIGITS.fullmatch(value) else
+                            float(value) if key == "hours" and _DECIMAL.fullmatch(value) else value)
     return options
 
 
-def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load) -> dict:
-    """What the spawn form's script needs: per site its partitions' limits, billing and live load."""
+def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load, windows=None) -> dict:
+    """What the spawn form's script needs: per site its partitions' limits, billing and live load,
+    the user's projects and reservations (with each reservation's partition and window)."""
+    windows = windows or {}
     return {
         "sites": {
             site.name: {
@@ -94,11 +99,13 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
                 "billing_unit": site.billing_unit,
                 "accounts": list(accounts.get(site.name, ())),
                 "reservations": list(reservations.get(site.name, ())),
+                "reservation_windows": windows.get(site.name, {}),
                 "environments": {e.slug: e.title for e in site.environments.values()},
                 "default_environment": site.default_environment,
                 "partitions": {
                     p.name: {
-                        "title": p.title, "gpu_model": p.gpu_model, "gpus_per_node": p.gpus_per_node,
+                        "title": p.title, "purpose": purpose_of(p), "gpu_model": p.gpu_model,
+                        "gpus_per_node": p.gpus_per_node,
                         "cores_per_node": p.cores_per_node, "memory_gb_per_node": p.memory_gb_per_node,
                         "max_hours": p.max_hours, "whole_node": p.whole_node, "cpus_per_gpu": p.cpus_per_gpu,
                         "memory_gb_per_gpu": p.memory_gb_per_gpu, "default_cpus": p.default_cpus,
@@ -109,10 +116,34 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load)
                 },
             } for site in sites.values()
         },
-        "profiles": [{"slug": p.slug, "title": p.title, "site": p.site, "options": dict(p.options)}
-                     for p in profiles],
+        "profiles": [{"slug": p.slug, "title": p.title, "site": p.site, "options": dict(p.options),
+                      **profile_card(sites[p.site], p)} for p in profiles],
         "labels": FORM_LABELS,
     }
+
+
+def profile_card(site: Site, profile: Profile) -> dict:
+    """What a quick-start card says: purpose, hardware, what the job gets, cost in the site's unit."""
+    part = site.partitions[profile.options["partition"]]
+    gpus, cpus, memory_gb = resources_for(profile.options, site, part)
+    hours = profile.options["hours"]
+    hardware = (f"{part.gpu_model}, {part.gpus_per_node} {site.gpu_label}s per node" if part.has_gpus
+                else f"CPU only, {part.cores_per_node} cores per node")
+    what = "a whole node, " if part.whole_node else (f"{gpus} {site.gpu_label}{'s' if gpus != 1 else ''}, " if gpus
+                                                     else "")
+    return {"purpose": purpose_of(part), "hardware": hardware, "where": f"{site_short_name(site)} · {part.name}",
+            "what": f"{what}{cpus} core{'s' if cpus != 1 else ''}, {memory_gb} GB, {hours} h",
+            "cost": f"≈ {estimate_cost(part, gpus, cpus, memory_gb, hours):.1f} {cost_unit(part)}",
+            "partition": part.name, "gpus_per_node": part.gpus_per_node}
+
+
+def purpose_of(part: Partition) -> str:
+    """What a newcomer uses the partition for: the catalogue's words, or plain defaults."""
+    if part.purpose:
+        return part.purpose
+    if part.whole_node:
+        return "Train on a whole GPU node" if part.has_gpus else "A whole node for heavy computing"
+    return "Try a model on one GPU" if part.has_gpus else "Notebooks and data preparation, no GPU"
 
 
 def billing_unit(site: Site, part: Partition) -> str:

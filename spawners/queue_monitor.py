@@ -126,9 +126,9 @@ class QueueMonitor:
         changed = False
         for job_id in ids:
             new = seen.get(job_id, JobInfo(job_id, "GONE"))
-            if job_id in self.jobs and self.jobs[job_id] != new:
-                self.jobs[job_id] = new
-                changed = True
+            if job_id in self.jobs:
+                changed = changed or self.jobs[job_id] != new
+                self.jobs[job_id] = new     # the latest word (its time left) even when nothing changed
         if changed:
             self._changed.set()
             self._changed = asyncio.Event()

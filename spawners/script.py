@@ -92,8 +92,9 @@ def server_launch_argv(venv_bin: str, *args: str) -> tuple[str, ...]:
             f"--ServerApp.jpserver_extensions={SERVER_EXTENSION}=True", *args)
 
 
-def format_walltime(hours: int) -> str:
-    return f"{hours:d}:00:00"
+def format_walltime(hours: float) -> str:
+    minutes = round(hours * 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:00"
 
 
 def template_source(name: str) -> str:

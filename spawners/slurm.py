@@ -11,7 +11,9 @@ state_*, exec_prefix, ...) therefore do nothing here, and the hub warns when one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import html
 import pwd
 import re
 import secrets
@@ -25,7 +27,8 @@ from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from aifa_workbench.model.catalogue import load_catalogue
-from aifa_workbench.model.request import RequestError, UserContext, parse_job_request, shown
+from aifa_workbench.model import session as session_mod
+from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request, shown
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
@@ -168,6 +171,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         "", help="The unix socket of the tunnel daemon (`aifa-workbench tunneld`), for sites in forward "
                  "reach (JUPITER).",
     ).tag(config=True)
+    support_contact = Unicode(
+        "your trainer, or the BE-AIFA support desk",
+        help="Whom users ask (the settings' support_contact), named where the form cannot help them.",
+    ).tag(config=True)
     job_request = None
     _job_hub_base: str | None = None   # forward reach: where this job calls the hub (the login node's forward)
     _job_hub_ca: str = ""              # forward reach: the CA the job trusts for the hub there
@@ -176,6 +183,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
     api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
+    started_at: float | None = None     # when the current job started running (epoch), kept likewise
+    _submitted_at = 0.0                 # monotonic: when the current job was submitted
+    _start_failed = False               # the current start raised (the hub stops the server next)
+    _reservation_start: float | None = None   # epoch: when the current job's reservation begins
+    last_session: dict | None = None    # what ended last, why and what it cost (session.ended_summary)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -284,15 +296,19 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         except SiteError as e:   # the form still shows; a spawn then says what is wrong
             self.log.warning("Spawn form of %s without live accounts: %s", self.user.name, e.detail or e)
             context = UserContext()
-        load = {}
+        load, windows = {}, {}
         for name, site in self.sites.items():
-            if site.transport == "local":
-                try:
+            try:
+                if site.transport == "local":
                     load[name] = await self.facts(name).partition_load(self.user.name)
-                except SiteError as e:
-                    self.log.warning("No partition load for %s: %s", name, e.detail or e)
+                if context.reservations.get(name):
+                    windows[name] = self._epoch_windows(site, await self.facts(name).reservation_windows(
+                        self.user.name, context.reservations[name]))
+            except SiteError as e:
+                self.log.warning("No partition load or reservation windows for %s: %s", name, e.detail or e)
         data = profiles_mod.form_data(self.sites, self.quick_start_profiles, context.accounts,
-                                      context.reservations, load)
+                                      context.reservations, load, windows)
+        data["support"] = self.support_contact
         data["refused"], self._refused_form = self._refused_form, None     # shown again once
         # else the form opens on the user's last choice (JupyterHub keeps the last options)
         data["remembered"] = None if data["refused"] else profiles_mod.refused_form(self.user_options or {}, None)
@@ -399,6 +415,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self._revoke_tunnel()
             raise
         self.job_id, self.job_site = job_id, self.job_request.site
+        self._submitted_at = time.monotonic()
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
         self.api_token_record = limit_token(self.user.db, self.api_token,
                                             self.job_request.hours * 3600 + self.start_timeout)
@@ -414,6 +431,12 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             state["api_token"] = self.api_token_record
         if self.tunnel_grant is not None:
             state["tunnel"] = self.tunnel_grant.as_state()
+        if self.job_id and self.job_request is not None:     # for its card after a hub restart
+            state["request"] = dataclasses.asdict(self.job_request)
+        if self.started_at:
+            state["started_at"] = self.started_at
+        if self.last_session:
+            state["last_session"] = self.last_session
         return state
 
     def load_state(self, state):
@@ -422,6 +445,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         record = state.get("api_token")
         self.api_token_record = record if is_record(record) else None
         self.tunnel_grant = gateway.Grant.from_state(state.get("tunnel"))
+        if self.job_request is None and isinstance(state.get("request"), dict):
+            try:
+                self.job_request = JobRequest(**state["request"])
+            except TypeError:
+                self.log.warning("The kept request of %s does not fit this version; its card shows less", self._log_name)
+        started_at = state.get("started_at")
+        self.started_at = started_at if isinstance(started_at, (int, float)) else None
+        last = state.get("last_session")
+        self.last_session = last if isinstance(last, dict) else None
 
     def run_post_stop_hook(self):
         """Every way a server ends passes here (stop, job gone, failed spawn): its token ends too."""
@@ -438,6 +470,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             in_background(self._close_forward(self.forward_id), f"Closing the forward of {self._log_name}", self.log)
         super().clear_state()
         self.job_site = ""
+        self.started_at = None
 
     # --- life cycle on the site's queue monitor --------------------------------------------------
     @property
@@ -470,7 +503,23 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             for waiter in waiters:
                 waiter.cancel()
 
+    @staticmethod
+    def _epoch_windows(site, windows: dict) -> dict:
+        return {name: {"partition": w["partition"] if w["partition"] in site.partitions else "",
+                       "active": w["active"],
+                       "start": session_mod.site_time_to_epoch(w["start"], site.timezone),
+                       "end": session_mod.site_time_to_epoch(w["end"], site.timezone)}
+                for name, w in windows.items()}
+
     async def start(self):
+        self._start_failed = False
+        try:
+            return await self._start_job()
+        except Exception:
+            self._start_failed = True     # for the ended card: the hub stops it next, not the user
+            raise
+
+    async def _start_job(self):
         self.ip = "0.0.0.0"
         if self.job_request is None:
             await self.apply_job_request(self.user_options or {})
@@ -480,6 +529,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if self.server:
             self.server.port = 0
         self._port_reported = asyncio.Event()
+        self._reservation_start = await self._reservation_start_of(self.job_request)
         await self.submit_batch_script()
         monitor, job_id = self.monitor, self.job_id
         monitor.watch_start(job_id)
@@ -488,6 +538,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 info = monitor.info(job_id)
                 if info is not None and not info.active:
                     raise await self._died_early(info)
+                self._note_running(info)      # billed from here, JupyterLab up or not
                 if info is not None and info.running and self.port:
                     ip, port = info.node, self.port
                     break
@@ -517,7 +568,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         settings, site = self.tunnel_gateway, self.sites[self.job_request.site]
         try:
             self.tunnel_grant = gateway.grant_port(settings["grants_dir"], tuple(settings["ports"]))
-            valid_seconds = self.job_request.hours * 3600 + self.start_timeout + 600
+            valid_seconds = int(self.job_request.hours * 3600) + self.start_timeout + 600
             credential = gateway.job_credential(settings["ca_key_file"], self.tunnel_grant, valid_seconds)
             gateway.mark_expiry(settings["grants_dir"], self.tunnel_grant, time.time() + valid_seconds)
             known_host = gateway.known_hosts_line(site.reach.gateway, settings["port"], settings["host_key_file"])
@@ -623,6 +674,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         job_id = self.job_id
         tail = await self._job_output_tail(job_id)
         self.monitor.untrack(job_id)
+        self._record_end(info.state)
         self.clear_state()
         why = info.state.lower() if info.state != "GONE" else "gone from the queue"
         if info.reason and info.reason != "None":
@@ -645,28 +697,37 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         while True:
             if self.job_id:
                 info = self.monitor.info(self.job_id)
-                message = self._progress_message(info)
-                if message != last:
-                    last = message
-                    yield {"progress": 60 if info and info.running else 30, "message": message}
+                event = self._progress_event(info)
+                if event["message"] != last:
+                    last = event["message"]
+                    yield event
                 await self._wait_for_news(info, timeout=5) if self._port_reported else await asyncio.sleep(0.2)
             else:
                 await asyncio.sleep(0.2)
 
-    def _progress_message(self, info: JobInfo | None) -> str:
+    def _progress_event(self, info: JobInfo | None) -> dict:
+        """The waiting page's bar and line; an expected start also as a <time> the page shows in
+        the reader's own zone."""
         where = self.job_request.partition if self.job_request else "its"
         if info is None:
-            return f"Job {self.job_id} submitted; waiting for Slurm to report on it…"
+            return {"progress": 15, "message": f"Job {self.job_id} submitted; waiting for Slurm to report on it…"}
         if info.waiting:
             text = f"Job {self.job_id} is waiting in the {where} queue: {describe_reason(info.reason)}."
-            if info.start:
-                text += f" Slurm expects it to start at {info.start.replace('T', ' ')}."
-            return text
+            event = {"progress": 25, "message": text}
+            zone = self.sites[self.job_request.site].timezone if self.job_request else None
+            expected = session_mod.expected_start(info, zone, self._reservation_start)
+            if expected:
+                moment = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expected))
+                event["message"] = f"{text} Slurm expects it to start at {moment}."
+                event["html_message"] = (f"{html.escape(text)} Slurm expects it to start at <time class=\"aifa-when\" "
+                                         f"datetime=\"{int(expected)}\">{html.escape(moment)}</time>.")
+                event["progress"] = 35
+            return event
         if info.running and not self.port:
-            return f"Job {self.job_id} is running on {info.node}; JupyterLab is starting…"
+            return {"progress": 60, "message": f"Job {self.job_id} is running on {info.node}; JupyterLab is starting…"}
         if info.running:
-            return f"JupyterLab answered on {info.node}; connecting you…"
-        return f"Job {self.job_id} is {info.state.lower()}."
+            return {"progress": 85, "message": f"JupyterLab answered on {info.node}; connecting you…"}
+        return {"progress": 90, "message": f"Job {self.job_id} is {info.state.lower()}."}
 
     async def poll(self):
         if not self.job_id:
@@ -678,8 +739,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if info is None:   # first look after a hub restart: wait for one queue poll
             info = await monitor.wait_change(self.job_id, None, self.command_timeout)
         if info is None or info.active:
+            self._note_running(info)
             return None    # running, or Slurm did not answer: never "gone" on an error
         monitor.untrack(self.job_id)
+        self._record_end(info.state)
         self.clear_state()
         return 1
 
@@ -709,6 +772,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     async def stop(self, now=False):
         if not self.job_id:
             return
+        if not self.last_session or self.last_session.get("job_id") != self.job_id:
+            self._note_running(self.monitor.info(self.job_id))
+            late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
+            self._record_end("start failed" if self._start_failed else
+                             "start timeout" if late and not self.started_at else "stopped")
         job_id, monitor = self.job_id, self.monitor
         await self.cancel_batch_job()
         if now:
@@ -720,6 +788,61 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 break
             info = await monitor.wait_change(job_id, info, 1.0)
         monitor.untrack(job_id)
+
+    # --- the session card of the hub's pages ------------------------------------------------------
+    def _note_running(self, info: JobInfo | None, now: float | None = None) -> None:
+        if (self.started_at is None and info is not None and info.running and info.time_left is not None
+                and self.job_request is not None):
+            now = time.time() if now is None else now
+            self.started_at = now - max(0, self.job_request.hours * 3600 - info.time_left)
+
+    async def _reservation_start_of(self, request) -> float | None:
+        """When the request's reservation begins: Slurm gives a job waiting for a reservation no
+        expected start of its own."""
+        if request is None or not request.reservation:
+            return None
+        site = self.sites[request.site]
+        try:
+            windows = self._epoch_windows(site, await self.facts(site.name).reservation_windows(
+                self.user.name, [request.reservation]))
+        except SiteError:
+            return None
+        return windows.get(request.reservation, {}).get("start")
+
+    def _catalogue_site(self):
+        """The site of the current request while the catalogue still has it and its partition."""
+        request = self.job_request
+        site = self.sites.get(request.site) if request is not None else None
+        return site if site is not None and request.partition in site.partitions else None
+
+    def _record_end(self, final_state: str) -> None:
+        """What ended, why and what it cost, kept (in the hub's state) for the home page."""
+        site = self._catalogue_site()
+        if not self.job_id or site is None:
+            return
+        now = time.time()
+        if final_state in ("stopped", "start timeout", "start failed"):
+            ending = final_state
+        else:
+            ran = now - self.started_at if self.started_at else 0
+            ending = session_mod.ending_of(final_state, ran, self.job_request.hours * 3600)
+        self.last_session = session_mod.ended_summary(site, self.job_request, self.job_id, ending,
+                                                      self.started_at, now)
+        self.started_at = None
+
+    def session_card(self, now: float | None = None) -> dict | None:
+        """The live card of this server's job (None without one): the queue's last word, no query."""
+        request, site = self.job_request, self._catalogue_site()
+        submitting = not self.job_id and self.pending == "spawn"
+        if not (self.job_id or submitting) or site is None:
+            return None
+        now = time.time() if now is None else now
+        info = self.monitor.info(self.job_id) if self.job_id else None
+        self._note_running(info, now)
+        card = session_mod.live_card(site, request, self.job_id, info, now, ready=self.ready, pending=self.pending,
+                                     started_at=self.started_at, reservation_start=self._reservation_start)
+        card["reason"] = describe_reason(card["reason"]) if card["reason"] else ""
+        return card
 
     async def cancel_batch_job(self):
         if not self.job_id:

@@ -9,7 +9,7 @@ import logging
 import time
 
 from aifa_workbench.sites.control import JobControl
-from aifa_workbench.sites.slurm_cli import parse_reservations
+from aifa_workbench.sites.slurm_cli import parse_reservations, reservation_windows
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,15 @@ class SlurmFacts:
         if wanted and isinstance(wanted, str) and wanted not in usable:
             usable = parse_reservations(await _CLUSTER_ANSWERS.get(key, query, fresh=True), who, accounts)
         return usable
+
+    async def reservation_windows(self, username: str, names) -> dict[str, dict]:
+        """Partition, start and end of the reservations `names` (from the listing just read)."""
+        as_user = self.control.query_user(username)
+
+        async def query():
+            return await self.control.reservations_listing(as_user)
+        return reservation_windows(await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "reservations"),
+                                                              query), set(names))
 
     async def partition_load(self, username: str | None = None) -> dict[str, dict]:
         as_user = self.control.query_user(username)

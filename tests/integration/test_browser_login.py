@@ -43,7 +43,7 @@ def logged_in_page(browser, hub, username, password=None):
 
 def choose_custom(page, partition, gpus):
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
-    page.select_option("#aifa-profile", "custom")
+    page.check("#aifa-profile input[value=custom]")
     page.select_option("#aifa-site", "local")
     page.select_option("#aifa-partition", partition)
     if gpus is not None:
@@ -79,7 +79,7 @@ def test_the_gpu_count_chosen_survives_whole_node_and_cpu_partitions(hub_under_h
     the count the person chose on a shared GPU partition (it once asked for 4 where 1 was meant)."""
     page = logged_in_page(browser, hub_under_hostile_base_url, "bob")
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
-    page.select_option("#aifa-profile", "custom")
+    page.check("#aifa-profile input[value=custom]")
     page.select_option("#aifa-site", "local")
     page.select_option("#aifa-partition", "booster")
     expect(page.locator("#aifa-gpus")).to_have_value("4")
@@ -109,7 +109,7 @@ def test_the_gpu_count_chosen_survives_whole_node_and_cpu_partitions(hub_under_h
 
 def submit_past_the_forms_checks(page):
     """As a crafted post would: the form's own checks (its submit event) do not run."""
-    page.evaluate("document.querySelector('#aifa-profile').form.submit()")
+    page.evaluate("document.querySelector('#aifa-profile').closest('form').submit()")
 
 
 def test_a_bad_value_is_named_as_it_is_typed_and_start_sends_nothing(hub_under_hostile_base_url, browser):
@@ -120,16 +120,18 @@ def test_a_bad_value_is_named_as_it_is_typed_and_start_sends_nothing(hub_under_h
     expect(page.locator("#aifa-gpus")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#aifa-cost")).to_have_text("")          # no cost for what cannot be asked
     page.fill("#aifa-hours", "9999")
-    expect(page.locator("#aifa-check")).to_contain_text("Hours must be a whole number from 1 to")
+    expect(page.locator("#aifa-check")).to_contain_text("Hours must be from 0.25 to 72 on ")
+    page.fill("#aifa-hours", "1.3")
+    expect(page.locator("#aifa-check")).to_contain_text("in quarter hours (0.25, 0.5, 1.5, …)")
     for _ in range(2):                 # Start stays there to be pressed again once it is right
         page.click("button[type=submit]")
         page.wait_for_timeout(500)
         expect(page.locator("button[type=submit]")).to_be_visible()
     assert "/hub/spawn" in page.url and not server_model(hub, "bob")
     page.fill("#aifa-gpus", "2")
-    page.fill("#aifa-hours", "3")
+    page.fill("#aifa-hours", "1.5")
     expect(page.locator("#aifa-check")).to_be_hidden()
-    expect(page.locator("#aifa-cost")).to_contain_text("small-g, 2 GPUs, 3 h")
+    expect(page.locator("#aifa-cost")).to_contain_text("small-g, 2 GPUs, 1.5 h ≈ 1.5 GPU-hours")
 
 
 def test_a_refusal_from_the_hub_keeps_every_value_and_marks_the_field_in_the_forms_words(
@@ -142,7 +144,7 @@ def test_a_refusal_from_the_hub_keeps_every_value_and_marks_the_field_in_the_for
     expect(page.locator(".spawn-error-msg")).to_have_text("Error: GPUs must be from 1 to 8; 99 is out of range.")
     assert not server_model(hub, "bob")
     # the form comes back as it was sent: Custom, small-g, 99 GPUs, 3 h; the field is marked
-    expect(page.locator("#aifa-profile")).to_have_value("custom")
+    expect(page.locator("#aifa-profile input[value=custom]")).to_be_checked()
     expect(page.locator("#aifa-partition")).to_have_value("small-g")
     expect(page.locator("#aifa-gpus")).to_have_value("99")
     expect(page.locator("#aifa-hours")).to_have_value("3")
@@ -179,10 +181,16 @@ def test_a_quick_start_profile_runs_in_the_users_reservation_charged_to_the_proj
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "alice")
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
-    page.select_option("#aifa-profile", "local-gpu-1gpu-2h")
+    # the page opens on the card of the user's reservation, which takes the reservation with it
+    card = page.locator("#aifa-reserved label.aifa-card").first
+    expect(card.locator("input")).to_be_checked()
+    expect(card).to_contain_text(f"Your reservation {reservation}: Fine-tune a model on an A100")
+    expect(card.locator("time.aifa-when").first).to_have_text(re.compile(r"[0-9]{2}:[0-9]{2}"))   # its window
     expect(page.locator("#aifa-custom")).to_be_hidden()
+    expect(page.locator("#aifa-reservation")).to_have_value(reservation)
+    expect(page.locator("#aifa-reservation option:checked")).to_contain_text(f"{reservation} (gpu, ")
     page.select_option("#aifa-account", "proj_training")
-    page.select_option("#aifa-reservation", reservation)
+    expect(card.locator(".aifa-card-payer")).to_have_text("Charged to proj_training")
     expect(page.locator("#aifa-cost")).to_have_text(
         "Cost: Local cluster gpu, 1 GPU, 2 h ≈ 2.0 GPU-hours, charged to proj_training")
     page.click("button[type=submit]")
@@ -223,10 +231,11 @@ def test_the_form_opens_on_the_last_choice(hub_under_hostile_base_url, browser):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
     choose_custom(page, "gpu", 2)
-    page.fill("#aifa-hours", "3")
+    page.fill("#aifa-hours", "1.5")
     page.click("button[type=submit]")
     page.wait_for_url("**/user/bob/lab**", timeout=120_000)
     job_id = server_model(hub, "bob")["state"]["job_id"]
+    assert job_fields(job_id)["TimeLimit"] == "01:30:00"          # quarter hours reach Slurm as minutes
     hub.api("DELETE", "users/bob/server", token=hub.user_token("bob"))
     wait_for_job_end(job_id)
     deadline = time.monotonic() + 60
@@ -234,10 +243,10 @@ def test_the_form_opens_on_the_last_choice(hub_under_hostile_base_url, browser):
         assert time.monotonic() < deadline, server_model(hub, "bob")
         time.sleep(0.3)
     page.goto(hub.url + "hub/spawn")
-    expect(page.locator("#aifa-profile")).to_have_value("custom")
+    expect(page.locator("#aifa-profile input[value=custom]")).to_be_checked()
     expect(page.locator("#aifa-partition")).to_have_value("gpu")
     expect(page.locator("#aifa-gpus")).to_have_value("2")
-    expect(page.locator("#aifa-hours")).to_have_value("3")
+    expect(page.locator("#aifa-hours")).to_have_value("1.5")
     expect(page.locator("#aifa-gpus")).not_to_be_focused()          # nothing refused: nothing marked
     expect(page.locator("#aifa-gpus")).to_have_attribute("aria-invalid", "false")
 

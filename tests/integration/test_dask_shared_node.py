@@ -209,7 +209,7 @@ def test_carol_on_the_node_can_neither_read_alices_dashboard_nor_hand_her_worker
     assert secret not in facts["script"]
 
     # (b) the worker job listens on nothing but the worker's and the nanny's TLS ports, on loopback
-    command = facts["script"].strip().splitlines()[-1]
+    command = facts["script"].replace(" \\\n    --", " --").strip().splitlines()[-1]   # one option per line
     assert "--no-dashboard --dashboard-address 127.0.0.1:0" in command and not facts["worker_services"]
     pids = job_pids(worker["job"])
     assert worker["pid"] in pids and len(pids) >= 3, pids                # batch shell, nanny, worker

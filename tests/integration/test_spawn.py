@@ -72,7 +72,7 @@ def test_two_users_at_once_cannot_reach_each_other(hub):
     bob = login(hub, "bob")
     r = bob.get(alice_server + "lab", timeout=30)
     assert r.status_code == 403, r.status_code
-    assert "JupyterLab" not in r.text
+    assert "jupyter-config-data" not in r.text     # no JupyterLab page (its config script) of alice's
 
 
 def test_a_jobs_token_serves_only_its_own_server(hub):

@@ -82,7 +82,11 @@ def test_the_job_script_has_no_secret_and_the_worker_command_no_dashboard(tmp_pa
     finally:
         cluster.close()
     assert SECRET not in script
-    command = script.strip().splitlines()[-1]
+    lines = script.strip().splitlines()
+    note = lines.index(dp.WORKER_COMMAND_NOTE)
+    assert "distributed.cli.dask_worker" in lines[note + 1]
+    assert max(map(len, lines[note + 1:])) < 200            # one option per line, not 400 characters
+    command = script.strip().split(dp.WORKER_COMMAND_NOTE)[1].replace(" \\\n    --", " --").strip()
     assert "--no-dashboard --dashboard-address 127.0.0.1:0" in command
     assert '--local-directory "$AIFA_DASK_SCRATCH"' in command
 

@@ -51,8 +51,8 @@ async def test_cancelling_an_ended_job_is_not_an_error():
 
 
 async def test_queries_run_as_the_hub_or_as_each_user():
-    shared, shared_runner = scripted_control([ok("1|RUNNING|None|n1|x\n")], shared_queries=True)
-    private, private_runner = scripted_control([ok("1|RUNNING|None|n1|x\n")], shared_queries=False)
+    shared, shared_runner = scripted_control([ok("1|RUNNING|None|n1|x|1:00:00\n")], shared_queries=True)
+    private, private_runner = scripted_control([ok("1|RUNNING|None|n1|x|1:00:00\n")], shared_queries=False)
     await shared.jobs(["1"], as_user=shared.query_user("alice"))
     await private.jobs(["1"], as_user=private.query_user("alice"))
     assert shared_runner.calls[0]["as_user"] is None and private_runner.calls[0]["as_user"] == "alice"

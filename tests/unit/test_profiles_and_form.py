@@ -92,3 +92,20 @@ def test_each_partition_is_costed_in_its_own_unit_with_a_hint_where_the_rule_is_
     assert cost_unit(sites["lucia"].partitions["gpu"]) == "billing-unit hours"
     assert "one GCD is 0.5 GPU-hour per hour" in cost_hint(lumi, lumi.partitions["small-g"])
     assert cost_hint(local, local.partitions["gpu"]) == ""
+    # LUMI's whole nodes are charged in LUMI's own unit: 4 GPU-hours per node-hour
+    standard_g = lumi.partitions["standard-g"]
+    assert describe_cost(lumi, standard_g, 8, 56, 480, 2) == "LUMI standard-g, 1 node, 2 h ≈ 8.0 GPU-hours"
+    assert "one node-hour is 4 GPU-hours" in cost_hint(lumi, standard_g)
+
+
+def test_quick_start_cards_say_what_for_on_what_and_at_what_cost():
+    from aifa_workbench.model.catalogue import load_catalogue
+    from aifa_workbench.spawners.profiles import profile_card, quick_start_profiles
+
+    sites = load_catalogue()
+    cards = {p.slug: profile_card(sites[p.site], p) for p in quick_start_profiles(sites)}
+    small_g = cards["lumi-small-g-1gcd-2h"]
+    assert small_g["purpose"] == "Try a model on one GPU" and small_g["hardware"].startswith("AMD MI250X")
+    assert small_g["what"] == "1 GCD, 7 cores, 60 GB, 2 h" and small_g["cost"] == "≈ 1.0 GPU-hours"
+    assert cards["local-cpu-1core-2h"]["what"] == "1 core, 2 GB, 2 h"
+    assert cards["jupiter-booster-1node-2h"]["cost"] == "≈ 2.0 node-hours"

@@ -1,6 +1,6 @@
 import asyncio
 
-from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason, parse_squeue
+from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason, parse_duration, parse_squeue
 from aifa_workbench.spawners.queue_monitor import QueueMonitor
 
 from .fakes import DOWN, ok, scripted_control
@@ -9,12 +9,26 @@ UNKNOWN = (1, "", "slurm_load_jobs error: Invalid job id specified")
 
 
 def test_parse_squeue():
-    jobs = parse_squeue("12|PENDING|Resources|n/a|2026-11-22T10:00:00\n13|RUNNING|None|vm|2026-11-22T09:00:00\n"
-                        "14|CANCELLED|None|vm|2026-11-22T09:00:01\nnoise\n")
+    jobs = parse_squeue("12|PENDING|Resources|n/a|2026-11-22T10:00:00|2:00:00\n"
+                        "13|RUNNING|None|vm|2026-11-22T09:00:00|1:58:30\n"
+                        "14|CANCELLED|None|vm|2026-11-22T09:00:01|0:00\nnoise\n15|RUNNING|None|vm|N/A\n")
     assert jobs["12"] == JobInfo("12", "PENDING", "Resources", "", "2026-11-22T10:00:00")
-    assert jobs["12"].waiting and not jobs["12"].running
-    assert jobs["13"].running and jobs["13"].active
+    assert jobs["12"].waiting and not jobs["12"].running and jobs["12"].time_left is None
+    assert jobs["13"].running and jobs["13"].active and jobs["13"].time_left == 7110
     assert not jobs["14"].active
+    assert "15" not in jobs   # a line of another shape is not read
+
+
+def test_durations_as_slurm_prints_them():
+    assert parse_duration("1-02:03:04") == 93784
+    assert parse_duration("58:30") == 3510
+    assert parse_duration("0:05") == 5
+    for text in ("UNLIMITED", "INVALID", "NOT_SET", "", "1:2:3:4"):
+        assert parse_duration(text) is None
+
+
+def test_time_left_is_not_a_change():
+    assert JobInfo("1", "RUNNING", "None", "n", "", 100) == JobInfo("1", "RUNNING", "None", "n", "", 90)
 
 
 def test_reasons_in_words():
@@ -29,8 +43,8 @@ def monitor_of(answers, **kwargs):
 
 
 async def test_one_squeue_covers_every_tracked_job_and_errors_are_not_gone():
-    monitor, runner = monitor_of([ok("1|RUNNING|None|vm|x\n2|PENDING|Priority|n/a|N/A\n"), DOWN,
-                                  ok("1|RUNNING|None|vm|x\n")])
+    monitor, runner = monitor_of([ok("1|RUNNING|None|vm|x|1:00:00\n2|PENDING|Priority|n/a|N/A|2:00:00\n"), DOWN,
+                                  ok("1|RUNNING|None|vm|x|1:00:00\n")])
     monitor.jobs = {"1": None, "2": None}
     await monitor.poll()
     assert len(runner.calls) == 1 and "--jobs=1,2" in runner.argvs[0]
@@ -51,7 +65,7 @@ async def test_a_single_purged_job_is_gone_not_slurm_down():
 
 
 async def test_waiters_wake_on_change():
-    monitor, _ = monitor_of([ok("5|PENDING|Resources|n/a|N/A\n"), ok("5|RUNNING|None|vm|x\n")])
+    monitor, _ = monitor_of([ok("5|PENDING|Resources|n/a|N/A|2:00:00\n"), ok("5|RUNNING|None|vm|x|1:00:00\n")])
     monitor.track("5")
     first = await monitor.wait_change("5", None, timeout=5)
     second = await monitor.wait_change("5", first, timeout=5)
@@ -59,9 +73,18 @@ async def test_waiters_wake_on_change():
     monitor._task.cancel()
 
 
+async def test_the_time_left_is_the_last_polls_without_waking_waiters():
+    monitor, _ = monitor_of([ok("6|RUNNING|None|vm|x|1:00:00\n"), ok("6|RUNNING|None|vm|x|0:59:30\n")])
+    monitor.jobs = {"6": None}
+    await monitor.poll()
+    event = monitor._changed
+    await monitor.poll()
+    assert monitor.info("6").time_left == 3570 and not event.is_set()
+
+
 async def test_tracking_a_known_job_again_does_not_poll():
     """JupyterHub polls every server every 30 s: that must not turn into one squeue per server."""
-    monitor, runner = monitor_of([ok("7|RUNNING|None|vm|x\n")])
+    monitor, runner = monitor_of([ok("7|RUNNING|None|vm|x|1:00:00\n")])
     monitor.track("7")
     await monitor.wait_change("7", None, timeout=5)
     calls = len(runner.calls)
@@ -73,7 +96,7 @@ async def test_tracking_a_known_job_again_does_not_poll():
 
 
 async def test_a_bug_in_a_poll_is_logged_and_polling_goes_on(caplog):
-    monitor, runner = monitor_of([ok("9|RUNNING|None|vm|x\n")])
+    monitor, runner = monitor_of([ok("9|RUNNING|None|vm|x|1:00:00\n")])
     broken = iter([True])
 
     async def poll_once_broken():

@@ -48,6 +48,18 @@ def test_batchspawner_injection_regression():
         parse({"partition": "small-g\n#SBATCH --qos=x"})
 
 
+def test_hours_come_in_quarter_hours_and_reach_slurm_as_minutes():
+    from aifa_workbench.spawners.script import format_walltime
+    from aifa_workbench.spawners.profiles import options_from_form
+
+    req = parse({"partition": "small-g", "hours": 1.5})
+    assert req.hours == 1.5 and format_walltime(req.hours) == "1:30:00"
+    assert parse({"partition": "small-g", "hours": 2.0}).hours == 2 and format_walltime(2) == "2:00:00"
+    assert format_walltime(0.25) == "0:15:00"
+    assert options_from_form({"profile": ["custom"], "hours": ["0.75"]})["hours"] == 0.75
+    assert options_from_form({"profile": ["custom"], "hours": ["1e3"]})["hours"] == "1e3"   # refused by the rules
+
+
 @pytest.mark.parametrize("options, sentence", [
     ({"queue": "x"}, "Unknown option 'queue'; the options you may set are profile, site, partition"),
     ({"partition": "small-g", "gpus": 9}, "'gpus' must be from 1 to 8; 9 is out of range."),
@@ -56,8 +68,13 @@ def test_batchspawner_injection_regression():
     ({"partition": "cpu", "gpus": 1}, "'gpus' must be 0 on this partition: cpu has no GPUs."),
     ({"partition": "small-g", "gpus": True}, "'gpus' must be a whole number from 1 to 8."),
     ({"partition": "small-g", "gpus": "2"}, "'gpus' must be a whole number from 1 to 8."),
-    ({"partition": "dev-g", "hours": 4}, "'hours' must be from 1 to 3; 4 is out of range."),
-    ({"hours": 1.5}, "'hours' must be a whole number from 1 to 48."),
+    ({"partition": "dev-g", "hours": 4}, "'hours' must be from 0.25 to 3; 4 is out of range."),
+    ({"hours": 1.3}, "'hours' must be a number of hours from 0.25 to 48, in quarter hours (0.25, 0.5, 1.5, …)."),
+    ({"hours": "2"}, "'hours' must be a number of hours from 0.25 to 48"),
+    ({"hours": True}, "'hours' must be a number of hours from 0.25 to 48"),
+    ({"hours": float("nan")}, "'hours' must be a number of hours from 0.25 to 48"),
+    ({"hours": float("inf")}, "'hours' must be a number of hours from 0.25 to 48"),
+    ({"hours": 0}, "'hours' must be from 0.25 to 48; 0 is out of range."),
     ({"account": "proj_research"}, "'account' must be one of: proj_sme, proj_training; 'proj_research' is not"),
     ({"reservation": "other"}, "'reservation' must be one of: intro-to-llms; 'other' is not one of them."),
     ({"environment": "conda"}, "'environment' must be one of: workbench; 'conda' is not one of them."),
@@ -108,7 +125,7 @@ def test_anything_is_refused_or_yields_a_bounded_request_and_a_safe_script(optio
         return
     part = SITES[req.site].partitions[req.partition]
     assert 0 <= req.gpus <= part.gpus_per_node and 1 <= req.cpus <= part.cores_per_node
-    assert 1 <= req.memory_gb <= part.memory_gb_per_node and 1 <= req.hours <= part.max_hours
+    assert 1 <= req.memory_gb <= part.memory_gb_per_node and 0.25 <= req.hours <= part.max_hours
     assert req.account in USER.accounts[req.site]
     script = render_batch_script(req, SITES[req.site], CTX)
     sbatch_lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]

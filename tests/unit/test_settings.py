@@ -21,6 +21,9 @@ def write(tmp_path, data):
 def test_good_settings_load(tmp_path):
     settings = load_settings(write(tmp_path, GOOD))
     assert settings.hub_port == 8081 and settings.demo_users == ("alice", "bob")
+    assert settings.support_contact == "your trainer, or the BE-AIFA support desk"
+    assert load_settings(write(tmp_path, {**GOOD, "support_contact": "help@aifa.be, +32 2 000 00 00"})).support_contact \
+        == "help@aifa.be, +32 2 000 00 00"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -36,6 +39,8 @@ def test_good_settings_load(tmp_path):
     ({"site_users": {"alice": {"lumi": {"username": "a", "accounts": ["p;id"]}}}},
      "site_users.alice.lumi.accounts.0: 'p;id' does not match"),
     ({"site_users": {"alice": {"lumi": {"accounts": ["p"]}}}}, "site_users.alice.lumi: 'username' is a required property."),
+    ({"support_contact": "<script>x</script>"}, "support_contact: '<script>x</script>' does not match"),
+    ({"support_contact": ""}, "support_contact: '' should be non-empty"),
 ])
 def test_bad_settings_name_file_key_and_reason(tmp_path, change, message):
     path = write(tmp_path, {**GOOD, **change})

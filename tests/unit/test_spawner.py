@@ -58,8 +58,8 @@ class FakeJobControl:
     async def tail(self, user, path, max_bytes):
         return self.output
 
-    def run(self, job_id, node="n1"):
-        self.states[job_id] = JobInfo(job_id, "RUNNING", "None", node)
+    def run(self, job_id, node="n1", time_left=None):
+        self.states[job_id] = JobInfo(job_id, "RUNNING", "None", node, "", time_left)
 
 
 class StubbedSpawner(WorkbenchSlurmSpawner):
@@ -228,6 +228,43 @@ async def test_after_a_restart_a_new_spawner_finds_its_running_job(fake):
     assert again.job_id == first.job_id and again.job_site == "local"
     assert await again.poll() is None
     assert again.api_token_record == RECORD
+
+
+async def test_the_session_card_survives_a_restart_and_what_ended_is_kept_with_why_and_cost(fake):
+    first = make_spawner(fake)
+    first.user_options = {"partition": "cpu", "hours": 2}
+    start = asyncio.ensure_future(first.start())
+    await wait_for(lambda: first.job_id)
+    assert first.session_card()["state"] in ("queued", "submitting")
+    fake.run(first.job_id, "node7", time_left=2 * 3600 - 1800)     # ran half an hour of 2 h
+    first.port_reported(8200)
+    await asyncio.wait_for(start, 5)
+    state = first.get_state()
+    assert state["request"]["partition"] == "cpu" and state["started_at"]
+    QueueMonitor._registry.clear()                            # a new hub process
+    again = make_spawner(fake, **state)
+    assert await again.poll() is None
+    card = again.session_card()
+    assert card["job_id"] == first.job_id and card["node"] == "node7" and card["partition"] == "cpu"
+    assert 0 < card["seconds_left"] <= 5400
+    fake.states[first.job_id] = JobInfo(first.job_id, "TIMEOUT", "TimeLimit", "node7")
+    again.monitor.hurry()
+    await wait_for(lambda: again.monitor.info(first.job_id).state == "TIMEOUT")
+    assert await again.poll() == 1 and again.session_card() is None
+    kept = again.get_state()["last_session"]               # JupyterHub stores the state after clear_state
+    assert kept["ending"] == "walltime" and kept["job_id"] == first.job_id and kept["ran"].startswith("30 min")
+    assert kept["cost"].endswith("core-hours")
+    assert make_spawner(fake, **again.get_state()).last_session == kept
+
+
+async def test_a_stop_from_the_hub_is_recorded_as_stopped(fake):
+    spawner = make_spawner(fake, job_id="58", site="local", started_at=1.0,
+                           request={"site": "local", "partition": "cpu", "gpus": 0, "cpus": 1, "memory_gb": 2,
+                                    "hours": 2, "account": "proj_sme", "environment": "workbench"})
+    fake.run("58")
+    assert await spawner.poll() is None
+    await asyncio.wait_for(spawner.stop(), 5)
+    assert spawner.last_session["ending"] == "stopped" and spawner.last_session["job_id"] == "58"
 
 
 def test_batchspawner_settings_that_do_nothing_are_named():
