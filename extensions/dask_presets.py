@@ -7,7 +7,8 @@ account the user lacks, is refused with a sentence before anything reaches Slurm
 
 Other users share the node and its loopback, so (besides TLS between scheduler and workers):
 the scheduler's dashboard answers only under an unguessable path prefix, a secret of the cluster
-kept in the notebook's memory (never in a command line, a file or the environment), and every
+kept in the notebook's memory and, for JupyterLab's Dask tab, in a 0600 file of the user's 0700
+folder beside the cluster's TLS keys (never in a command line or the environment), and every
 other path on its port is 404; workers serve no HTTP at all; each worker job works in a fresh
 0700 directory that it creates itself, and the scheduler in one made by the notebook.
 """
@@ -32,6 +33,7 @@ from aifa_workbench.model.request import JobRequest, RequestError, UserContext, 
 from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
 
+from . import dask_listing
 from .job_context import NotebookJob, WorkbenchError, scontrol_job
 
 MAX_WORKERS = 64
@@ -283,6 +285,19 @@ def cluster_class():
     class SLURMCluster(JobqueueSLURMCluster):
         __doc__ = JobqueueSLURMCluster.__doc__
         job_cls = ReadableSLURMJob
+        _workbench_note = None     # a notebook's cluster: its note for JupyterLab's Dask tab
+
+        def scale(self, *args, **kwargs):
+            result = super().scale(*args, **kwargs)
+            if self._workbench_note is not None:
+                self._workbench_note.update(self)
+            return result
+
+        def close(self, *args, **kwargs):
+            note, self._workbench_note = self._workbench_note, None   # closing scales to 0: no note again
+            if note is not None:
+                note.remove()
+            return super().close(*args, **kwargs)
 
         @property
         def dashboard_link(self):
@@ -338,10 +353,20 @@ def dask_cluster(preset: str, workers: int = 1, **overrides):
     workers; `cluster.close()` cancels them (they also end with this notebook's job)."""
     if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
         raise WorkbenchError(f"'workers' must be a whole number from 0 to {MAX_WORKERS}.")
-    cluster = cluster_class()(**prepare_cluster(preset, overrides))
+    kwargs = prepare_cluster(preset, overrides)
+    cluster = cluster_class()(**kwargs)
+    name = dask_listing.cluster_name(preset, kwargs["queue"])
+    cluster._workbench_note = dask_listing.NotebookClusterNote(
+        cluster, pwd.getpwuid(os.getuid()).pw_dir, name, kwargs["cores"], kwargs["memory"])
     if workers:
         cluster.scale(workers)
     return cluster
+
+
+def default_cluster_name() -> str:
+    """What the Dask tab's *New* makes, in words: the site's first preset and its partition."""
+    site, preset = NotebookJob.from_environ().catalogue_site(), first_preset()
+    return dask_listing.cluster_name(preset, site.dask_presets[preset].options["partition"])
 
 
 def first_preset() -> str:
@@ -361,4 +386,4 @@ def default_cluster(asynchronous: bool = False):
     script, awaited in the Jupyter server's event loop): the site's first preset, no workers yet."""
     if asynchronous:
         return _default_cluster_async()
-    return dask_cluster(first_preset(), workers=0)
+    return cluster_class()(**prepare_cluster(first_preset(), {}))

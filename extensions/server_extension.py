@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import time
 
 from jupyter_server.base.handlers import APIHandler
@@ -19,6 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .hub_trust import TRUST_NAMES
+from .dask_listing import list_notebook_clusters
 from .job_context import WorkbenchError, current_status
 from .job_report import post_report
 
@@ -128,5 +130,12 @@ def _load_jupyter_server_extension(serverapp) -> None:
                               "(SSL_CERT_FILE was changed after extensions.hub_trust set it)")
     route = url_path_join(serverapp.base_url, "workbench", "job")
     serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
+    if os.environ.get("AIFA_WORKBENCH_SITE"):    # JupyterLab's Dask tab: notebook clusters, named presets
+        try:
+            from dask_labextension.manager import manager
+        except ImportError:
+            pass
+        else:
+            list_notebook_clusters(manager, pwd.getpwuid(os.getuid()).pw_dir)   # as the notebooks' dask_cluster
     if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
         serverapp.io_loop.add_callback(report_port_when_listening, serverapp)

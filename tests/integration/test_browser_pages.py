@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .hubs import server_model
+from .jupyter_client_helpers import Kernel
 from .slurm_helpers import job_fields, wait_for_job_end
 from .test_browser_login import browser, hub_under_hostile_base_url, logged_in_page  # noqa: F401  (fixtures)
 
@@ -78,6 +79,21 @@ def test_a_session_card_shows_the_job_and_after_stop_what_ended_and_what_it_cost
     expect(status).to_have_text(re.compile(r"^Session: (1 h 5[0-9]|2 h 00) min left · 0\.[0-9]{2} GPU-hours so far$"),
                                 timeout=60_000)
     snap_element(status.locator("xpath=ancestor::*[contains(@class, 'jp-StatusBar-Widget')][1]"), "lab-status-bar")
+    # a cluster made in a notebook is in JupyterLab's Dask tab, named after its preset and partition
+    with Kernel(hub.server_url("bob"), hub.user_token("bob"), timeout=120) as kernel:
+        kernel.run("import workbench\ncluster = workbench.dask_cluster('cpu-workers', workers=0)")
+        tab = page.locator("li[data-id='dask-dashboard-launcher']")
+        expect(tab).to_be_visible()
+        if tab.get_attribute("aria-selected") != "true":   # the user's saved layout may have it open already
+            tab.click()
+        expect(page.locator(".dask-DaskClusterManager")).to_be_visible()
+        item = page.locator(".dask-ClusterListingItem", has_text="cpu-workers on cpu")
+        expect(item).to_be_visible(timeout=30_000)
+        snap_element(page.locator(".dask-DaskClusterManager"), "dask-tab")
+        item.locator(".dask-ClusterListingItem-title").click()       # its dashboard, through the hub
+        expect(page.locator(".dask-URLInput-wrapper input")).to_have_value(re.compile(r"/proxy/[0-9]+/[^/]+/status$"))
+        kernel.run("cluster.close()")
+        expect(item).to_have_count(0, timeout=30_000)
     page.goto(hub.url + "hub/home")
     card = page.locator(".aifa-session")
     expect(card).to_have_attribute("data-state", "running")

@@ -72,8 +72,17 @@ def test_a_dask_preset_runs_workers_on_the_cluster_with_its_dashboard_through_th
         assert out["link"].startswith(urlsplit(server).path + "proxy/") and out["link"].endswith("/status")
         dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
         assert dashboard.status_code == 200 and "Dask" in dashboard.text
+        # JupyterLab's Dask tab lists the notebook's cluster, with its dashboard, and leaves it to the notebook
+        headers = {"Authorization": f"token {token}"}
+        [listed] = requests.get(server + "dask/clusters", headers=headers, timeout=30).json()
+        assert (listed["name"], listed["workers"], listed["dashboard_link"]) == ("cpu-workers on cpu", 2, out["link"])
+        refused = requests.patch(server + f"dask/clusters/{listed['id']}", headers=headers, json={"workers": 5},
+                                 timeout=30)
+        assert refused.status_code == 500 and "made in a notebook" in refused.text
         kernel.run("cluster.scale(1)\nimport time\nwhile len(client.scheduler_info()['workers']) > 1: time.sleep(0.5)")
+        assert requests.get(server + "dask/clusters", headers=headers, timeout=30).json()[0]["workers"] == 1
         kernel.run("client.close(); cluster.close()")
+        assert requests.get(server + "dask/clusters", headers=headers, timeout=30).json() == []
     wait_for_workers_jobs(lambda jobs: not jobs, 60)
     assert not user_jobs("alice", "aifa-dask-alice")
 
@@ -96,7 +105,7 @@ def test_jupyterlabs_dask_tab_creates_lists_scales_and_stops_a_preset_cluster(al
     created = requests.put(server + "dask/clusters", headers=headers, timeout=120)
     assert created.status_code == 200, created.text
     cluster = created.json()
-    assert cluster["name"].startswith("SLURMCluster")
+    assert cluster["name"] == "cpu-workers on cpu #1"          # the preset and its partition
     listed = requests.get(server + "dask/clusters", headers=headers, timeout=30).json()
     assert [c["id"] for c in listed] == [cluster["id"]] and "/proxy/" in listed[0]["dashboard_link"]
     scaled = requests.patch(server + f"dask/clusters/{cluster['id']}", headers=headers, timeout=60,
