@@ -289,15 +289,18 @@ def cluster_class():
 
         def scale(self, *args, **kwargs):
             result = super().scale(*args, **kwargs)
-            if self._workbench_note is not None:
-                self._workbench_note.update(self)
+            note = self._workbench_note       # once: close() may clear it meanwhile (another thread)
+            if note is not None:
+                note.update(self)
             return result
 
         def close(self, *args, **kwargs):
             note, self._workbench_note = self._workbench_note, None   # closing scales to 0: no note again
-            if note is not None:
-                note.remove()
-            return super().close(*args, **kwargs)
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                if note is not None:
+                    note.remove()
 
         @property
         def dashboard_link(self):
@@ -357,7 +360,8 @@ def dask_cluster(preset: str, workers: int = 1, **overrides):
     cluster = cluster_class()(**kwargs)
     name = dask_listing.cluster_name(preset, kwargs["queue"])
     cluster._workbench_note = dask_listing.NotebookClusterNote(
-        cluster, pwd.getpwuid(os.getuid()).pw_dir, name, kwargs["cores"], kwargs["memory"])
+        cluster, pwd.getpwuid(os.getuid()).pw_dir, os.environ.get("SLURM_JOB_ID", ""), name, kwargs["cores"],
+        kwargs["memory"])
     if workers:
         cluster.scale(workers)
     return cluster
@@ -386,4 +390,4 @@ def default_cluster(asynchronous: bool = False):
     script, awaited in the Jupyter server's event loop): the site's first preset, no workers yet."""
     if asynchronous:
         return _default_cluster_async()
-    return cluster_class()(**prepare_cluster(first_preset(), {}))
+    return dask_cluster(first_preset(), workers=0)

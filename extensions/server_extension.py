@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .hub_trust import TRUST_NAMES
-from .dask_listing import list_notebook_clusters
+from .dask_listing import NOTES_DIRECTORY, list_notebook_clusters
 from .job_context import WorkbenchError, current_status
 from .job_report import post_report
 
@@ -130,12 +130,13 @@ def _load_jupyter_server_extension(serverapp) -> None:
                               "(SSL_CERT_FILE was changed after extensions.hub_trust set it)")
     route = url_path_join(serverapp.base_url, "workbench", "job")
     serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
+    if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        serverapp.io_loop.add_callback(report_port_when_listening, serverapp)
     if os.environ.get("AIFA_WORKBENCH_SITE"):    # JupyterLab's Dask tab: notebook clusters, named presets
         try:
             from dask_labextension.manager import manager
-        except ImportError:
-            pass
-        else:
-            list_notebook_clusters(manager, pwd.getpwuid(os.getuid()).pw_dir)   # as the notebooks' dask_cluster
-    if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
-        serverapp.io_loop.add_callback(report_port_when_listening, serverapp)
+            home = pwd.getpwuid(os.getuid()).pw_dir       # as the notebooks' dask_cluster
+            folder = os.path.join(home, NOTES_DIRECTORY, os.environ.get("SLURM_JOB_ID") or "no-job")
+            list_notebook_clusters(manager, folder, serverapp.log)
+        except Exception:   # the tab then lists the New button's clusters only; the server runs on
+            serverapp.log.exception("AIFA Workbench: notebook clusters are not listed in the Dask tab")

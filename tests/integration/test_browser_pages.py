@@ -87,7 +87,7 @@ def test_a_session_card_shows_the_job_and_after_stop_what_ended_and_what_it_cost
         if tab.get_attribute("aria-selected") != "true":   # the user's saved layout may have it open already
             tab.click()
         expect(page.locator(".dask-DaskClusterManager")).to_be_visible()
-        item = page.locator(".dask-ClusterListingItem", has_text="cpu-workers on cpu")
+        item = page.locator(".dask-ClusterListingItem", has=page.get_by_text("cpu-workers on cpu", exact=True))
         expect(item).to_be_visible(timeout=30_000)
         snap_element(page.locator(".dask-DaskClusterManager"), "dask-tab")
         item.locator(".dask-ClusterListingItem-title").click()       # its dashboard, through the hub
