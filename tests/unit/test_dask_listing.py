@@ -57,9 +57,8 @@ def test_notes_of_ended_kernels_reused_pids_or_bad_files_are_not_listed(tmp_path
 
 
 def make_manager():
-    from dask_labextension.manager import DaskClusterManager
-
-    async def made():
+    async def made():      # importing the module makes its own manager, which needs a running loop
+        from dask_labextension.manager import DaskClusterManager
         return DaskClusterManager()
     return asyncio.run(made())
 
