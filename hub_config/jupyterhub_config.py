@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.hub_config.limits import cap_request_bodies
 from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswordAuthenticator
+from aifa_workbench.hub_config import idle_culler, oidc as oidc_login
+from aifa_workbench.model.settings import OIDC
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
@@ -33,6 +35,8 @@ try:
     site_keys_secret = settings.secret("site-keys-secret")
     if settings.login == SHARED_SINGLE_PERSON:
         demo_password, admin_password = settings.secret("demo-password"), settings.secret("admin-password")
+    elif settings.login == OIDC:
+        oidc_client_secret, auth_state_key = settings.secret("oidc-client-secret"), settings.auth_state_key()
     else:
         passwords = settings.passwords()
     settings.check_tls_files()
@@ -75,15 +79,19 @@ c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 
-# --- login: each demo user with their own password (federated OIDC comes later) ---------------
-if settings.login == SHARED_SINGLE_PERSON:   # anyone with the password is any user: one person only
+# --- login: federated (MyAccessID; the demo's own provider), or each demo user's password --------
+if settings.login == OIDC:   # the hub user keyed on the provider's sub; groups from its entitlements
+    oidc_login.configure(c, settings.oidc, f"{settings.public_host}{urlsplit(settings.bind_url).path}hub/oauth_callback",
+                         oidc_client_secret, auth_state_key, settings.support_contact)
+elif settings.login == SHARED_SINGLE_PERSON:   # anyone with the password is any user: one person only
     c.JupyterHub.authenticator_class = "shared-password"
     c.SharedPasswordAuthenticator.user_password = demo_password
     c.SharedPasswordAuthenticator.admin_password = admin_password  # admins log in with this one
 else:
     c.JupyterHub.authenticator_class = PerUserPasswordAuthenticator
     c.PerUserPasswordAuthenticator.passwords = passwords
-c.Authenticator.allowed_users = set(settings.demo_users)
+if settings.login != OIDC:   # federated logins are admitted by their groups
+    c.Authenticator.allowed_users = set(settings.demo_users)
 c.Authenticator.admin_users = set(settings.admin_users)
 
 # --- scripting: a service token with admin rights, read from secrets_dir ----------------------
@@ -94,6 +102,10 @@ c.JupyterHub.load_roles = [{
     "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"],
     "services": ["workbench-admin"],
 }]
+
+# --- idle servers give their GPUs back (their files stay); the walltime stops the rest ---------
+if settings.idle_culler["enabled"]:
+    idle_culler.configure(c, settings.idle_culler)
 
 # --- spawner: JupyterLab as a Slurm job, as the user --------------------------------------------
 job_callback.install()

@@ -26,6 +26,8 @@ ENDINGS = {
 }
 WHY = {
     "stopped": "You stopped it from the hub (or an administrator did).",
+    "idle": "Nobody used it for a while, so the workbench stopped it to free the GPUs for others. "
+            "Your files are kept in your home; start a new session to go on.",
     "cancelled": "You cancelled the request before it started.",
     "start failed": "JupyterLab could not be started; the waiting page said why.",
     "start timeout": "It did not start within the time the hub waits; the cluster may be busy. "

@@ -17,7 +17,8 @@ import yaml
 # Demo logins (hub_config/login.py); kept here so that reading settings needs no JupyterHub.
 PER_USER = "per-user-password"
 SHARED_SINGLE_PERSON = "shared-password-single-person-demo"
-LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON)
+OIDC = "oidc"                      # federated login (hub_config/oidc.py): MyAccessID, or the demo's provider
+LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON, OIDC)
 
 
 def read_passwords(directory: Path, usernames) -> dict[str, str]:
@@ -38,6 +39,37 @@ _ABS_PATH = {"type": "string", "pattern": r"^/[^\n]*$"}
 # A username on a site and a Slurm account there: plain tokens, nothing a shell or Slurm reads twice.
 _SITE_USER = {"type": "string", "pattern": r"^[a-z_][a-z0-9_.-]{0,31}$"}
 _ACCOUNT = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+_URL = {"type": "string", "pattern": r"^https?://[^\s]+$", "maxLength": 500}
+_GROUPS = {"type": "array", "uniqueItems": True, "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"}}
+
+# Federated login (login: oidc). The client secret is secrets_dir/oidc-client-secret; auth_state
+# (the tokens) is encrypted with secrets_dir/auth-state-key.
+OIDC_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "required": ["authorize_url", "token_url", "userdata_url", "client_id", "entitlement_prefix", "allowed_groups"],
+    "properties": {
+        "authorize_url": _URL, "token_url": _URL, "userdata_url": _URL, "end_session_url": _URL,
+        "client_id": {"type": "string", "pattern": r"^[\x21-\x7e]{1,200}$"},
+        "login_service": {"type": "string", "minLength": 1, "maxLength": 60, "pattern": r"^[^\n<>]+$"},
+        "scopes": {"type": "array", "uniqueItems": True, "contains": {"const": "openid"},
+                   "items": {"type": "string", "pattern": r"^[a-z_]{1,64}$"}},
+        # the form every identifier has, e.g. ^[0-9a-f]{1,64}@myaccessid\.org$; and identifiers never let in
+        "sub_pattern": {"type": "string", "minLength": 1, "maxLength": 200},
+        "refused_subs": {"type": "array", "items": {"type": "string", "maxLength": 255}},
+        # entitlement URNs under this prefix name the hub groups: <prefix><group>[:role=<role>]#<authority>
+        "entitlement_prefix": {"type": "string", "pattern": r"^urn:[^\s#]+:$", "maxLength": 200},
+        "allowed_groups": {**_GROUPS, "minItems": 1},
+        "admin_groups": _GROUPS,
+        "refresh_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+        # the hub name of an identity the admins named ({sub: name}); others are u-<16 hex>
+        "people": {"type": "object", "propertyNames": {"maxLength": 255}, "additionalProperties": _NAME},
+    },
+}
+IDLE_CULLER_DEFAULTS = {"enabled": True, "timeout_seconds": 3600, "every_seconds": 300, "max_age_seconds": 0,
+                        "activity_interval_seconds": 300}
+OIDC_DEFAULTS = {"scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
+                 "sub_pattern": ".+", "refused_subs": ["test@myaccessid.org"], "admin_groups": [],
+                 "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID"}
 
 SCHEMA = {
     "type": "object",
@@ -47,6 +79,15 @@ SCHEMA = {
     "properties": {
         "bind_url": {"type": "string", "pattern": r"^https?://[^\s]+/$"},
         "login": {"enum": list(LOGIN_MODES)},
+        "oidc": OIDC_SCHEMA,
+        # Idle servers are stopped (their GPUs freed; files kept): jupyterhub-idle-culler as a service.
+        "idle_culler": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean"},
+                           "timeout_seconds": {"type": "integer", "minimum": 10, "maximum": 7 * 86400},
+                           "every_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+                           "max_age_seconds": {"type": "integer", "minimum": 0, "maximum": 30 * 86400},
+                           "activity_interval_seconds": {"type": "integer", "minimum": 2, "maximum": 3600}}},
         "public_host": {"type": "string", "pattern": r"^https?://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"},
         "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
         "tls_cert_file": _ABS_PATH,
@@ -135,6 +176,8 @@ class Settings:
     named_servers_per_user: int = 0
     walltime_warnings_minutes: tuple[int, ...] = (10, 2)
     login: str = PER_USER
+    oidc: dict | None = None
+    idle_culler: dict = field(default_factory=lambda: dict(IDLE_CULLER_DEFAULTS))
     public_host: str = ""
     user_domain: str = ""
     tls_cert_file: str | None = None
@@ -186,6 +229,14 @@ class Settings:
         except ValueError as e:
             raise SettingsError(f"{self.path}: secrets_dir: {e}.") from None
 
+    def auth_state_key(self) -> str:
+        """The key that encrypts users' tokens in the hub's database: 64 hex digits."""
+        key = self.secret("auth-state-key")
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise SettingsError(f"{self.path}: secrets_dir: {self.secrets_dir / 'auth-state-key'} must hold "
+                                "64 hex digits (32 bytes), as `openssl rand -hex 32` writes.")
+        return key
+
     def secret(self, name: str) -> str:
         path = self.secrets_dir / name
         try:
@@ -217,10 +268,37 @@ def validate(data, path: Path) -> None:
     ports = data.get("tunnel_gateway", {}).get("ports")
     if ports and ports[0] > ports[1]:
         raise SettingsError(f"{path}: tunnel_gateway.ports: the first port must not be above the last.")
+    _validate_oidc(data, path)
+    culler = {**IDLE_CULLER_DEFAULTS, **data.get("idle_culler", {})}
+    if culler["enabled"] and culler["timeout_seconds"] < 3 * culler["activity_interval_seconds"]:
+        raise SettingsError(f"{path}: idle_culler.timeout_seconds: {culler['timeout_seconds']} s is not well above "
+                            f"the activity interval ({culler['activity_interval_seconds']} s; at least three times "
+                            "it), so servers in use could be stopped as idle.")
     unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
     if unknown_admins:
         raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
                             "must also be listed in demo_users.")
+
+
+def _validate_oidc(data, path: Path) -> None:
+    oidc = data.get("oidc")
+    if data.get("login") == OIDC and not oidc:
+        raise SettingsError(f"{path}: oidc: login: oidc needs an oidc section (the provider's URLs, client_id, "
+                            "entitlement_prefix, allowed_groups).")
+    if not oidc:
+        return
+    try:
+        re.compile(oidc.get("sub_pattern", ".+"))
+    except re.error as e:
+        raise SettingsError(f"{path}: oidc.sub_pattern: not a regular expression ({e}).") from None
+    names = list(oidc.get("people", {}).values())
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SettingsError(f"{path}: oidc.people: {', '.join(twice)} is given to more than one identity.")
+    lower = [sub.strip().lower() for sub in oidc.get("people", {})]
+    if len(set(lower)) != len(lower):
+        raise SettingsError(f"{path}: oidc.people: an identity is listed twice (identifiers are compared "
+                            "without regard to case).")
 
 
 def default_public_host(bind_url: str) -> str:
@@ -285,6 +363,8 @@ def load_settings(path) -> Settings:
         named_servers_per_user=data.get("named_servers_per_user", 0),
         walltime_warnings_minutes=tuple(data.get("walltime_warnings_minutes", (10, 2))),
         login=data.get("login", PER_USER),
+        oidc={**OIDC_DEFAULTS, **data["oidc"]} if "oidc" in data else None,
+        idle_culler={**IDLE_CULLER_DEFAULTS, **data.get("idle_culler", {})},
         public_host=public_host,
         user_domain=data.get("user_domain") or urlsplit(public_host).hostname,
         tls_cert_file=data.get("tls_cert_file"),

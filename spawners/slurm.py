@@ -186,6 +186,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     started_at: float | None = None     # when the current job started running (epoch), kept likewise
     _submitted_at = 0.0                 # monotonic: when the current job was submitted
     _start_failed = False               # the current start raised (the hub stops the server next)
+    stop_reason: str | None = None       # "idle": the idle culler asked for this stop (hub_config/idle_culler)
     _reservation_start: float | None = None   # epoch: when the current job's reservation begins
     last_session: dict | None = None    # what ended last, why and what it cost (session.ended_summary)
 
@@ -776,7 +777,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self._note_running(self.monitor.info(self.job_id))
             late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
             self._record_end("start failed" if self._start_failed else
-                             "start timeout" if late and not self.started_at else "stopped")
+                             "start timeout" if late and not self.started_at else
+                             "idle" if self.stop_reason == "idle" and self.started_at else "stopped")
+        self.stop_reason = None
         job_id, monitor = self.job_id, self.monitor
         await self.cancel_batch_job()
         if now:
@@ -821,7 +824,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not self.job_id or site is None:
             return
         now = time.time()
-        if final_state in ("stopped", "start timeout", "start failed"):
+        if final_state in ("stopped", "start timeout", "start failed", "idle"):
             ending = final_state
         else:
             ran = now - self.started_at if self.started_at else 0

@@ -81,6 +81,7 @@ class Hub:
     proxy_proc: subprocess.Popen | None = None
     tunneld_proc: subprocess.Popen | None = None
     tokens: dict = field(default_factory=dict)
+    client_secret: str = ""        # the hub's secret at the suite's OIDC provider
 
     @property
     def log_path(self) -> Path:
@@ -129,7 +130,8 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     (home / "secrets").mkdir(parents=True)
     values = {"proxy-auth-token": secrets.token_hex(32), "admin-api-token": secrets.token_hex(32),
               "demo-password": secrets.token_urlsafe(9), "admin-password": secrets.token_urlsafe(24),
-              "site-keys-secret": secrets.token_hex(32)}
+              "site-keys-secret": secrets.token_hex(32), "oidc-client-secret": secrets.token_hex(32),
+              "auth-state-key": secrets.token_hex(32)}
     for key, value in values.items():
         (home / "secrets" / key).write_text(value + "\n")
         _own(home / "secrets" / key, 0o400)
@@ -150,7 +152,10 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         state_dir=str(home),
         secrets_dir=str(home / "secrets"),
         hub_id=test_hub_id(name),
+        login="per-user-password",     # tests log in with passwords unless they start a provider (oidc_provider.py)
+        idle_culler={"enabled": False},   # one process fewer per hub; test_idle_culler turns it on
     )
+    settings.pop("oidc", None)
     settings.update(settings_overrides or {})
     (home / "workbench.yaml").write_text(yaml.safe_dump(settings))
     shutil.copy(config_source or ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
@@ -158,6 +163,7 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         _own(path, 0o700)
     url = settings.get("public_host", "").rstrip("/") + base_path if settings.get("public_host") else settings["bind_url"]
     return Hub(name=name, url=url, home=home, admin_token=values["admin-api-token"], passwords=passwords,
+               client_secret=values["oidc-client-secret"],
                admin_users=tuple(settings.get("admin_users", ())), hub_id=settings["hub_id"])
 
 

@@ -1,0 +1,106 @@
+"""Federated login: oauthenticator's GenericOAuthenticator, keyed on the provider's `sub`.
+
+The hub user is `model.identity.hub_name(sub)`; its groups are the entitlement URNs under the
+configured prefix, managed by the hub (re-read at every login and refresh); a person must be in
+one of the allowed groups, at login and at every refresh, or log in again (and be refused).
+auth_state (the tokens) is encrypted with the hub's key.
+"""
+from __future__ import annotations
+
+from jupyterhub.crypto import CryptKeeper
+from oauthenticator.generic import GenericOAuthenticator
+from traitlets import Dict, List, Unicode
+
+from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
+
+REFUSED = "-refused-"      # a placeholder name: check_allowed refuses it before any user is made
+
+
+class WorkbenchOAuthenticator(GenericOAuthenticator):
+    people = Dict(
+        value_trait=Unicode(),
+        help="Hub names the admins gave to identities: {sub (lower case): name}. Others get u-<16 hex>.",
+    ).tag(config=True)
+    sub_pattern = Unicode(
+        r".+", help="A regular expression every `sub` must match, e.g. ^[0-9a-f]{1,64}@myaccessid\\.org$.",
+    ).tag(config=True)
+    refused_subs = List(
+        Unicode(), help="Identifiers never let in (a provider's monitoring account: test@myaccessid.org).",
+    ).tag(config=True)
+    entitlement_prefix = Unicode(
+        "", help="Entitlement URNs under this prefix (urn:…:group:<namespace>:) become the user's hub groups.",
+    ).tag(config=True)
+    entitlements_claim = Unicode("eduperson_entitlement", help="The claim that lists entitlements.").tag(config=True)
+
+    def user_info_to_username(self, user_info):
+        sub = user_info.get("sub")
+        if not sub_accepted(sub, self.sub_pattern, tuple(self.refused_subs)):
+            self.log.warning("Refused a login whose identifier does not have the provider's form or is refused")
+            return REFUSED
+        return hub_name(sub, self.people)
+
+    def get_user_groups(self, auth_state: dict) -> set[str]:
+        claims = (auth_state or {}).get(self.user_auth_state_key) or {}
+        return groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix)
+
+    def admits(self, username: str, auth_model: dict) -> bool:
+        if username == REFUSED:
+            return False
+        if username in self.admin_users or username in self.allowed_users:
+            return True
+        return bool(set(auth_model.get("groups") or ()) & (self.allowed_groups | self.admin_groups))
+
+    async def check_allowed(self, username, auth_model):
+        if auth_model is None:    # JupyterHub asks this of existing users at start
+            return True
+        return self.admits(username, auth_model)
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """The provider's current word: a person who left every allowed group, or whose tokens
+        the provider no longer honours, logs in again (and is then refused with a page saying why)."""
+        model = await super().refresh_user(user, handler, **kwargs)
+        if isinstance(model, dict):
+            if model.get("name") != user.name:
+                self.log.warning("Refresh of %s answered another identity; a new login is needed", user.name)
+                return False
+            if not self.admits(user.name, model):
+                self.log.info("%s is no longer in an allowed group; a new login is needed", user.name)
+                return False
+        return model
+
+
+def use_auth_state_key(hex_key: str) -> None:
+    """auth_state (the user's tokens) is encrypted with this key in the hub's database.
+    Set on the hub's own CryptKeeper: never in an environment variable a child process inherits."""
+    CryptKeeper.instance().keys = [bytes.fromhex(hex_key)]
+
+
+def configure(c, oidc: dict, callback: str, client_secret: str, auth_state_key: str, support: str) -> None:
+    """The hub's login through the provider the settings name (production: MyAccessID)."""
+    use_auth_state_key(auth_state_key)
+    c.JupyterHub.authenticator_class = WorkbenchOAuthenticator
+    a = c.WorkbenchOAuthenticator
+    a.client_id = oidc["client_id"]
+    a.client_secret = client_secret
+    a.oauth_callback_url = callback
+    a.authorize_url, a.token_url, a.userdata_url = oidc["authorize_url"], oidc["token_url"], oidc["userdata_url"]
+    a.scope = list(oidc["scopes"])
+    if "offline_access" in oidc["scopes"]:
+        a.extra_authorize_params = {"prompt": "consent"}   # providers drop offline_access without it
+    a.enable_pkce = True
+    a.basic_auth = True
+    a.login_service = oidc["login_service"]
+    a.enable_auth_state = True
+    a.manage_groups = True
+    a.allowed_groups = set(oidc["allowed_groups"])
+    a.admin_groups = set(oidc["admin_groups"])
+    a.auth_refresh_age = oidc["refresh_seconds"]
+    a.people = {normal_sub(sub): name for sub, name in oidc["people"].items()}
+    a.sub_pattern = oidc["sub_pattern"]
+    a.refused_subs = [normal_sub(s) for s in oidc["refused_subs"]]
+    a.entitlement_prefix = oidc["entitlement_prefix"]
+    a.custom_403_message = (
+        "Your sign-in worked, but your account is not in a group that may use AIFA Workbench. "
+        f"Ask {support} to add you, and tell them the email address you signed in with.")
+    if oidc.get("end_session_url"):
+        a.logout_redirect_url = oidc["end_session_url"]
