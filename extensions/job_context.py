@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from aifa_workbench.model.budget import budgets_from_slurm
 from aifa_workbench.model.catalogue import Site, cost_unit, estimate_cost, load_catalogue
 from aifa_workbench.sites import slurm_cli as cli
 
@@ -156,7 +157,29 @@ def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
     return parse_scontrol_job(result.stdout.strip().splitlines()[0])
 
 
+def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None:
+    """What is left of the job's project, as Slurm counts it (best effort: None when unknown)."""
+    if not site.budget or not cli.is_slurm_name(job.account or ""):
+        return None
+    try:
+        result = subprocess.run(cli.budgets_argv(job.slurm_bin, [job.account]), capture_output=True,
+                                text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    minutes = cli.parse_budgets(result.stdout, job.user) if result.returncode == 0 else {}
+    budget = budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit).get(job.account)
+    return budget.text() if budget else None
+
+
+_BUDGET_CACHE: dict[str, tuple[float, str | None]] = {}
+
+
 def current_status(env=None, cached: bool = False) -> dict:
     job = NotebookJob.from_environ(env)
+    site = job.catalogue_site()
     slurm = cached_scontrol_job(job) if cached else scontrol_job(job)
-    return job_status(job, job.catalogue_site(), slurm, datetime.now())
+    expires, budget = _BUDGET_CACHE.get(job.job_id, (0.0, None))
+    if not cached or time.monotonic() >= expires:
+        budget = budget_text(job, site)
+        _BUDGET_CACHE[job.job_id] = (time.monotonic() + CACHE_SECONDS, budget)
+    return {**job_status(job, site, slurm, datetime.now()), "budget": budget}

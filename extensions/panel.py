@@ -31,6 +31,7 @@ def panel_rows(status: dict) -> list[tuple[str, str]]:
         ("CPU cores, memory", f"{status['cpus']} cores, {status['memory_gb']:g} GB"),
         ("Time left", format_duration(status["seconds_left"])),
         ("Estimated cost", cost),
+        *([("Project budget", status["budget"])] if status.get("budget") else []),
     ]
 
 

@@ -152,6 +152,12 @@ SITE_SCHEMA = {
                          "additionalProperties": DASK_PRESET_SCHEMA},
         "gpu_label": {"type": "string", "pattern": r"^[A-Za-z]+$"},
         "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours", "billing-unit hours"]},
+        # where a project's remaining allocation is read: Slurm's budget on the `billing` TRES
+        # (GrpTRESMins=billing=N), its partitions' TRESBillingWeights making `per_unit_hour`
+        # billing per hour of the site's unit (model/budget.py)
+        "budget": {"type": "object", "additionalProperties": False, "required": ["source"],
+                   "properties": {"source": {"enum": ["slurm"]},
+                                  "per_unit_hour": {"type": "number", "exclusiveMinimum": 0}}},
         "default_environment": {"type": "string", "pattern": SLUG},
         "environments": {
             "type": "array", "minItems": 1,
@@ -274,6 +280,7 @@ class Site:
     key_instructions: str = "Give this public key to the site as its documentation says."
     key_from_clause: bool = False   # the site wants from="<the hub's addresses>" before the key
     timezone: str | None = None     # of the times Slurm prints there; None: the hub host's
+    budget: dict | None = None      # where projects' remaining allocations are read (None: nowhere)
     path: str = ""
 
     def home_of(self, site_user: str) -> str | None:

@@ -135,6 +135,14 @@ class JobControl:
                                     as_user=self.query_user(user))
         return cli.parse_user_accounts(output)
 
+    async def budgets(self, user: str, accounts, site_user: str | None = None) -> dict[str, dict]:
+        """The budgets (GrpTRESMins on billing) of `accounts` that bind `user`, in billing-minutes."""
+        accounts = [a for a in accounts if cli.is_slurm_name(a)]
+        if not accounts:
+            return {}
+        output = await self._output(cli.budgets_argv(self.slurm_bin, accounts), as_user=self.query_user(user))
+        return cli.parse_budgets(output, site_user or user)
+
     async def reservations_listing(self, as_user: str | None = None) -> str:
         return await self._output(cli.reservations_argv(self.slurm_bin), as_user=as_user)
 

@@ -34,6 +34,8 @@ REASONS = {
     "PartitionTimeLimit": "held: it asks for more time than the partition allows",
     "AssocGrpGRES": "waiting: your project has reached its GPU limit",
     "AssocMaxJobsLimit": "waiting: your project has reached its limit of running jobs",
+    "AssocGrpBillingMinutes": "waiting: what is left of your project's budget does not cover the hours asked for",
+    "AssocGrpBillingRunMinutes": "waiting: your project's running jobs hold the rest of its budget",
     "QOSMaxJobsPerUserLimit": "waiting: you have reached your limit of running jobs",
     "QOSMaxGRESPerUser": "waiting: you have reached your GPU limit",
     "JobHeldUser": "held by you (release it with scontrol release)",
@@ -230,6 +232,50 @@ def parse_user_accounts(sacctmgr_output: str) -> tuple[str, ...]:
 
 def _fields(line: str) -> dict:
     return dict(token.split("=", 1) for token in line.split() if "=" in token)
+
+
+def budgets_argv(bin_dir: str, accounts) -> list[str]:
+    """Limits and usage of the accounts' associations (GrpTRESMins: limit(used) per TRES)."""
+    return [f"{bin_dir}/scontrol", "show", "assoc_mgr", "accounts=" + ",".join(accounts), "flags=assoc"]
+
+
+_TRES_MINUTES = re.compile(r"^(N|\d+)\((\d+)\)$")
+
+
+def _tres_minutes(value: str, tres: str) -> tuple[int | None, int]:
+    """`cpu=N(0),billing=6000(2975),…` -> (limit or None, used) of one TRES."""
+    for item in value.split(","):
+        name, _, numbers = item.partition("=")
+        match = _TRES_MINUTES.match(numbers)
+        if name == tres and match:
+            return (None if match.group(1) == "N" else int(match.group(1))), int(match.group(2))
+    return None, 0
+
+
+def parse_budgets(assoc_output: str, username: str, tres: str = "billing") -> dict[str, dict]:
+    """`scontrol show assoc_mgr … flags=assoc` -> per account, the tightest limit on `tres`
+    minutes that applies to `username` (the account's own, or the user's in it):
+    {account: {"limit", "used", "running"}} in TRES-minutes; accounts without a limit are left out."""
+    records, current = [], None
+    for line in assoc_output.splitlines():
+        if line.startswith("ClusterName="):
+            fields = _fields(line)
+            current = {"account": fields.get("Account", ""), "user": fields.get("UserName", "").split("(")[0]}
+            records.append(current)
+        elif current is not None and line.strip().startswith(("GrpTRESMins=", "GrpTRESRunMins=")):
+            key, _, value = line.strip().partition("=")
+            current[key] = _tres_minutes(value, tres)
+    budgets: dict[str, dict] = {}
+    for record in records:
+        limit, used = record.get("GrpTRESMins", (None, 0))
+        running = record.get("GrpTRESRunMins", (None, 0))[1]
+        if limit is None or not is_slurm_name(record["account"]) or record["user"] not in ("", username):
+            continue
+        left = limit - used - running
+        known = budgets.get(record["account"])
+        if known is None or left < known["limit"] - known["used"] - known["running"]:
+            budgets[record["account"]] = {"limit": limit, "used": used, "running": running}
+    return budgets
 
 
 def parse_reservations(scontrol_output: str, username: str, accounts) -> tuple[str, ...]:

@@ -26,8 +26,8 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from aifa_workbench.model.catalogue import load_catalogue
-from aifa_workbench.model import session as session_mod
+from aifa_workbench.model.catalogue import estimate_cost, load_catalogue
+from aifa_workbench.model import budget as budget_mod, session as session_mod
 from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request, shown
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
@@ -275,7 +275,35 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self.forget_user_options()
             raise user_error(f"Servers on {site.title} cannot be started from this hub: the site catalogue "
                              "does not say how the hub reaches it. Choose another site.")
+        await self._check_budget(request, options)
         self.job_request = request
+
+    async def budgets(self, site, accounts, fresh: bool = False) -> dict:
+        """What is left of each of the user's projects on `site` that has a budget (model.budget)."""
+        if not site.budget or not accounts:
+            return {}
+        site_user = None if site.transport == "local" else \
+            self.site_users.get(self.user.name, {}).get(site.name, {}).get("username")
+        minutes = await self.facts(site.name).budgets(self.user.name, tuple(accounts), site_user, fresh=fresh)
+        return budget_mod.budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit)
+
+    async def _check_budget(self, request, options) -> None:
+        """A request costing more than its project has left is refused, in words; when the site's
+        accounting does not answer, Slurm still enforces the budget at sbatch."""
+        site = self.sites[request.site]
+        try:
+            budget = (await self.budgets(site, [request.account], fresh=True)).get(request.account)
+        except SiteError as e:
+            self.log.warning("Budget of %s not checked: %s", request.account, e.detail or e)
+            return
+        part = site.partitions[request.partition]
+        sentence = budget and budget_mod.refusal(
+            budget, estimate_cost(part, request.gpus, request.cpus, request.memory_gb, request.hours))
+        if sentence:
+            self.forget_user_options()
+            if self._from_the_form():
+                self._refused_form = profiles_mod.refused_form(options, "hours")
+            raise user_error(sentence)
 
     def _from_the_form(self) -> bool:
         """Whether this spawn was asked for by the spawn form's page (not the REST API)."""
@@ -309,6 +337,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 self.log.warning("No partition load or reservation windows for %s: %s", name, e.detail or e)
         data = profiles_mod.form_data(self.sites, self.quick_start_profiles, context.accounts,
                                       context.reservations, load, windows)
+        for name, site in self.sites.items():
+            try:
+                found = await self.budgets(site, context.accounts.get(name, ()))
+            except SiteError as e:
+                self.log.warning("No budgets for %s on %s: %s", self.user.name, name, e.detail or e)
+                found = {}
+            data["sites"][name]["budgets"] = {account: b.to_dict() for account, b in found.items()}
         data["support"] = self.support_contact
         data["refused"], self._refused_form = self._refused_form, None     # shown again once
         # else the form opens on the user's last choice (JupyterHub keeps the last options)

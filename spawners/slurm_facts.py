@@ -95,6 +95,13 @@ class SlurmFacts:
         return reservation_windows(await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "reservations"),
                                                               query), set(names))
 
+    async def budgets(self, username: str, accounts, site_user: str | None = None,
+                      fresh: bool = False) -> dict[str, dict]:
+        """The budgets of `accounts` that bind the user, in billing-minutes (sites.slurm_cli.parse_budgets)."""
+        key = (self.control.site_name, username, "budgets", tuple(accounts))
+        return await _CLUSTER_ANSWERS.get(key, lambda: self.control.budgets(username, accounts, site_user),
+                                          fresh=fresh)
+
     async def partition_load(self, username: str | None = None) -> dict[str, dict]:
         as_user = self.control.query_user(username)
         return await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "load"),

@@ -25,6 +25,7 @@ class FakeJobControl:
         self.calls = {"submit": 0, "jobs": 0, "cancel": 0}
         self.next_id, self.down, self.output = 100, False, ""
         self.submitted = []
+        self.budget_minutes = {}          # {account: {"limit", "used", "running"}}: billing-minutes
 
     def query_user(self, hub_user):
         return None
@@ -34,6 +35,11 @@ class FakeJobControl:
 
     async def reservations_listing(self, as_user=None):
         return ""
+
+    async def budgets(self, user, accounts, site_user=None):
+        if self.down:
+            raise SlurmNotAnswering(self.site_title, "down")
+        return {a: m for a, m in self.budget_minutes.items() if a in accounts}
 
     async def submit(self, user, script, env=None, env_file=None):
         self.calls["submit"] += 1

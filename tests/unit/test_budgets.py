@@ -1,0 +1,46 @@
+"""What is left of a project's allocation (sites/slurm_cli.parse_budgets, model/budget.py): read
+from Slurm's association manager, in the site's unit, and the sentence that refuses more."""
+from aifa_workbench.model.budget import budgets_from_slurm, refusal
+from aifa_workbench.sites.slurm_cli import budgets_argv, parse_budgets
+
+TRES = "cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing={billing},fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)"
+
+
+def record(account, user, mins, run_mins, uid="(1003)"):
+    who = f"{user}{uid}" if user else ""
+    return (f"ClusterName=aifa-local Account={account} UserName={who} Partition= Priority=0 ID=9\n"
+            f"    SharesRaw/Norm/Level/Factor=1/0.00/1/0.00\n"
+            f"    GrpTRESMins={TRES.format(billing=mins)}\n"
+            f"    GrpTRESRunMins={TRES.format(billing=run_mins)}\n"
+            f"    MaxJobs= MaxJobsAccrue= MaxSubmitJobs= MaxWallPJ=\n")
+
+
+def test_the_tightest_limit_that_binds_the_user_is_their_budget():
+    output = ("Current Association Manager state\n\nAssociation Records\n\n"
+              + record("proj_budget", "", "60000(30000)", "N(6000)")          # account: 10 units, 5 used, 1 held
+              + record("proj_budget", "carol", "12000(3000)", "N(6000)")      # carol's own: 2 units, 0.5 used, 1 held
+              + record("proj_budget", "alice", "600(0)", "N(0)", "(1001)")     # another user's limit: not carol's
+              + record("proj_open", "", "N(500)", "N(0)")                     # no limit: no budget
+              + record("bad;x", "", "6000(0)", "N(0)"))
+    minutes = parse_budgets(output, "carol")
+    assert minutes == {"proj_budget": {"limit": 12000, "used": 3000, "running": 6000}}
+    budget = budgets_from_slurm(minutes, 100, "GPU-hours")["proj_budget"]
+    assert (budget.limit, budget.left) == (2.0, 0.5)
+    assert budget.text() == "0.5 of 2 GPU-hours left in proj_budget"
+    assert parse_budgets(output, "alice")["proj_budget"]["limit"] == 600
+    assert parse_budgets("", "carol") == {} and parse_budgets("garbage\nGrpTRESMins=billing=5(1)", "x") == {}
+
+
+def test_a_request_costing_more_than_is_left_is_refused_in_words():
+    [budget] = budgets_from_slurm({"proj_sme": {"limit": 3000, "used": 0, "running": 0}}, 100, "GPU-hours").values()
+    assert refusal(budget, 0.5) is None
+    sentence = refusal(budget, 1.0)
+    assert sentence == ("Project proj_sme has 0.5 GPU-hours left, and this session would use up to 1 GPU-hours. "
+                        "Ask for fewer GPUs or hours, choose another project, or ask your project's manager for more.")
+    spent = budgets_from_slurm({"p": {"limit": 6000, "used": 7000, "running": 0}}, 100, "node-hours")["p"]
+    assert spent.left == 0 and "has 0 node-hours left" in refusal(spent, 0.25)
+
+
+def test_the_query_names_only_the_accounts():
+    assert budgets_argv("/usr/bin", ["proj_a", "proj_b"]) == [
+        "/usr/bin/scontrol", "show", "assoc_mgr", "accounts=proj_a,proj_b", "flags=assoc"]
