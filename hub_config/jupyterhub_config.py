@@ -96,10 +96,14 @@ c.Authenticator.admin_users = set(settings.admin_users)
 
 # --- scripting: a service token with admin rights, read from secrets_dir ----------------------
 c.JupyterHub.services = [{"name": "workbench-admin", "api_token": admin_token}]
+# The scripting token does not read users' login tokens: JupyterHub's admin:users would include
+# admin:auth_state (the provider's access and refresh tokens of every user), so it is spelled out.
+# (JupyterHub's own admin role cannot be changed: hub admins can read them; keep admin_groups to
+# the antenna's operators.)
 c.JupyterHub.load_roles = [{
     "name": "workbench-admin",
     "description": "Scripting the hub's REST API (README: 'API token for scripts')",
-    "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"],
+    "scopes": ["users", "read:roles:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"],
     "services": ["workbench-admin"],
 }]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from jupyterhub.crypto import CryptKeeper
 from oauthenticator.generic import GenericOAuthenticator
-from traitlets import Dict, List, Unicode
+from tornado.httpclient import HTTPClientError
+from traitlets import Bool, Dict, List, Unicode
 
 from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
 
@@ -31,23 +32,30 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         "", help="Entitlement URNs under this prefix (urn:…:group:<namespace>:) become the user's hub groups.",
     ).tag(config=True)
     entitlements_claim = Unicode("eduperson_entitlement", help="The claim that lists entitlements.").tag(config=True)
+    entitlement_authorities = List(
+        Unicode(), help="The authorities (after '#') whose entitlements count; none: any.",
+    ).tag(config=True)
+    fold_case = Bool(
+        False, help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
+    ).tag(config=True)
 
     def user_info_to_username(self, user_info):
         sub = user_info.get("sub")
-        if not sub_accepted(sub, self.sub_pattern, tuple(self.refused_subs)):
+        if not sub_accepted(sub, self.sub_pattern, tuple(self.refused_subs), self.fold_case):
             self.log.warning("Refused a login whose identifier does not have the provider's form or is refused")
             return REFUSED
-        return hub_name(sub, self.people)
+        return hub_name(sub, self.people, self.fold_case)
 
     def get_user_groups(self, auth_state: dict) -> set[str]:
         claims = (auth_state or {}).get(self.user_auth_state_key) or {}
-        return groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix)
+        return groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix,
+                                        tuple(self.entitlement_authorities))
 
     def admits(self, username: str, auth_model: dict) -> bool:
+        """Only the provider's groups let a person in, admins included: a name in the settings
+        alone is not enough once the provider no longer vouches for its holder."""
         if username == REFUSED:
             return False
-        if username in self.admin_users or username in self.allowed_users:
-            return True
         return bool(set(auth_model.get("groups") or ()) & (self.allowed_groups | self.admin_groups))
 
     async def check_allowed(self, username, auth_model):
@@ -58,7 +66,14 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
     async def refresh_user(self, user, handler=None, **kwargs):
         """The provider's current word: a person who left every allowed group, or whose tokens
         the provider no longer honours, logs in again (and is then refused with a page saying why)."""
-        model = await super().refresh_user(user, handler, **kwargs)
+        try:
+            model = await super().refresh_user(user, handler, **kwargs)
+        except (HTTPClientError, OSError) as e:
+            # the provider is down or failing (5xx, no answer): keep the session a while rather than
+            # log everyone out and break their servers' token checks; refused tokens (4xx) still end it
+            self.log.warning("Provider unreachable while refreshing %s (%s); keeping the current login",
+                             user.name, getattr(e, "code", e))
+            return True
         if isinstance(model, dict):
             if model.get("name") != user.name:
                 self.log.warning("Refresh of %s answered another identity; a new login is needed", user.name)
@@ -85,8 +100,9 @@ def configure(c, oidc: dict, callback: str, client_secret: str, auth_state_key: 
     a.oauth_callback_url = callback
     a.authorize_url, a.token_url, a.userdata_url = oidc["authorize_url"], oidc["token_url"], oidc["userdata_url"]
     a.scope = list(oidc["scopes"])
-    if "offline_access" in oidc["scopes"]:
-        a.extra_authorize_params = {"prompt": "consent"}   # providers drop offline_access without it
+    # providers drop offline_access without prompt=consent; "login consent" asks for the password
+    # each time (the demo: people taking turns at one browser must not inherit the last session)
+    a.extra_authorize_params = {"prompt": oidc["prompt"]}
     a.enable_pkce = True
     a.basic_auth = True
     a.login_service = oidc["login_service"]
@@ -95,10 +111,15 @@ def configure(c, oidc: dict, callback: str, client_secret: str, auth_state_key: 
     a.allowed_groups = set(oidc["allowed_groups"])
     a.admin_groups = set(oidc["admin_groups"])
     a.auth_refresh_age = oidc["refresh_seconds"]
-    a.people = {normal_sub(sub): name for sub, name in oidc["people"].items()}
+    fold = oidc["fold_case"]
+    a.fold_case = fold
+    a.people = {normal_sub(sub, fold): name for sub, name in oidc["people"].items()}
     a.sub_pattern = oidc["sub_pattern"]
-    a.refused_subs = [normal_sub(s) for s in oidc["refused_subs"]]
+    a.refused_subs = [normal_sub(s, fold) for s in oidc["refused_subs"]]
     a.entitlement_prefix = oidc["entitlement_prefix"]
+    a.entitlement_authorities = list(oidc["entitlement_authorities"])
+    # a person the provider no longer vouches for loses API tokens too, not only the browser session
+    a.auth_refresh_strict = True
     a.custom_403_message = (
         "Your sign-in worked, but your account is not in a group that may use AIFA Workbench. "
         f"Ask {support} to add you, and tell them the email address you signed in with.")

@@ -10,33 +10,38 @@ from __future__ import annotations
 import hashlib
 import re
 
-GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._=-]{0,63}$")
+SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one level of a group path: no "." nor "="
 
 
-def normal_sub(sub) -> str:
-    """MyAccessID compares identifiers case-insensitively."""
-    return sub.strip().lower() if isinstance(sub, str) else ""
+def normal_sub(sub, fold_case: bool = False) -> str:
+    """The identifier as compared: MyAccessID's are case-insensitive (fold_case), others not."""
+    if not isinstance(sub, str):
+        return ""
+    return sub.strip().lower() if fold_case else sub.strip()
 
 
-def hub_name(sub: str, people: dict[str, str]) -> str:
+def hub_name(sub: str, people: dict[str, str], fold_case: bool = False) -> str:
     """The hub user of `sub`: the admins' name for it, or a name derived from it alone."""
-    sub = normal_sub(sub)
+    sub = normal_sub(sub, fold_case)
     return people.get(sub) or "u-" + hashlib.sha256(sub.encode()).hexdigest()[:16]
 
 
-def sub_accepted(sub, pattern: str, refused: tuple[str, ...]) -> bool:
+def sub_accepted(sub, pattern: str, refused: tuple[str, ...], fold_case: bool = False) -> bool:
     """An identifier of the provider's form, and not one of its monitoring accounts."""
-    sub = normal_sub(sub)
+    sub = normal_sub(sub, fold_case)
     return bool(sub) and len(sub) <= 255 and bool(re.fullmatch(pattern, sub)) and sub not in refused
 
 
-def groups_from_entitlements(entitlements, prefix: str) -> set[str]:
-    """Hub groups from AARC-G002 entitlement URNs under `prefix` (…:group:<namespace>:):
+def groups_from_entitlements(entitlements, prefix: str, authorities: tuple[str, ...] = ()) -> set[str]:
+    """Hub groups from AARC-G002 entitlement URNs under `prefix` (…:group:<namespace>:), asserted
+    by one of `authorities` (any, when none are named):
 
     `<prefix>course-ws01#myaccessid.org` gives `course-ws01`;
-    `<prefix>course-ws01:role=instructor#…` gives `course-ws01` and `course-ws01-instructor`;
-    a subgroup `<prefix>lumi:project_465000123` gives `lumi-project_465000123`.
-    Anything else (other namespaces, names the hub cannot hold) gives nothing."""
+    `<prefix>course-ws01:role=instructor#…` gives `course-ws01` and `course-ws01=instructor`;
+    a subgroup `<prefix>lumi:project_465000123` gives `lumi.project_465000123`.
+    Levels are joined by "." and a role follows "=", neither of which a level may hold, so no
+    subgroup or role can spell another group's name. Anything else gives nothing."""
     if isinstance(entitlements, str):
         entitlements = [entitlements]
     if not isinstance(entitlements, list) or not prefix:
@@ -45,13 +50,17 @@ def groups_from_entitlements(entitlements, prefix: str) -> set[str]:
     for value in entitlements:
         if not isinstance(value, str) or not value.startswith(prefix):
             continue
-        path = value[len(prefix):].split("#", 1)[0]
+        path, _, authority = value[len(prefix):].partition("#")
+        if authorities and authority not in authorities:
+            continue
         path, _, role = path.partition(":role=")
-        group = path.replace(":", "-").lower()
+        levels = path.lower().split(":")
+        if not all(SEGMENT.match(level) for level in levels):
+            continue
+        group = ".".join(levels)
         if not GROUP_NAME.match(group):
             continue
         groups.add(group)
-        role_group = f"{group}-{role.lower()}"
-        if role and GROUP_NAME.match(role_group):
-            groups.add(role_group)
+        if role and SEGMENT.match(role.lower()) and GROUP_NAME.match(f"{group}={role.lower()}"):
+            groups.add(f"{group}={role.lower()}")
     return groups

@@ -61,6 +61,12 @@ OIDC_SCHEMA = {
         "allowed_groups": {**_GROUPS, "minItems": 1},
         "admin_groups": _GROUPS,
         "refresh_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+        # MyAccessID's identifiers compare without regard to case; others' do not
+        "fold_case": {"type": "boolean"},
+        # whose entitlements count (the part after '#'); none: any
+        "entitlement_authorities": {"type": "array", "uniqueItems": True,
+                                    "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.-]{0,99}$"}},
+        "prompt": {"enum": ["consent", "login consent"]},
         # the hub name of an identity the admins named ({sub: name}); others are u-<16 hex>
         "people": {"type": "object", "propertyNames": {"maxLength": 255}, "additionalProperties": _NAME},
     },
@@ -69,7 +75,8 @@ IDLE_CULLER_DEFAULTS = {"enabled": True, "timeout_seconds": 3600, "every_seconds
                         "activity_interval_seconds": 300}
 OIDC_DEFAULTS = {"scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
                  "sub_pattern": ".+", "refused_subs": ["test@myaccessid.org"], "admin_groups": [],
-                 "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID"}
+                 "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID", "fold_case": False,
+                 "entitlement_authorities": [], "prompt": "consent"}
 
 SCHEMA = {
     "type": "object",
@@ -295,10 +302,11 @@ def _validate_oidc(data, path: Path) -> None:
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise SettingsError(f"{path}: oidc.people: {', '.join(twice)} is given to more than one identity.")
-    lower = [sub.strip().lower() for sub in oidc.get("people", {})]
-    if len(set(lower)) != len(lower):
-        raise SettingsError(f"{path}: oidc.people: an identity is listed twice (identifiers are compared "
-                            "without regard to case).")
+    if oidc.get("fold_case"):
+        lower = [sub.strip().lower() for sub in oidc.get("people", {})]
+        if len(set(lower)) != len(lower):
+            raise SettingsError(f"{path}: oidc.people: an identity is listed twice (with fold_case, identifiers "
+                                "are compared without regard to case).")
 
 
 def default_public_host(bind_url: str) -> str:

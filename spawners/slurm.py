@@ -549,6 +549,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     async def start(self):
         self._start_failed = False
+        self.stop_reason = None        # a culler's note from a stop that never came is not this session's
         try:
             return await self._start_job()
         except Exception:

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from .hubs import free_port
+from .hubs import _HANDED_OUT
 
 OP_DIR = Path("/opt/aifa-workbench/oidc-provider")
 OP_USER = "aifa-oidc"
@@ -75,7 +75,8 @@ class Provider:
     def start(self) -> None:
         log = open(self.home / "provider.log", "ab")
         self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={OP_USER}", f"--regid={OP_USER}", "--init-groups", "--", "env", "-i",
+            ["setpriv", f"--reuid={OP_USER}", f"--regid={OP_USER}", "--init-groups", "--inh-caps=+net_bind_service",
+             "--ambient-caps=+net_bind_service", "--bounding-set=-all,+net_bind_service", "--", "env", "-i",
              "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", shutil.which("node"), str(OP_DIR / "provider.mjs"),
              str(self.config_path)], cwd="/", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
@@ -112,6 +113,23 @@ class Provider:
             return "(no log)"
 
 
+def free_privileged_port() -> int:
+    """A port below 1024, as the demo's provider has: no job on this host can take its place."""
+    import random
+    import socket
+    for port in random.sample(range(900, 1000), 100):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port in 900-999 for a test provider")
+
+
 def _readable_by_provider(path: Path) -> None:
     os.chown(path, 0, pwd.getpwnam(OP_USER).pw_gid)
     path.chmod(0o750 if path.is_dir() else 0o640)
@@ -123,7 +141,7 @@ def make_provider(people: list[Person], access_token_seconds: int = 3600, clock_
     home.mkdir(parents=True)
     _readable_by_provider(PROVIDERS_DIR)
     _readable_by_provider(home)
-    port = free_port()
+    port = free_privileged_port()
     url = f"http://127.0.0.1:{port}"
     provider = Provider(url=url, home=home, people={p.login: p for p in people}, config_path=home / "config.json")
     provider.write_users()

@@ -1,9 +1,10 @@
 """Write the demo provider's users file from the demo users' password files.
 
-    demo_users.py SPEC.json PASSWORDS_DIR USERS.json
+    demo_users.py SPEC.json PASSWORDS_DIR USERS.json GROUP
 SPEC: [{"login", "sub", "email", "name", "entitlements"}]. Each password is kept as a scrypt hash
 (node's crypto.scryptSync defaults: N=16384, r=8, p=1); a hash that still matches its password is
 kept, so that the file changes only when a user, a group or a password does. Prints CHANGED then."""
+import grp
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ def matches(stored: str, password: str) -> bool:
         return False
 
 
-def main(spec_path, passwords_dir, users_path):
+def main(spec_path, passwords_dir, users_path, group):
     spec = json.load(open(spec_path))
     try:
         old = {u["login"]: u for u in json.load(open(users_path))["users"]}
@@ -44,9 +45,10 @@ def main(spec_path, passwords_dir, users_path):
     tmp = users_path + ".new"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w") as f:
         f.write(text)
+    os.chown(tmp, 0, grp.getgrnam(group).gr_gid)      # readable by the provider from the first moment
     os.replace(tmp, users_path)
     print("CHANGED")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

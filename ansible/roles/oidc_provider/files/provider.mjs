@@ -31,7 +31,8 @@ function currentUsers() {
 function passwordMatches(user, given) {
   if (!user || typeof given !== 'string' || !user.password_scrypt) return false;
   const [salt, key] = user.password_scrypt.split(':');
-  const expected = Buffer.from(key, 'hex');
+  const expected = Buffer.from(key || '', 'hex');
+  if (expected.length !== 64 || !salt) return false;     // a malformed hash never matches
   const derived = crypto.scryptSync(given, Buffer.from(salt, 'hex'), expected.length);
   return crypto.timingSafeEqual(derived, expected);
 }
