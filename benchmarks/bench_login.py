@@ -21,7 +21,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.integration import hubs  # noqa: E402
-from tests.integration.oidc_provider import add_client, hub_settings, login_through, make_provider, person  # noqa: E402
+from tests.integration.oidc_provider import login_through, make_provider, person, start_oidc_hub  # noqa: E402
 
 
 def password_round(hub) -> float:
@@ -43,19 +43,9 @@ def oidc_round(hub, provider) -> float:
     return time.perf_counter() - began
 
 
-def start_oidc_hub():
+def oidc_hub():
     provider = make_provider([person("bob", ["workbench"])])
-    hub = hubs.write_hub_files("bench-oidc", "/", {})
-    add_client(provider, hub.url, hub.client_secret)
-    settings = hubs.yaml.safe_load((hub.home / "workbench.yaml").read_text())
-    settings.update(hub_settings(provider, {"bob": "bob"}))
-    (hub.home / "workbench.yaml").write_text(hubs.yaml.safe_dump(settings))
-    provider.start()
-    hubs.start_proxy_process(hub)
-    hubs.start_tunneld_process(hub)
-    hubs.start_hub_process(hub)
-    hubs.wait_until_up(hub)
-    return hub, provider
+    return start_oidc_hub("bench-oidc", provider, {"bob": "bob"}), provider
 
 
 def summary(name: str, times: list[float]) -> str:
@@ -69,16 +59,16 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="rounds of each login (default 20)")
     n = parser.parse_args().n
     password_hub = hubs.running_hub("bench-password")
-    oidc_hub, provider = start_oidc_hub()
+    oidc_hub_, provider = oidc_hub()
     try:
-        password_round(password_hub), oidc_round(oidc_hub, provider)      # warm both up once
+        password_round(password_hub), oidc_round(oidc_hub_, provider)      # warm both up once
         times = {"password": [], "oidc": []}
         for _ in range(n):
             times["password"].append(password_round(password_hub))
-            times["oidc"].append(oidc_round(oidc_hub, provider))
+            times["oidc"].append(oidc_round(oidc_hub_, provider))
     finally:
         hubs.stop_hub(password_hub)
-        hubs.stop_hub(oidc_hub)
+        hubs.stop_hub(oidc_hub_)
         provider.stop()
     print("login -> spawn form, fresh session each round, alternating")
     print(summary("per-user password (baseline)", times["password"]))

@@ -18,7 +18,9 @@ from aifa_workbench.model.settings import OIDC
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
-from aifa_workbench.hub_config import keys_page, session_pages
+from aifa_workbench.hub_config import keys_page, session_pages, site_accounts_page
+from aifa_workbench.hub_config.site_accounts import registry_of
+from aifa_workbench.hub_config.site_accounts_page import SiteAccountsConfig
 from aifa_workbench.hub_config.keys_page import KeysPageConfig
 from aifa_workbench.hub_config.site_admin import check_runtimes_when_the_hub_starts
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
@@ -122,12 +124,19 @@ c.WorkbenchSlurmSpawner.default_site = settings.default_site
 c.WorkbenchSlurmSpawner.site_users = settings.site_users or {}
 c.WorkbenchSlurmSpawner.hub_port = settings.hub_port
 # Who each user is on each remote site, and the SSH key the hub holds for them there (encrypted).
-identities = Identities(settings.site_users or {}, SiteKeyStore(state / "site-keys", site_keys_secret))
+# ...kept in one registry: what admins set (/hub/site-accounts, its REST API), what the identity
+# provider says, the settings' site_users.
+site_accounts = registry_of(settings)
+identities = Identities(site_accounts, SiteKeyStore(state / "site-keys", site_keys_secret))
 use_identities(identities)
+SiteAccountsConfig.registry = site_accounts
+SiteAccountsConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
+oidc_login.WorkbenchOAuthenticator.site_accounts = site_accounts
 # The page of each user's keys for the remote sites (/hub/site-keys), with a connection test.
 KeysPageConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
 KeysPageConfig.identities, KeysPageConfig.hub_egress = identities, settings.hub_egress_addresses
-c.JupyterHub.extra_handlers = keys_page.handlers() + session_pages.handlers()
+KeysPageConfig.support = settings.support_contact
+c.JupyterHub.extra_handlers = keys_page.handlers() + session_pages.handlers() + site_accounts_page.handlers()
 # The hub's pages: the product and whom to ask, a card per session (home, waiting page, /hub/sessions).
 c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
 c.JupyterHub.template_vars = session_pages.template_vars({"support": settings.support_contact,

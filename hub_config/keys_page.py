@@ -21,6 +21,7 @@ class KeysPageConfig:
     sites: dict = {}
     identities = None
     hub_egress: tuple[str, ...] = ()
+    support: str = "your workbench administrator"
 
 
 def site_rows(user: str) -> list[dict]:
@@ -29,7 +30,14 @@ def site_rows(user: str) -> list[dict]:
     for site in KeysPageConfig.sites.values():
         username = identities.site_username(user, site.name) if identities else None
         key = identities.key_store.public_key(user, site.name) if identities and username else ""
+        entry = identities.site_users.get(user, {}).get(site.name, {}) if identities else {}
+        short = site.title.split(" (")[0].split(" ·")[0]
         rows.append({"name": site.name, "title": site.title, "username": username,
+                     "accounts": list(entry.get("accounts", ())),
+                     "missing": "" if username else (
+                         f"You have no {short} account yet, or the workbench does not know it: get one from "
+                         f"{short} (your project's manager adds you to a project there), then ask "
+                         f"{KeysPageConfig.support} to add your {short} username."),
                      "key": public_key_line(site, key, KeysPageConfig.hub_egress) if key else "",
                      "needs_egress": site.key_from_clause and not KeysPageConfig.hub_egress,
                      "instructions": site.key_instructions})

@@ -12,6 +12,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, List, Unicode
 
+from aifa_workbench.hub_config.site_accounts import accounts_from_claims
 from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
 
 REFUSED = "-refused-"      # a placeholder name: check_allowed refuses it before any user is made
@@ -35,6 +36,14 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
     entitlement_authorities = List(
         Unicode(), help="The authorities (after '#') whose entitlements count; none: any.",
     ).tag(config=True)
+    site_systems = Dict(
+        value_trait=Unicode(),
+        help="Systems named in the site accounts claim, lower case, and the catalogue site each is: {jupiter: jupiter}.",
+    ).tag(config=True)
+    site_accounts_claim = Unicode(
+        "hpc_infos_attribute", help="The claim listing the person's site accounts (JSC's form).",
+    ).tag(config=True)
+    site_accounts = None    # the hub's registry (hub_config.site_accounts), set by the configuration
     fold_case = Bool(
         False, help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
     ).tag(config=True)
@@ -50,6 +59,16 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         claims = (auth_state or {}).get(self.user_auth_state_key) or {}
         return groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix,
                                         tuple(self.entitlement_authorities))
+
+    async def update_auth_model(self, auth_model):
+        """Site accounts the provider names (JSC's hpc_infos_attribute) go into the hub's registry,
+        at every login and refresh."""
+        admitted = self.get_user_groups(auth_model.get("auth_state") or {}) & (self.allowed_groups | self.admin_groups)
+        if self.site_accounts is not None and self.site_systems and auth_model.get("name") != REFUSED and admitted:
+            claims = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
+            self.site_accounts.set_claimed(auth_model["name"],
+                                           accounts_from_claims(claims.get(self.site_accounts_claim), self.site_systems))
+        return auth_model
 
     def admits(self, username: str, auth_model: dict) -> bool:
         """Only the provider's groups let a person in, admins included: a name in the settings
@@ -120,6 +139,8 @@ def configure(c, oidc: dict, callback: str, client_secret: str, auth_state_key: 
     a.entitlement_authorities = list(oidc["entitlement_authorities"])
     # a person the provider no longer vouches for loses API tokens too, not only the browser session
     a.auth_refresh_strict = True
+    a.site_systems = dict(oidc["site_systems"])
+    a.site_accounts_claim = oidc["site_accounts_claim"]
     a.custom_403_message = (
         "Your sign-in worked, but your account is not in a group that may use AIFA Workbench. "
         f"Ask {support} to add you, and tell them the email address you signed in with.")

@@ -12,6 +12,7 @@ from pathlib import Path
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import Settings
 from aifa_workbench.sites.hub_api_tls import HubApiRelay, ensure_certificates
+from aifa_workbench.hub_config.site_accounts import registry_of
 from aifa_workbench.sites.registry import Identities
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 from aifa_workbench.sites.tunneld import ForwardStore, TunnelDaemon
@@ -34,7 +35,7 @@ def forward_sites(settings: Settings) -> dict:
 
 def build_daemon(settings: Settings, hub_api_relay: str, hub_api_ca: str) -> TunnelDaemon:
     sites = forward_sites(settings)
-    identities = Identities(settings.site_users or {},
+    identities = Identities(registry_of(settings),
                             SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")))
     runners = {}
     for name, site in sites.items():

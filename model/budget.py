@@ -41,6 +41,25 @@ def budgets_from_slurm(minutes: dict[str, dict], per_unit_hour: float, unit: str
             for account, m in minutes.items()}
 
 
+# LUMI's billing file keys per unit (lumi-allocations: billing.{cpu_hours,gpu_hours,storage_hours})
+LUMI_KEYS = {"GPU-hours": "gpu_hours", "core-hours": "cpu_hours"}
+
+
+def budget_from_lumi_file(text: str, account: str, unit: str) -> Budget | None:
+    """/var/lib/project_info/users/<project>/<project>.json -> the project's allocation in `unit`
+    (None when the file says nothing usable). Running jobs are not in it: LUMI updates it later."""
+    import json
+    try:
+        data = json.loads(text)
+        entry = data["billing"][LUMI_KEYS[unit]]
+        alloc, used = float(entry["alloc"]), float(entry["used"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if data.get("name", account) != account or not (alloc >= 0 and used >= 0):
+        return None
+    return Budget(account, unit, alloc, used, 0.0)
+
+
 def refusal(budget: Budget, cost: float) -> str | None:
     """The sentence that refuses a request costing `cost` units, or None when it fits."""
     if cost <= budget.left + 1e-9:

@@ -155,9 +155,12 @@ SITE_SCHEMA = {
         # where a project's remaining allocation is read: Slurm's budget on the `billing` TRES
         # (GrpTRESMins=billing=N), its partitions' TRESBillingWeights making `per_unit_hour`
         # billing per hour of the site's unit (model/budget.py)
+        # or LUMI's billing file of each project (lumi-allocations' data: `path` with {project})
         "budget": {"type": "object", "additionalProperties": False, "required": ["source"],
-                   "properties": {"source": {"enum": ["slurm"]},
-                                  "per_unit_hour": {"type": "number", "exclusiveMinimum": 0}}},
+                   "properties": {"source": {"enum": ["slurm", "lumi_project_info"]},
+                                  "per_unit_hour": {"type": "number", "exclusiveMinimum": 0},
+                                  "path": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{project\}[A-Za-z0-9_./{}-]*$"}},
+                   "if": {"properties": {"source": {"const": "lumi_project_info"}}}, "then": {"required": ["path"]}},
         "default_environment": {"type": "string", "pattern": SLUG},
         "environments": {
             "type": "array", "minItems": 1,

@@ -67,6 +67,11 @@ OIDC_SCHEMA = {
         "entitlement_authorities": {"type": "array", "uniqueItems": True,
                                     "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.-]{0,99}$"}},
         "prompt": {"enum": ["consent", "login consent"]},
+        # site accounts the provider lists (JSC: hpc_infos_attribute, "<username>,<system>,<project>,…"):
+        # the claim and {system as the claim names it, lower case: catalogue site}
+        "site_accounts_claim": {"type": "string", "pattern": r"^[a-z_]{1,64}$"},
+        "site_systems": {"type": "object", "propertyNames": {"pattern": r"^[a-z0-9-]{1,32}$"},
+                         "additionalProperties": _NAME},
         # the hub name of an identity the admins named ({sub: name}); others are u-<16 hex>
         "people": {"type": "object", "propertyNames": {"maxLength": 255}, "additionalProperties": _NAME},
     },
@@ -76,7 +81,8 @@ IDLE_CULLER_DEFAULTS = {"enabled": True, "timeout_seconds": 3600, "every_seconds
 OIDC_DEFAULTS = {"scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
                  "sub_pattern": ".+", "refused_subs": ["test@myaccessid.org"], "admin_groups": [],
                  "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID", "fold_case": False,
-                 "entitlement_authorities": [], "prompt": "consent"}
+                 "entitlement_authorities": [], "prompt": "consent", "site_accounts_claim": "hpc_infos_attribute",
+                 "site_systems": {}}
 
 SCHEMA = {
     "type": "object",

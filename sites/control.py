@@ -143,6 +143,14 @@ class JobControl:
         output = await self._output(cli.budgets_argv(self.slurm_bin, accounts), as_user=self.query_user(user))
         return cli.parse_budgets(output, site_user or user)
 
+    async def project_file(self, user: str, path_pattern: str, project: str) -> str:
+        """A project's file on the site, read as the user ("" when it is not there)."""
+        argv = cli.project_file_argv(path_pattern, project)
+        if argv is None:
+            return ""
+        result = await self._run(argv, as_user=self.query_user(user) or user, timeout=15)
+        return result.stdout if result.ok else ""
+
     async def reservations_listing(self, as_user: str | None = None) -> str:
         return await self._output(cli.reservations_argv(self.slurm_bin), as_user=as_user)
 

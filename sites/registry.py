@@ -61,6 +61,10 @@ def use_identities(identities: Identities | None) -> None:
     _CONTROLS.clear()
 
 
+def current_identities() -> Identities | None:
+    return _IDENTITIES
+
+
 def _ssh_runner(site) -> SshRunner:
     if not site.login.host_keys:
         def refuse(user):

@@ -123,6 +123,14 @@ def tail_argv(path: str, max_bytes: int) -> list[str]:
     return ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/tail", "-c", str(max_bytes), path]
 
 
+def project_file_argv(path_pattern: str, project: str, max_bytes: int = 65536) -> list[str] | None:
+    """Read a project's file (LUMI's billing data) as the user; None for a name that is not a project's."""
+    if not is_slurm_name(project):
+        return None
+    return ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/head", "-c", str(max_bytes),
+            path_pattern.replace("{project}", project)]
+
+
 # --- workbench job names: aifa-wb-<hub id>-<user> --------------------------------------------------
 def job_name(hub_id: str, username: str) -> str:
     """The name of every job a hub submits for a user: it says which hub, so that a second hub on

@@ -34,7 +34,7 @@ from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
 from aifa_workbench.sites import gateway, reach, runtime
 from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask as ask_tunnel_daemon
-from aifa_workbench.sites.registry import site_control
+from aifa_workbench.sites.registry import current_identities, site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
 from . import profiles as profiles_mod
@@ -242,7 +242,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 accounts[site.name] = await facts.user_accounts(name)
                 reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation)
             else:
-                accounts[site.name] = tuple(self.site_users.get(name, {}).get(site.name, {}).get("accounts", ()))
+                accounts[site.name] = tuple(self._site_account(site.name).get("accounts", ()))
         return UserContext(accounts=accounts, reservations=reservations)
 
     async def _reservations(self, facts: SlurmFacts, accounts, wanted) -> tuple[str, ...]:
@@ -282,8 +282,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         """What is left of each of the user's projects on `site` that has a budget (model.budget)."""
         if not site.budget or not accounts:
             return {}
-        site_user = None if site.transport == "local" else \
-            self.site_users.get(self.user.name, {}).get(site.name, {}).get("username")
+        if site.budget["source"] == "lumi_project_info":
+            control, found = self.control_of(site.name), {}
+            for account in accounts:
+                text = await control.project_file(self.user.name, site.budget["path"], account)
+                budget = budget_mod.budget_from_lumi_file(text, account, site.billing_unit)
+                if budget is not None:
+                    found[account] = budget
+            return found
+        site_user = None if site.transport == "local" else self._site_account(site.name).get("username")
         minutes = await self.facts(site.name).budgets(self.user.name, tuple(accounts), site_user, fresh=fresh)
         return budget_mod.budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit)
 
@@ -365,7 +372,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         """The user's name on the job's site (the settings' site_users; the hub's on the local one)."""
         if not self.remote:
             return self.user.name
-        return self.site_users.get(self.user.name, {}).get(self.site_name, {}).get("username") or self.user.name
+        return self._site_account(self.site_name).get("username") or self.user.name
+
+    def _site_account(self, site_name: str) -> dict:
+        """{username, accounts} of the user on a site: the hub's registry (admins, the identity
+        provider, the settings: hub_config.site_accounts) where the hub has one, else the trait."""
+        identities = current_identities()
+        users = identities.site_users if identities is not None else self.site_users
+        return users.get(self.user.name, {}).get(site_name, {})
 
     def user_home(self) -> str:
         """The user's home on the job's site (where the job writes its output)."""

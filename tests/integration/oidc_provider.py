@@ -39,6 +39,7 @@ class Person:
     email: str
     groups: list[str]
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    hpc_infos: list[str] | None = None      # JSC's site accounts claim
 
 
 def person(login: str, groups: list[str], email: str | None = None) -> Person:
@@ -61,7 +62,8 @@ class Provider:
 
     def write_users(self) -> None:
         users = [{"login": p.login, "sub": p.sub, "email": p.email, "name": p.login.capitalize(),
-                  "entitlements": [entitlement(g) for g in p.groups], "password_scrypt": scrypt(p.password)}
+                  "entitlements": [entitlement(g) for g in p.groups], "password_scrypt": scrypt(p.password),
+                  **({"hpc_infos": p.hpc_infos} if p.hpc_infos else {})}
                  for p in self.people.values()]
         path = self.home / "users.json"
         (self.home / "users.json.new").write_text(json.dumps({"users": users}))
@@ -172,6 +174,29 @@ def hub_settings(provider: Provider, people: dict[str, str], **extra) -> dict:
         "people": {provider.people[login].sub: name for login, name in people.items()}, **extra}}
 
 
+def start_oidc_hub(name: str, provider: Provider, people: dict[str, str], settings_overrides: dict | None = None,
+                   **oidc_extra):
+    """A test hub logging in through `provider` (started too); `people`: {login: hub name}.
+    Returns the hub; stop it with hubs.stop_hub and the provider with provider.stop()."""
+    from . import hubs
+    hub = hubs.write_hub_files(name, "/", dict(settings_overrides or {}))
+    add_client(provider, hub.url, hub.client_secret)
+    settings = hubs.yaml.safe_load((hub.home / "workbench.yaml").read_text())
+    settings.update(hub_settings(provider, people, **oidc_extra))
+    (hub.home / "workbench.yaml").write_text(hubs.yaml.safe_dump(settings))
+    provider.start()
+    hubs.start_proxy_process(hub)
+    hubs.start_tunneld_process(hub)
+    hubs.start_hub_process(hub)
+    try:
+        hubs.wait_until_up(hub)
+    except Exception:
+        hubs.stop_hub(hub)
+        provider.stop()
+        raise
+    return hub
+
+
 FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 
 
@@ -185,8 +210,18 @@ def login_through(hub_url: str, provider: Provider, login: str, password: str | 
     for _ in range(3):
         action = FORM_ACTION.search(page.text) if page.url.startswith(provider.url) else None
         if not action:
-            return page
+            break
         form = {"login": login, "password": person_.password if password is None else password} \
             if action.group(1).endswith("/login") else {}
         page = session.post(urljoin(page.url, action.group(1)), data=form, timeout=30)
+    share_session_cookie(session)
     return page
+
+
+def share_session_cookie(session: requests.Session) -> None:
+    """The hub sets its session cookie for .localhost (every user's subdomain); browsers send it
+    to localhost too, Python's cookie jar does not: without it each form post would get a new
+    session and fail its XSRF check."""
+    for cookie in list(session.cookies):
+        if cookie.name == "jupyterhub-session-id" and cookie.domain == ".localhost":
+            session.cookies.set(cookie.name, cookie.value, domain="localhost.local", path=cookie.path)

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from . import hubs
-from .oidc_provider import add_client, hub_settings, login_through, make_provider, person
+from .oidc_provider import login_through, make_provider, person, start_oidc_hub
 from .test_browser_login import browser  # noqa: F401  (the fixture: Debian's chromium)
 
 pytestmark = [pytest.mark.oidc, pytest.mark.slurm]
@@ -23,17 +23,8 @@ def federation(cluster):
     people = [person("alice", ["workbench", "admins", "course-ws01:role=instructor"]), person("bob", ["workbench"]),
               person("carol", ["workbench"]), person("erin", []), person("dave", ["workbench"], email="bob@aifa-test.example")]
     provider = make_provider(people, access_token_seconds=4, clock_tolerance=0)
-    hub = hubs.write_hub_files("oidc", "/", {})
-    add_client(provider, hub.url, hub.client_secret)
-    settings = hubs.yaml.safe_load((hub.home / "workbench.yaml").read_text())
-    settings.update(hub_settings(provider, {"alice": "alice", "bob": "bob", "carol": "carol"}, refresh_seconds=2))
-    (hub.home / "workbench.yaml").write_text(hubs.yaml.safe_dump(settings))
-    provider.start()
-    hubs.start_proxy_process(hub)
-    hubs.start_tunneld_process(hub)
-    hubs.start_hub_process(hub)
+    hub = start_oidc_hub("oidc", provider, {"alice": "alice", "bob": "bob", "carol": "carol"}, refresh_seconds=2)
     try:
-        hubs.wait_until_up(hub)
         yield hub, provider
     finally:
         hubs.stop_hub(hub)

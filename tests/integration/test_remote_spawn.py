@@ -265,6 +265,30 @@ def test_hostile_spawn_options_are_refused_for_every_site_and_submit_nothing(rem
 
 
 
+def test_lumis_billing_file_is_the_projects_budget_in_the_form_and_at_the_spawn(remote_hub):
+    """LUMI publishes each project's allocation in a file (what lumi-allocations shows): read there
+    as the user, shown in the spawn form, and a request over what is left is refused in words."""
+    hub, token = remote_hub, remote_hub.user_token("alice")
+    billing = Path("/var/lib/project_info/users/project_465000123/project_465000123.json")
+    kept = billing.read_text()
+    data = json.loads(kept)
+    data["billing"]["gpu_hours"].update(alloc=10, used=9.8)
+    billing.write_text(json.dumps(data))
+    try:
+        before = in_site("lumi", ["squeue", "-h", "-o", "%i"]).stdout.split()
+        r = hub.api("POST", "users/alice/server", token=token,
+                    json={**REQUESTS["lumi"], "gpus": 2, "hours": 1, "account": "project_465000123"})
+        assert r.status_code == 400, r.text
+        assert r.json()["message"].startswith("Project project_465000123 has 0.2 GPU-hours left, and this "
+                                              "session would use up to 1 GPU-hours.")
+        assert in_site("lumi", ["squeue", "-h", "-o", "%i"]).stdout.split() == before
+        from .hubs import login
+        form = login(hub, "alice").get(hub.url + "hub/spawn", timeout=60).text
+        assert "0.2 of 10 GPU-hours left in project_465000123" in form
+    finally:
+        billing.write_text(kept)
+
+
 @pytest.mark.parametrize("site", ["lumi", "jupiter"])
 def test_a_partition_between_hub_and_site_keeps_the_server_which_answers_again_once_it_heals(remote_hub, site):
     """30 s without any packet between the hub's side and the site: the server cannot be reached,

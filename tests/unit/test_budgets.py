@@ -44,3 +44,19 @@ def test_a_request_costing_more_than_is_left_is_refused_in_words():
 def test_the_query_names_only_the_accounts():
     assert budgets_argv("/usr/bin", ["proj_a", "proj_b"]) == [
         "/usr/bin/scontrol", "show", "assoc_mgr", "accounts=proj_a,proj_b", "flags=assoc"]
+
+
+def test_lumis_billing_file_gives_the_projects_gpu_hours():
+    from aifa_workbench.model.budget import budget_from_lumi_file
+    from aifa_workbench.sites.slurm_cli import project_file_argv
+    text = ('{"name": "project_465000123", "title": "x", "billing": {"cpu_hours": {"alloc": 1000, "used": 10}, '
+            '"gpu_hours": {"alloc": 50, "used": 49.5}, "storage_hours": {"alloc": 1, "used": 0}}}')
+    budget = budget_from_lumi_file(text, "project_465000123", "GPU-hours")
+    assert budget.text() == "0.5 of 50 GPU-hours left in project_465000123"
+    assert budget_from_lumi_file(text, "project_465000123", "core-hours").left == 990
+    assert budget_from_lumi_file(text, "project_465000456", "GPU-hours") is None     # another project's file
+    assert budget_from_lumi_file("", "p", "GPU-hours") is None
+    assert budget_from_lumi_file('{"billing": {"gpu_hours": {"alloc": "NaN", "used": 0}}}', "p", "GPU-hours") is None
+    assert project_file_argv("/var/lib/project_info/users/{project}/{project}.json", "project_465000123")[-1] == \
+        "/var/lib/project_info/users/project_465000123/project_465000123.json"
+    assert project_file_argv("/x/{project}.json", "../../etc/shadow") is None

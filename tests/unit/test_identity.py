@@ -115,3 +115,19 @@ def test_an_oidc_section_the_hub_cannot_use_stops_it_with_the_key_and_reason(oid
     with pytest.raises(SettingsError, match=error.replace("(", r"\(").replace("[", r"\[")):
         validate(data, tmp_path / "workbench.yaml")
     validate({**BASE, "login": "oidc", "oidc": OIDC}, tmp_path / "workbench.yaml")
+
+
+def test_site_accounts_the_provider_names_reach_the_registry_for_admitted_people_only(tmp_path):
+    from aifa_workbench.hub_config.site_accounts import SiteAccounts
+    registry = SiteAccounts({}, tmp_path / "site-accounts.json")
+    a = authenticator(site_systems={"jupiter": "jupiter"})
+    a.site_accounts = registry
+
+    def login(name, *entitlements):
+        state = {"oauth_user": {"eduperson_entitlement": list(entitlements),
+                                "hpc_infos_attribute": [f"{name}1,jupiter,jsc_ai"]}}
+        asyncio.run(a.update_auth_model({"name": name, "auth_state": state, "admin": None}))
+    login("bob", PREFIX + "workbench#myaccessid.org")
+    login("erin")                                           # in no allowed group: nothing kept
+    assert registry.get("bob") == {"jupiter": {"username": "bob1", "accounts": ["jsc_ai"]}}
+    assert registry.get("erin") is None

@@ -8,7 +8,7 @@
 //          post_logout_redirect_uris}], users_file, access_token_seconds, clock_tolerance_seconds}
 // USERS file (re-read when it changes, so that a group change reaches the next refresh):
 //   {"users": [{"login", "password_scrypt": "<salt hex>:<key hex>", "sub", "email", "name",
-//               "entitlements": [...]}]}
+//               "entitlements": [...], "hpc_infos": ["<username>,<system>,<project>", ...] (optional)}]}
 // Secrets (client secrets, password hashes) are read from files, never from argv.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -57,7 +57,7 @@ const provider = new Provider(config.issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'preferred_username'],
+    profile: ['name', 'preferred_username', 'hpc_infos_attribute'],   // the last: JSC's site accounts
     eduperson_entitlement: ['eduperson_entitlement'],
   },
   pkce: { required: () => true },
@@ -74,7 +74,8 @@ const provider = new Provider(config.issuer, {
       async claims() {
         const now = currentUsers().bySub.get(sub) || user;    // a group change shows at the next refresh
         return { sub, email: now.email, email_verified: true, name: now.name,
-                 preferred_username: now.login, eduperson_entitlement: now.entitlements || [] };
+                 preferred_username: now.login, eduperson_entitlement: now.entitlements || [],
+                 ...(now.hpc_infos ? { hpc_infos_attribute: now.hpc_infos } : {}) };
       },
     };
   },

@@ -1,0 +1,157 @@
+"""Who each person is on each remote site: their username there and the projects (Slurm accounts)
+they may charge. Three sources, the first that names a site wins:
+
+1. what the hub's admins set on /hub/site-accounts or through the REST API;
+2. what the identity provider says at each login and refresh, where it says it (JSC's
+   `hpc_infos_attribute`: "<username>,<system>[_<partition>],<project>,…");
+3. the settings' `site_users`.
+The first two are kept in the hub's state (`site-accounts.json`, 0600), which the tunnel daemon
+reads too (it logs in to forward-reach sites as the user); a reader sees the file's changes.
+
+The spawner, the keys page and the SSH logins all read this one registry (through
+sites.registry.Identities, whose `site_users` it is)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+SITE_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_ACCOUNTS = 50
+
+
+class SiteAccountError(ValueError):
+    """A site account the registry cannot hold; the message names the field in the page's words."""
+
+
+def checked_entry(site: str, sites, username, accounts) -> dict:
+    """{username, accounts} after checking each value, or SiteAccountError with a sentence."""
+    if site not in sites:
+        raise SiteAccountError(f"Site must be one of: {', '.join(sorted(sites)) or 'none'}.")
+    if not isinstance(username, str) or not SITE_USER.match(username):
+        raise SiteAccountError("Username must be a site username: lower-case letters, digits, '_', '.' or '-', "
+                               "at most 32 characters, starting with a letter or '_'.")
+    if isinstance(accounts, str):
+        accounts = [a.strip() for a in accounts.replace(",", " ").split()]
+    if not isinstance(accounts, list) or len(accounts) > MAX_ACCOUNTS or \
+            not all(isinstance(a, str) and ACCOUNT.match(a) for a in accounts):
+        raise SiteAccountError(f"Projects must be Slurm account names (letters, digits, '_', '.', '-'), "
+                               f"at most {MAX_ACCOUNTS}, separated by commas or spaces.")
+    return {"username": username, "accounts": list(dict.fromkeys(accounts))}
+
+
+def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
+    """JSC's `hpc_infos_attribute` -> {site: {username, accounts}} for the systems named in
+    `systems` ({claim's system name, lower case: catalogue site}); anything malformed is skipped."""
+    found: dict[str, dict] = {}
+    if not isinstance(values, list):
+        return found
+    for value in values[:500]:
+        if not isinstance(value, str):
+            continue
+        fields = value.split(",")
+        if len(fields) < 3:
+            continue
+        username, system, project = fields[0].strip(), fields[1].strip().lower(), fields[2].strip()
+        site = systems.get(system.split("_", 1)[0])
+        if not site or not SITE_USER.match(username) or not ACCOUNT.match(project):
+            continue
+        entry = found.setdefault(site, {"username": username, "accounts": []})
+        if entry["username"] == username and project not in entry["accounts"]:
+            entry["accounts"].append(project)
+    return found
+
+
+class SiteAccounts(Mapping):
+    """{hub user: {site: {"username", "accounts"}}}, merged from the three sources."""
+
+    def __init__(self, settings_users: Mapping, path: Path | None):
+        self.settings_users = dict(settings_users or {})
+        self.path = path
+        self.kept: dict[str, dict] = {}
+        self.claimed: dict[str, dict] = {}
+        self._seen = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read the file again if it changed (another process of the hub's user wrote it)."""
+        if self.path is None:
+            return
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        if (stat.st_mtime_ns, stat.st_size) == self._seen:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as e:
+            raise SiteAccountError(f"{self.path}: cannot read the site accounts ({e}).") from None
+        self.kept = data.get("kept", {}) if isinstance(data, dict) else {}
+        self.claimed = data.get("claimed", {}) if isinstance(data, dict) else {}
+        self._seen = (stat.st_mtime_ns, stat.st_size)
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".new")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
+            json.dump({"kept": self.kept, "claimed": self.claimed}, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+        stat = self.path.stat()
+        self._seen = (stat.st_mtime_ns, stat.st_size)
+
+    # --- Mapping: what the spawner and the SSH logins read -------------------------------------
+    def __getitem__(self, user: str) -> dict:
+        self._refresh()
+        merged = {**self.settings_users.get(user, {}), **self.claimed.get(user, {}), **self.kept.get(user, {})}
+        if not merged:
+            raise KeyError(user)
+        return merged
+
+    def __iter__(self):
+        self._refresh()
+        return iter(sorted(set(self.settings_users) | set(self.claimed) | set(self.kept)))
+
+    def __len__(self) -> int:
+        return len(set(self.settings_users) | set(self.claimed) | set(self.kept))
+
+    def source(self, user: str, site: str) -> str:
+        for name, layer in (("admins", self.kept), ("identity provider", self.claimed), ("settings", self.settings_users)):
+            if site in layer.get(user, {}):
+                return name
+        return ""
+
+    # --- changes -------------------------------------------------------------------------------
+    def set_kept(self, user: str, site: str, entry: dict) -> None:
+        self._refresh()
+        self.kept.setdefault(user, {})[site] = entry
+        self._write()
+
+    def remove_kept(self, user: str, site: str) -> bool:
+        self._refresh()
+        removed = self.kept.get(user, {}).pop(site, None) is not None
+        if not self.kept.get(user, True):
+            self.kept.pop(user)
+        if removed:
+            self._write()
+        return removed
+
+    def set_claimed(self, user: str, entries: dict[str, dict]) -> None:
+        """What the provider said at this login or refresh (written only when it changed)."""
+        self._refresh()
+        if (self.claimed.get(user) or {}) == (entries or {}):
+            return
+        if entries:
+            self.claimed[user] = entries
+        else:
+            self.claimed.pop(user, None)
+        self._write()
+
+
+def registry_of(settings) -> SiteAccounts:
+    """The hub's registry: the settings' site_users and the file in its state directory."""
+    return SiteAccounts(settings.site_users or {}, Path(settings.state_dir) / "site-accounts.json")
