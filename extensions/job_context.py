@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from aifa_workbench.model.budget import budgets_from_slurm
+from aifa_workbench.model.budget import budget_from_lumi_file, budgets_from_slurm
 from aifa_workbench.model.catalogue import Site, cost_unit, estimate_cost, load_catalogue
 from aifa_workbench.sites import slurm_cli as cli
 
@@ -158,15 +158,26 @@ def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
 
 
 def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None:
-    """What is left of the job's project, as Slurm counts it (best effort: None when unknown)."""
+    """What is left of the job's project (best effort: None when unknown). LUMI: its billing file,
+    here on the site; Slurm: the association manager, shown only when it shows the project's own
+    record (PrivateData=usage may show a user only their share, which is not the project's)."""
     if not site.budget or not cli.is_slurm_name(job.account or ""):
         return None
+    if site.budget["source"] == "lumi_project_info":
+        try:
+            with open(site.budget["path"].replace("{project}", job.account), encoding="utf-8") as f:
+                budget = budget_from_lumi_file(f.read(65536), job.account, site.billing_unit)
+        except OSError:
+            return None
+        return budget.text() if budget else None
     try:
         result = subprocess.run(cli.budgets_argv(job.slurm_bin, [job.account]), capture_output=True,
                                 text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    minutes = cli.parse_budgets(result.stdout, job.user) if result.returncode == 0 else {}
+    if result.returncode != 0 or not cli.shows_account_record(result.stdout, job.account):
+        return None
+    minutes = cli.parse_budgets(result.stdout, job.user)
     budget = budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit).get(job.account)
     return budget.text() if budget else None
 

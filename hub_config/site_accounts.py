@@ -13,8 +13,10 @@ sites.registry.Identities, whose `site_users` it is)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +67,15 @@ def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
     return found
 
 
+def _layer(data) -> dict:
+    """{user: {site: {username, accounts}}} as read back, or TypeError."""
+    if not isinstance(data, dict) or not all(isinstance(sites, dict) and all(
+            isinstance(e, dict) and isinstance(e.get("username"), str) and isinstance(e.get("accounts", []), list)
+            for e in sites.values()) for sites in data.values()):
+        raise TypeError("not {user: {site: {username, accounts}}}")
+    return data
+
+
 class SiteAccounts(Mapping):
     """{hub user: {site: {"username", "accounts"}}}, merged from the three sources."""
 
@@ -84,25 +95,31 @@ class SiteAccounts(Mapping):
             stat = self.path.stat()
         except FileNotFoundError:
             return
-        if (stat.st_mtime_ns, stat.st_size) == self._seen:
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+        if seen == self._seen:
             return
+        self._seen = seen
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as e:
-            raise SiteAccountError(f"{self.path}: cannot read the site accounts ({e}).") from None
-        self.kept = data.get("kept", {}) if isinstance(data, dict) else {}
-        self.claimed = data.get("claimed", {}) if isinstance(data, dict) else {}
-        self._seen = (stat.st_mtime_ns, stat.st_size)
+            kept, claimed = _layer(data["kept"]), _layer(data["claimed"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            # keep the last good copy: a bad file must not stop logins, spawns or the hub's start
+            logging.getLogger("JupyterHub").error("%s: not read, keeping the site accounts known so far (%s)",
+                                                  self.path, e)
+            return
+        self.kept, self.claimed = kept, claimed
 
     def _write(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".new")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".site-accounts-")   # 0600, a new file
+        with os.fdopen(fd, "w") as f:
             json.dump({"kept": self.kept, "claimed": self.claimed}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
         stat = self.path.stat()
-        self._seen = (stat.st_mtime_ns, stat.st_size)
+        self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
 
     # --- Mapping: what the spawner and the SSH logins read -------------------------------------
     def __getitem__(self, user: str) -> dict:

@@ -42,6 +42,8 @@ class SiteAccountsAPIHandler(APIHandler):
 
     @needs_scope("users")
     async def put(self, user_name):
+        if orm.User.find(self.db, user_name) is None:
+            raise web.HTTPError(404, f"There is no user {user_name} on this hub.")
         body = self.get_json_body()
         if not isinstance(body, dict) or not body:
             raise web.HTTPError(400, "Send {site: {username, accounts}}.")

@@ -55,7 +55,7 @@ def budget_from_lumi_file(text: str, account: str, unit: str) -> Budget | None:
         alloc, used = float(entry["alloc"]), float(entry["used"])
     except (ValueError, KeyError, TypeError):
         return None
-    if data.get("name", account) != account or not (alloc >= 0 and used >= 0):
+    if data.get("name", account) != account or not (0 <= alloc < 1e12 and 0 <= used < 1e12):
         return None
     return Budget(account, unit, alloc, used, 0.0)
 

@@ -140,8 +140,16 @@ class JobControl:
         accounts = [a for a in accounts if cli.is_slurm_name(a)]
         if not accounts:
             return {}
-        output = await self._output(cli.budgets_argv(self.slurm_bin, accounts), as_user=self.query_user(user))
-        return cli.parse_budgets(output, site_user or user)
+        records, asked = [], set()
+        wanted = set(accounts)
+        for _ in range(6):          # the accounts, then their parents up the tree (Slurm checks each)
+            output = await self._output(cli.budgets_argv(self.slurm_bin, sorted(wanted)), as_user=self.query_user(user))
+            records += cli.parse_assoc_records(output)
+            asked |= wanted
+            wanted = cli.parents_to_ask(records, asked)
+            if not wanted:
+                break
+        return cli.budgets_from_records(records, accounts, site_user or user)
 
     async def project_file(self, user: str, path_pattern: str, project: str) -> str:
         """A project's file on the site, read as the user ("" when it is not there)."""

@@ -260,30 +260,68 @@ def _tres_minutes(value: str, tres: str) -> tuple[int | None, int]:
     return None, 0
 
 
-def parse_budgets(assoc_output: str, username: str, tres: str = "billing") -> dict[str, dict]:
-    """`scontrol show assoc_mgr … flags=assoc` -> per account, the tightest limit on `tres`
-    minutes that applies to `username` (the account's own, or the user's in it):
-    {account: {"limit", "used", "running"}} in TRES-minutes; accounts without a limit are left out."""
+def shows_account_record(assoc_output: str, account: str) -> bool:
+    """Whether the listing holds the account's own association (not only a user's in it)."""
+    return any(_fields(line).get("Account") == account and _fields(line).get("UserName", None) == ""
+               for line in assoc_output.splitlines() if line.startswith("ClusterName="))
+
+
+def parse_assoc_records(assoc_output: str, tres: str = "billing") -> list[dict]:
+    """`scontrol show assoc_mgr … flags=assoc` -> one record per association: account, user ("" for
+    the account's own), parent account, and the limit (None: none), used and running minutes of `tres`."""
     records, current = [], None
     for line in assoc_output.splitlines():
         if line.startswith("ClusterName="):
             fields = _fields(line)
-            current = {"account": fields.get("Account", ""), "user": fields.get("UserName", "").split("(")[0]}
+            current = {"account": fields.get("Account", ""), "user": fields.get("UserName", "").split("(")[0],
+                       "parent": "", "limit": None, "used": 0, "running": 0}
             records.append(current)
-        elif current is not None and line.strip().startswith(("GrpTRESMins=", "GrpTRESRunMins=")):
-            key, _, value = line.strip().partition("=")
-            current[key] = _tres_minutes(value, tres)
+        elif current is not None:
+            for token in line.split():
+                key, _, value = token.partition("=")
+                if key == "ParentAccount":
+                    current["parent"] = value.split("(")[0]
+                elif key == "GrpTRESMins":
+                    current["limit"], current["used"] = _tres_minutes(value, tres)
+                elif key == "GrpTRESRunMins":
+                    current["running"] = _tres_minutes(value, tres)[1]
+    return [r for r in records if is_slurm_name(r["account"])]
+
+
+def parents_to_ask(records: list[dict], known) -> set[str]:
+    """Parent accounts of the listed accounts whose own records are not listed yet."""
+    listed = {r["account"] for r in records if r["user"] == ""} | set(known)
+    return {r["parent"] for r in records if r["user"] == "" and is_slurm_name(r["parent"])
+            and r["parent"] not in listed and r["parent"] != "root"}
+
+
+def budgets_from_records(records: list[dict], accounts, username: str) -> dict[str, dict]:
+    """Per account, the tightest `billing` limit that binds `username` there, as Slurm checks it:
+    the user's association, the account's, and every parent account's up the tree.
+    {account: {"limit", "used", "running"}} in TRES-minutes; accounts no limit binds are left out."""
+    own = {r["account"]: r for r in records if r["user"] == ""}
     budgets: dict[str, dict] = {}
-    for record in records:
-        limit, used = record.get("GrpTRESMins", (None, 0))
-        running = record.get("GrpTRESRunMins", (None, 0))[1]
-        if limit is None or not is_slurm_name(record["account"]) or record["user"] not in ("", username):
-            continue
-        left = limit - used - running
-        known = budgets.get(record["account"])
-        if known is None or left < known["limit"] - known["used"] - known["running"]:
-            budgets[record["account"]] = {"limit": limit, "used": used, "running": running}
+    for account in accounts:
+        chain = [r for r in records if r["account"] == account and r["user"] == username]
+        name, seen = account, set()
+        while name in own and name not in seen:
+            seen.add(name)
+            chain.append(own[name])
+            name = own[name]["parent"]
+        for r in chain:
+            if r["limit"] is None:
+                continue
+            left = r["limit"] - r["used"] - r["running"]
+            known = budgets.get(account)
+            if known is None or left < known["limit"] - known["used"] - known["running"]:
+                budgets[account] = {"limit": r["limit"], "used": r["used"], "running": r["running"]}
     return budgets
+
+
+def parse_budgets(assoc_output: str, username: str, tres: str = "billing") -> dict[str, dict]:
+    """The budgets of every account the listing shows (its parents as far as they are listed)."""
+    records = parse_assoc_records(assoc_output, tres)
+    return budgets_from_records(records, sorted({r["account"] for r in records}), username)
 
 
 def parse_reservations(scontrol_output: str, username: str, accounts) -> tuple[str, ...]:

@@ -115,6 +115,11 @@ def cached_catalogue(directory: str, enabled: tuple[str, ...]):
     return load_catalogue(directory or None, enabled)
 
 
+# Projects' billing files read on remote sites: {(site, user, project): (expires, Budget | None)}
+_PROJECT_BUDGETS: dict = {}
+PROJECT_BUDGET_TTL = 300.0
+
+
 class WorkbenchSlurmSpawner(SlurmSpawner):
     catalogue_dir = Unicode("", help="Directory of site files (*.yaml); empty: the bundled catalogue.").tag(config=True)
     enabled_sites = List(Unicode(), default_value=["local"], help="Sites users may start servers on.").tag(config=True)
@@ -283,16 +288,28 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not site.budget or not accounts:
             return {}
         if site.budget["source"] == "lumi_project_info":
-            control, found = self.control_of(site.name), {}
-            for account in accounts:
-                text = await control.project_file(self.user.name, site.budget["path"], account)
-                budget = budget_mod.budget_from_lumi_file(text, account, site.billing_unit)
-                if budget is not None:
-                    found[account] = budget
-            return found
+            if not self._site_account(site.name).get("username"):
+                return {}            # no account there: nothing to read, and no login to try
+            found = await asyncio.gather(*(self._project_budget(site, a, fresh) for a in accounts))
+            return {a: b for a, b in zip(accounts, found) if b is not None}
         site_user = None if site.transport == "local" else self._site_account(site.name).get("username")
         minutes = await self.facts(site.name).budgets(self.user.name, tuple(accounts), site_user, fresh=fresh)
         return budget_mod.budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit)
+
+    async def _project_budget(self, site, account: str, fresh: bool):
+        """One project's billing file on the site, read as the user at most every few minutes
+        (the form asks on each view; LUMI updates the file far less often)."""
+        key = (site.name, self.user.name, account)
+        expires, budget = _PROJECT_BUDGETS.get(key, (0.0, None))
+        if fresh or time.monotonic() >= expires:
+            try:
+                text = await self.control_of(site.name).project_file(self.user.name, site.budget["path"], account)
+                budget, ttl = budget_mod.budget_from_lumi_file(text, account, site.billing_unit), PROJECT_BUDGET_TTL
+            except SiteError as e:
+                self.log.info("Budget of %s on %s not read: %s", account, site.name, e.detail or e)
+                budget, ttl = None, PROJECT_BUDGET_TTL / 5
+            _PROJECT_BUDGETS[key] = (time.monotonic() + ttl, budget)
+        return budget
 
     async def _check_budget(self, request, options) -> None:
         """A request costing more than its project has left is refused, in words; when the site's

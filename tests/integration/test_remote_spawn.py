@@ -405,6 +405,8 @@ def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask
             html = kernel.run("import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
                               "render_html(workbench.job_status())")
             assert REQUESTS[site]["partition"] in html and job_id in html
+            if site == "lumi":     # the project's billing file, read there by the job itself
+                assert re.search(r"[0-9.]+ of 5000 GPU-hours left in project_465000123", html), html
             if site == "jupiter":
                 kernel.run(f"import json\ncluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=1)")
                 deadline = time.monotonic() + 60       # Slurm gives its reason at its next scheduling pass

@@ -60,3 +60,18 @@ def test_lumis_billing_file_gives_the_projects_gpu_hours():
     assert project_file_argv("/var/lib/project_info/users/{project}/{project}.json", "project_465000123")[-1] == \
         "/var/lib/project_info/users/project_465000123/project_465000123.json"
     assert project_file_argv("/x/{project}.json", "../../etc/shadow") is None
+
+
+def test_a_parent_accounts_limit_binds_its_children_as_slurm_checks_it():
+    from aifa_workbench.sites.slurm_cli import budgets_from_records, parents_to_ask, parse_assoc_records
+    child = record("course_ws01", "", "N(100)", "N(0)").replace("Priority=0 ID=9\n",
+                                                                 "Priority=0 ID=9\n    ParentAccount=proj_training(7) Lft=3\n")
+    records = parse_assoc_records(child + record("course_ws01", "carol", "N(0)", "N(0)"))
+    assert parents_to_ask(records, {"course_ws01"}) == {"proj_training"}
+    assert budgets_from_records(records, ["course_ws01"], "carol") == {}            # no limit known yet
+    parent = record("proj_training", "", "6000(5000)", "N(600)").replace(
+        "Priority=0 ID=9\n", "Priority=0 ID=9\n    ParentAccount=root(1) Lft=2\n")
+    records += parse_assoc_records(parent)
+    assert parents_to_ask(records, {"course_ws01", "proj_training"}) == set()          # root is never asked
+    assert budgets_from_records(records, ["course_ws01"], "carol") == {
+        "course_ws01": {"limit": 6000, "used": 5000, "running": 600}}

@@ -51,3 +51,14 @@ def test_jscs_claim_names_the_users_account_and_projects_on_known_systems_only()
     assert accounts_from_claims(claim, {"jupiter": "jupiter"}) == {
         "jupiter": {"username": "alice1", "accounts": ["jsc_ai", "jsc_llm"]}}
     assert accounts_from_claims("not a list", {"jupiter": "jupiter"}) == {}
+
+
+def test_a_damaged_file_is_logged_and_the_last_good_accounts_kept(tmp_path):
+    path = tmp_path / "site-accounts.json"
+    registry = SiteAccounts({}, path)
+    registry.set_kept("alice", "lumi", checked_entry("lumi", SITES, "alicel", []))
+    path.write_text("{not json")
+    assert registry["alice"]["lumi"]["username"] == "alicel"
+    path.write_text('{"kept": {"alice": "not a dict"}, "claimed": {}}')
+    assert registry["alice"]["lumi"]["username"] == "alicel"
+    assert SiteAccounts({}, path).get("alice") is None          # a hub starting on a bad file still starts
