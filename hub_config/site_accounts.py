@@ -45,6 +45,15 @@ def checked_entry(site: str, sites, username, accounts) -> dict:
     return {"username": username, "accounts": list(dict.fromkeys(accounts))}
 
 
+def change_refused(user: str, site_title: str, job_id: str | None, current: dict | None, new: dict | None) -> str | None:
+    """The sentence refusing to change who `user` is on a site while a job of theirs runs there
+    (the hub watches and stops that job as its site user), or None."""
+    if not job_id or (current or {}).get("username") == (new or {}).get("username"):
+        return None
+    return (f"{user} has a session running on {site_title} (job {job_id}) as "
+            f"{(current or {}).get('username') or 'their current account'}; stop it first, then change the account.")
+
+
 def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
     """JSC's `hpc_infos_attribute` -> {site: {username, accounts}} for the systems named in
     `systems` ({claim's system name, lower case: catalogue site}); anything malformed is skipped."""
@@ -141,6 +150,11 @@ class SiteAccounts(Mapping):
             if site in layer.get(user, {}):
                 return name
         return ""
+
+    def fallback(self, user: str, site: str) -> dict | None:
+        """What the user would be on the site without the admins' entry."""
+        self._refresh()
+        return self.claimed.get(user, {}).get(site) or self.settings_users.get(user, {}).get(site)
 
     # --- changes -------------------------------------------------------------------------------
     def set_kept(self, user: str, site: str, entry: dict) -> None:

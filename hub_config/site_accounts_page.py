@@ -15,7 +15,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from aifa_workbench.hub_config.site_accounts import SiteAccountError, checked_entry
+from aifa_workbench.hub_config.site_accounts import SiteAccountError, change_refused, checked_entry
 
 PATH = "/site-accounts"
 USER = r"([a-z][a-z0-9_-]{0,31})"
@@ -27,6 +27,22 @@ class SiteAccountsConfig:
 
     registry = None
     sites: dict = {}          # the remote sites: {name: catalogue Site}
+
+
+def running_jobs(user) -> dict[str, str]:
+    """{site: job id} of the user's servers that run on a remote site now."""
+    jobs = {}
+    for spawner in (user.spawners.values() if user is not None else ()):
+        site, job_id = getattr(spawner, "job_site", ""), getattr(spawner, "job_id", "")
+        if site and job_id and spawner.active:
+            jobs[site] = job_id
+    return jobs
+
+
+def refusal_of_change(user, name: str, site: str, new: dict | None) -> str | None:
+    current = SiteAccountsConfig.registry.get(name, {}).get(site)
+    title = SiteAccountsConfig.sites[site].title if site in SiteAccountsConfig.sites else site
+    return change_refused(name, title, running_jobs(user).get(site), current, new)
 
 
 def user_accounts(user: str) -> dict:
@@ -55,6 +71,11 @@ class SiteAccountsAPIHandler(APIHandler):
             raise web.HTTPError(400, str(e)) from None
         if len(entries) != len(body):
             raise web.HTTPError(400, "Each site needs an object {username, accounts}.")
+        user = self.find_user(user_name)
+        for site, entry in entries.items():
+            refused = refusal_of_change(user, user_name, site, entry)
+            if refused:
+                raise web.HTTPError(409, refused)
         for site, entry in entries.items():
             SiteAccountsConfig.registry.set_kept(user_name, site, entry)
         self.log.info("Site accounts of %s set by %s: %s", user_name, self.current_user.name, ", ".join(entries))
@@ -64,6 +85,10 @@ class SiteAccountsAPIHandler(APIHandler):
 class SiteAccountAPIHandler(APIHandler):
     @needs_scope("users")
     async def delete(self, user_name, site):
+        refused = refusal_of_change(self.find_user(user_name), user_name, site,
+                                    SiteAccountsConfig.registry.fallback(user_name, site))
+        if refused:
+            raise web.HTTPError(409, refused)
         if not SiteAccountsConfig.registry.remove_kept(user_name, site):
             raise web.HTTPError(404, "The admins set no account of this user on this site.")
         self.set_status(204)
@@ -93,12 +118,19 @@ class SiteAccountsPageHandler(BaseHandler):
         if not self.get_scope_filter("users")(orm_user, kind="user"):
             raise web.HTTPError(403, "You may not change this user's accounts.")
         try:
+            hub_user = self.users[orm_user]
             if self.get_body_argument("action", "save") == "remove":
+                refused = refusal_of_change(hub_user, user, site, SiteAccountsConfig.registry.fallback(user, site))
+                if refused:
+                    return await self.get(refused, True)
                 SiteAccountsConfig.registry.remove_kept(user, site)
                 message = f"The admins' account of {user} on {site} is removed."
             else:
                 entry = checked_entry(site, SiteAccountsConfig.sites, self.get_body_argument("username", "")[:64],
                                       self.get_body_argument("accounts", "")[:4000])
+                refused = refusal_of_change(hub_user, user, site, entry)
+                if refused:
+                    return await self.get(refused, True)
                 SiteAccountsConfig.registry.set_kept(user, site, entry)
                 message = f"{user} is {entry['username']} on {SiteAccountsConfig.sites[site].title}."
         except SiteAccountError as e:

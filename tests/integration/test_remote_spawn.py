@@ -86,6 +86,13 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
         time.sleep(0.1)
     print(f"{site}: answered again {time.monotonic() - killed:.1f} s after its SSH connections were killed")
     assert execute(url, token, "2 + 3") == "5"
+    # who alice is on the site does not change under her running job; her projects may
+    me = SITE_USERS[site]["alice"]
+    moved = hub.api("PUT", "site-accounts/alice", json={site: {"username": me + "x", "accounts": []}})
+    assert moved.status_code == 409 and f"(job {job_id}) as {me}; stop it first" in moved.json()["message"]
+    kept = hub.api("PUT", "site-accounts/alice", json={site: {"username": me, "accounts": ["extra_project"]}})
+    assert kept.status_code == 200 and kept.json()[site]["accounts"] == ["extra_project"]
+    assert hub.api("DELETE", f"site-accounts/alice/{site}").status_code == 204      # the settings' again
     stop_and_see_the_job_end(hub, token, site, job_id)
 
 

@@ -62,3 +62,14 @@ def test_a_damaged_file_is_logged_and_the_last_good_accounts_kept(tmp_path):
     path.write_text('{"kept": {"alice": "not a dict"}, "claimed": {}}')
     assert registry["alice"]["lumi"]["username"] == "alicel"
     assert SiteAccounts({}, path).get("alice") is None          # a hub starting on a bad file still starts
+
+
+def test_who_someone_is_on_a_site_does_not_change_under_a_running_job():
+    from aifa_workbench.hub_config.site_accounts import change_refused
+    current = {"username": "alicelum", "accounts": ["p1"]}
+    assert change_refused("alice", "LUMI", "4242", current, {"username": "alicelum", "accounts": ["p2"]}) is None
+    assert change_refused("alice", "LUMI", None, current, {"username": "other", "accounts": []}) is None
+    sentence = change_refused("alice", "LUMI", "4242", current, {"username": "other", "accounts": []})
+    assert sentence == ("alice has a session running on LUMI (job 4242) as alicelum; stop it first, "
+                        "then change the account.")
+    assert change_refused("alice", "LUMI", "4242", current, None).startswith("alice has a session running")
