@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login screenshots
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses screenshots
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -72,6 +72,9 @@ labextension:            ## rebuild the walltime guard (JupyterLab extension) in
 
 bench-login:             ## login -> spawn form through the demo's OIDC provider vs the per-user password login, N=20 each (about 1 minute)
 	$(VENV)/bin/python -m benchmarks.bench_login $(BENCH_ARGS)
+
+bench-courses:           ## 20 and 40 participants joining a course and starting at once vs the same burst without courses (about 10 minutes)
+	$(VENV)/bin/python -m benchmarks.bench_courses $(BENCH_ARGS)
 
 bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 5 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_dask $(BENCH_ARGS)

@@ -14,6 +14,8 @@
       writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
   aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
       remote sites' keys and job runtime (see site_admin.py)
+  aifa-workbench course create|list|end --hub URL ...
+      a trainer's courses through the hub's REST API (see course_cli.py)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import json
 import os
 import sys
 
-from aifa_workbench.hub_config import logwriter, site_admin
+from aifa_workbench.hub_config import course_cli, logwriter, site_admin
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.model.settings import SettingsError
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
     log.add_argument("--max-line-bytes", type=_at_least(1), default=logwriter.MAX_LINE_BYTES, help="cut longer lines")
     log.set_defaults(run=_log_to)
     site_admin.add_commands(sub)
+    course_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -44,11 +44,16 @@ def command(culler: dict) -> list[str]:
     return argv
 
 
-def configure(c, culler: dict) -> None:
+def configure_activity(c, culler: dict) -> None:
+    """How often the hub reads the proxy's activity, and each server reports its own (the culler
+    and courses' own idle timeouts read it)."""
     c.JupyterHub.last_activity_interval = culler["activity_interval_seconds"]
-    # how often each server reports its activity (jupyterhub-singleuser reads it; a JUPYTERHUB_*
-    # variable, so it reaches the job)
+    # jupyterhub-singleuser reads it; a JUPYTERHUB_* variable, so it reaches the job
     c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(culler["activity_interval_seconds"])}
+
+
+def configure(c, culler: dict) -> None:
+    configure_activity(c, culler)
     c.JupyterHub.services.append({"name": SERVICE, "command": command(culler)})
     c.JupyterHub.load_roles.append({
         "name": SERVICE, "services": [SERVICE],

@@ -18,7 +18,7 @@ from aifa_workbench.model.settings import OIDC
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
-from aifa_workbench.hub_config import keys_page, session_pages, site_accounts_page
+from aifa_workbench.hub_config import courses, courses_page, keys_page, session_pages, site_accounts_page
 from aifa_workbench.hub_config.site_accounts import registry_of
 from aifa_workbench.hub_config.site_accounts_page import SiteAccountsConfig
 from aifa_workbench.hub_config.keys_page import KeysPageConfig
@@ -110,6 +110,7 @@ c.JupyterHub.load_roles = [{
 }]
 
 # --- idle servers give their GPUs back (their files stay); the walltime stops the rest ---------
+idle_culler.configure_activity(c, settings.idle_culler)
 if settings.idle_culler["enabled"]:
     idle_culler.configure(c, settings.idle_culler)
 
@@ -132,15 +133,40 @@ use_identities(identities)
 SiteAccountsConfig.registry = site_accounts
 SiteAccountsConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
 oidc_login.WorkbenchOAuthenticator.site_accounts = site_accounts
+# Courses (workshops) on the local cluster: trainers make them, participants join with a code,
+# instructors see their participants' servers; the window's end stops them (hub_config.courses).
+local_sites = {name: site for name, site in sites.items() if site.transport == "local"}
+course_handlers = []
+if settings.courses["enabled"] and local_sites:
+    course_settings = settings.courses
+    course_book = courses.CourseBook(state / "courses.json")
+    courses.configure(courses.CoursesConfig(
+        cluster=course_settings["cluster"], helper=course_settings["helper"], slurm_bin=settings.slurm_bin,
+        guest_prefix=course_settings["guest_prefix"], guest_count=course_settings["guest_count"],
+        trainer_groups=tuple(course_settings["trainer_groups"]), every_seconds=course_settings["every_seconds"],
+        last_start_minutes=course_settings["last_start_minutes"],
+        support=settings.support_contact, sites=local_sites,
+        public_url=settings.public_host,
+        activity_seconds=settings.idle_culler["activity_interval_seconds"]), course_book)
+    identities.local_names = course_book.local_account
+    oidc_login.WorkbenchOAuthenticator.courses = course_book
+    c.JupyterHub.custom_scopes = courses_page.CUSTOM_SCOPES
+    c.JupyterHub.load_roles.append(courses_page.trainer_role(course_settings["trainer_groups"],
+                                                             course_settings["trainers"]))
+    c.JupyterHub.load_roles.extend(courses.load_roles_of(course_book))
+    course_handlers = courses_page.handlers()
+    courses.start_window_keeper(site_control(next(iter(local_sites.values())), settings.slurm_bin))
 # The page of each user's keys for the remote sites (/hub/site-keys), with a connection test.
 KeysPageConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
 KeysPageConfig.identities, KeysPageConfig.hub_egress = identities, settings.hub_egress_addresses
 KeysPageConfig.support = settings.support_contact
-c.JupyterHub.extra_handlers = keys_page.handlers() + session_pages.handlers() + site_accounts_page.handlers()
+c.JupyterHub.extra_handlers = (keys_page.handlers() + session_pages.handlers() + site_accounts_page.handlers()
+                               + course_handlers)
 # The hub's pages: the product and whom to ask, a card per session (home, waiting page, /hub/sessions).
 c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
 c.JupyterHub.template_vars = session_pages.template_vars({"support": settings.support_contact,
-                                                          "remote_sites": bool(KeysPageConfig.sites)})
+                                                          "remote_sites": bool(KeysPageConfig.sites),
+                                                          "courses": bool(course_handlers)})
 c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id

@@ -7,15 +7,29 @@ auth_state (the tokens) is encrypted with the hub's key.
 """
 from __future__ import annotations
 
+import re
+import time
+from urllib.parse import urlsplit
+
 from jupyterhub.crypto import CryptKeeper
 from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, List, Unicode
 
 from aifa_workbench.hub_config.site_accounts import accounts_from_claims
+from aifa_workbench.model.course import join_refusal
 from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
 
 REFUSED = "-refused-"      # a placeholder name: check_allowed refuses it before any user is made
+COURSE_GROUPS = "aifa_course_groups"   # auth_state key: the hub groups the person's courses give
+INVITED = "aifa_invited_to"             # auth model key, this login only: the course whose invite link led here
+_INVITE_PATH = re.compile(r"/hub/courses/join/([A-Za-z0-9-]{1,40})$")
+
+
+def invite_code(next_url) -> str:
+    """The code of a course invite link the login will go on to, or ""."""
+    match = _INVITE_PATH.search(urlsplit(next_url).path) if isinstance(next_url, str) else None
+    return match.group(1) if match else ""
 
 
 class WorkbenchOAuthenticator(GenericOAuthenticator):
@@ -44,6 +58,7 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         "hpc_infos_attribute", help="The claim listing the person's site accounts (JSC's form).",
     ).tag(config=True)
     site_accounts = None    # the hub's registry (hub_config.site_accounts), set by the configuration
+    courses = None          # the hub's courses (hub_config.courses.CourseBook), set likewise
     fold_case = Bool(
         False, help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
     ).tag(config=True)
@@ -56,13 +71,18 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         return hub_name(sub, self.people, self.fold_case)
 
     def get_user_groups(self, auth_state: dict) -> set[str]:
+        """The provider's groups, and the hub's course groups of the person (noted by update_auth_model)."""
         claims = (auth_state or {}).get(self.user_auth_state_key) or {}
-        return groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix,
-                                        tuple(self.entitlement_authorities))
+        provider = groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix,
+                                            tuple(self.entitlement_authorities))
+        # course-* names are the hub's own: an entitlement cannot make someone a course's instructor
+        return {g for g in provider if not g.startswith("course-")} | set((auth_state or {}).get(COURSE_GROUPS, ()))
 
     async def update_auth_model(self, auth_model):
         """Site accounts the provider names (JSC's hpc_infos_attribute) go into the hub's registry,
         at every login and refresh."""
+        if self.courses is not None and isinstance(auth_model.get("auth_state"), dict):
+            auth_model["auth_state"][COURSE_GROUPS] = sorted(self.courses.groups_of(auth_model.get("name", "")))
         admitted = self.get_user_groups(auth_model.get("auth_state") or {}) & (self.allowed_groups | self.admin_groups)
         if self.site_accounts is not None and self.site_systems and auth_model.get("name") != REFUSED and admitted:
             claims = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
@@ -70,12 +90,27 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
                                            accounts_from_claims(claims.get(self.site_accounts_claim), self.site_systems))
         return auth_model
 
+    async def authenticate(self, handler, data=None, **kwargs):
+        """A person who came by a course's invite link may sign in to join it (workshop participants
+        are rarely in the antenna's groups): noted for check_allowed, for this login only."""
+        model = await super().authenticate(handler, data, **kwargs)
+        if model and self.courses is not None:
+            code = invite_code(handler.get_next_url() if hasattr(handler, "get_next_url") else "")
+            course = self.courses.by_code(code) if code else None
+            if course is not None and join_refusal(course, model.get("name", ""), time.time()) is None:
+                model[INVITED] = course.id
+        return model
+
     def admits(self, username: str, auth_model: dict) -> bool:
         """Only the provider's groups let a person in, admins included: a name in the settings
-        alone is not enough once the provider no longer vouches for its holder."""
+        alone is not enough once the provider no longer vouches for its holder. Participants of a
+        course not ended are in too, and whoever came by a course's invite link, to join it."""
         if username == REFUSED:
             return False
-        return bool(set(auth_model.get("groups") or ()) & (self.allowed_groups | self.admin_groups))
+        groups = set(auth_model.get("groups") or ())
+        courses = self.courses.groups_of(username) if self.courses is not None else set()
+        return bool(groups & (self.allowed_groups | self.admin_groups) or groups & courses
+                    or auth_model.get(INVITED))
 
     async def check_allowed(self, username, auth_model):
         if auth_model is None:    # JupyterHub asks this of existing users at start

@@ -37,8 +37,8 @@ def groups_from_entitlements(entitlements, prefix: str, authorities: tuple[str, 
     """Hub groups from AARC-G002 entitlement URNs under `prefix` (…:group:<namespace>:), asserted
     by one of `authorities` (any, when none are named):
 
-    `<prefix>course-ws01#myaccessid.org` gives `course-ws01`;
-    `<prefix>course-ws01:role=instructor#…` gives `course-ws01` and `course-ws01=instructor`;
+    `<prefix>ws01#myaccessid.org` gives `ws01`;
+    `<prefix>ws01:role=instructor#…` gives `ws01` and `ws01=instructor`;
     a subgroup `<prefix>lumi:project_465000123` gives `lumi.project_465000123`.
     Levels are joined by "." and a role follows "=", neither of which a level may hold, so no
     subgroup or role can spell another group's name. Anything else gives nothing."""

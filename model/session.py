@@ -28,6 +28,8 @@ WHY = {
     "stopped": "You stopped it from the hub (or an administrator did).",
     "idle": "Nobody used it for a while, so the workbench stopped it to free the GPUs for others. "
             "Your files are kept in your home; start a new session to go on.",
+    "course_ended": "Your course ended (its time window passed, or your trainer ended it), so the workbench "
+                    "stopped it. A guest account's files are deleted with it; in your own account they are kept.",
     "cancelled": "You cancelled the request before it started.",
     "start failed": "JupyterLab could not be started; the waiting page said why.",
     "start timeout": "It did not start within the time the hub waits; the cluster may be busy. "

@@ -78,6 +78,9 @@ OIDC_SCHEMA = {
 }
 IDLE_CULLER_DEFAULTS = {"enabled": True, "timeout_seconds": 3600, "every_seconds": 300, "max_age_seconds": 0,
                         "activity_interval_seconds": 300}
+COURSES_DEFAULTS = {"enabled": True, "cluster": "aifa-local", "helper": "/usr/local/sbin/aifa-course-helper",
+                    "guest_prefix": "aifa-guest", "guest_count": 0, "trainer_groups": ["trainers"], "trainers": [],
+                    "every_seconds": 30, "last_start_minutes": 15}
 OIDC_DEFAULTS = {"scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
                  "sub_pattern": ".+", "refused_subs": ["test@myaccessid.org"], "admin_groups": [],
                  "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID", "fold_case": False,
@@ -101,6 +104,20 @@ SCHEMA = {
                            "every_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
                            "max_age_seconds": {"type": "integer", "minimum": 0, "maximum": 30 * 86400},
                            "activity_interval_seconds": {"type": "integer", "minimum": 2, "maximum": 3600}}},
+        # Courses on the local cluster: who makes them, the guest accounts participants without an
+        # account of their own are lent, the root helper for reservations (model.course)
+        "courses": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean"},
+                           "cluster": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,39}$"},
+                           "helper": _ABS_PATH,
+                           "guest_prefix": {"type": "string", "pattern": r"^[a-z][a-z0-9-]{1,20}$"},
+                           "guest_count": {"type": "integer", "minimum": 0, "maximum": 999},
+                           "trainer_groups": {"type": "array", "items": _NAME},
+                           "trainers": {"type": "array", "items": _NAME},
+                           "every_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
+                           # no new session of a course this close to its end
+                           "last_start_minutes": {"type": "integer", "minimum": 0, "maximum": 120}}},
         "public_host": {"type": "string", "pattern": r"^https?://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"},
         "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
         "tls_cert_file": _ABS_PATH,
@@ -191,6 +208,7 @@ class Settings:
     login: str = PER_USER
     oidc: dict | None = None
     idle_culler: dict = field(default_factory=lambda: dict(IDLE_CULLER_DEFAULTS))
+    courses: dict = field(default_factory=lambda: dict(COURSES_DEFAULTS))
     public_host: str = ""
     user_domain: str = ""
     tls_cert_file: str | None = None
@@ -304,6 +322,11 @@ def _validate_oidc(data, path: Path) -> None:
         re.compile(oidc.get("sub_pattern", ".+"))
     except re.error as e:
         raise SettingsError(f"{path}: oidc.sub_pattern: not a regular expression ({e}).") from None
+    for key in ("allowed_groups", "admin_groups"):
+        reserved = [g for g in oidc.get(key, []) if str(g).startswith("course-")]
+        if reserved:
+            raise SettingsError(f"{path}: oidc.{key}: {reserved[0]} starts with course-, which names the hub's own "
+                                "course groups (a provider's groups of that name are dropped); rename it.")
     names = list(oidc.get("people", {}).values())
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -379,6 +402,7 @@ def load_settings(path) -> Settings:
         login=data.get("login", PER_USER),
         oidc={**OIDC_DEFAULTS, **data["oidc"]} if "oidc" in data else None,
         idle_culler={**IDLE_CULLER_DEFAULTS, **data.get("idle_culler", {})},
+        courses={**COURSES_DEFAULTS, **data.get("courses", {})},
         public_host=public_host,
         user_domain=data.get("user_domain") or urlsplit(public_host).hostname,
         tls_cert_file=data.get("tls_cert_file"),

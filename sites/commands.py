@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024   # what is kept of a command's stdout (and of stderr); the rest is read and dropped
 LOG_CHARS = 500
@@ -86,10 +87,13 @@ class LocalRunner:
     sudo: str = "/usr/bin/sudo"
     path: str = "/usr/local/bin:/usr/bin:/bin"
     max_output_bytes: int = MAX_OUTPUT_BYTES
+    name_of: Callable[[str], str] | None = None    # hub user -> their account here (a course's guest)
 
     def argv_as(self, username: str | None, argv: list[str]) -> list[str]:
         if username is None:
             return list(argv)
+        if self.name_of is not None:
+            username = self.name_of(username)
         return [self.sudo, "-n", "-u", username, "--", *argv]
 
     async def run(self, argv, *, as_user=None, stdin=None, env=None, timeout=30.0) -> CommandResult:

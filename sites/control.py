@@ -8,6 +8,8 @@ user to the site's login node). A runner takes an argv list, never a shell strin
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import re
 from typing import Protocol
 
@@ -24,6 +26,8 @@ SLURM_UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 _SUDO_REFUSED = re.compile(r"a password is required|not allowed to execute|may not run|unknown user")
+# sacctmgr's answers when what was asked is already so (a retried course step)
+_NOTHING_TO_DO = re.compile(r"Nothing new added|already exists|Nothing deleted", re.IGNORECASE)
 _ALREADY_ENDED = re.compile(r"Invalid job id specified|already completing or completed", re.IGNORECASE)
 
 
@@ -173,6 +177,42 @@ class JobControl:
         said = " ".join((result.stdout + result.stderr).split())
         if not result.ok or " is UP" not in said:
             raise SlurmNotAnswering(self.site_title, f"scontrol ping: {bounded(said, 200) or 'nothing'}")
+
+    # --- courses (the local cluster: the hub coordinates the projects; reservations via the helper) ---
+    async def _change(self, argv, what: str) -> None:
+        result = await self._run(argv)
+        if not result.ok and not _NOTHING_TO_DO.search(result.stdout + result.stderr):
+            raise SlurmRefused(self.site_title, bounded((result.stderr or result.stdout).strip(), 300), action=what)
+
+    async def account_exists(self, cluster: str, account: str) -> bool:
+        return bool((await self._output(cli.account_exists_argv(self.slurm_bin, cluster, account))).strip())
+
+    async def add_course_account(self, cluster: str, account: str, parent: str, billing_minutes: int,
+                                 max_wall_minutes: int) -> None:
+        await self._change(cli.course_account_argv(self.slurm_bin, cluster, account, parent, billing_minutes,
+                                                   max_wall_minutes), "to make the course's account")
+        await self._change(cli.course_coordinator_argv(self.slurm_bin, account, pwd.getpwuid(os.getuid()).pw_name),
+                           "to watch the course's jobs")
+
+    async def course_member(self, cluster: str, user: str, account: str, add: bool = True) -> None:
+        await self._change(cli.course_member_argv(self.slurm_bin, cluster, user, account, add),
+                           "to add you to the course" if add else "to end a participation")
+
+    async def cancel_account_jobs(self, account: str) -> None:
+        result = await self._run(cli.cancel_account_jobs_argv(self.slurm_bin, account))
+        if not result.ok:
+            raise self._failure(result, None, action="to end the course's jobs")
+
+    async def remove_course_account(self, cluster: str, account: str) -> None:
+        await self._change(cli.course_account_removal_argv(self.slurm_bin, cluster, account),
+                           "to close the course's account")
+
+    async def course_helper(self, helper: str, action: str, **options) -> None:
+        """Reserve, unreserve, release a guest account: as root through the helper's sudo rule."""
+        result = await self._run(cli.course_helper_argv(helper, action, **options), timeout=60)
+        if not result.ok:
+            raise SlurmRefused(self.site_title, bounded(result.stderr.strip() or f"exit {result.returncode}", 300),
+                               action=f"to {action.replace('-', ' ')} for the course")
 
     # --- reconciliation -------------------------------------------------------------------------
     async def workbench_jobs(self, names: str, as_user: str | None = None) -> str:

@@ -28,9 +28,13 @@ class NoHostKey(HostKeyMismatch):
 class Identities:
     """site_users of the settings ({user: {site: {username, accounts}}}) and the key store."""
 
-    def __init__(self, site_users: dict, key_store):
+    def __init__(self, site_users: dict, key_store, local_names=None):
         self.site_users, self.key_store = site_users, key_store
+        self.local_names = local_names     # hub user -> account on the local cluster (courses' guests)
         self._credentials: dict[tuple[str, str], Credential] = {}   # keys decrypted once per process
+
+    def local_username(self, user: str) -> str:
+        return self.local_names(user) if self.local_names is not None else user
 
     def site_username(self, user: str, site: str) -> str | None:
         return self.site_users.get(user, {}).get(site, {}).get("username")
@@ -85,7 +89,8 @@ def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> Jo
     control = _CONTROLS.get(key)
     if control is None:
         if site.transport == "local":
-            control = JobControl(site.name, site.title, LocalRunner(), slurm_bin, timeout, shared_queries=True)
+            runner = LocalRunner(name_of=lambda user: _IDENTITIES.local_username(user) if _IDENTITIES else user)
+            control = JobControl(site.name, site.title, runner, slurm_bin, timeout, shared_queries=True)
         else:
             control = JobControl(site.name, site.title, _ssh_runner(site), site.paths.slurm_bin, timeout,
                                  shared_queries=False)

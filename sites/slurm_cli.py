@@ -131,6 +131,50 @@ def project_file_argv(path_pattern: str, project: str, max_bytes: int = 65536) -
             path_pattern.replace("{project}", project)]
 
 
+# --- courses: their account (as the projects' coordinator) and reservation (the root helper) -------
+def course_account_argv(bin_dir: str, cluster: str, account: str, parent: str, billing_minutes: int,
+                        max_wall_minutes: int) -> list[str]:
+    """The course's child account: its budget (GrpTRESMins on billing), one job per participant, no
+    job longer than a session."""
+    return [f"{bin_dir}/sacctmgr", "-i", "add", "account", account, f"cluster={cluster}", f"parent={parent}",
+            f"GrpTRESMins=billing={int(billing_minutes)}", "MaxJobs=1", f"MaxWall={int(max_wall_minutes)}",
+            f"Description={account}", "Organization=aifa-course"]
+
+
+def account_exists_argv(bin_dir: str, cluster: str, account: str) -> list[str]:
+    return [f"{bin_dir}/sacctmgr", "-nP", "show", "assoc", "where", f"account={account}", f"cluster={cluster}",
+            "format=account"]
+
+
+def course_coordinator_argv(bin_dir: str, account: str, user: str) -> list[str]:
+    """The hub's user coordinates the course's account explicitly: slurmctld shows a coordinator
+    the jobs of an account made under theirs (PrivateData=jobs) only then."""
+    return [f"{bin_dir}/sacctmgr", "-i", "add", "coordinator", f"account={account}", f"names={user}"]
+
+
+def course_member_argv(bin_dir: str, cluster: str, user: str, account: str, add: bool = True) -> list[str]:
+    return [f"{bin_dir}/sacctmgr", "-i", "add" if add else "delete", "user", user, f"account={account}",
+            f"cluster={cluster}"]
+
+
+def cancel_account_jobs_argv(bin_dir: str, account: str) -> list[str]:
+    """Every job of a course's account (the hub coordinates it): what its window's end leaves."""
+    return [f"{bin_dir}/scancel", f"--account={account}"]
+
+
+def course_account_removal_argv(bin_dir: str, cluster: str, account: str) -> list[str]:
+    return [f"{bin_dir}/sacctmgr", "-i", "delete", "account", account, f"cluster={cluster}"]
+
+
+def course_helper_argv(helper: str, action: str, **options) -> list[str]:
+    """The root-owned helper (reservations, wiping a guest account) through its one sudo rule;
+    it checks every argument again."""
+    argv = ["/usr/bin/sudo", "-n", helper, action]
+    for key, value in options.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
 # --- workbench job names: aifa-wb-<hub id>-<user> --------------------------------------------------
 def job_name(hub_id: str, username: str) -> str:
     """The name of every job a hub submits for a user: it says which hub, so that a second hub on

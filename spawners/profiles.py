@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from aifa_workbench.model.catalogue import Partition, Site, cost_hint, cost_unit, estimate_cost
+from aifa_workbench.model.course import session_cost
 from aifa_workbench.model.request import resources_for
 
 CUSTOM = "custom"
@@ -76,6 +77,8 @@ def options_from_form(formdata: Mapping[str, list]) -> dict:
         values = formdata.get(key) or [""]
         return values[0].strip() if isinstance(values[0], str) else values[0]
 
+    if first("course"):                  # a course's card: its locked profile, nothing else
+        return {"course": first("course")[:64]}
     profile = first("profile")
     if profile and profile != CUSTOM:     # a profile, and who pays for it, in which reservation
         return {"profile": profile, **{key: first(key) for key in ("account", "reservation") if first(key)}}
@@ -155,3 +158,19 @@ def describe_cost(site: Site, part: Partition, gpus: int, cpus: int, memory_gb: 
     what = "1 node" if part.whole_node else (f"{gpus} {site.gpu_label}{'s' if gpus != 1 else ''}" if gpus
                                             else f"{cpus} core{'s' if cpus != 1 else ''}")
     return f"{site_short_name(site)} {part.name}, {what}, {hours} h ≈ {cost:.1f} {billing_unit(site, part)}"
+
+
+def course_cards(courses, sites: Mapping[str, Site]) -> list[dict]:
+    """The spawn form's cards of the user's courses (model.course.Course), with their cost."""
+    cards = []
+    for course in courses:
+        site = sites.get(course.site)
+        if site is None or course.partition not in site.partitions:
+            continue
+        part = site.partitions[course.partition]
+        cards.append({"id": course.id, "title": course.title, "where": f"{site_short_name(site)} · {part.name}",
+                      "what": f"{course.gpus} {site.gpu_label}{'s' if course.gpus != 1 else ''}, {course.hours:g} h"
+                              if course.gpus else f"{course.hours:g} h",
+                      "cost": f"≈ {session_cost(course, site):.1f} {cost_unit(part)}",
+                      "starts_at": course.starts_at, "ends_at": course.ends_at})
+    return cards

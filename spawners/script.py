@@ -57,6 +57,9 @@ class ScriptContext:
     # Forward reach: the job calls the hub over TLS and trusts the CA in env_file
     # (AIFA_WORKBENCH_HUB_CA_PEM) for it, nothing else (sites.hub_api_tls says why).
     hub_ca: bool = False
+    # The hub user the job is for: its name carries it (the reconcilers look for it), whoever the
+    # job runs as on the site (a site username, a course's guest account).
+    hub_user: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,6 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         hub_trust_argv=(("python" if ctx.container_runtime else f"{ctx.venv_bin}/python", "-m",
                          "aifa_workbench.extensions.hub_trust") if ctx.hub_ca else ()),
         walltime=format_walltime(request.hours),
-        job_name=job_name(ctx.hub_id, ctx.username),
+        job_name=job_name(ctx.hub_id, ctx.hub_user or ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",
     )

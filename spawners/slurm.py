@@ -27,7 +27,8 @@ from tornado import web
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from aifa_workbench.model.catalogue import estimate_cost, load_catalogue
-from aifa_workbench.model import budget as budget_mod, session as session_mod
+from aifa_workbench.model import budget as budget_mod, course as model_course, session as session_mod
+from aifa_workbench.hub_config import courses as courses_mod
 from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request, shown
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
@@ -244,17 +245,19 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         for site in self.sites.values():
             if site.accounts_from == "slurm":
                 facts = self.facts(site.name)
-                accounts[site.name] = await facts.user_accounts(name)
-                reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation)
+                local = self.local_username() if site.transport == "local" else None
+                accounts[site.name] = await facts.user_accounts(name, local)
+                reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation,
+                                                                   local)
             else:
                 accounts[site.name] = tuple(self._site_account(site.name).get("accounts", ()))
         return UserContext(accounts=accounts, reservations=reservations)
 
-    async def _reservations(self, facts: SlurmFacts, accounts, wanted) -> tuple[str, ...]:
+    async def _reservations(self, facts: SlurmFacts, accounts, wanted, site_user=None) -> tuple[str, ...]:
         """The user's reservations; when the controller does not answer, none (a request naming
         one is then refused with the reason; sbatch would be refused anyway)."""
         try:
-            return await facts.reservations(self.user.name, accounts, wanted)
+            return await facts.reservations(self.user.name, accounts, wanted, site_user)
         except SiteError:
             if wanted:
                 raise
@@ -262,6 +265,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     async def apply_job_request(self, options):
         profiles = {p.slug: p.options for p in self.quick_start_profiles}
+        course, options = self._course_options(options)
         try:
             wanted = options.get("reservation") if isinstance(options, dict) else None
             request = parse_job_request(options, self.sites, await self.user_context(wanted), self.default_site, profiles)
@@ -280,8 +284,29 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self.forget_user_options()
             raise user_error(f"Servers on {site.title} cannot be started from this hub: the site catalogue "
                              "does not say how the hub reaches it. Choose another site.")
+        if course is None and courses_mod.course_of_account(request.account):
+            self.forget_user_options()
+            raise user_error(f"The project {request.account} is a course's: its sessions start from the course's "
+                             "card on the start page, as the course set them.")
         await self._check_budget(request, options)
         self.job_request = request
+        self.default_url = model_course.materials_url(course) if course else "/lab"
+
+    def _course_options(self, options):
+        """A course's locked profile: {"course": id} and nothing else, by a participant, in its window."""
+        if not isinstance(options, dict) or "course" not in options:
+            return None, options
+        ident = options.get("course")
+        course = courses_mod.BOOK.courses.get(ident) if courses_mod.BOOK and isinstance(ident, str) else None
+        if course is None or self.user.name not in course.participants or len(options) != 1:
+            self.forget_user_options()
+            raise user_error("You can start a course's session only for a course you joined, and its settings are "
+                             "the course's: join with your trainer's code first.")
+        refusal = model_course.spawn_refusal(course, time.time(), courses_mod.CONFIG.last_start_minutes)
+        if refusal:
+            self.forget_user_options()
+            raise user_error(refusal)
+        return course, {**model_course.session_options(course), "hours": model_course.session_fits(course, time.time())}
 
     async def budgets(self, site, accounts, fresh: bool = False) -> dict:
         """What is left of each of the user's projects on `site` that has a budget (model.budget)."""
@@ -292,7 +317,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 return {}            # no account there: nothing to read, and no login to try
             found = await asyncio.gather(*(self._project_budget(site, a, fresh) for a in accounts))
             return {a: b for a, b in zip(accounts, found) if b is not None}
-        site_user = None if site.transport == "local" else self._site_account(site.name).get("username")
+        site_user = self.local_username() if site.transport == "local" else self._site_account(site.name).get("username")
         minutes = await self.facts(site.name).budgets(self.user.name, tuple(accounts), site_user, fresh=fresh)
         return budget_mod.budgets_from_slurm(minutes, site.budget.get("per_unit_hour", 1), site.billing_unit)
 
@@ -349,6 +374,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         except SiteError as e:   # the form still shows; a spawn then says what is wrong
             self.log.warning("Spawn form of %s without live accounts: %s", self.user.name, e.detail or e)
             context = UserContext()
+        # a course's reservation serves its card only (model.course), never a card of its own
+        context = dataclasses.replace(context, reservations={
+            name: tuple(r for r in found if not (courses_mod.BOOK and courses_mod.BOOK.is_course_reservation(r)))
+            for name, found in context.reservations.items()})
         load, windows = {}, {}
         for name, site in self.sites.items():
             try:
@@ -368,6 +397,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 self.log.warning("No budgets for %s on %s: %s", self.user.name, name, e.detail or e)
                 found = {}
             data["sites"][name]["budgets"] = {account: b.to_dict() for account, b in found.items()}
+        data["courses"] = profiles_mod.course_cards(courses_mod.BOOK.active_of(self.user.name)
+                                                    if courses_mod.BOOK else [], self.sites)
         data["support"] = self.support_contact
         data["refused"], self._refused_form = self._refused_form, None     # shown again once
         # else the form opens on the user's last choice (JupyterHub keeps the last options)
@@ -386,10 +417,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return self.sites[self.site_name].transport != "local"
 
     def site_username(self) -> str:
-        """The user's name on the job's site (the settings' site_users; the hub's on the local one)."""
+        """The user's name on the job's site (the settings' site_users; on the local cluster their
+        own, or the guest account a course gave them)."""
         if not self.remote:
-            return self.user.name
+            return self.local_username()
         return self._site_account(self.site_name).get("username") or self.user.name
+
+    def local_username(self) -> str:
+        identities = current_identities()
+        return identities.local_username(self.user.name) if identities is not None else self.user.name
 
     def _site_account(self, site_name: str) -> dict:
         """{username, accounts} of the user on a site: the hub's registry (admins, the identity
@@ -401,7 +437,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def user_home(self) -> str:
         """The user's home on the job's site (where the job writes its output)."""
         home = self.sites[self.site_name].home_of(self.site_username())
-        return home or pwd.getpwnam(self.user.name).pw_dir
+        return home or pwd.getpwnam(self.site_username()).pw_dir
+
+    def user_env(self, env):
+        """batchspawner would add USER, HOME and SHELL from this host's passwd, which does not know
+        most users (a course's participants run as guest accounts, others only on remote sites);
+        the job never inherits them anyway (export_names), and its script sets HOME and USER."""
+        return env
 
     def get_env(self):
         """Jobs of a remote site call the hub at the address their catalogue says (reach.hub_url)."""
@@ -432,6 +474,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             env_file=env_file,
             tunnel=self.reverse,
             hub_ca=self.forward,
+            hub_user=self.user.name,
         )
         return render_batch_script(self.job_request, site, ctx)
 
@@ -845,7 +888,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
             self._record_end("start failed" if self._start_failed else
                              "start timeout" if late and not self.started_at else
-                             "idle" if self.stop_reason == "idle" and self.started_at else "stopped")
+                             self.stop_reason if self.stop_reason in ("idle", "course_ended") and self.started_at
+                             else "stopped")
         self.stop_reason = None
         job_id, monitor = self.job_id, self.monitor
         await self.cancel_batch_job()
@@ -891,7 +935,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not self.job_id or site is None:
             return
         now = time.time()
-        if final_state in ("stopped", "start timeout", "start failed", "idle"):
+        if final_state in ("stopped", "start timeout", "start failed", "idle", "course_ended"):
             ending = final_state
         else:
             ran = now - self.started_at if self.started_at else 0

@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 _ACCOUNTS_CACHE: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
 
 
+def forget_accounts(site_name: str, username: str) -> None:
+    """A user's accounts changed here (they joined a course): ask Slurm again next time."""
+    _ACCOUNTS_CACHE.pop((site_name, username), None)
+
+
 class SharedAnswers:
     """Answers of read-only queries, reused for `ttl` seconds; callers asking while a query runs
     wait for that one (40 form renders or refused spawns at once cost one scontrol, not 40). The

@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -201,11 +201,12 @@ FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 
 
 def login_through(hub_url: str, provider: Provider, login: str, password: str | None = None,
-                  session: requests.Session | None = None) -> requests.Response:
+                  session: requests.Session | None = None, next_path: str = "") -> requests.Response:
     """Click through as a person does: the hub's login button, the provider's sign-in form, its
-    consent form; returns the last answer (the hub's page, or its refusal). The session keeps cookies."""
+    consent form; returns the last answer (the hub's page, or its refusal). The session keeps cookies.
+    `next_path`: the hub page the login was asked for (a course's invite link)."""
     session = session if session is not None else requests.Session()
-    page = session.get(hub_url + "hub/oauth_login?next=", timeout=30)
+    page = session.get(hub_url + "hub/oauth_login?next=" + quote(next_path), timeout=30)
     person_ = provider.people[login]
     for _ in range(3):
         action = FORM_ACTION.search(page.text) if page.url.startswith(provider.url) else None

@@ -470,7 +470,7 @@ def drill_views(hub) -> tuple[dict, dict, dict]:
     jobs = {}
     for site in ("local", "lumi", "jupiter", "lucia"):
         for user in RANDOM_SITES:
-            name = hub.job_name(user if site == "local" else SITE_USERS[site][user])
+            name = hub.job_name(user)      # the hub user's name, whoever the job runs as there
             argv = ["squeue", "-h", "-n", name, "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i"]
             out = (subprocess.run(argv, capture_output=True, text=True) if site == "local" else in_site(site, argv)).stdout
             for job_id in out.split():

@@ -33,13 +33,19 @@ module load Stages/2025 GCC CUDA OpenMPI NCCL
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /p/software/jupiter/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
-/p/software/jupiter/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
-server=$!
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+for attempt in 1 2 3; do
+/p/software/jupiter/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+server=$!
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
+# jupyter_server frees the port the system gave it before listening on it: a server starting
+# beside it on the node may take that port meanwhile; then it stops at once and starts again
+[ "$code" != 0 ] && tail -n 20 "$HOME/.aifa-workbench-job-$SLURM_JOB_ID.log" 2>/dev/null | grep -q "no available port could be found" || break
+echo "AIFA Workbench: the server's port was taken as it started; starting it again"
+done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
 /p/software/jupiter/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -1,0 +1,368 @@
+"""Courses on the hub: the book of courses (state/courses.json, 0600), and what making, joining
+and ending one does on the local cluster and in the hub.
+
+Making one: the course's Slurm account under the trainer's project (the hub coordinates the
+projects), its reservation (the root helper, `aifa-course-helper`, through one sudo rule), the hub
+groups `course-<id>` and `course-<id>-instructors` and the instructors' role (model.course).
+Joining: the participant's account on the local cluster (their own, or a guest account of the
+pool given to them alone) is added to the course account; they enter the course's group.
+Ending (the window's end, or the trainer): servers of the course stop, the reservation goes, the
+participations end and each guest account is wiped before it is given to anyone else.
+"""
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import timezone
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aifa_workbench.model import course as model
+from aifa_workbench.model.course import Course, CourseError, course_from_dict
+from aifa_workbench.sites.errors import SiteError
+
+log = logging.getLogger("JupyterHub")
+
+
+@dataclass
+class CoursesConfig:
+    """Set once by jupyterhub_config.py (settings `courses`)."""
+
+    cluster: str = "aifa-local"
+    helper: str = "/usr/local/sbin/aifa-course-helper"
+    slurm_bin: str = "/usr/bin"
+    guest_prefix: str = "aifa-guest"
+    guest_count: int = 0
+    users_group: str = "aifa-users"
+    trainer_groups: tuple[str, ...] = ("trainers",)
+    every_seconds: float = 30.0
+    last_start_minutes: int = 15   # no new session of a course this close to its end
+    activity_seconds: int = 300    # how often servers report activity: a course's idle timeout is 3 times that at least
+    support: str = ""
+    public_url: str = ""      # scheme://host[:port] people reach the hub at, for invite links
+    sites: dict = field(default_factory=dict)      # the local sites: {name: catalogue Site}
+
+
+class CourseBook:
+    """Every course, kept in one JSON file only the hub's user reads."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.courses = path, {}
+        if path is not None and path.exists():
+            data = json.loads(path.read_text())
+            self.courses = {ident: course_from_dict(c) for ident, c in data.get("courses", {}).items()}
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".courses-")   # 0600, a new file
+        with os.fdopen(fd, "w") as f:
+            json.dump({"courses": {i: c.to_dict() for i, c in self.courses.items()}}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def put(self, course: Course) -> None:
+        self.courses[course.id] = course
+        self.save()
+
+    def by_code(self, code: str) -> Course | None:
+        wanted = model.normal_code(code)
+        return next((c for c in self.courses.values() if wanted and c.code == wanted and c.state == "scheduled"), None)
+
+    def active_of(self, user: str) -> list[Course]:
+        """The courses `user` takes part in that have not ended."""
+        return [c for c in self.courses.values() if c.state == "scheduled" and user in c.participants]
+
+    def is_course_reservation(self, name: str) -> bool:
+        return any(c.reservation == name for c in self.courses.values())
+
+    def taught_by(self, user: str) -> list[Course]:
+        return [c for c in self.courses.values() if user in c.instructors or user == c.owner]
+
+    def local_account(self, user: str) -> str:
+        """Who `user` is on the local cluster: the account a course gave them, else their own name."""
+        for course in self.courses.values():
+            if course.state in HOLDING and user in course.participants:
+                return course.participants[user]
+        return user
+
+    def guests_in_use(self) -> set[str]:
+        """Accounts lent by courses not ended yet (an ending course's until they are wiped)."""
+        return {acct for c in self.courses.values() if c.state in HOLDING for acct in c.participants.values()}
+
+    def groups_of(self, user: str) -> set[str]:
+        """Hub groups the courses give `user` (a federated login adds them to the provider's)."""
+        groups = {c.group for c in self.active_of(user)}
+        groups |= {c.instructor_group for c in self.taught_by(user) if c.state == "scheduled"}
+        return groups
+
+
+# The reservation outlasts the window a little: the hub stops the course's sessions at the window's
+# end, saying why, before Slurm would end them as jobs of a reservation that is over.
+RESERVATION_GRACE = 600
+HOLDING = ("scheduled", "ending")     # states in which a course holds its participants' accounts
+BOOK: CourseBook | None = None
+CONFIG = CoursesConfig()
+
+
+def course_of_account(account: str) -> Course | None:
+    """The course whose Slurm account this is (any state: an ended course's account is not a project)."""
+    if BOOK is None or not isinstance(account, str) or not account.startswith("course-"):
+        return None
+    return BOOK.courses.get(account[len("course-"):])
+
+
+def configure(config: CoursesConfig, book: CourseBook) -> None:
+    global BOOK, CONFIG
+    CONFIG, BOOK = config, book
+
+
+def guest_names(config: CoursesConfig) -> list[str]:
+    return [f"{config.guest_prefix}{n:02d}" for n in range(1, config.guest_count + 1)]
+
+
+def own_local_account(user: str, users_group: str) -> bool:
+    """Whether `user` has a unix account of their own among the workbench's users here."""
+    try:
+        return user in grp.getgrnam(users_group).gr_mem
+    except KeyError:
+        return False
+
+
+def local_account_for(book: CourseBook, config: CoursesConfig, user: str) -> str:
+    """The participant's account on the local cluster: their own, the guest account they already
+    hold, or a free one of the pool. Raises CourseError when none is left."""
+    if own_local_account(user, config.users_group):
+        return user
+    for course in book.active_of(user):     # the guest they hold in a course going on (never an ending one's)
+        return course.participants[user]
+    free = [name for name in guest_names(config) if name not in book.guests_in_use()]
+    if not free:
+        raise CourseError("code", "Every guest place of the workbench is taken right now. "
+                                  f"Tell your trainer or {config.support or 'the support desk'}.")
+    return free[0]
+
+
+# --- the hub side: groups and the instructors' role ---------------------------------------------
+def hub_groups_for(app, course: Course) -> None:
+    from jupyterhub import orm, roles
+    db = app.db
+    for name in (course.group, course.instructor_group):
+        if orm.Group.find(db, name) is None:
+            db.add(orm.Group(name=name))
+    db.commit()
+    spec = model.instructor_role(course)
+    roles.create_role(db, {k: v for k, v in spec.items() if k != "groups"})
+    group = orm.Group.find(db, course.instructor_group)
+    roles.grant_role(db, group, spec["name"])
+    for name in course.instructors:
+        add_to_group(app, name, course.instructor_group)
+
+
+def add_to_group(app, username: str, group_name: str) -> None:
+    from jupyterhub import orm
+    user, group = orm.User.find(app.db, username), orm.Group.find(app.db, group_name)
+    if user is not None and group is not None and group not in user.groups:
+        user.groups.append(group)
+        app.db.commit()
+
+
+def drop_hub_groups(app, course: Course) -> None:
+    from jupyterhub import orm, roles
+    roles.delete_role(app.db, model.instructor_role(course)["name"]) \
+        if orm.Role.find(app.db, model.instructor_role(course)["name"]) else None
+    for name in (course.group, course.instructor_group):
+        group = orm.Group.find(app.db, name)
+        if group is not None:
+            app.db.delete(group)
+    app.db.commit()
+
+
+def load_roles_of(book: CourseBook) -> list[dict]:
+    """The instructors' roles of courses not ended (JupyterHub deletes at start the roles its
+    configuration does not name)."""
+    return [model.instructor_role(c) for c in book.courses.values() if c.state == "scheduled"]
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
+# --- making, joining, ending ----------------------------------------------------------------------
+# Making, joining and ending courses change the book and the cluster one at a time: a guest account
+# goes to one person, and a join never interleaves with the end of its course.
+_CHANGING = asyncio.Lock()
+
+
+async def create(app, control, course: Course, per_unit_hour: float) -> Course:
+    async with _CHANGING:
+        return await _create(app, control, course, per_unit_hour)
+
+
+async def _create(app, control, course: Course, per_unit_hour: float) -> Course:
+    """The course's account and reservation on the cluster, then its groups and role in the hub."""
+    book, config = BOOK, CONFIG
+    if course.id in book.courses:
+        raise CourseError("id", f"{model.LABELS['id']}: a course named {course.id} exists already; choose another.")
+    site = config.sites[course.site]
+    if await control.account_exists(config.cluster, course.account):     # not ours: never taken over
+        raise CourseError("id", f"{model.LABELS['id']}: the cluster has an account {course.account} already; "
+                                "choose another.")
+    await control.add_course_account(config.cluster, course.account, course.project,
+                                     model.budget_minutes(course, per_unit_hour), model.session_minutes(course))
+    try:
+        await control.course_helper(config.helper, "reserve", name=course.reservation, account=course.account,
+                                    partition=course.partition, start=_stamp(max(course.starts_at, time.time() + 5)),
+                                    end=_stamp(course.ends_at + RESERVATION_GRACE),
+                                    cores=model.reservation_cores(course, site))
+    except SiteError as e:
+        await control.remove_course_account(config.cluster, course.account)
+        if "nodes are busy" in str(e.detail or ""):
+            raise CourseError("size", f"{site.title} cannot hold {course.size} sessions on {course.partition} "
+                                      "in that window: other reservations hold its cores. "
+                                      "Choose fewer participants, another partition or another time.") from None
+        raise
+    book.put(course)
+    hub_groups_for(app, course)
+    log.info("Course %s made by %s: %s %s, %d places, reservation %s", course.id, course.owner, course.site,
+             course.partition, course.size, course.reservation)
+    return course
+
+
+
+
+async def join(app, control, user: str, code: str, now: float | None = None) -> Course:
+    book, config = BOOK, CONFIG
+    async with _CHANGING:
+        course = book.by_code(code)
+        refusal = model.join_refusal(course, user, time.time() if now is None else now)
+        if refusal:
+            raise CourseError("code", refusal)
+        if user in course.participants:
+            return course
+        account = local_account_for(book, config, user)
+        await control.course_member(config.cluster, account, course.account, add=True)
+        course = model.with_participant(course, user, account)
+        book.put(course)
+    add_to_group(app, user, course.group)
+    from aifa_workbench.spawners.slurm_facts import forget_accounts
+    forget_accounts(course.site, user)
+    log.info("%s joined course %s (on the cluster as %s)", user, course.id, account)
+    return course
+
+
+async def stop_course_servers(app, course: Course) -> int:
+    """Stop every server of the course's participants that runs in the course's account."""
+    stopped = []
+    for name in course.participants:
+        from jupyterhub import orm
+        orm_user = orm.User.find(app.db, name)
+        if orm_user is None:
+            continue
+        user = app.users[orm_user]
+        for server_name, spawner in list(user.spawners.items()):
+            request = getattr(spawner, "job_request", None)
+            if spawner.active and request is not None and request.account == course.account and not spawner.pending:
+                spawner.stop_reason = "course_ended"
+                stopped.append(_stop(app, user, server_name))
+    await asyncio.gather(*stopped, return_exceptions=True)
+    return len(stopped)
+
+
+async def _stop(app, user, server_name: str) -> None:
+    try:
+        await app.proxy.delete_user(user, server_name)
+        await user.stop(server_name)
+    except Exception as e:     # one server failing to stop does not keep the others running
+        log.error("Stopping %s's course server failed: %s", user.name, e)
+
+
+async def end(app, control, course: Course) -> Course:
+    """The window's end (or the trainer's word): stop, unreserve, end participations."""
+    async with _CHANGING:
+        course = BOOK.courses[course.id]
+        if course.state == "ended":
+            return course
+        return await _end(app, control, course)
+
+
+async def _end(app, control, course: Course) -> Course:
+    book, config = BOOK, CONFIG
+    course = replace(course, state="ending")     # nobody joins or starts; its guests stay lent
+    book.put(course)
+    servers = await stop_course_servers(app, course)
+    await control.course_helper(config.helper, "unreserve", name=course.reservation)
+    await control.cancel_account_jobs(course.account)      # what no server of the hub held
+    for user, account in course.participants.items():
+        others = {acct for c in book.courses.values() if c.state in HOLDING and c.id != course.id
+                  for acct in c.participants.values()}
+        if account != user and account not in others:     # wiped before anyone else gets it
+            await control.course_helper(config.helper, "release-guest", user=account)
+        await control.course_member(config.cluster, account, course.account, add=False)
+    await control.remove_course_account(config.cluster, course.account)   # its jobs stay in the accounting
+    book.put(replace(course, state="ended"))
+    drop_hub_groups(app, course)
+    log.info("Course %s ended: %d server(s) stopped, %d participation(s) ended", course.id, servers,
+             len(course.participants))
+    return book.courses[course.id]
+
+
+async def stop_idle_course_servers(app, now: float | None = None) -> int:
+    """A course's own idle timeout (idle_minutes): its sessions nobody used for that long stop,
+    as the hub's idle culler stops any session after the hub-wide timeout."""
+    from jupyterhub import orm
+    now = time.time() if now is None else now
+    stopping = []
+    for course in BOOK.courses.values():
+        if course.state != "scheduled" or not course.idle_minutes:
+            continue
+        for name in course.participants:
+            orm_user = orm.User.find(app.db, name)
+            user = app.users[orm_user] if orm_user is not None else None
+            for server_name, spawner in (list(user.spawners.items()) if user else ()):
+                request, seen = getattr(spawner, "job_request", None), spawner.orm_spawner.last_activity
+                idle = seen is not None and now - seen.replace(tzinfo=timezone.utc).timestamp() > course.idle_minutes * 60
+                if spawner.ready and request is not None and request.account == course.account and idle:
+                    spawner.stop_reason = "idle"
+                    log.info("Stopping %s's session in course %s: idle for %d minutes", name, course.id,
+                             course.idle_minutes)
+                    stopping.append(_stop(app, user, server_name))
+    await asyncio.gather(*stopping)
+    return len(stopping)
+
+
+async def end_due_courses(app, control, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    ended = []
+    for course in list(BOOK.courses.values()):
+        if course.state == "ending" or course.state == "scheduled" and now >= course.ends_at:
+            try:
+                await end(app, control, course)
+                ended.append(course.id)
+            except SiteError as e:
+                log.error("Course %s could not end yet: %s (trying again)", course.id, e.detail or e)
+    return ended
+
+
+def start_window_keeper(control) -> None:
+    """Every `every_seconds`, end the courses whose window has passed (call from the config)."""
+    from aifa_workbench.spawners.background import in_background
+
+    async def keep():
+        from jupyterhub.app import JupyterHub
+        app = JupyterHub.instance()
+        await app._start_future
+        while True:
+            try:
+                await end_due_courses(app, control)
+                await stop_idle_course_servers(app)
+            except Exception:     # the keeper goes on: the next round tries again
+                log.exception("Ending the courses whose window passed failed")
+            await asyncio.sleep(CONFIG.every_seconds)
+    asyncio.get_event_loop().call_soon(lambda: in_background(keep(), "The course window keeper", log))
