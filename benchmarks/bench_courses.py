@@ -93,7 +93,9 @@ def course_burst(hub, n: int, ident: str) -> dict:
         def join_and_start(name):
             joined = hub.api("POST", "courses/join", token=tokens[name], json={"code": code}, timeout=120)
             joined_at = time.monotonic() - started
-            if joined.status_code == 200:
+            if joined.status_code != 200:
+                print(f"{name} could not join: {joined.text[:300]}", flush=True)
+            else:
                 hub.api("POST", f"users/{name}/server", token=tokens[name], json={"course": ident}, timeout=120)
             return joined_at
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40])
     args = parser.parse_args(argv)
     hub = hubs.running_hub("bench-courses", settings_overrides={
-        "named_servers_per_user": max(args.sizes), "courses": {"trainers": ["alice"], "every_seconds": 5}})
+        "named_servers_per_user": max(args.sizes), "courses": {"trainers": ["alice"], "every_seconds": 5, "guest_count": 40}})
     try:
         for n in args.sizes:
             base = baseline_burst(hub, n)

@@ -144,8 +144,8 @@ def local_account_for(book: CourseBook, config: CoursesConfig, user: str) -> str
         return course.participants[user]
     free = [name for name in guest_names(config) if name not in book.guests_in_use()]
     if not free:
-        raise CourseError("code", "Every guest place of the workbench is taken right now. "
-                                  f"Tell your trainer or {config.support or 'the support desk'}.")
+        raise CourseError("code", "Every guest place of the workbench is taken right now, so you cannot join "
+                                  f"yet. Tell {config.support or 'your trainer'}.")
     return free[0]
 
 
