@@ -19,7 +19,7 @@ from datetime import datetime
 
 FIELDS = {"id": "id", "title": "title", "site": "site", "partition": "partition", "gpus": "gpus", "hours": "hours",
           "size": "size", "project": "project", "budget": "budget", "materials": "materials_repo",
-          "branch": "materials_branch", "idle_minutes": "idle_minutes"}
+          "branch": "materials_branch", "idle_minutes": "idle_minutes", "reservation": "reservation"}
 
 
 def add_parser(sub) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
         parser.add_argument("--hub", required=True, help="the hub's address, e.g. https://workbench.aifa.be/")
         parser.add_argument("--token-file", help="file holding your API token (else $AIFA_WORKBENCH_TOKEN)")
         parser.set_defaults(run=run)
-    for name in ("id", "title", "partition", "project", "materials", "branch"):
+    for name in ("id", "title", "partition", "project", "materials", "branch", "reservation"):
         create.add_argument(f"--{name}", required=name in ("id", "title", "partition", "project"))
     create.add_argument("--site", default="local")
     create.add_argument("--gpus", type=int)

@@ -25,6 +25,8 @@ from pathlib import Path
 from aifa_workbench.model import course as model
 from aifa_workbench.model.course import Course, CourseError, course_from_dict
 from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.registry import current_identities
+from aifa_workbench.spawners.slurm_facts import SlurmFacts, forget_accounts
 
 log = logging.getLogger("JupyterHub")
 
@@ -45,7 +47,7 @@ class CoursesConfig:
     activity_seconds: int = 300    # how often servers report activity: a course's idle timeout is 3 times that at least
     support: str = ""
     public_url: str = ""      # scheme://host[:port] people reach the hub at, for invite links
-    sites: dict = field(default_factory=dict)      # the local sites: {name: catalogue Site}
+    sites: dict = field(default_factory=dict)      # where courses run: {name: catalogue Site}
 
 
 class CourseBook:
@@ -88,13 +90,14 @@ class CourseBook:
     def local_account(self, user: str) -> str:
         """Who `user` is on the local cluster: the account a course gave them, else their own name."""
         for course in self.courses.values():
-            if course.state in HOLDING and user in course.participants:
+            if course.state in HOLDING and not course.remote and user in course.participants:
                 return course.participants[user]
         return user
 
     def guests_in_use(self) -> set[str]:
         """Accounts lent by courses not ended yet (an ending course's until they are wiped)."""
-        return {acct for c in self.courses.values() if c.state in HOLDING for acct in c.participants.values()}
+        return {acct for c in self.courses.values() if c.state in HOLDING and not c.remote
+                for acct in c.participants.values()}
 
     def groups_of(self, user: str) -> set[str]:
         """Hub groups the courses give `user` (a federated login adds them to the provider's)."""
@@ -135,13 +138,29 @@ def own_local_account(user: str, users_group: str) -> bool:
         return False
 
 
+def site_account_for(course: Course, user: str) -> str:
+    """A remote course's participant uses their own account on the site, in the course's project."""
+    site = CONFIG.sites[course.site]
+    identities = current_identities()
+    entry = identities.site_users.get(user, {}).get(course.site, {}) if identities is not None else {}
+    if not entry.get("username"):
+        raise CourseError("code", f"You have no {site.title} account the workbench knows, so you cannot join "
+                                  f"this course there. Get one from {site.title}, then tell "
+                                  f"{CONFIG.support or 'your trainer'} your username.")
+    if course.project not in entry.get("accounts", ()):
+        raise CourseError("code", f"Your {site.title} account is not in project {course.project}, which pays "
+                                  "for this course: ask your trainer to add you to it.")
+    return entry["username"]
+
+
 def local_account_for(book: CourseBook, config: CoursesConfig, user: str) -> str:
     """The participant's account on the local cluster: their own, the guest account they already
     hold, or a free one of the pool. Raises CourseError when none is left."""
     if own_local_account(user, config.users_group):
         return user
     for course in book.active_of(user):     # the guest they hold in a course going on (never an ending one's)
-        return course.participants[user]
+        if not course.remote:
+            return course.participants[user]
     free = [name for name in guest_names(config) if name not in book.guests_in_use()]
     if not free:
         raise CourseError("code", "Every guest place of the workbench is taken right now, so you cannot join "
@@ -211,6 +230,14 @@ async def _create(app, control, course: Course, per_unit_hour: float) -> Course:
     if course.id in book.courses:
         raise CourseError("id", f"{model.LABELS['id']}: a course named {course.id} exists already; choose another.")
     site = config.sites[course.site]
+    if course.remote:       # the site made the reservation: the trainer's login must see it
+        identities = current_identities()
+        who = identities.site_username(course.owner, course.site) if identities is not None else None
+        usable = await SlurmFacts(control).reservations(course.owner, (course.project,), course.reservation, who)
+        if course.reservation not in usable:
+            raise CourseError("reservation", f"{site.title} has no reservation {course.reservation} that your "
+                                             "account there may use: check its name, or ask the site for it.")
+        return _open(app, book, course)
     if await control.account_exists(config.cluster, course.account):     # not ours: never taken over
         raise CourseError("id", f"{model.LABELS['id']}: the cluster has an account {course.account} already; "
                                 "choose another.")
@@ -228,6 +255,10 @@ async def _create(app, control, course: Course, per_unit_hour: float) -> Course:
                                       "in that window: other reservations hold its cores. "
                                       "Choose fewer participants, another partition or another time.") from None
         raise
+    return _open(app, book, course)
+
+
+def _open(app, book: CourseBook, course: Course) -> Course:
     book.put(course)
     hub_groups_for(app, course)
     log.info("Course %s made by %s: %s %s, %d places, reservation %s", course.id, course.owner, course.site,
@@ -246,15 +277,23 @@ async def join(app, control, user: str, code: str, now: float | None = None) -> 
             raise CourseError("code", refusal)
         if user in course.participants:
             return course
-        account = local_account_for(book, config, user)
-        await control.course_member(config.cluster, account, course.account, add=True)
+        if course.remote:
+            account = site_account_for(course, user)
+        else:
+            account = local_account_for(book, config, user)
+            await control.course_member(config.cluster, account, course.account, add=True)
         course = model.with_participant(course, user, account)
         book.put(course)
     add_to_group(app, user, course.group)
-    from aifa_workbench.spawners.slurm_facts import forget_accounts
     forget_accounts(course.site, user)
     log.info("%s joined course %s (on the cluster as %s)", user, course.id, account)
     return course
+
+
+def in_course(request, course: Course) -> bool:
+    """Whether a server's job request is a session of `course` (its site, reservation and account)."""
+    return request is not None and (request.site, request.reservation, request.account) == \
+        (course.site, course.reservation, course.account)
 
 
 async def stop_course_servers(app, course: Course) -> int:
@@ -268,7 +307,7 @@ async def stop_course_servers(app, course: Course) -> int:
         user = app.users[orm_user]
         for server_name, spawner in list(user.spawners.items()):
             request = getattr(spawner, "job_request", None)
-            if spawner.active and request is not None and request.account == course.account and not spawner.pending:
+            if spawner.active and in_course(request, course) and not spawner.pending:
                 spawner.stop_reason = "course_ended"
                 stopped.append(_stop(app, user, server_name))
     await asyncio.gather(*stopped, return_exceptions=True)
@@ -297,6 +336,11 @@ async def _end(app, control, course: Course) -> Course:
     course = replace(course, state="ending")     # nobody joins or starts; its guests stay lent
     book.put(course)
     servers = await stop_course_servers(app, course)
+    if course.remote:      # the site's reservation and accounts are the site's
+        book.put(replace(course, state="ended"))
+        drop_hub_groups(app, course)
+        log.info("Course %s ended: %d server(s) stopped", course.id, servers)
+        return book.courses[course.id]
     await control.course_helper(config.helper, "unreserve", name=course.reservation)
     await control.cancel_account_jobs(course.account)      # what no server of the hub held
     for user, account in course.participants.items():
@@ -328,7 +372,7 @@ async def stop_idle_course_servers(app, now: float | None = None) -> int:
             for server_name, spawner in (list(user.spawners.items()) if user else ()):
                 request, seen = getattr(spawner, "job_request", None), spawner.orm_spawner.last_activity
                 idle = seen is not None and now - seen.replace(tzinfo=timezone.utc).timestamp() > course.idle_minutes * 60
-                if spawner.ready and request is not None and request.account == course.account and idle:
+                if spawner.ready and in_course(request, course) and idle:
                     spawner.stop_reason = "idle"
                     log.info("Stopping %s's session in course %s: idle for %d minutes", name, course.id,
                              course.idle_minutes)

@@ -20,7 +20,7 @@ from aifa_workbench.hub_config import courses
 from aifa_workbench.model import course as model
 from aifa_workbench.model.course import CourseError
 from aifa_workbench.sites.errors import SiteError
-from aifa_workbench.sites.registry import site_control
+from aifa_workbench.sites.registry import current_identities, site_control
 from aifa_workbench.spawners.profiles import course_cards
 from aifa_workbench.spawners.slurm_facts import SlurmFacts
 
@@ -68,8 +68,14 @@ class CourseMixin:
         return CREATE_SCOPE in self.expanded_scopes
 
     async def trainer_projects(self) -> dict:
-        found = {}
-        for name in courses.CONFIG.sites:
+        """The trainer's projects on each site: Slurm's word on the local cluster, the registry's
+        (hub_config.site_accounts) on remote sites."""
+        found, identities = {}, current_identities()
+        for name, site in courses.CONFIG.sites.items():
+            if site.transport != "local":
+                entry = identities.site_users.get(self.current_user.name, {}).get(name, {}) if identities else {}
+                found[name] = tuple(entry.get("accounts", ()))
+                continue
             try:
                 found[name] = await SlurmFacts(control_of(name)).user_accounts(self.current_user.name)
             except SiteError:

@@ -145,7 +145,8 @@ if settings.courses["enabled"] and local_sites:
         guest_prefix=course_settings["guest_prefix"], guest_count=course_settings["guest_count"],
         trainer_groups=tuple(course_settings["trainer_groups"]), every_seconds=course_settings["every_seconds"],
         last_start_minutes=course_settings["last_start_minutes"],
-        support=settings.support_contact, sites=local_sites,
+        support=settings.support_contact,
+        sites={name: site for name, site in sites.items() if site.transport == "local" or site.reach},
         public_url=settings.public_host,
         activity_seconds=settings.idle_culler["activity_interval_seconds"]), course_book)
     identities.local_names = course_book.local_account

@@ -1,10 +1,13 @@
 """Courses (workshops): what a trainer asks for, checked, and what follows from it. Pure.
 
 A course runs on one site and partition, in one time window, for at most `size` participants,
-each getting one locked session shape (GPUs, hours). Its Slurm side is named after its id: the
-account `course-<id>` (a child of the trainer's project, with the course's budget and one job
-per participant) and the reservation `aifa-<id>`. Participants join with a short code during
-the window; the hub group `course-<id>` holds them, `course-<id>-instructors` its instructors.
+each getting one locked session shape (GPUs, hours). On the local cluster the hub makes its Slurm
+side, named after its id: the account `course-<id>` (a child of the trainer's project, with the
+course's budget and one job per participant) and the reservation `aifa-<id>`. On a remote site
+(LUMI, JUPITER, Lucia) the site makes the reservation and the course names it; participants use
+their own site accounts, charged to the trainer's project there. Participants join with a short
+code during the window; the hub group `course-<id>` holds them, `course-<id>-instructors` its
+instructors.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from .catalogue import Site, estimate_cost
 from .request import resources_for
 
 COURSE_ID = re.compile(r"^[a-z][a-z0-9-]{2,23}$")
+SITE_RESERVATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"     # no 0/O, 1/I/L: read aloud in a room
 CODE_LENGTH = 8
 MAX_WINDOW_HOURS = 12
@@ -26,7 +30,8 @@ MAX_SIZE = 200
 LABELS = {"id": "Short name", "title": "Title", "site": "Site", "partition": "Partition", "gpus": "GPUs each",
           "hours": "Hours per session", "starts_at": "Starts", "ends_at": "Ends", "size": "Participants",
           "project": "Project that pays", "budget": "Budget", "materials_repo": "Materials (git repository)",
-          "materials_branch": "Branch", "instructors": "Instructors", "idle_minutes": "Stop idle sessions after"}
+          "materials_branch": "Branch", "instructors": "Instructors", "idle_minutes": "Stop idle sessions after",
+          "reservation": "Site reservation"}
 
 
 class CourseError(ValueError):
@@ -54,16 +59,22 @@ class Course:
     materials_repo: str = ""
     materials_branch: str = ""
     idle_minutes: int = 0     # 0: the hub's idle culler's timeout
-    state: str = "scheduled"  # scheduled -> ended
-    participants: Mapping[str, str] = field(default_factory=dict)   # hub user -> local account used
+    state: str = "scheduled"  # scheduled -> ending -> ended
+    participants: Mapping[str, str] = field(default_factory=dict)   # hub user -> account used on the site
+    # On a remote site the site makes the reservation (and its projects pay): the course names it.
+    site_reservation: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.site_reservation)
 
     @property
     def account(self) -> str:
-        return f"course-{self.id}"
+        return self.project if self.remote else f"course-{self.id}"
 
     @property
     def reservation(self) -> str:
-        return f"aifa-{self.id}"
+        return self.site_reservation or f"aifa-{self.id}"
 
     @property
     def group(self) -> str:
@@ -80,7 +91,8 @@ class Course:
 
 
 def course_from_dict(data: Mapping) -> Course:
-    data = dict(data)
+    """A course as kept in the hub's state; keys of another version are left out, not fatal."""
+    data = {key: value for key, value in data.items() if key in Course.__dataclass_fields__}
     data["instructors"] = tuple(data.get("instructors", ()))
     data["participants"] = dict(data.get("participants", {}))
     return Course(**data)
@@ -220,10 +232,9 @@ def course_from_request(data, owner: str, projects, sites: Mapping[str, Site], k
                                 "starting with a letter, not ending in -instructors (it names the course's Slurm account).")
     title = _text(data, "title", 80)
     site = sites.get(data.get("site")) if isinstance(data.get("site"), str) else None
-    if site is None or site.transport != "local":
-        raise CourseError("site", f"{LABELS['site']}: courses run on "
-                                  f"{', '.join(s.title for s in sites.values() if s.transport == 'local')} "
-                                  "(remote sites make their reservations themselves).")
+    if site is None:
+        raise CourseError("site", f"{LABELS['site']}: one of {', '.join(sites)}.")
+    site_reservation = _site_reservation(data, site)
     part = site.partitions.get(data.get("partition")) if isinstance(data.get("partition"), str) else None
     if part is None:
         raise CourseError("partition", f"{LABELS['partition']}: one of {', '.join(site.partitions)}.")
@@ -252,7 +263,7 @@ def course_from_request(data, owner: str, projects, sites: Mapping[str, Site], k
     size = _number(data, "size", 1, MAX_SIZE)
     _, cpus, _ = resources_for({"gpus": gpus} if part.has_gpus and not part.whole_node else {}, site, part)
     fits = part.cores_per_node // cpus if not part.whole_node else 1
-    if size > fits:    # the local cluster is one node: the reservation holds every session's cores on it
+    if size > fits and not site_reservation:   # the local cluster is one node: its reservation holds them all
         raise CourseError("size", f"{LABELS['size']}: at most {fits} on {part.name}, where each session takes "
                                   f"{cpus} of the node's {part.cores_per_node} cores.")
     cost = estimate_cost(part, *resources_for({"gpus": gpus} if part.has_gpus and not part.whole_node else {},
@@ -271,7 +282,23 @@ def course_from_request(data, owner: str, projects, sites: Mapping[str, Site], k
     return Course(id=ident, title=title, site=site.name, partition=part.name, gpus=int(gpus), hours=hours,
                   starts_at=starts, ends_at=ends, size=int(size), project=project, budget=budget, owner=owner,
                   code=new_code(), instructors=tuple(dict.fromkeys([owner, *instructors])),
-                  materials_repo=repo, materials_branch=branch, idle_minutes=int(idle))
+                  materials_repo=repo, materials_branch=branch, idle_minutes=int(idle),
+                  site_reservation=site_reservation)
+
+
+def _site_reservation(data: Mapping, site: Site) -> str:
+    """A remote site's course names the reservation the site made for it; the local cluster's
+    course gets one the hub makes."""
+    name = data.get("reservation") or ""
+    if site.transport == "local":
+        if name:
+            raise CourseError("reservation", f"{LABELS['reservation']}: the workbench makes the reservation "
+                                             f"on {site.title}; leave it empty.")
+        return ""
+    if not isinstance(name, str) or not SITE_RESERVATION.fullmatch(name):
+        raise CourseError("reservation", f"{LABELS['reservation']}: the name of the reservation {site.title} "
+                                         "made for the course (letters, digits, . _ -).")
+    return name
 
 
 def with_participant(course: Course, user: str, local_account: str) -> Course:

@@ -238,7 +238,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def facts(self, site_name: str) -> SlurmFacts:
         return SlurmFacts(self.control_of(site_name), self.accounts_cache_seconds)
 
-    async def user_context(self, wanted_reservation=None) -> UserContext:
+    async def user_context(self, wanted_reservation=None, wanted_site=None) -> UserContext:
         """What the user may use on each site. Raises SiteError when a site does not answer."""
         accounts, reservations = {}, {}
         name = self.user.name
@@ -250,7 +250,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 reservations[site.name] = await self._reservations(facts, accounts[site.name], wanted_reservation,
                                                                    local)
             else:
-                accounts[site.name] = tuple(self._site_account(site.name).get("accounts", ()))
+                entry = self._site_account(site.name)
+                accounts[site.name] = tuple(entry.get("accounts", ()))
+                if wanted_reservation and site.name == wanted_site and entry.get("username"):   # the site's word
+                    reservations[site.name] = await self._reservations(
+                        self.facts(site.name), accounts[site.name], wanted_reservation, entry["username"])
         return UserContext(accounts=accounts, reservations=reservations)
 
     async def _reservations(self, facts: SlurmFacts, accounts, wanted, site_user=None) -> tuple[str, ...]:
@@ -268,7 +272,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         course, options = self._course_options(options)
         try:
             wanted = options.get("reservation") if isinstance(options, dict) else None
-            request = parse_job_request(options, self.sites, await self.user_context(wanted), self.default_site, profiles)
+            wanted_site = options.get("site", self.default_site) if isinstance(options, dict) else None
+            request = parse_job_request(options, self.sites, await self.user_context(wanted, wanted_site),
+                                        self.default_site, profiles)
         except RequestError as e:
             self.forget_user_options()
             if not self._from_the_form():     # the REST API's callers keep the options' names

@@ -8,8 +8,8 @@ from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites import slurm_cli as cli
 
 NOW = 1_800_000_000.0
-SITES = {"local": load_catalogue()["local"]}
-PROJECTS = {"local": ("proj_training",)}
+SITES = {name: site for name, site in load_catalogue().items() if name in ("local", "lumi")}
+PROJECTS = {"local": ("proj_training",), "lumi": ("project_465000123",)}
 
 
 def request(**overrides):
@@ -39,7 +39,8 @@ def test_a_good_request_makes_a_course_named_after_its_id():
     ("id", "Intro LLM", "Short name"),
     ("id", "x;rm -rf", "Short name"),
     ("title", "a\nb", "Title"),
-    ("site", "lumi", "Site"),
+    ("site", "nowhere", "Site"),
+    ("reservation", "mine", "leave it empty"),     # the local cluster's reservation is the hub's
     ("partition", "nope", "Partition"),
     ("gpus", 99, "GPUs each"),
     ("hours", 0.3, "quarter hours"),
@@ -139,3 +140,15 @@ def test_settings_keep_course_group_names_for_the_hub(tmp_path):
     data = {"login": "oidc", "oidc": {"allowed_groups": ["workbench", "course-x"]}}
     with pytest.raises(settings.SettingsError, match="oidc.allowed_groups: course-x starts with course-"):
         settings._validate_oidc(data, tmp_path / "workbench.yaml")
+
+
+def test_a_course_on_a_remote_site_names_the_reservation_the_site_made():
+    course = make(site="lumi", partition="small-g", reservation="lumi-ws-0412", project="project_465000123", size=60)
+    assert (course.remote, course.reservation, course.account) == (True, "lumi-ws-0412", "project_465000123")
+    assert model.session_options(course)["reservation"] == "lumi-ws-0412"
+    for bad in ("", "x;rm", "-flag"):
+        with pytest.raises(model.CourseError, match="the reservation LUMI"):
+            make(site="lumi", partition="small-g", reservation=bad, project="project_465000123")
+    with pytest.raises(model.CourseError, match="one of your projects on LUMI"):
+        make(site="lumi", partition="small-g", reservation="lumi-ws", project="proj_training")
+    assert model.course_from_dict(course.to_dict()) == course
