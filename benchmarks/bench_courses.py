@@ -96,11 +96,12 @@ def course_burst(hub, n: int, ident: str) -> dict:
             if joined.status_code != 200:
                 print(f"{name} could not join: {joined.text[:300]}", flush=True)
             else:
-                hub.api("POST", f"users/{name}/server", token=tokens[name], json={"course": ident}, timeout=120)
+                hub.api("POST", f"users/{name}/servers/course-{ident}", token=tokens[name], json={"course": ident},
+                        timeout=120)
             return joined_at
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             last_join = max(pool.map(join_and_start, people))
-        failures, last = wait_ready(hub, [(name, "") for name in people], started)
+        failures, last = wait_ready(hub, [(name, f"course-{ident}") for name in people], started)
         return failures, last, {"last_join_s": last_join}
     try:
         return measured(hub, burst)

@@ -43,7 +43,7 @@ def ssh_argv(directory: Path, env: dict, local_port: int) -> list[str]:
             "-o", f"UserKnownHostsFile={directory / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
             "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
-            "-R", f"localhost:{int(granted)}:127.0.0.1:{int(local_port)}", user_host]
+            "-R", f"127.0.0.1:{int(granted)}:127.0.0.1:{int(local_port)}", user_host]
 
 
 def wait_for_port(port_file: Path) -> int:

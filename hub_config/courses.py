@@ -184,6 +184,12 @@ def hub_groups_for(app, course: Course) -> None:
         add_to_group(app, name, course.instructor_group)
 
 
+def refresh_instructor_role(app, course: Course) -> None:
+    from jupyterhub import roles
+    spec = model.instructor_role(course)
+    roles.create_role(app.db, {k: v for k, v in spec.items() if k != "groups"})
+
+
 def add_to_group(app, username: str, group_name: str) -> None:
     from jupyterhub import orm
     user, group = orm.User.find(app.db, username), orm.Group.find(app.db, group_name)
@@ -281,9 +287,11 @@ async def join(app, control, user: str, code: str, now: float | None = None) -> 
             account = site_account_for(course, user)
         else:
             account = local_account_for(book, config, user)
-            await control.course_member(config.cluster, account, course.account, add=True)
+            await control.course_member(config.cluster, account, course.account, add=True,
+                                        partition=course.partition, gpus=course.gpus)
         course = model.with_participant(course, user, account)
         book.put(course)
+        refresh_instructor_role(app, course)      # its scopes name each participant's course session
     add_to_group(app, user, course.group)
     forget_accounts(course.site, user)
     log.info("%s joined course %s (on the cluster as %s)", user, course.id, account)
@@ -343,11 +351,13 @@ async def _end(app, control, course: Course) -> Course:
         return book.courses[course.id]
     await control.course_helper(config.helper, "unreserve", name=course.reservation)
     await control.cancel_account_jobs(course.account)      # what no server of the hub held
+    others = {acct for c in book.courses.values() if c.state in HOLDING and c.id != course.id
+              for acct in c.participants.values()}
+    guests = sorted({account for user, account in course.participants.items()
+                     if account != user and account not in others})
+    if guests:      # wiped, all at once (one search of the filesystems), before anyone else gets one
+        await control.course_helper(config.helper, "release-guest", user=guests)
     for user, account in course.participants.items():
-        others = {acct for c in book.courses.values() if c.state in HOLDING and c.id != course.id
-                  for acct in c.participants.values()}
-        if account != user and account not in others:     # wiped before anyone else gets it
-            await control.course_helper(config.helper, "release-guest", user=account)
         await control.course_member(config.cluster, account, course.account, add=False)
     await control.remove_course_account(config.cluster, course.account)   # its jobs stay in the accounting
     book.put(replace(course, state="ended"))

@@ -7,6 +7,7 @@ says it was stopped for being idle and that the files are kept.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from jupyterhub.apihandlers import default_handlers
@@ -37,7 +38,9 @@ def install_stop_handler() -> None:
 def command(culler: dict) -> list[str]:
     """The service's command line (no secret in it: the hub gives the service its token in the
     environment)."""
-    argv = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout_seconds']}",
+    # tied to the hub's process (this config runs in it): a hub killed outright takes it along
+    argv = [sys.executable, "-m", "aifa_workbench.hub_config.tied", str(os.getpid()), "--",
+            sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout_seconds']}",
             f"--cull-every={culler['every_seconds']}", "--concurrency=5"]
     if culler["max_age_seconds"]:
         argv.append(f"--max-age={culler['max_age_seconds']}")

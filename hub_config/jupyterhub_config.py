@@ -191,8 +191,12 @@ c.Spawner.http_timeout = 120
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5,
                                  "cookie_options": {"secure": True} if settings.https else {}}
 # More than one server per user (0: one only).
-c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0
-c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
+# A course's session is a named server of its own (course-<id>), so named servers are on wherever
+# courses are; the spawner refuses other named servers beyond named_servers_per_user (0: none).
+c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0 or bool(course_handlers)
+c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user + 1 \
+    if settings.named_servers_per_user > 0 and course_handlers else settings.named_servers_per_user
+c.WorkbenchSlurmSpawner.personal_named_servers = settings.named_servers_per_user
 
 c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"
 print(f"AIFA Workbench hub: settings {settings.path}, sites {', '.join(sites)}, "

@@ -53,10 +53,15 @@ class SessionsAdminHandler(BaseHandler):
     @web.authenticated
     @needs_scope("admin-ui")
     async def get(self):
-        can_read = self.get_scope_filter("read:servers")    # a role limited to some users sees those only
-        users = [self.users[orm_user] for orm_user in self.db.query(orm.User).order_by(orm.User.name)
-                 if can_read(orm_user, kind="user")]
-        rows = [row for user in users for row in session_rows(user) if row["live"] or row["ended"]]
+        # a role limited to some servers (a course's instructors: its sessions) sees those only
+        can_read = self.get_scope_filter("read:servers")
+        rows = []
+        for orm_user in self.db.query(orm.User).order_by(orm.User.name):
+            readable = {name for name, orm_spawner in orm_user.orm_spawners.items()
+                        if can_read(orm_spawner, kind="server")}
+            if readable:
+                rows += [row for row in session_rows(self.users[orm_user])
+                         if row["name"] in readable and (row["live"] or row["ended"])]
         self.finish(await self.render_template("sessions.html", session_list=rows))
 
 

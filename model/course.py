@@ -113,15 +113,34 @@ def shown_code(code: str) -> str:
     return f"{code[:4]}-{code[4:]}"
 
 
+SESSION_SERVER_PREFIX = "course-"
+
+
+def session_server(course_id: str) -> str:
+    """The named server a participant's session of the course runs as: addressable on its own, so
+    that instructors' scopes name it and none of the participant's own servers."""
+    return f"{SESSION_SERVER_PREFIX}{course_id}"
+
+
+def course_of_server(server_name: str) -> str | None:
+    """The course id a server's name says it is a session of, or None."""
+    if server_name.startswith(SESSION_SERVER_PREFIX) and len(server_name) > len(SESSION_SERVER_PREFIX):
+        return server_name[len(SESSION_SERVER_PREFIX):]
+    return None
+
+
 def instructor_role(course: Course) -> dict:
-    """A JupyterHub role: see, open and stop the servers of this course's participants (never start
-    one: that would choose options for them), and nothing of anyone else (scopes filtered on the
-    course's group); the admin page lists them."""
+    """A JupyterHub role: list the course's participants, and see, open and stop each one's course
+    session, the named server `course-<id>` (never start one: that would choose options for them),
+    and no other server of theirs (their own servers on their own projects), nor anyone else's.
+    Made again at each join."""
     only = f"!group={course.group}"
+    sessions = [f"{scope}!server={person}/{session_server(course.id)}" for person in sorted(course.participants)
+                for scope in ("read:servers", "delete:servers", "access:servers")]
     return {"name": f"{course.group}-instructor",
             "description": f"Instructors of course {course.id}",
-            "scopes": ["admin-ui", f"list:users{only}", f"read:users{only}", f"read:servers{only}",
-                       f"delete:servers{only}", f"access:servers{only}", f"read:groups{only}", f"list:groups{only}"],
+            "scopes": ["admin-ui", f"list:users{only}", f"read:users{only}", f"read:groups{only}",
+                       f"list:groups{only}", *sessions],
             "groups": [course.instructor_group]}
 
 

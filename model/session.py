@@ -30,6 +30,9 @@ WHY = {
             "Your files are kept in your home; start a new session to go on.",
     "course_ended": "Your course ended (its time window passed, or your trainer ended it), so the workbench "
                     "stopped it. A guest account's files are deleted with it; in your own account they are kept.",
+    "tunnel_taken": "Its connection to the workbench dropped, and meanwhile another program on the workbench's "
+                    "host took the place meant for it, so the workbench stopped your session rather than send "
+                    "your traffic there. Your files are kept in your home; start a new session to go on.",
     "cancelled": "You cancelled the request before it started.",
     "start failed": "JupyterLab could not be started; the waiting page said why.",
     "start timeout": "It did not start within the time the hub waits; the cluster may be busy. "

@@ -194,8 +194,9 @@ class JobControl:
         await self._change(cli.course_coordinator_argv(self.slurm_bin, account, pwd.getpwuid(os.getuid()).pw_name),
                            "to watch the course's jobs")
 
-    async def course_member(self, cluster: str, user: str, account: str, add: bool = True) -> None:
-        await self._change(cli.course_member_argv(self.slurm_bin, cluster, user, account, add),
+    async def course_member(self, cluster: str, user: str, account: str, add: bool = True, partition: str = "",
+                            gpus: int = 0) -> None:
+        await self._change(cli.course_member_argv(self.slurm_bin, cluster, user, account, add, partition, gpus),
                            "to add you to the course" if add else "to end a participation")
 
     async def cancel_account_jobs(self, account: str) -> None:
@@ -209,7 +210,7 @@ class JobControl:
 
     async def course_helper(self, helper: str, action: str, **options) -> None:
         """Reserve, unreserve, release a guest account: as root through the helper's sudo rule."""
-        result = await self._run(cli.course_helper_argv(helper, action, **options), timeout=60)
+        result = await self._run(cli.course_helper_argv(helper, action, **options), timeout=180)
         if not result.ok:
             raise SlurmRefused(self.site_title, bounded(result.stderr.strip() or f"exit {result.returncode}", 300),
                                action=f"to {action.replace('-', ' ')} for the course")

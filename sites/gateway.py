@@ -2,7 +2,9 @@
 gateway host's loopback, on one port the hub granted it; the proxy routes to that port.
 
 A grant is a file `<grants_dir>/<port>` holding the key id of the job's certificate; it is made
-with O_EXCL, so two spawns (or two hubs sharing a gateway) never get one port. The gateway's
+with O_EXCL, so two spawns (or two hubs sharing a gateway) never get one port, and is readable by
+the hub's and the gateway's accounts only (role tunnel_gateway: a user who saw a new grant could
+bind its port before the job's tunnel). The gateway's
 principals command (ansible role tunnel_gateway) lets a certificate listen on its port only
 while that file names its key id: deleting the grant revokes it for every later login, and the
 certificate's own validity ends it at the walltime at the latest."""
@@ -11,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+
+from . import socket_owner
 
 KEY_ID = re.compile(r"aifa-([0-9]{4,5})-[0-9a-f]{16}")
 # a certificate is valid from a little before it is made (clock skew between hub and gateway)
@@ -56,7 +59,7 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
         key_id = f"aifa-{port}-{secrets.token_hex(8)}"
         path = Path(grants_dir) / str(port)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         except FileExistsError:
             continue
         try:
@@ -65,19 +68,11 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
         except OSError:
             path.unlink(missing_ok=True)
             raise
-        if listening("127.0.0.1", port):   # an ended job's session not yet gone: never hand its port on
-            path.unlink(missing_ok=True)
+        if socket_owner.owners("127.0.0.1", port):   # an ended job's session not yet gone, or anyone's
+            path.unlink(missing_ok=True)                # socket: never hand that port on
             continue
         return Grant(port, key_id)
     raise NoFreePort(f"all {span} ports of the tunnel gateway ({first}-{last}) are granted")
-
-
-def listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), 0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def revoke(grants_dir: str, grant: Grant) -> bool:

@@ -152,9 +152,16 @@ def course_coordinator_argv(bin_dir: str, account: str, user: str) -> list[str]:
     return [f"{bin_dir}/sacctmgr", "-i", "add", "coordinator", f"account={account}", f"names={user}"]
 
 
-def course_member_argv(bin_dir: str, cluster: str, user: str, account: str, add: bool = True) -> list[str]:
-    return [f"{bin_dir}/sacctmgr", "-i", "add" if add else "delete", "user", user, f"account={account}",
-            f"cluster={cluster}"]
+def course_member_argv(bin_dir: str, cluster: str, user: str, account: str, add: bool = True,
+                       partition: str = "", gpus: int = 0) -> list[str]:
+    """A participant's association with the course's account: on the course's partition only, one
+    job (queued or running) at a time, no more GPUs than a session's; so that Slurm itself refuses
+    a job a participant makes by hand on the course's account for anything else. A removal takes
+    every association of the user with that account."""
+    if not add:
+        return [f"{bin_dir}/sacctmgr", "-i", "delete", "user", user, f"account={account}", f"cluster={cluster}"]
+    return [f"{bin_dir}/sacctmgr", "-i", "add", "user", user, f"account={account}", f"cluster={cluster}",
+            f"partition={partition}", "MaxSubmitJobs=1", f"MaxTRESPerJob=gres/gpu={int(gpus)}"]
 
 
 def cancel_account_jobs_argv(bin_dir: str, account: str) -> list[str]:
@@ -171,7 +178,8 @@ def course_helper_argv(helper: str, action: str, **options) -> list[str]:
     it checks every argument again."""
     argv = ["/usr/bin/sudo", "-n", helper, action]
     for key, value in options.items():
-        argv += [f"--{key}", str(value)]
+        for one in (value if isinstance(value, (list, tuple)) else [value]):
+            argv += [f"--{key}", str(one)]
     return argv
 
 

@@ -5,14 +5,17 @@ the site's login node, and the remote forward by which that user's jobs call the
 It keeps the wanted forwards in a small database and makes them again when it starts, and
 whenever a user's connection drops (keepalives notice a dead link within seconds; logins are
 tried again at once, with a pause of at most a second), each on the same local port, so the
-proxy's routes stay right. The hub asks it over a unix socket in the hub's state directory (only
+proxy's routes stay right; unless someone else bound that port meanwhile (any user of this host
+may): then on a fresh port, and the hub moves the server's route there (spawners.tunnel_reconcile). The hub asks it over a unix socket in the hub's state directory (only
 the hub's user can open it): one JSON request per line, one JSON answer per line (protocol below).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import random
 import re
 import sqlite3
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import asyncssh
 
+from . import socket_owner
 from .ssh import SshRunner
 
 log = logging.getLogger(__name__)
@@ -131,6 +135,22 @@ class TunnelDaemon:
                 error = e
         raise TunnelError(f"forward to {forward.host}:{forward.port}: {error}")
 
+    async def _listen_again(self, forward: Forward) -> tuple[asyncssh.SSHListener, Forward]:
+        """A dropped forward made again on its own port, or, when another account's socket holds
+        that port now, on a fresh one (kept in the store: the hub re-routes the server there)."""
+        try:
+            return await self._listen(forward), forward
+        except TunnelError:
+            holders = socket_owner.owners("127.0.0.1", forward.local_port)
+            if not holders or holders == {os.geteuid()}:
+                raise             # the site's side failed, or our own old socket is not gone yet
+        listener = await self._listen(dataclasses.replace(forward, local_port=0))
+        moved = dataclasses.replace(forward, local_port=listener.get_port())
+        self.store.put(moved)
+        log.warning("Forward %s: its port %s is held by uid %s, not this daemon: moved to port %s", forward.id,
+                    forward.local_port, ",".join(map(str, sorted(holders))), moved.local_port)
+        return listener, moved
+
     async def close(self, forward_id: str) -> bool:
         async with self._lock_of(forward_id.split("/", 1)[0]):     # ids start with their user
             listener = self.listeners.pop(forward_id, None)
@@ -197,7 +217,7 @@ class TunnelDaemon:
                 async with self._lock_of(forward.user):
                     if forward not in self.store.forwards():
                         continue          # closed while this waited for the lock
-                    self.listeners[forward.id] = await self._listen(forward)
+                    self.listeners[forward.id], forward = await self._listen_again(forward)
                 log.info("Forward %s: 127.0.0.1:%s -> %s:%s (%s)", forward.id, forward.local_port, forward.host,
                          forward.port, forward.site)
             except TunnelError as e:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from aifa_workbench.model.catalogue import Partition, Site, cost_hint, cost_unit, estimate_cost
-from aifa_workbench.model.course import session_cost
+from aifa_workbench.model.course import session_cost, session_server
 from aifa_workbench.model.request import resources_for
 
 CUSTOM = "custom"
@@ -168,7 +168,7 @@ def course_cards(courses, sites: Mapping[str, Site]) -> list[dict]:
         if site is None or course.partition not in site.partitions:
             continue
         part = site.partitions[course.partition]
-        cards.append({"id": course.id, "title": course.title, "where": f"{site_short_name(site)} · {part.name}",
+        cards.append({"id": course.id, "server": session_server(course.id), "title": course.title, "where": f"{site_short_name(site)} · {part.name}",
                       "what": f"{course.gpus} {site.gpu_label}{'s' if course.gpus != 1 else ''}, {course.hours:g} h"
                               if course.gpus else f"{course.hours:g} h",
                       "cost": f"≈ {session_cost(course, site):.1f} {cost_unit(part)}",

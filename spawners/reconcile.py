@@ -14,7 +14,7 @@ from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import SiteError
 
 from .background import in_background
-from .tunnel_reconcile import reconcile_tunnels
+from .tunnel_reconcile import keep_routes, reconcile_tunnels
 
 
 def hub_usernames(app) -> set[str]:
@@ -104,6 +104,8 @@ async def _run(controls, hub_id: str, interval: float, identities=None, tunnels:
 
     app = JupyterHub.instance()
     await app._start_future
+    if tunnels:
+        in_background(keep_routes(app, tunnels["socket_path"]), "Keeping moved forwards' routes", app.log)
     while True:
         for control in controls:
             try:

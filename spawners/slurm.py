@@ -14,7 +14,9 @@ import asyncio
 import dataclasses
 import functools
 import html
+import os
 import pwd
+import socket
 import re
 import secrets
 import time
@@ -33,7 +35,7 @@ from aifa_workbench.model.request import JobRequest, RequestError, UserContext, 
 from aifa_workbench.sites.commands import bounded
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
-from aifa_workbench.sites import gateway, reach, runtime
+from aifa_workbench.sites import gateway, reach, runtime, socket_owner
 from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask as ask_tunnel_daemon
 from aifa_workbench.sites.registry import current_identities, site_control
 from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
@@ -181,6 +183,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         "your trainer, or the BE-AIFA support desk",
         help="Whom users ask (the settings' support_contact), named where the form cannot help them.",
     ).tag(config=True)
+    personal_named_servers = Integer(
+        0, help="How many named servers of their own a user may have (the settings' named_servers_per_user); "
+                "a course's session is a named server apart (course-<id>), whatever this says.",
+    ).tag(config=True)
     job_request = None
     _job_hub_base: str | None = None   # forward reach: where this job calls the hub (the login node's forward)
     _job_hub_ca: str = ""              # forward reach: the CA the job trusts for the hub there
@@ -192,7 +198,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     started_at: float | None = None     # when the current job started running (epoch), kept likewise
     _submitted_at = 0.0                 # monotonic: when the current job was submitted
     _start_failed = False               # the current start raised (the hub stops the server next)
-    stop_reason: str | None = None       # "idle": the idle culler asked for this stop (hub_config/idle_culler)
+    # "idle": the idle culler asked for this stop (hub_config/idle_culler); "course_ended", "tunnel_taken"
+    stop_reason: str | None = None
     _reservation_start: float | None = None   # epoch: when the current job's reservation begins
     last_session: dict | None = None    # what ended last, why and what it cost (session.ended_summary)
 
@@ -299,10 +306,23 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.default_url = model_course.materials_url(course) if course else "/lab"
 
     def _course_options(self, options):
-        """A course's locked profile: {"course": id} and nothing else, by a participant, in its window."""
-        if not isinstance(options, dict) or "course" not in options:
+        """A course's locked profile: {"course": id} and nothing else, by a participant, in its window,
+        as the named server course-<id> and no other (instructors' scopes name that server only)."""
+        by_name = model_course.course_of_server(self.name)
+        asked = options.get("course") if isinstance(options, dict) else None
+        if by_name is None and asked is None:
+            if self.name and self.personal_named_servers == 0:
+                self.forget_user_options()
+                raise user_error("This workbench runs one session per person (besides a course's): use your "
+                                 "default server, or stop it first.")
             return None, options
-        ident = options.get("course")
+        if by_name is not None and not options:      # the server's name alone says which course
+            options, asked = {"course": by_name}, by_name
+        if asked != by_name:
+            self.forget_user_options()
+            raise user_error("A course's session runs as a server of its own, named course- and the course's id: "
+                             "start it from the course's card on the start page.")
+        ident = asked
         course = courses_mod.BOOK.courses.get(ident) if courses_mod.BOOK and isinstance(ident, str) else None
         if course is None or self.user.name not in course.participants or len(options) != 1:
             self.forget_user_options()
@@ -405,6 +425,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             data["sites"][name]["budgets"] = {account: b.to_dict() for account, b in found.items()}
         data["courses"] = profiles_mod.course_cards(courses_mod.BOOK.active_of(self.user.name)
                                                     if courses_mod.BOOK else [], self.sites)
+        # a course's card starts its own named server (course-<id>), whichever server this form is for
+        data["spawn_base"] = f"{self.hub.base_url}spawn/{self.user.escaped_name}/"
         data["support"] = self.support_contact
         data["refused"], self._refused_form = self._refused_form, None     # shown again once
         # else the form opens on the user's last choice (JupyterHub keeps the last options)
@@ -667,6 +689,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 ip, port = "127.0.0.1", await self._open_forward(ip, port)
             elif self.remote:
                 ip = await self._node_address(ip)
+            else:
+                ip = self._local_node_address(ip)
+            await self._prove_listener(ip, port)      # before the token goes there
             await self._check_server_is_own(ip, port)
         finally:
             monitor.started(job_id)
@@ -706,15 +731,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.tunnel_grant = None
 
     async def _wait_for_tunnel(self, port: int) -> None:
-        """Until the job's tunnel listens on the gateway (it opens once JupyterLab listens)."""
+        """Until the job's tunnel listens on the gateway (it opens once JupyterLab listens). Only
+        the kernel's word counts: nothing connects to the port before the gateway's account is
+        seen holding it (anyone on this host may bind a port of the range first)."""
         deadline = time.monotonic() + self.tunnel_open_seconds
         while True:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-                writer.close()
-                return
-            except (OSError, asyncio.TimeoutError):
-                pass
+            if await asyncio.to_thread(socket_owner.owners, "127.0.0.1", port):   # /proc: ~10 ms
+                return            # whose it is, _prove_listener says
             info = self.monitor.info(self.job_id)
             if info is not None and not info.active:
                 raise await self._died_early(info)
@@ -724,6 +747,47 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                                  "you could not reach it. Start it again; if it keeps happening, tell your "
                                  "workbench administrator (the job's output says why).")
             await asyncio.sleep(0.2)
+
+    # --- who holds the server's address on this host ----------------------------------------------
+    def _local_node_address(self, node: str) -> str:
+        """The local cluster's node as one address (the one checked is the one routed)."""
+        try:
+            return socket.getaddrinfo(node, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        except (OSError, IndexError):
+            return node
+
+    def _listener_uid(self) -> int | None:
+        """Whose socket the server's address must be, when it is on this host: the tunnel
+        gateway's account (reverse reach), the tunnel daemon's, which is this hub's (forward), the
+        job's user (the local cluster's node); None where the address is another host's."""
+        try:
+            if self.reverse:
+                return pwd.getpwnam(self.tunnel_gateway["user"]).pw_uid
+            if self.forward:
+                return os.geteuid()
+            if not self.remote:
+                return pwd.getpwnam(self.local_username()).pw_uid
+        except (KeyError, TypeError):
+            return -1             # an account that does not exist here owns nothing
+        return None
+
+    async def _prove_listener(self, ip: str, port: int) -> None:
+        """On this host, the kernel says whose socket takes a connection to ip:port: it must be
+        the expected account's alone, or the hub sends nothing there (not even its check)."""
+        expected = self._listener_uid()
+        if expected is None or not socket_owner.is_local_address(ip):
+            return
+        owners = await asyncio.to_thread(socket_owner.owners, ip, port)
+        if owners == {expected}:
+            return
+        self.log.error("Job %s of %s: %s:%s is held by uid %s, not %s: not sending it the server's token",
+                       self.job_id, self.user.name, ip, port, sorted(owners) or "nobody", expected)
+        if self.reverse:
+            self._revoke_tunnel()
+        raise SpawnError(f"Your server on {self.sites[self.site_name].title} could not be connected safely: "
+                         "another program on the workbench's host holds the address meant for it, so the "
+                         "workbench sent it nothing and stopped your job. Start your server again; if it "
+                         "keeps happening, tell your workbench administrator.")
 
     # --- forward reach: the tunnel daemon's forwards --------------------------------------------------
     @property
@@ -894,7 +958,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
             self._record_end("start failed" if self._start_failed else
                              "start timeout" if late and not self.started_at else
-                             self.stop_reason if self.stop_reason in ("idle", "course_ended") and self.started_at
+                             self.stop_reason if self.stop_reason in ("idle", "course_ended", "tunnel_taken") and self.started_at
                              else "stopped")
         self.stop_reason = None
         job_id, monitor = self.job_id, self.monitor
@@ -941,7 +1005,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not self.job_id or site is None:
             return
         now = time.time()
-        if final_state in ("stopped", "start timeout", "start failed", "idle", "course_ended"):
+        if final_state in ("stopped", "start timeout", "start failed", "idle", "course_ended", "tunnel_taken"):
             ending = final_state
         else:
             ran = now - self.started_at if self.started_at else 0

@@ -8,13 +8,23 @@
 - reverse reach: a gateway grant whose certificate has expired (its file's modification time,
   gateway.mark_expiry) is deleted, its port free again, whichever hub sharing the gateway made
   it: no certificate can use it any more.
+
+And, every few seconds: the route of a forward-reach server whose forward the tunnel daemon had
+to move (someone else bound its old port while it was down) goes to the new port, once the
+kernel says the daemon's account holds it; a reverse-reach server whose gateway port someone
+else bound while its tunnel was down is stopped, and its card says why.
 """
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from pathlib import Path
 
+from aifa_workbench.sites import socket_owner
 from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask
+
+ROUTE_CHECK_SECONDS = 2
 
 
 def owned_forward_ids(app) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -101,3 +111,93 @@ async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grace_second
             app.log.warning("Deleted %d gateway grant(s) whose certificate has expired: ports %s",
                             len(deleted), ", ".join(deleted))
     return closed, deleted
+
+
+def moved_forwards(listing: list[dict], routed_ports: dict[str, int]) -> dict[str, int]:
+    """{forward id: its new local port} for forwards that are up on another port than the one
+    their server is routed to (`routed_ports`: forward id -> routed port)."""
+    moved = {}
+    for entry in listing:
+        if not isinstance(entry, dict) or entry.get("up") is not True:
+            continue
+        forward_id, port = entry.get("id"), entry.get("local_port")
+        if isinstance(port, int) and forward_id in routed_ports and routed_ports[forward_id] != port:
+            moved[forward_id] = port
+    return moved
+
+
+def routed_forward_servers(app) -> dict[str, tuple]:
+    """{forward id: (user, spawner)} of this hub's running forward-reach servers."""
+    found = {}
+    for user in list(app.users.values()):
+        for spawner in list(user.spawners.values()):
+            if spawner.ready and not spawner.pending and getattr(spawner, "job_id", "") and \
+                    getattr(spawner, "job_site", "") and getattr(spawner, "forward", False):
+                found[spawner.forward_id] = (user, spawner)
+    return found
+
+
+async def reroute_moved_forwards(app, socket_path: str) -> list[str]:
+    """Route each moved forward's server to its new port (the kernel must say this hub's
+    account holds it: the tunnel daemon's); the forward ids re-routed."""
+    answer = await ask(socket_path, {"op": "list"})
+    servers = routed_forward_servers(app)
+    routed = {forward_id: spawner.server.port for forward_id, (_, spawner) in servers.items()}
+    rerouted = []
+    for forward_id, port in moved_forwards(answer.get("forwards", []), routed).items():
+        user, spawner = servers[forward_id]
+        if await asyncio.to_thread(socket_owner.owners, "127.0.0.1", port) != {os.geteuid()}:
+            continue
+        spawner.server.port = spawner.port = port
+        app.db.commit()
+        await app.proxy.add_user(user, spawner.name)
+        app.log.warning("Server %s moved to 127.0.0.1:%s: its forward's old port was taken by someone else",
+                        forward_id, port)
+        rerouted.append(forward_id)
+    return rerouted
+
+
+def taken_gateway_ports(app, snapshot: list) -> list[tuple]:
+    """(user, spawner) of running reverse-reach servers whose gateway port another account than
+    the gateway's holds now (their tunnel dropped, and someone bound the port meanwhile);
+    `snapshot`: socket_owner.all_listeners()."""
+    taken = []
+    for user in list(app.users.values()):
+        for spawner in list(user.spawners.values()):
+            grant = getattr(spawner, "tunnel_grant", None)
+            if grant is None or not spawner.ready or spawner.pending or not getattr(spawner, "reverse", False):
+                continue
+            owners = socket_owner.owners("127.0.0.1", grant.port, snapshot)
+            if owners and owners != {spawner._listener_uid()}:
+                taken.append((user, spawner))
+    return taken
+
+
+async def stop_taken_servers(app) -> list[str]:
+    """Stop each server whose gateway port was taken (the tunnel firewall already keeps every byte
+    from the taker); its ended card says why."""
+    stopped = []
+    if not any(getattr(s, "tunnel_grant", None) for u in list(app.users.values()) for s in list(u.spawners.values())):
+        return stopped
+    snapshot = await asyncio.to_thread(socket_owner.all_listeners)     # one read of /proc for every server
+    for user, spawner in taken_gateway_ports(app, snapshot):
+        app.log.error("The gateway port %s of %s's server is held by another account: stopping it",
+                      spawner.tunnel_grant.port, user.name)
+        spawner.stop_reason = "tunnel_taken"
+        await app.proxy.delete_user(user, spawner.name)
+        await user.stop(spawner.name)
+        stopped.append(f"{user.name}/{spawner.name}")
+    return stopped
+
+
+async def keep_routes(app, socket_path: str, every: float = ROUTE_CHECK_SECONDS) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await stop_taken_servers(app)
+            if socket_path and Path(socket_path).exists():
+                await reroute_moved_forwards(app, socket_path)
+        except TunnelDaemonError as e:
+            app.log.debug("Routes of moved forwards not checked: %s", e.detail)
+        except Exception:
+            app.log.exception("Keeping the tunnels' routes failed")

@@ -283,16 +283,16 @@ def login(hub: Hub, username: str, password: str | None = None) -> requests.Sess
     return session
 
 
-def server_model(hub: Hub, username: str) -> dict:
+def server_model(hub: Hub, username: str, server_name: str = "") -> dict:
     r = hub.api("GET", f"users/{username}")
     r.raise_for_status()
-    return r.json()["servers"].get("", {})
+    return r.json()["servers"].get(server_name, {})
 
 
-def wait_ready(hub: Hub, username: str, timeout: float = 120) -> dict:
+def wait_ready(hub: Hub, username: str, timeout: float = 120, server_name: str = "") -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        model = server_model(hub, username)
+        model = server_model(hub, username, server_name)
         if model.get("ready"):
             return model
         if not model:

@@ -104,9 +104,21 @@ class Provider:
                 self.proc.wait()
 
     def restart(self) -> None:
-        """Its grants and refresh tokens are in memory: a restart revokes them all."""
+        """Its keys, sessions, grants and refresh tokens are kept in its state directory."""
         self.stop()
         self.start()
+
+    def forget(self) -> None:
+        """Restarted with nothing kept: every grant and refresh token it made is gone."""
+        self.stop()
+        shutil.rmtree(self.home / "state")
+        self.make_state_dir()
+        self.start()
+
+    def make_state_dir(self) -> None:
+        state = self.home / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, pwd.getpwnam(OP_USER).pw_uid, pwd.getpwnam(OP_USER).pw_gid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -147,9 +159,10 @@ def make_provider(people: list[Person], access_token_seconds: int = 3600, clock_
     url = f"http://127.0.0.1:{port}"
     provider = Provider(url=url, home=home, people={p.login: p for p in people}, config_path=home / "config.json")
     provider.write_users()
+    provider.make_state_dir()
     provider.config = {"issuer": url, "listen_host": "127.0.0.1", "port": port, "users_file": str(home / "users.json"),
                        "access_token_seconds": access_token_seconds, "clock_tolerance_seconds": clock_tolerance,
-                       "clients": []}
+                       "state_dir": str(home / "state"), "clients": []}
     return provider
 
 

@@ -7,6 +7,8 @@ participant of a course over its budget is refused with a sentence; at the windo
 server stops, the reservation goes, and the guest accounts are wiped."""
 import concurrent.futures
 import os
+import pwd
+import shutil
 import subprocess
 import time
 
@@ -94,10 +96,10 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
 
     # everyone starts at once, in the course's locked profile
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        started = list(pool.map(lambda n: hub.api("POST", f"users/{n}/server", token=tokens[n],
+        started = list(pool.map(lambda n: hub.api("POST", f"users/{n}/servers/course-ws1", token=tokens[n],
                                                   json={"course": "ws1"}), PARTICIPANTS))
     assert all(r.status_code in (201, 202) for r in started), [r.text for r in started if r.status_code >= 300]
-    models = wait_all_ready(hub, PARTICIPANTS, timeout=300)
+    models = wait_all_ready(hub, PARTICIPANTS, timeout=300, server="course-ws1")
     guests = set()
     for name, model in models.items():
         fields = job_fields(model["state"]["job_id"])
@@ -108,12 +110,20 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     assert len(guests) == len(PARTICIPANTS)     # one guest account per person
 
     first = PARTICIPANTS[0]
+    # from a shell, as the participant's account: Slurm itself refuses the course's account for
+    # anything but one session in its partition (another partition, GPUs, a second job)
+    guest = job_fields(models[first]["state"]["job_id"])["UserId"].split("(")[0]
+    for extra in (["-p", "small-g", "--gres=gpu:1"], ["-p", "cpu", "--gres=gpu:1"], ["-p", "cpu"]):
+        by_hand = subprocess.run(["runuser", "-u", guest, "--", "sbatch", "--parsable", "-A", "course-ws1", *extra,
+                                  "-t", "10", "--wrap", "sleep 60"], capture_output=True, text=True, cwd="/tmp")
+        assert by_hand.returncode != 0, (extra, by_hand.stdout)
+        assert "sbatch: error" in by_hand.stderr, by_hand.stderr
 
     # the materials, pulled into the participant's home by nbgitpuller (git refuses a repository
     # another user owns: this on-machine one is made the participant's; courses use https ones)
     guest_home = f"/home/{job_fields(models[first]['state']['job_id'])['UserId'].split('(')[0]}"
     subprocess.run(["chown", "-R", guest_home.rsplit("/", 1)[1], MATERIALS], check=True)
-    pulled = requests.get(hub.server_url(first) + "git-pull/api", timeout=120, stream=True,
+    pulled = requests.get(hub.server_url(first, "course-ws1") + "git-pull/api", timeout=120, stream=True,
                           headers={"Authorization": f"token {tokens[first]}"},
                           params={"repo": f"file://{MATERIALS}", "branch": "main", "targetpath": "intro-llm"})
     assert pulled.status_code == 200 and '"finished"' in pulled.text, pulled.text[-500:]
@@ -123,36 +133,39 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     bob = hub.user_token("bob")
     # (a server resolves no group in a token's scopes: the hub makes bob a token for that server,
     # as its OAuth flow does when he opens it in a browser)
-    r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": [f"access:servers!server={first}/"],
+    r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": [f"access:servers!server={first}/course-ws1"],
                                                              "expires_in": 600, "note": "open a participant's server"})
     assert r.status_code == 201, r.text
-    assert execute(hub.server_url(first), r.json()["token"], "6 * 7") == "42"
+    assert execute(hub.server_url(first, "course-ws1"), r.json()["token"], "6 * 7") == "42"
     r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": ["access:servers!server=alice/"]})
     assert r.status_code == 400 and "not held" in r.text         # nobody outside his course
+    r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": [f"access:servers!server={first}/"]})
+    assert r.status_code == 400 and "not held" in r.text         # nor a participant's own server
     visible = {u["name"] for u in hub.api("GET", "users", token=bob).json()}
     assert set(PARTICIPANTS) <= visible and not {"alice", "carol"} & visible, visible
-    assert hub.api("DELETE", f"users/{PARTICIPANTS[1]}/server", token=bob).status_code in (202, 204)   # and stop one
-    wait_all_stopped(hub, [PARTICIPANTS[1]], timeout=60)
+    assert hub.api("DELETE", f"users/{PARTICIPANTS[1]}/servers/course-ws1", token=bob).status_code in (202, 204)
+    wait_all_stopped(hub, [PARTICIPANTS[1]], timeout=60, server="course-ws1")     # and stop one
 
     # an instructor of another course sees none of this course's people, and cannot open them
     r = hub.api("POST", "courses", token=alice, json=course_request("ws2", instructors=["carol"], idle_minutes=1, size=5))
     assert r.status_code == 201, r.text
     carol = hub.user_token("carol")
     assert hub.api("GET", f"users/{first}", token=carol).status_code == 404
-    r = requests.get(hub.server_url(first) + "api/contents", timeout=30, headers={"Authorization": f"token {carol}"})
+    r = requests.get(hub.server_url(first, "course-ws1") + "api/contents", timeout=30,
+                     headers={"Authorization": f"token {carol}"})
     assert r.status_code == 403
 
     # a participant of another course cannot start this one's session
     outsider = create_user(hub, "ws-outsider")
     assert hub.api("POST", "courses/join", token=outsider, json={"code": r_code(hub, "ws2")}).status_code == 200
-    r = hub.api("POST", "users/ws-outsider/server", token=outsider, json={"course": "ws1"})
+    r = hub.api("POST", "users/ws-outsider/servers/course-ws1", token=outsider, json={"course": "ws1"})
     assert r.status_code == 400 and "only for a course you joined" in r.json()["message"]
     # and the course's account serves its locked profile only
     r = hub.api("POST", "users/ws-outsider/server", token=outsider, json={"partition": "cpu", "account": "course-ws2"})
     assert r.status_code == 400 and "is a course's" in r.json()["message"], r.text
 
     # ws2 stops its sessions after a minute without use: the outsider's, started and left alone
-    r = hub.api("POST", "users/ws-outsider/server", token=outsider, json={"course": "ws2"})
+    r = hub.api("POST", "users/ws-outsider/servers/course-ws2", token=outsider, json={})   # its name says which
     assert r.status_code in (201, 202), r.text
     idle_since = time.monotonic()
 
@@ -161,18 +174,26 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     assert r.status_code == 201, r.text
     poor = create_user(hub, "ws-poor")
     assert hub.api("POST", "courses/join", token=poor, json={"code": r_code(hub, "ws3")}).status_code == 200
-    r = hub.api("POST", "users/ws-poor/server", token=poor, json={"course": "ws3"})
+    r = hub.api("POST", "users/ws-poor/servers/course-ws3", token=poor, json={"course": "ws3"})
     assert r.status_code == 400
     assert "Project course-ws3 has" in r.json()["message"], r.json()["message"]
 
-    wait_all_stopped(hub, ["ws-outsider"], timeout=max(60 + 30 - (time.monotonic() - idle_since), 10))
+    wait_all_stopped(hub, ["ws-outsider"], timeout=max(60 + 30 - (time.monotonic() - idle_since), 10),
+                     server="course-ws2")
     # ws2's instructor sees on the sessions page why it ended, and none of ws1's people
     page = login(hub, "carol").get(hub.url + "hub/sessions", timeout=30).text
     assert "ws-outsider" in page and "Nobody used it for a while" in page and first not in page
-    assert server_model(hub, first), "the idle timeout of one course stopped another course's session"
+    assert server_model(hub, first, "course-ws1"), "the idle timeout of one course stopped another course's session"
+
+    # what the first holder of a guest account leaves for the next one: setuid copies of a shell in
+    # every place users may write, SysV IPC objects, a POSIX message queue, a crontab, and a loop
+    # that forks while the course ends
+    planted = plant_for_the_next_holder(guest)
+    forker = subprocess.Popen(["runuser", "-u", guest, "--", "prlimit", "--nproc=400", "sh", "-c",
+                               "while :; do sleep 600 & sleep 0.02; done"], stderr=subprocess.DEVNULL)
 
     # the window's end: every server of the course stops, and what it leaves is cleared
-    wait_all_stopped(hub, PARTICIPANTS, timeout=max(r_end(hub, "ws1") - time.time() + 90, 60))
+    wait_all_stopped(hub, PARTICIPANTS, timeout=max(r_end(hub, "ws1") - time.time() + 90, 60), server="course-ws1")
     deadline = time.monotonic() + 180          # then the participations end, each guest account wiped
     while course_state(hub, "ws1") != "ended" and time.monotonic() < deadline:
         time.sleep(2)
@@ -182,11 +203,54 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
                            capture_output=True, text=True).stdout.split()
     assert not [u for u in assoc if u], assoc
     assert not os.path.exists(f"{guest_home}/intro-llm")
+    forker.wait(timeout=30)        # killed by the release
+    assert nothing_of(guest, planted) == [], "the guest account kept what its first holder left"
     page = login(hub, "alice").get(hub.url + "hub/sessions", timeout=30).text   # alice: an admin
     assert "Your course ended" in page
     home = requests.get(hub.url + "hub/api/users/" + first, timeout=30,
                         headers={"Authorization": f"token {hub.admin_token}"}).json()
     assert not home["servers"]
+
+
+SETUID_PLACES = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm", "HOME")
+
+
+def plant_for_the_next_holder(guest: str) -> list[str]:
+    """As the guest: a setuid shell in each place, SysV shared memory, a queue and a semaphore set,
+    a POSIX message queue and a crontab line (when cron is there); the paths planted."""
+    home = f"/home/{guest}"
+    places = [home if p == "HOME" else p for p in SETUID_PLACES]
+    script = "set -e; " + "; ".join(f"cp /bin/sh {p}/.aifa-sh && chmod 4755 {p}/.aifa-sh" for p in places) + \
+        "; ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; ipcmk -S 1 >/dev/null" \
+        "; python3 -c \"import os; os.close(os.open('/dev/mqueue/aifa-left', os.O_CREAT | os.O_RDWR, 0o600))\"" \
+        "; if command -v crontab >/dev/null; then echo '* * * * * true' | crontab -; fi"
+    done = subprocess.run(["runuser", "-u", guest, "--", "sh", "-c", script], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    uid = pwd.getpwnam(guest).pw_uid
+    assert any(f" {uid} " in line for line in open("/proc/sysvipc/shm").read().splitlines()[1:])
+    planted = [f"{p}/.aifa-sh" for p in places] + ["/dev/mqueue/aifa-left"]
+    assert all(os.path.exists(p) and os.stat(p).st_uid == uid for p in planted)
+    return planted
+
+
+def nothing_of(guest: str, planted: list[str]) -> list[str]:
+    """What is left of the guest: its processes, its files outside the home made anew, its SysV
+    IPC objects, its crontab."""
+    uid = pwd.getpwnam(guest).pw_uid
+    left = [p for p in planted if os.path.exists(p) and not p.startswith(f"/home/{guest}/")]
+    left += [f"{p} (in the home)" for p in planted if p.startswith(f"/home/{guest}/") and os.path.exists(p)]
+    if subprocess.run(["pgrep", "-U", str(uid)], capture_output=True).returncode == 0:
+        left.append("processes")
+    found = subprocess.run(["find", "/tmp", "/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue", "-xdev", "-user", str(uid)],
+                           capture_output=True, text=True).stdout.split()
+    left += found
+    for table in ("shm", "sem", "msg"):
+        rows = open(f"/proc/sysvipc/{table}").read().splitlines()
+        header = rows[0].split()
+        left += [f"sysv {table}" for row in rows[1:] if row.split()[header.index("uid")] == str(uid)]
+    if shutil.which("crontab") and subprocess.run(["crontab", "-l", "-u", guest], capture_output=True).returncode == 0:
+        left.append("crontab")
+    return left
 
 
 def r_code(hub, ident: str) -> str:
@@ -204,12 +268,12 @@ def r_end(hub, ident: str) -> float:
     return next(c["ends_at"] for c in listed if c["id"] == ident)
 
 
-def wait_all_ready(hub, names, timeout: float) -> dict:
+def wait_all_ready(hub, names, timeout: float, server: str = "") -> dict:
     deadline, ready = time.monotonic() + timeout, {}
     while time.monotonic() < deadline and len(ready) < len(names):
         for name in names:
             if name not in ready:
-                model = server_model(hub, name)
+                model = server_model(hub, name, server)
                 if model.get("ready"):
                     ready[name] = model
                 elif not model:
@@ -219,10 +283,10 @@ def wait_all_ready(hub, names, timeout: float) -> dict:
     return ready
 
 
-def wait_all_stopped(hub, names, timeout: float) -> None:
+def wait_all_stopped(hub, names, timeout: float, server: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(server_model(hub, name) for name in names):
+        if not any(server_model(hub, name, server) for name in names):
             return
         time.sleep(2)
     raise AssertionError(f"servers still running after the window:\n{hub.log_tail(60)}")
@@ -276,13 +340,13 @@ def test_in_chromium_a_trainer_makes_a_course_a_participant_joins_by_its_link_an
     participant.get_by_role("button", name="Join the course").click()
     participant.wait_for_url("**/hub/spawn")
     participant.get_by_role("button", name="Start my course session").click()
-    participant.wait_for_url("**/user/carol/**", timeout=120_000)
-    job = job_fields(server_model(hub, "carol")["state"]["job_id"])
+    participant.wait_for_url("**/user/carol/course-page-ws/**", timeout=120_000)
+    job = job_fields(server_model(hub, "carol", "course-page-ws")["state"]["job_id"])
     assert (job["Reservation"], job["Account"], job["UserId"].split("(")[0]) == ("aifa-page-ws", "course-page-ws", "carol")
     trainer.reload()
     assert "1 of 4" in trainer.locator('tr[data-course="page-ws"]').inner_text()
     trainer.locator('tr[data-course="page-ws"]').get_by_role("button", name="End now").click()
     assert "has ended" in trainer.locator("#aifa-message").inner_text()
-    wait_all_stopped(hub, ["carol"], timeout=60)
+    wait_all_stopped(hub, ["carol"], timeout=60, server="course-page-ws")
     participant.goto(hub.url + "hub/home")
     assert "Your course ended" in participant.content()

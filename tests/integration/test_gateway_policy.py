@@ -82,8 +82,8 @@ def answers(host: str, port: int, timeout: float = 2) -> bool:
 
 
 def holds_forward(job: Job, port: int, seconds: float = 8) -> bool:
-    """Whether `ssh -N -R localhost:port:...` holds a listener on the gateway host."""
-    process = background_ssh(job, "-N", "-R", f"localhost:{port}:127.0.0.1:{NOTEBOOK}")
+    """Whether `ssh -N -R 127.0.0.1:port:...` holds a listener on the gateway host."""
+    process = background_ssh(job, "-N", "-R", f"127.0.0.1:{port}:127.0.0.1:{NOTEBOOK}")
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and process.poll() is None:
@@ -129,7 +129,7 @@ def test_a_job_listens_on_its_own_port_and_the_notebook_answers_through_it(lumi_
 def test_another_jobs_port_and_port_zero_are_refused(lumi_notebook, jobs):
     job, other = jobs(), jobs()
     for port in (other.grant.port, 0):
-        done = job.ssh("-N", "-R", f"localhost:{port}:127.0.0.1:{NOTEBOOK}")
+        done = job.ssh("-N", "-R", f"127.0.0.1:{port}:127.0.0.1:{NOTEBOOK}")
         assert done.returncode == 255 and "remote port forwarding failed" in done.stderr, done.stderr
 
 
@@ -142,7 +142,7 @@ def test_local_forwarding_to_anything_is_refused(lumi_notebook, jobs, forward):
 
 def test_a_job_cannot_reach_another_jobs_notebook_through_the_gateway(lumi_notebook, jobs):
     job, other = jobs(), jobs()
-    holder = background_ssh(other, "-N", "-R", f"localhost:{other.grant.port}:127.0.0.1:{NOTEBOOK}")
+    holder = background_ssh(other, "-N", "-R", f"127.0.0.1:{other.grant.port}:127.0.0.1:{NOTEBOOK}")
     try:
         deadline = time.monotonic() + 8
         while not answers("127.0.0.1", other.grant.port, 0.5):
@@ -177,13 +177,13 @@ def test_dynamic_forwarding_a_unix_socket_a_shell_and_a_tty_are_refused(lumi_not
 
 def test_an_expired_or_revoked_credential_and_a_plain_key_are_refused(lumi_notebook, jobs):
     expired = jobs(valid_seconds=-60)
-    done = expired.ssh("-N", "-R", f"localhost:{expired.grant.port}:127.0.0.1:{NOTEBOOK}")
+    done = expired.ssh("-N", "-R", f"127.0.0.1:{expired.grant.port}:127.0.0.1:{NOTEBOOK}")
     assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
     revoked = jobs()
     revoked.revoke()
-    done = revoked.ssh("-N", "-R", f"localhost:{revoked.grant.port}:127.0.0.1:{NOTEBOOK}")
+    done = revoked.ssh("-N", "-R", f"127.0.0.1:{revoked.grant.port}:127.0.0.1:{NOTEBOOK}")
     assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
     plain = jobs()
     (plain.dir / "key-cert.pub").unlink()
-    done = plain.ssh("-N", "-R", f"localhost:{plain.grant.port}:127.0.0.1:{NOTEBOOK}")
+    done = plain.ssh("-N", "-R", f"127.0.0.1:{plain.grant.port}:127.0.0.1:{NOTEBOOK}")
     assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr

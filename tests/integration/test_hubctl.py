@@ -175,3 +175,52 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_wr
     for rotated in STATE.glob("hub.log.*"):  # leave no root-owned file of this test in the demo's state
         if rotated.stat().st_uid == 0 and rotated.read_text() == "an old log of root's\n":
             rotated.unlink()
+
+
+def cullers(hub_pid: int | None = None) -> list[int]:
+    """The idle cullers of the hub's user (of one hub, when its pid is given: other test hubs run too)."""
+    found = subprocess.run(["pgrep", "-u", HUB_USER, "-f", "jupyterhub_idle_culler"], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    return pids if hub_pid is None else [p for p in pids if parent_of(p) == hub_pid]
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def gone(pids, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes()
+                   for pid in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_hub_killed_outright_leaves_no_culler_nor_log_writer_and_the_next_start_adds_none(demo_hub):
+    started = hubctl("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    hub_pid = int((RUN / "hub.pid").read_text())
+    deadline = time.monotonic() + 30
+    while not (first := cullers(hub_pid)):
+        assert time.monotonic() < deadline, "the hub started no idle culler"
+        time.sleep(0.5)
+    assert len(first) == 1
+    writer = writers(STATE / "hub.log")
+    subprocess.run(["kill", "-KILL", str(hub_pid)], check=True)
+    assert gone(first), "the idle culler outlived the hub"
+    assert gone(writer), "the hub's log writer outlived the hub"
+    started = hubctl("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    new_pid = int((RUN / "hub.pid").read_text())
+    deadline = time.monotonic() + 30
+    while not cullers(new_pid):
+        assert time.monotonic() < deadline, "the restarted hub started no idle culler"
+        time.sleep(0.5)
+    time.sleep(2)
+    assert len(cullers(new_pid)) == 1 and len(writers(STATE / "hub.log")) == 1
+    assert not [p for p in cullers() if parent_of(p) == 1], "a stray culler (its hub gone) is still running"

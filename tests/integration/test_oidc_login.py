@@ -3,6 +3,7 @@ the demo's): through its sign-in and consent forms with an HTTP client and with 
 user keyed on `sub`, never on email; groups from entitlements, re-read at refresh; 403 with a
 sentence for people outside the allowed groups; a new login once the provider stops honouring
 the tokens; the tokens encrypted in the hub's database."""
+import os
 import re
 import sqlite3
 import time
@@ -90,7 +91,13 @@ def test_once_the_provider_no_longer_honours_the_refresh_token_the_person_logs_i
     session = requests.Session()
     login_through(hub.url, provider, "bob", session=session)
     assert who(hub, session).get("name") == "bob"
-    provider.restart()                         # its grants and refresh tokens were in memory: all revoked
+    token = hub.api("POST", "users/bob/tokens", json={"expires_in": 600}).json()["token"]
+    provider.restart()                         # as `make demo` again does: its grants are kept on disk
+    time.sleep(5)                              # past a refresh
+    assert who(hub, session).get("name") == "bob", hub.log_tail()
+    assert hub.api("GET", "user", token=token).status_code == 200, "an API token ended with a provider restart"
+    assert oct(os.stat(provider.home / "state" / "store.json").st_mode & 0o777) == "0o600"
+    provider.forget()                          # its grants and refresh tokens gone: all revoked
     time.sleep(5)
     home = session.get(hub.url + "hub/home", timeout=30, allow_redirects=False)
     assert home.status_code == 302 and "/hub/login" in home.headers["Location"], hub.log_tail()

@@ -49,7 +49,8 @@ def test_a_lumi_course_runs_its_sessions_in_the_reservation_the_site_made(lumi_c
               "hours": 0.25, "starts_at": now - 60, "ends_at": now + 100, "size": 10, "project": "project_465000123"}
     r = hub.api("POST", "courses", token=alice, json={**course, "reservation": "no-such-reservation"}, timeout=120)
     assert r.status_code == 400 and "has no reservation no-such-reservation" in r.json()["message"], r.text
-    r = hub.api("POST", "courses", token=alice, json={**course, "reservation": RESERVATION}, timeout=120)
+    r = hub.api("POST", "courses", token=alice, json={**course, "reservation": RESERVATION, "instructors": ["bob"]},
+                timeout=120)
     assert r.status_code == 201, r.text
     code = r.json()["code"]
 
@@ -57,16 +58,36 @@ def test_a_lumi_course_runs_its_sessions_in_the_reservation_the_site_made(lumi_c
     assert refused.status_code == 400 and "not in project project_465000123" in refused.json()["message"]
     carol = hub.user_token("carol")
     assert hub.api("POST", "courses/join", token=carol, json={"code": code}).status_code == 200
-    r = hub.api("POST", "users/carol/server", token=carol, json={"course": "lumi-ws"}, timeout=120)
+    r = hub.api("POST", "users/carol/servers/course-lumi-ws", token=carol, json={"course": "lumi-ws"}, timeout=120)
     assert r.status_code in (201, 202), r.text
-    job_id = wait_ready(hub, "carol", timeout=180)["state"]["job_id"]
+    # and her own session beside it, on her own project's budget
+    r = hub.api("POST", "users/carol/server", token=carol, json={"site": "lumi", "partition": "small-g", "gpus": 1},
+                timeout=120)
+    assert r.status_code in (201, 202), r.text
+    job_id = wait_ready(hub, "carol", timeout=180, server_name="course-lumi-ws")["state"]["job_id"]
+    own_job = wait_ready(hub, "carol", timeout=180)["state"]["job_id"]
     on_lumi = in_site("lumi", ["squeue", "-h", "-j", job_id, "-o", "%v|%a|%u"]).stdout.strip()
     assert on_lumi == f"{RESERVATION}|project_465000123|{CAROL_LUMI}", on_lumi
 
-    wait_all_stopped(hub, ["carol"], timeout=max(now + 100 - time.time() + 60, 30))
+    # bob, the course's instructor, sees and may open her course session, and nothing else of hers
+    bob = hub.user_token("bob")
+    assert set(hub.api("GET", "users/carol", token=bob).json()["servers"]) == {"course-lumi-ws"}
+    r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": ["access:servers!server=carol/"]})
+    assert r.status_code == 400 and "not held" in r.text, r.text
+    r = hub.api("POST", "users/bob/tokens", token=bob,
+                json={"scopes": ["access:servers!server=carol/course-lumi-ws"], "expires_in": 600})
+    assert r.status_code == 201, r.text
+    assert hub.api("DELETE", "users/carol/server", token=bob).status_code in (403, 404)
+    assert server_model(hub, "carol").get("ready")
+
+    wait_all_stopped(hub, ["carol"], timeout=max(now + 100 - time.time() + 60, 30), server="course-lumi-ws")
     deadline = time.monotonic() + 60
     while course_state(hub, "lumi-ws") != "ended" and time.monotonic() < deadline:
         time.sleep(2)
     assert course_state(hub, "lumi-ws") == "ended"
     assert RESERVATION in in_site("lumi", ["scontrol", "show", "reservation"]).stdout   # the site's, kept
-    assert not server_model(hub, "carol")
+    assert not server_model(hub, "carol", "course-lumi-ws")
+    assert server_model(hub, "carol").get("ready"), "the course's end stopped her own session"
+    assert hub.api("DELETE", "users/carol/server", token=carol).status_code in (202, 204)
+    wait_all_stopped(hub, ["carol"], timeout=60)
+    assert own_job

@@ -392,3 +392,67 @@ def test_the_helper_refuses_to_run_unless_root():
     result = subprocess.run([sys.executable, "-I", str(PATH), "unreserve", "--name=aifa-ml101"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("refused: must run as root")
+
+
+# ---- release-guest: what is searched and removed beyond the home ----
+
+MOUNTS_TEXT = """\
+proc /proc proc rw,relatime 0 0
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+mqueue /dev/mqueue mqueue rw,relatime 0 0
+/dev/vdb /srv/scratch\\040space xfs rw 0 0
+/dev/vdc /usr/share/ro ext4 ro,relatime 0 0
+cgroup2 /sys/fs/cgroup cgroup2 rw 0 0
+"""
+
+
+def test_every_read_write_filesystem_a_user_may_write_is_searched():
+    assert helper.writable_mounts(MOUNTS_TEXT) == ["/", "/dev/mqueue", "/dev/shm", "/srv/scratch space"]
+
+
+SHM = """\
+       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+         0         7  1600                  4096   900   900      0  1004  1005  1004  1005          0          0 1765000000                     0                     0
+         0         8  1600                  4096   901   901      0  1002  1003  1002  1003          0          0 1765000000                     0                     0
+         0         9  1600                  4096   902   902      0  1002  1003  1004  1005          0          0 1765000000                     0                     0
+"""
+MSG = """\
+       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime
+ 123456789         3   644           0          0     0     0  1004  1005  1004  1005          0          0 1765000000
+"""
+
+
+def test_sysv_ipc_objects_owned_or_made_by_a_guest_are_found_by_their_columns():
+    assert helper.ipc_ids(SHM, "shmid", {1004}) == ["7", "9"]
+    assert helper.ipc_ids(MSG, "msqid", {1004}) == ["3"]
+    assert helper.ipc_ids(MSG, "semid", {1004}) == []          # not this table's column
+    assert helper.ipc_ids("", "shmid", {1004}) == []
+
+
+def test_a_group_is_searched_for_only_when_it_is_the_guests_own():
+    groups = {1005: SimpleNamespace(gr_name="aifa-guest01", gr_mem=[]),
+              1001: SimpleNamespace(gr_name="aifa-users", gr_mem=["aifa-guest01", "bob"]),
+              1006: SimpleNamespace(gr_name="aifa-guest02", gr_mem=["bob"])}
+
+    def getgrgid(gid):
+        return groups[gid]
+    assert helper.private_group("aifa-guest01", 1005, getgrgid)
+    assert not helper.private_group("aifa-guest01", 1001, getgrgid)
+    assert not helper.private_group("aifa-guest02", 1006, getgrgid)
+    assert not helper.private_group("aifa-guest01", 4242, lambda gid: (_ for _ in ()).throw(KeyError(gid)))
+
+
+def test_one_release_names_several_guests_but_never_one_twice(tmp_path):
+    args = helper.parser().parse_args(["release-guest", "--user", "aifa-guest01", "--user", "aifa-guest02"])
+    assert args.user == ["aifa-guest01", "aifa-guest02"]
+    twice = argparse.Namespace(user=["aifa-guest01", "aifa-guest01"])
+    entry = SimpleNamespace(pw_name="aifa-guest01", pw_uid=1004, pw_gid=1005, pw_dir="/home/aifa-guest01")
+    original = helper.check_release
+    try:
+        helper.check_release = lambda a, c: ("aifa-guest01", 1004, 1005, "/home/aifa-guest01")
+        with pytest.raises(Refused, match="named twice"):
+            helper.do_release_guest(twice, CONFIG)
+    finally:
+        helper.check_release = original
+    assert entry.pw_uid == 1004

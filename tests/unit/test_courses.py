@@ -86,11 +86,24 @@ def test_codes_are_read_as_people_type_them_and_joining_follows_the_window():
 
 
 def test_instructors_see_their_course_only_and_keep_nothing_else():
-    role = model.instructor_role(make())
+    course = model.with_participant(model.with_participant(make(), "dana", "aifa-guest01"), "erik", "erik")
+    role = model.instructor_role(course)
     assert role["groups"] == ["course-intro-llm-instructors"]
-    assert all(scope == "admin-ui" or scope.endswith("!group=course-intro-llm") for scope in role["scopes"])
-    assert "access:servers!group=course-intro-llm" in role["scopes"]
-    assert not any(scope.startswith(("servers", "admin:")) for scope in role["scopes"])   # never start one
+    servers = [scope for scope in role["scopes"] if "!server=" in scope]
+    assert sorted(servers) == sorted(f"{scope}!server={who}/course-intro-llm" for who in ("dana", "erik")
+                                     for scope in ("read:servers", "delete:servers", "access:servers"))
+    others = [scope for scope in role["scopes"] if scope not in servers]
+    assert all(scope == "admin-ui" or scope.endswith("!group=course-intro-llm") for scope in others)
+    assert not any(scope.startswith(("servers", "admin:", "access:servers!group", "read:servers!group"))
+                   for scope in role["scopes"])   # never start one, never a participant's own server
+    assert model.instructor_role(make())["scopes"] == others         # nobody joined: no server at all
+
+
+def test_a_course_session_is_the_named_server_of_its_course():
+    assert model.session_server("intro-llm") == "course-intro-llm"
+    assert model.course_of_server("course-intro-llm") == "intro-llm"
+    assert model.course_of_server("") is None and model.course_of_server("course-") is None
+    assert model.course_of_server("my-course-x") is None
 
 
 def test_the_form_is_read_as_the_api_json():
@@ -152,3 +165,13 @@ def test_a_course_on_a_remote_site_names_the_reservation_the_site_made():
     with pytest.raises(model.CourseError, match="one of your projects on LUMI"):
         make(site="lumi", partition="small-g", reservation="lumi-ws", project="proj_training")
     assert model.course_from_dict(course.to_dict()) == course
+
+
+def test_a_participant_may_use_the_courses_account_for_one_session_shaped_job_in_its_partition_only():
+    from aifa_workbench.sites.slurm_cli import course_member_argv
+
+    argv = course_member_argv("/usr/bin", "aifa", "aifa-guest03", "course-ws1", partition="small-g", gpus=1)
+    assert argv[:7] == ["/usr/bin/sacctmgr", "-i", "add", "user", "aifa-guest03", "account=course-ws1", "cluster=aifa"]
+    assert {"partition=small-g", "MaxSubmitJobs=1", "MaxTRESPerJob=gres/gpu=1"} <= set(argv)
+    removal = course_member_argv("/usr/bin", "aifa", "aifa-guest03", "course-ws1", add=False)
+    assert removal == ["/usr/bin/sacctmgr", "-i", "delete", "user", "aifa-guest03", "account=course-ws1", "cluster=aifa"]

@@ -71,7 +71,7 @@ def test_the_jobs_tunnel_asks_for_its_granted_port_only_with_the_key_in_files(tm
     env = {"AIFA_TUNNEL_GATEWAY": "aifa-tunnel@hub-gateway", "AIFA_TUNNEL_GATEWAY_PORT": "2222",
            "AIFA_TUNNEL_PORT": "42007"}
     argv = reverse_tunnel.ssh_argv(tmp_path, env, 35001)
-    assert argv[-3:] == ["-R", "localhost:42007:127.0.0.1:35001", "aifa-tunnel@hub-gateway"]
+    assert argv[-3:] == ["-R", "127.0.0.1:42007:127.0.0.1:35001", "aifa-tunnel@hub-gateway"]
     assert "StrictHostKeyChecking=yes" in argv and "ExitOnForwardFailure=yes" in argv
     assert not any("PRIVATE" in a for a in argv)
     path = reverse_tunnel.write_private(tmp_path, "key", "secret")

@@ -2,6 +2,7 @@
 against the simulated JUPITER and Lucia in the integration tests)."""
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -165,3 +166,59 @@ def test_the_reconciler_gives_back_hub_api_forwards_no_job_calls_through():
                {"site": 7, "user": "x"}, "junk"]
     calling = {("jupiter", "alice")}
     assert unused_hub_api(entries, calling, busy_users={"carol"}) == [("jupiter", "bob"), ("lucia", "alice")]
+
+
+class TakenPortConnection(FakeConnection):
+    """Someone else's socket holds `taken` on this host (the bind fails there)."""
+
+    def __init__(self, taken: int):
+        super().__init__()
+        self.taken = taken
+
+    async def forward_local_port(self, listen_host, listen_port, host, port):
+        if listen_port == self.taken:
+            raise OSError(98, "Address already in use")
+        return FakeListener(self, listen_port)
+
+
+async def test_a_forward_whose_old_port_another_account_holds_moves_to_a_fresh_one(tmp_path, monkeypatch):
+    store = tunneld.ForwardStore(tmp_path / "t.sqlite")
+    old = tunneld.Forward("alice/.5", "jupiter", "alice", "n1", 35000, 43007)
+    store.put(old)
+    runner = FakeRunner()
+    runner.connection_for = lambda user: type("H", (), {"connection": lambda self: _conn()})()
+
+    async def _conn():
+        return TakenPortConnection(43007)
+    d = tunneld.TunnelDaemon({"jupiter": runner}, store, 8081, {"jupiter": "jpbl-login01"})
+    holders = {43007: {os.geteuid() + 1}}
+    monkeypatch.setattr(tunneld.socket_owner, "owners", lambda ip, port: holders.get(port, set()))
+    await d.restore()
+    [moved] = store.forwards()
+    assert moved.id == old.id and moved.local_port != 43007
+    assert tunneld.LOCAL_PORTS[0] <= moved.local_port <= tunneld.LOCAL_PORTS[1]
+    assert d.listing()[0]["local_port"] == moved.local_port
+
+
+async def test_a_forward_whose_old_port_nobody_else_holds_keeps_it_and_is_tried_again(tmp_path, monkeypatch):
+    store = tunneld.ForwardStore(tmp_path / "t.sqlite")
+    store.put(tunneld.Forward("alice/.5", "jupiter", "alice", "n1", 35000, 43007))
+
+    async def _conn():
+        return TakenPortConnection(43007)
+    runner = FakeRunner()
+    runner.connection_for = lambda user: type("H", (), {"connection": lambda self: _conn()})()
+    d = tunneld.TunnelDaemon({"jupiter": runner}, store, 8081, {"jupiter": "jpbl-login01"})
+    monkeypatch.setattr(tunneld.socket_owner, "owners", lambda ip, port: {os.geteuid()})   # our old socket
+    await d.restore()
+    assert store.forwards()[0].local_port == 43007 and d.listeners == {}
+
+
+def test_the_hub_re_routes_only_forwards_that_are_up_on_another_port():
+    from aifa_workbench.spawners.tunnel_reconcile import moved_forwards
+
+    listing = [{"id": "alice/.1", "up": True, "local_port": 43010}, {"id": "bob/.2", "up": True, "local_port": 43002},
+               {"id": "carol/.3", "up": False, "local_port": 43099}, {"id": "dave/.4", "up": True, "local_port": 43004},
+               {"id": "erin/.5", "up": True, "local_port": "43005"}, "junk"]
+    routed = {"alice/.1": 43001, "bob/.2": 43002, "carol/.3": 43003, "erin/.5": 43000}
+    assert moved_forwards(listing, routed) == {"alice/.1": 43010}

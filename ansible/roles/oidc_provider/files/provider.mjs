@@ -5,7 +5,9 @@
 //
 //   node provider.mjs CONFIG.json
 // CONFIG: {issuer, listen_host, port, clients: [{client_id, client_secret_file, redirect_uris,
-//          post_logout_redirect_uris}], users_file, access_token_seconds, clock_tolerance_seconds}
+//          post_logout_redirect_uris}], users_file, access_token_seconds, clock_tolerance_seconds,
+//          state_dir (optional: where its keys and grants are kept, so that a restart forgets no
+//          login; without it they live in memory and a restart ends every login)}
 // USERS file (re-read when it changes, so that a group change reaches the next refresh):
 //   {"users": [{"login", "password_scrypt": "<salt hex>:<key hex>", "sub", "email", "name",
 //               "entitlements": [...], "hpc_infos": ["<username>,<system>,<project>", ...] (optional)}]}
@@ -47,12 +49,81 @@ const clients = config.clients.map((c) => ({
   token_endpoint_auth_method: 'client_secret_basic',
 }));
 
-const signingKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+// Written whole to a fresh file, then renamed over the old one: a crash leaves one or the other.
+function writePrivate(path, text) {
+  const fresh = `${path}.${process.pid}.new`;
+  const fd = fs.openSync(fresh, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL
+                                | fs.constants.O_NOFOLLOW, 0o600);
+  try { fs.writeSync(fd, text); fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  fs.renameSync(fresh, path);
+}
+
+function readKept(name, make) {
+  if (!config.state_dir) return make();
+  const path = `${config.state_dir}/${name}`;
+  try { return JSON.parse(fs.readFileSync(path, 'utf8')); } catch (error) { if (error.code !== 'ENOENT') throw error; }
+  const made = make();
+  writePrivate(path, JSON.stringify(made));
+  return made;
+}
+
+// oidc-provider's models (sessions, grants, refresh tokens...) in one JSON file of the state
+// directory, each with its expiry; a small demo keeps a few hundred at most.
+class FileStore {
+  constructor(path) {
+    this.path = path;
+    this.items = {};
+    try { this.items = JSON.parse(fs.readFileSync(path, 'utf8')); } catch (error) { if (error.code !== 'ENOENT') throw error; }
+    const now = Date.now();
+    for (const [key, item] of Object.entries(this.items)) if (item.expiresAt && item.expiresAt < now) delete this.items[key];
+  }
+  save() { writePrivate(this.path, JSON.stringify(this.items)); }
+  get(key) {
+    const item = this.items[key];
+    if (!item || (item.expiresAt && item.expiresAt < Date.now())) return undefined;
+    return item.payload;
+  }
+}
+const store = config.state_dir ? new FileStore(`${config.state_dir}/store.json`) : null;
+
+class FileAdapter {
+  constructor(model) { this.model = model; }
+  key(id) { return `${this.model}:${id}`; }
+  async upsert(id, payload, expiresIn) {
+    store.items[this.key(id)] = { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 };
+    store.save();
+  }
+  async find(id) { return store.get(this.key(id)); }
+  async findByUid(uid) {
+    const key = Object.keys(store.items).find((k) => k.startsWith(`${this.model}:`) && store.items[k].payload.uid === uid);
+    return key ? store.get(key) : undefined;
+  }
+  async findByUserCode(userCode) {
+    const key = Object.keys(store.items).find((k) => k.startsWith(`${this.model}:`) && store.items[k].payload.userCode === userCode);
+    return key ? store.get(key) : undefined;
+  }
+  async consume(id) {
+    const item = store.items[this.key(id)];
+    if (item) { item.payload.consumed = Math.floor(Date.now() / 1000); store.save(); }
+  }
+  async destroy(id) { delete store.items[this.key(id)]; store.save(); }
+  async revokeByGrantId(grantId) {
+    for (const [key, item] of Object.entries(store.items)) if (item.payload.grantId === grantId) delete store.items[key];
+    store.save();
+  }
+}
+
+const keys = readKept('keys.json', () => ({
+  signing: crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+  cookies: [crypto.randomBytes(32).toString('hex')],
+}));
+const signingKey = keys.signing;
 
 const provider = new Provider(config.issuer, {
   clients,
   jwks: { keys: [{ ...signingKey, kid: 'demo-rs256', alg: 'RS256', use: 'sig' }] },
-  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  cookies: { keys: keys.cookies },
+  ...(store ? { adapter: FileAdapter } : {}),
   scopes: ['openid', 'offline_access', 'email', 'profile', 'eduperson_entitlement'],
   claims: {
     openid: ['sub'],
