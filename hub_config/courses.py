@@ -184,6 +184,22 @@ def hub_groups_for(app, course: Course) -> None:
         add_to_group(app, name, course.instructor_group)
 
 
+def named_server_limit(personal: int):
+    """JupyterHub's named_server_limit_per_user, per request: the named servers of their own a user
+    may have (`personal`), plus one for each course session they hold or may start (course-<id>:
+    kept after the course for its ended card). At least 1, JupyterHub's 0 being no limit at all;
+    the spawner refuses to start a named server of their own beyond `personal`."""
+    def limit(handler) -> int:
+        user = handler.current_user
+        orm_user = getattr(user, "orm_user", None)
+        names = set(getattr(orm_user, "orm_spawners", None) or {})
+        sessions = {name for name in names if model.course_of_server(name)}
+        if BOOK is not None and isinstance(getattr(user, "name", None), str):
+            sessions |= {model.session_server(c.id) for c in BOOK.active_of(user.name)}
+        return max(1, personal + len(sessions))
+    return limit
+
+
 def refresh_instructor_role(app, course: Course) -> None:
     from jupyterhub import roles
     spec = model.instructor_role(course)

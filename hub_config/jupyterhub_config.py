@@ -167,7 +167,8 @@ c.JupyterHub.extra_handlers = (keys_page.handlers() + session_pages.handlers() +
 c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
 c.JupyterHub.template_vars = session_pages.template_vars({"support": settings.support_contact,
                                                           "remote_sites": bool(KeysPageConfig.sites),
-                                                          "courses": bool(course_handlers)})
+                                                          "courses": bool(course_handlers),
+                                                          "named_servers": settings.named_servers_per_user > 0})
 c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
 c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
 c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
@@ -194,8 +195,8 @@ c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5,
 # A course's session is a named server of its own (course-<id>), so named servers are on wherever
 # courses are; the spawner refuses other named servers beyond named_servers_per_user (0: none).
 c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0 or bool(course_handlers)
-c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user + 1 \
-    if settings.named_servers_per_user > 0 and course_handlers else settings.named_servers_per_user
+c.JupyterHub.named_server_limit_per_user = courses.named_server_limit(settings.named_servers_per_user) \
+    if course_handlers else settings.named_servers_per_user
 c.WorkbenchSlurmSpawner.personal_named_servers = settings.named_servers_per_user
 
 c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"

@@ -138,12 +138,14 @@ class TunnelDaemon:
     async def _listen_again(self, forward: Forward) -> tuple[asyncssh.SSHListener, Forward]:
         """A dropped forward made again on its own port, or, when another account's socket holds
         that port now, on a fresh one (kept in the store: the hub re-routes the server there)."""
+        await self._connection(forward.site, forward.user)      # the site's side first: its failure is no move
         try:
             return await self._listen(forward), forward
         except TunnelError:
             holders = socket_owner.owners("127.0.0.1", forward.local_port)
-            if not holders or holders == {os.geteuid()}:
-                raise             # the site's side failed, or our own old socket is not gone yet
+            if holders == {os.geteuid()}:
+                raise             # our own old socket is not gone yet
+            # another account's listener, or a socket bound without listening (not in /proc)
         listener = await self._listen(dataclasses.replace(forward, local_port=0))
         moved = dataclasses.replace(forward, local_port=listener.get_port())
         self.store.put(moved)

@@ -690,7 +690,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             elif self.remote:
                 ip = await self._node_address(ip)
             else:
-                ip = self._local_node_address(ip)
+                ip = await self._local_node_address(ip)
             await self._prove_listener(ip, port)      # before the token goes there
             await self._check_server_is_own(ip, port)
         finally:
@@ -749,12 +749,15 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             await asyncio.sleep(0.2)
 
     # --- who holds the server's address on this host ----------------------------------------------
-    def _local_node_address(self, node: str) -> str:
-        """The local cluster's node as one address (the one checked is the one routed)."""
+    async def _local_node_address(self, node: str) -> str:
+        """The local cluster's node as one address, IPv4 first (the one checked is the one routed).
+        A name that resolves to nothing stays a name: nothing can connect to it, token or not."""
         try:
-            return socket.getaddrinfo(node, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-        except (OSError, IndexError):
+            found = await asyncio.get_running_loop().getaddrinfo(node, None, type=socket.SOCK_STREAM)
+        except OSError:
             return node
+        found.sort(key=lambda entry: entry[0] != socket.AF_INET)
+        return found[0][4][0] if found else node
 
     def _listener_uid(self) -> int | None:
         """Whose socket the server's address must be, when it is on this host: the tunnel

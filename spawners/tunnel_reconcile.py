@@ -12,7 +12,8 @@
 And, every few seconds: the route of a forward-reach server whose forward the tunnel daemon had
 to move (someone else bound its old port while it was down) goes to the new port, once the
 kernel says the daemon's account holds it; a reverse-reach server whose gateway port someone
-else bound while its tunnel was down is stopped, and its card says why.
+else bound while its tunnel was down, or a local cluster's server whose port someone else bound
+once its JupyterLab was gone, is stopped, and its card says why.
 """
 from __future__ import annotations
 
@@ -157,32 +158,41 @@ async def reroute_moved_forwards(app, socket_path: str) -> list[str]:
     return rerouted
 
 
-def taken_gateway_ports(app, snapshot: list) -> list[tuple]:
-    """(user, spawner) of running reverse-reach servers whose gateway port another account than
-    the gateway's holds now (their tunnel dropped, and someone bound the port meanwhile);
-    `snapshot`: socket_owner.all_listeners()."""
+def watched_on_this_host(spawner) -> bool:
+    """A running server routed to a socket of this host that only one account may hold: a
+    reverse-reach server (the gateway's port) or the local cluster's (the job user's). A
+    forward-reach server's port, when taken, is moved by the tunnel daemon instead."""
+    if not spawner.ready or spawner.pending or not getattr(spawner, "job_id", "") or not hasattr(spawner, "reverse"):
+        return False
+    return bool(spawner.reverse) or not spawner.remote
+
+
+def taken_servers(app, snapshot: list) -> list[tuple]:
+    """(user, spawner) of those servers whose address another account holds now (its tunnel or
+    JupyterLab went away, and someone bound the port meanwhile); `snapshot`:
+    socket_owner.all_listeners()."""
     taken = []
     for user in list(app.users.values()):
         for spawner in list(user.spawners.values()):
-            grant = getattr(spawner, "tunnel_grant", None)
-            if grant is None or not spawner.ready or spawner.pending or not getattr(spawner, "reverse", False):
+            if not watched_on_this_host(spawner):
                 continue
-            owners = socket_owner.owners("127.0.0.1", grant.port, snapshot)
+            ip, port = spawner.server.ip, spawner.server.port
+            owners = socket_owner.owners(ip, port, snapshot) if socket_owner.is_local_address(ip) else set()
             if owners and owners != {spawner._listener_uid()}:
                 taken.append((user, spawner))
     return taken
 
 
 async def stop_taken_servers(app) -> list[str]:
-    """Stop each server whose gateway port was taken (the tunnel firewall already keeps every byte
-    from the taker); its ended card says why."""
+    """Stop each server whose address another account took (on the gateway's ports the tunnels'
+    firewall already keeps every byte from the taker); its ended card says why."""
     stopped = []
-    if not any(getattr(s, "tunnel_grant", None) for u in list(app.users.values()) for s in list(u.spawners.values())):
+    if not any(watched_on_this_host(s) for u in list(app.users.values()) for s in list(u.spawners.values())):
         return stopped
     snapshot = await asyncio.to_thread(socket_owner.all_listeners)     # one read of /proc for every server
-    for user, spawner in taken_gateway_ports(app, snapshot):
-        app.log.error("The gateway port %s of %s's server is held by another account: stopping it",
-                      spawner.tunnel_grant.port, user.name)
+    for user, spawner in taken_servers(app, snapshot):
+        app.log.error("The address %s:%s of %s's server is held by another account: stopping it",
+                      spawner.server.ip, spawner.server.port, user.name)
         spawner.stop_reason = "tunnel_taken"
         await app.proxy.delete_user(user, spawner.name)
         await user.stop(spawner.name)

@@ -430,17 +430,18 @@ def test_sysv_ipc_objects_owned_or_made_by_a_guest_are_found_by_their_columns():
     assert helper.ipc_ids("", "shmid", {1004}) == []
 
 
-def test_a_group_is_searched_for_only_when_it_is_the_guests_own():
-    groups = {1005: SimpleNamespace(gr_name="aifa-guest01", gr_mem=[]),
-              1001: SimpleNamespace(gr_name="aifa-users", gr_mem=["aifa-guest01", "bob"]),
-              1006: SimpleNamespace(gr_name="aifa-guest02", gr_mem=["bob"])}
-
-    def getgrgid(gid):
-        return groups[gid]
-    assert helper.private_group("aifa-guest01", 1005, getgrgid)
-    assert not helper.private_group("aifa-guest01", 1001, getgrgid)
-    assert not helper.private_group("aifa-guest02", 1006, getgrgid)
-    assert not helper.private_group("aifa-guest01", 4242, lambda gid: (_ for _ in ()).throw(KeyError(gid)))
+def test_the_search_deletes_the_guests_own_files_only_and_never_their_homes(tmp_path, monkeypatch):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS_TEXT + "fusedemo /tmp/fuse fuse.sshfs rw,user_id=1002 0 0\n")
+    monkeypatch.setattr(helper, "MOUNTS", str(mounts))
+    ran = []
+    monkeypatch.setattr(helper, "run", lambda argv, ok_codes=(0,): ran.append(argv))
+    helper.remove_files_everywhere([("aifa-guest01", 1004, 1005, "/home/aifa-guest01"),
+                                    ("aifa-guest02", 1006, 1007, "/home/aifa-guest02")])
+    [argv] = ran
+    assert argv[:6] == ["/usr/bin/find", "/", "/dev/mqueue", "/dev/shm", "/srv/scratch space", "-xdev"]
+    assert argv[6:] == ["!", "-samefile", "/home/aifa-guest01", "!", "-samefile", "/home/aifa-guest02",
+                        "(", "-user", "1004", "-o", "-user", "1006", ")", "-delete"]      # never -group: others' files
 
 
 def test_one_release_names_several_guests_but_never_one_twice(tmp_path):

@@ -52,6 +52,7 @@ const clients = config.clients.map((c) => ({
 // Written whole to a fresh file, then renamed over the old one: a crash leaves one or the other.
 function writePrivate(path, text) {
   const fresh = `${path}.${process.pid}.new`;
+  fs.rmSync(fresh, { force: true });            // left by a crash of a process of the same pid
   const fd = fs.openSync(fresh, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL
                                 | fs.constants.O_NOFOLLOW, 0o600);
   try { fs.writeSync(fd, text); fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
