@@ -57,6 +57,11 @@ END_CONFIRM_SECONDS = 60.0
 _FORM = Environment(loader=FunctionLoader(template_source), undefined=StrictUndefined, autoescape=True)
 
 
+# The hub's own reasons to stop a server: the idle culler (hub_config/idle_culler), a course's end
+# (hub_config/courses), an address another account took (spawners/tunnel_reconcile).
+HUB_STOP_REASONS = ("idle", "course_ended", "tunnel_taken")
+
+
 class SpawnError(RuntimeError):
     """A spawn failed for a reason the user should read; JupyterHub shows `jupyterhub_message`."""
 
@@ -198,7 +203,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     started_at: float | None = None     # when the current job started running (epoch), kept likewise
     _submitted_at = 0.0                 # monotonic: when the current job was submitted
     _start_failed = False               # the current start raised (the hub stops the server next)
-    # "idle": the idle culler asked for this stop (hub_config/idle_culler); "course_ended", "tunnel_taken"
+    # why the hub itself stops a server, when it says so on the ended card (one of HUB_STOP_REASONS)
     stop_reason: str | None = None
     _reservation_start: float | None = None   # epoch: when the current job's reservation begins
     last_session: dict | None = None    # what ended last, why and what it cost (session.ended_summary)
@@ -961,7 +966,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
             self._record_end("start failed" if self._start_failed else
                              "start timeout" if late and not self.started_at else
-                             self.stop_reason if self.stop_reason in ("idle", "course_ended", "tunnel_taken") and self.started_at
+                             self.stop_reason if self.stop_reason in HUB_STOP_REASONS and self.started_at
                              else "stopped")
         self.stop_reason = None
         job_id, monitor = self.job_id, self.monitor
@@ -1008,7 +1013,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not self.job_id or site is None:
             return
         now = time.time()
-        if final_state in ("stopped", "start timeout", "start failed", "idle", "course_ended", "tunnel_taken"):
+        if final_state in ("stopped", "start timeout", "start failed", *HUB_STOP_REASONS):
             ending = final_state
         else:
             ran = now - self.started_at if self.started_at else 0
