@@ -3,7 +3,8 @@ import subprocess
 import pytest
 
 from . import hubs
-from .slurm_helpers import wait_for_job_end
+from .sim_sites import SITE_NODES, site_is_up
+from .slurm_helpers import cancel_left_test_jobs, wait_for_job_end
 
 ROOT = hubs.ROOT
 
@@ -22,6 +23,18 @@ def cluster():
         subprocess.run(["ansible-playbook", "cluster.yml"], cwd=ROOT / "ansible", check=True)
     assert slurm_up(), "the local Slurm cluster did not come up"
     return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_jobs_left_by_killed_runs():
+    """A killed test run leaves its jobs running on the local cluster and the sites; cancel them first."""
+    if os.geteuid() != 0:
+        return
+    if slurm_up():
+        cancel_left_test_jobs()
+    for site in SITE_NODES:
+        if site_is_up(site):
+            cancel_left_test_jobs(("ip", "netns", "exec", f"aifa-{site}"))
 
 
 @pytest.fixture

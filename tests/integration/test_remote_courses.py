@@ -31,6 +31,7 @@ def lumi_course_hub(cluster):
     authorize_line("lumi", CAROL_LUMI, hub_cli(hub, "user-key", "carol", "lumi"))
     authorize_line("lumi", SITE_USERS["lumi"]["bob"], hub_cli(hub, "user-key", "bob", "lumi"))
     authorize_line("lumi", simulated["runtime_owners"]["lumi"], hub_cli(hub, "runtime-key", "lumi"))
+    in_site("lumi", ["scontrol", "delete", f"ReservationName={RESERVATION}"])   # a killed run's
     made = in_site("lumi", ["scontrol", "create", "reservation", f"ReservationName={RESERVATION}", "StartTime=now",
                             "Duration=30", "Accounts=project_465000123", "PartitionName=small-g", "CoreCnt=8",
                             "Flags=IGNORE_JOBS"])

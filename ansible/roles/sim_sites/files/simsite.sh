@@ -103,7 +103,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   echo "$NAME: $what did not happen within $seconds s" >&2; return 1
 }
 
-node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)'; }
+# Up and taking jobs; "resv": a reservation (a course's) holds it, as real sites' nodes often are.
+node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc|resv)'; }
 
 up() {
   network_up
