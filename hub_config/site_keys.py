@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-import asyncssh
+from aifa_workbench.sites.ssh_library import asyncssh
 from cryptography.fernet import Fernet, InvalidToken
 
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]{0,31}")

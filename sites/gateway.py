@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
+from .ssh_library import asyncssh
 
 from . import socket_owner
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import asyncssh
+from .ssh_library import asyncssh
 
 from .commands import MAX_OUTPUT_BYTES, CommandResult, CommandTimeout, bounded, read_capped
 from .errors import CredentialRefused, HostKeyMismatch, SiteUnreachable
