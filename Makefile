@@ -4,7 +4,7 @@ VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses screenshots
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses bench-floods screenshots
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -75,6 +75,9 @@ bench-login:             ## login -> spawn form through the demo's OIDC provider
 
 bench-courses:           ## 20 and 40 participants joining a course and starting at once vs the same burst without courses (about 10 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_courses $(BENCH_ARGS)
+
+bench-floods:            ## another user's API p50/p99 and the hub's descriptors while one account holds 2,000 half-sent requests, as shipped vs unguarded (about 2 minutes)
+	$(VENV)/bin/python -m benchmarks.bench_floods $(BENCH_ARGS)
 
 bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 5 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_dask $(BENCH_ARGS)

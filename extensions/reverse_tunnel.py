@@ -11,6 +11,7 @@ certificate are written into PRIVATE_DIR (0700, the job's own), never onto a com
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,9 +23,16 @@ CREDENTIAL_NAMES = ("AIFA_TUNNEL_KEY", "AIFA_TUNNEL_CERT", "AIFA_TUNNEL_KNOWN_HO
 # job's ssh notices a dead gateway after ServerAliveInterval x ServerAliveCountMax.
 ALIVE_INTERVAL, ALIVE_COUNT = 2, 3
 # Short connect timeout and retry delays: once a partition heals, the next attempt is at most
-# about a second away (a connect in flight would wait for its next SYN retransmission).
+# about three seconds away (a connect in flight would wait for its next SYN retransmission). Each
+# delay is jittered (half to one and a half times it): jobs that lost the gateway together (a
+# restart, a flood the gateway shed) do not all dial again in the same instant.
 CONNECT_TIMEOUT = 3
-RETRY_DELAYS = (0.2, 0.5, 1)
+RETRY_DELAYS = (0.2, 0.5, 1, 2)
+
+
+def retry_delay(attempt: int, uniform=random.uniform) -> float:
+    """Seconds to wait before dialling again after `attempt` quick failures in a row."""
+    return RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)] * uniform(0.5, 1.5)
 
 
 def write_private(directory: Path, name: str, text: str) -> Path:
@@ -78,8 +86,9 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         code = subprocess.run(argv_ssh, env=child_env, stdin=subprocess.DEVNULL).returncode
         attempt = 0 if time.monotonic() - started > 30 else attempt + 1
-        delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-        print(f"AIFA Workbench tunnel: ssh to the gateway ended ({code}); again in {delay} s", file=sys.stderr, flush=True)
+        delay = retry_delay(attempt)
+        print(f"AIFA Workbench tunnel: ssh to the gateway ended ({code}); again in {delay:.1f} s", file=sys.stderr,
+              flush=True)
         time.sleep(delay)
 
 

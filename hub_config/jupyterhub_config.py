@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
-from aifa_workbench.hub_config.limits import cap_request_bodies
+from aifa_workbench.hub_config.limits import cap_requests
 from aifa_workbench.hub_config.login import SHARED_SINGLE_PERSON, PerUserPasswordAuthenticator
 from aifa_workbench.hub_config import idle_culler, oidc as oidc_login
 from aifa_workbench.model.settings import OIDC
@@ -63,7 +63,7 @@ c.JupyterHub.subdomain_hook = user_host_hook(settings.user_domain)
 site_hub_hosts = {host for site in sites.values() if site.reach for host in site.reach.hub_hosts(settings.hub_port)}
 confine_hub_pages(settings.public_host, urlsplit(settings.bind_url).path + "hub/",
                   {f"127.0.0.1:{settings.hub_port}", f"localhost:{settings.hub_port}", *site_hub_hosts})
-cap_request_bodies(settings.max_request_bytes)
+cap_requests(settings.max_request_bytes)
 if settings.https:   # cookies only over TLS; __Host- cookies cannot be set by another subdomain
     c.JupyterHub.cookie_host_prefix_enabled = True
 c.JupyterHub.hub_bind_url = f"http://{settings.hub_bind_address}:{settings.hub_port}"

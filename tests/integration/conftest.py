@@ -1,5 +1,8 @@
 import os
+import signal
 import subprocess
+from pathlib import Path
+
 import pytest
 
 from . import hubs
@@ -25,11 +28,24 @@ def cluster():
     return True
 
 
+def stop_test_hubs_left_running() -> None:
+    """A killed test run leaves its hubs, proxies and tunnel daemons running (each in a session of
+    its own, in its hub's folder under TEST_HUBS_DIR): end them."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(hubs.TEST_HUBS_DIR):
+                os.kill(int(proc.name), signal.SIGTERM)
+        except OSError:
+            continue
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_jobs_left_by_killed_runs():
-    """A killed test run leaves its jobs running on the local cluster and the sites; cancel them first."""
+    """A killed test run leaves its hubs running, and their jobs on the local cluster and the sites:
+    end them first."""
     if os.geteuid() != 0:
         return
+    stop_test_hubs_left_running()
     if slurm_up():
         cancel_left_test_jobs()
     for site in SITE_NODES:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from .hubs import login, server_model, wait_ready
 from .sim_sites import answers_through_the_proxy, heal, partition
 from .test_remote_spawn import REQUESTS, remote_hub, site_job, stop_and_see_the_job_end  # noqa: F401
-from .untrusted_helpers import route_target, spawn_outcome
+from .untrusted_helpers import HostileProgram, route_target, spawn_outcome
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 GRANTS = Path("/var/lib/aifa-tunnel-grants")
@@ -28,33 +27,9 @@ SQUATTER = Path(__file__).with_name("squatter.py")
 TAKER = "bob"     # a user of the hub's host (the demo's shared node), with no server of his own here
 
 
-class Squatter:
-    """squatter.py as TAKER, its report read as it comes."""
-
-    def __init__(self, host: str, port: int):
-        self.proc = subprocess.Popen(["runuser", "-u", TAKER, "--", sys.executable, "-I", "-c", SQUATTER.read_text(),
-                                      host, str(port)], stdout=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.strip())
-
-    def wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while "ready" not in self.lines:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def stop(self) -> list[str]:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.reader.join(timeout=5)
-        return [line for line in self.lines if line != "ready"]
+def Squatter(host: str, port: int) -> HostileProgram:
+    """squatter.py as TAKER, binding host:port as soon as it can."""
+    return HostileProgram(["runuser", "-u", TAKER, "--"], SQUATTER, host, str(port))
 
 
 def as_taker(*argv: str) -> subprocess.CompletedProcess:

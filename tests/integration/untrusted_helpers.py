@@ -8,6 +8,9 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import requests
@@ -87,3 +90,34 @@ def spawn_outcome(hub, username: str, token: str, options: dict, timeout: float 
     if said:
         return True, said[-1], events
     return False, events[-1].get("message", "") if events else "", events
+
+
+class HostileProgram:
+    """A test program (its source text) run by argv_prefix (runuser, ip netns exec...), as a hostile
+    user would run it; what it prints is read as it comes. It prints "ready" once in place."""
+
+    def __init__(self, argv_prefix: list[str], source: Path, *args: str, python: str = sys.executable):
+        self.proc = subprocess.Popen([*argv_prefix, python, "-I", "-c", source.read_text(), *args],
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while "ready" not in self.lines:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> list[str]:
+        """SIGTERM; the lines it printed besides "ready"."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=5)
+        return [line for line in self.lines if line != "ready"]

@@ -2,6 +2,7 @@
 the job's credential (a certificate for its grant's key id, port forwarding only, short-lived)."""
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -76,3 +77,18 @@ def test_the_jobs_tunnel_asks_for_its_granted_port_only_with_the_key_in_files(tm
     assert not any("PRIVATE" in a for a in argv)
     path = reverse_tunnel.write_private(tmp_path, "key", "secret")
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_the_jobs_tunnel_dials_again_sooner_after_a_long_session_and_never_in_step_with_others():
+    assert reverse_tunnel.retry_delay(0, lambda lo, hi: lo) == pytest.approx(0.1)
+    assert reverse_tunnel.retry_delay(99, lambda lo, hi: hi) == pytest.approx(3.0)   # the longest wait
+    delays = {round(reverse_tunnel.retry_delay(2), 6) for _ in range(50)}
+    assert len(delays) > 40 and all(0.5 <= d <= 1.5 for d in delays)
+
+
+def test_the_workbenchs_commands_print_no_dsa_warnings_from_asyncssh():
+    quiet = subprocess.run([sys.executable, "-W", "default", "-c",
+                            "import aifa_workbench.hub_config.cli, aifa_workbench.sites.tunneld, "
+                            "aifa_workbench.hub_config.site_keys"], capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "DSA" not in quiet.stderr, quiet.stderr
