@@ -38,12 +38,13 @@ def cap_requests(max_bytes: int) -> None:
 
     @functools.wraps(initialize)
     def capped_initialize(self, *args, **kwargs):
+        kept_alive = _capped(kwargs, "idle_connection_timeout", KEPT_ALIVE_SECONDS)
         kwargs["max_body_size"] = _capped(kwargs, "max_body_size", max_bytes)
         kwargs["idle_connection_timeout"] = _capped(kwargs, "idle_connection_timeout", FIRST_REQUEST_SECONDS)
         kwargs["body_timeout"] = _capped(kwargs, "body_timeout", BODY_SECONDS)
         initialize(self, *args, **kwargs)
         self.kept_alive_params = copy.copy(self.conn_params)
-        self.kept_alive_params.header_timeout = max(KEPT_ALIVE_SECONDS, self.conn_params.header_timeout)
+        self.kept_alive_params.header_timeout = kept_alive
 
     @functools.wraps(start_request)
     def kept_alive_after_the_first(self, server_conn, request_conn):

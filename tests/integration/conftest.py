@@ -30,12 +30,16 @@ def cluster():
 
 def stop_test_hubs_left_running() -> None:
     """A killed test run leaves its hubs, proxies and tunnel daemons running (each in a session of
-    its own, in its hub's folder under TEST_HUBS_DIR): end them."""
+    its own, in its hub's folder under TEST_HUBS_DIR), orphans: end them. Those of a run or a
+    benchmark still going have it as their parent, and are left alone."""
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(hubs.TEST_HUBS_DIR):
+            if not (proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(hubs.TEST_HUBS_DIR)):
+                continue
+            parent = (proc / "stat").read_text().rpartition(")")[2].split()[1]
+            if b"python" not in Path(f"/proc/{parent}/cmdline").read_bytes():
                 os.kill(int(proc.name), signal.SIGTERM)
-        except OSError:
+        except (OSError, IndexError):
             continue
 
 

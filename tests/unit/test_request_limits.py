@@ -31,8 +31,10 @@ def capped(monkeypatch):
 def test_the_caps_replace_looser_limits_and_keep_stricter_ones(capped):
     loose = HTTPServer(Application(), idle_connection_timeout=3600, body_timeout=600, max_body_size=10**9).conn_params
     assert (loose.header_timeout, loose.body_timeout, loose.max_body_size) == (0.5, 30, 65536)
-    strict = HTTPServer(Application(), idle_connection_timeout=0.2, body_timeout=2, max_body_size=1024).conn_params
+    strict_server = HTTPServer(Application(), idle_connection_timeout=0.2, body_timeout=2, max_body_size=1024)
+    strict = strict_server.conn_params
     assert (strict.header_timeout, strict.body_timeout, strict.max_body_size) == (0.2, 2, 1024)
+    assert strict_server.kept_alive_params.header_timeout == 0.2     # not loosened after the first request
     limits.cap_requests(4096)       # twice: tornado's own methods wrapped once
     assert HTTPServer(Application()).conn_params.max_body_size == 4096
 
