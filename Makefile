@@ -49,7 +49,7 @@ sites-down:
 test:                    ## everything the tests need, then the whole suite
 	ansible/bootstrap.sh --test
 	$(PLAYBOOK) -i inventory/sites.yml sites.yml
-	$(PYTEST) tests
+	$(PYTEST) tests --durations=25
 
 screenshots: install     ## the README's screenshots (docs/screenshots/*.png), taken by the browser tests of the pages
 	AIFA_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PYTEST) tests/integration/test_browser_pages.py
