@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,16 +53,15 @@ def measure(hub, calls: int, connections: int) -> dict:
     token = hub.user_token("alice")
     latencies(hub, token, 10)
     quiet = latencies(hub, token, calls)
-    fds_quiet = len(os.listdir(f"/proc/{hub.proc.pid}/fd"))
-    port = yaml.safe_load((hub.home / "workbench.yaml").read_text())["hub_port"]
-    flood = HostileProgram(["runuser", "-u", "bob", "--"], FLOODER, "127.0.0.1", str(port), str(connections), "-",
+    fds_quiet = hub.open_descriptors()
+    flood = HostileProgram(["runuser", "-u", "bob", "--"], FLOODER, "127.0.0.1", str(hub.api_port), str(connections), "-",
                            HALF_A_REQUEST, python="/usr/bin/python3")
     try:
         if not flood.wait_ready(60):
             raise SystemExit("the flood did not start")
         time.sleep(5)
         flooded = latencies(hub, token, calls)
-        fds_flooded = len(os.listdir(f"/proc/{hub.proc.pid}/fd"))
+        fds_flooded = hub.open_descriptors()
     finally:
         lines = flood.stop()
     return {"quiet": quiet, "flooded": flooded, "fds": (fds_quiet, fds_flooded),
@@ -88,8 +85,7 @@ def run_hub(name: str, unguarded: bool, calls: int, connections: int) -> dict:
             assert f" {overrides['hub_port']}" not in guarded_ports(), "the baseline's port is guarded"
         hub = hubs.running_hub(name, "/", overrides, config_source=config)
         if not unguarded:
-            port = yaml.safe_load((hub.home / "workbench.yaml").read_text())["hub_port"]
-            assert "18100-18199" in guarded_ports(), f"the test hubs' ports ({port}) are not in {TABLE}"
+            assert "18100-18199" in guarded_ports(), f"the test hubs' ports ({hub.api_port}) are not in {TABLE}"
         try:
             return measure(hub, calls, connections)
         finally:

@@ -113,6 +113,15 @@ class Hub:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{username}.{parts.hostname}:{parts.port}"
 
+    @property
+    def api_port(self) -> int:
+        """The hub's own API port (settings hub_port), where the proxy and jobs call it."""
+        return yaml.safe_load((self.home / "workbench.yaml").read_text())["hub_port"]
+
+    def open_descriptors(self) -> int:
+        """How many files and sockets the hub's process holds open now."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
     def server_url(self, username: str, server_name: str = "") -> str:
         parts = urlsplit(self.url)
         origin = self.user_origin(username) if self.subdomains else f"{parts.scheme}://{parts.netloc}"

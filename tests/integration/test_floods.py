@@ -10,14 +10,12 @@ address of its own on the simulated LUMI's network (ATTACKER), the victim's job 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from aifa_workbench.hub_config.limits import FIRST_REQUEST_SECONDS
 
@@ -65,14 +63,6 @@ def from_lumi_as(user: str) -> list[str]:
     return ["ip", "netns", "exec", "aifa-lumi", "runuser", "-u", user, "--"]
 
 
-def hub_port(hub) -> int:
-    return yaml.safe_load((hub.home / "workbench.yaml").read_text())["hub_port"]
-
-
-def open_descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def api_answers(hub, token: str, calls: int) -> list[float]:
     """`calls` requests of another user's, one after the other: seconds each; raises on any failure."""
     took = []
@@ -105,10 +95,10 @@ def test_a_lumi_user_flooding_the_tunnel_gateway_leaves_another_jobs_tunnel_alon
 def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_descriptors_for_seconds(
         remote_hub, attacker_address):
     """Before: 2,000 half-sent requests were all held (descriptors 28 -> 1,876, for an hour each)."""
-    hub, port = remote_hub, hub_port(remote_hub)
+    hub, port = remote_hub, remote_hub.api_port
     token = hub.user_token("alice")
     api_answers(hub, token, 5)
-    before = open_descriptors(hub.proc.pid)
+    before = hub.open_descriptors()
     remote = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, port, 500, ATTACKER, HALF_A_REQUEST)
     try:
         local = flood(["runuser", "-u", HOST_ATTACKER, "--"], "127.0.0.1", port, 500, "-", HALF_A_REQUEST)
@@ -117,7 +107,7 @@ def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_des
         raise
     try:
         time.sleep(3)
-        during = open_descriptors(hub.proc.pid)
+        during = hub.open_descriptors()
         took = api_answers(hub, token, 30)           # through the proxy, as users call it
         direct = in_site("lumi", ["runuser", "-u", "alicelum", "--", "python3", "-c",
                                   f"import urllib.request; urllib.request.urlopen('http://hub-gateway:{port}/hub/api/', "
