@@ -4,6 +4,7 @@ tracks there, however many users; spawners await state changes instead of pollin
 Slurm not answering is not "job gone": a failed poll keeps the last known states and marks the
 monitor unhealthy. Polls run every `interval` seconds, every `fast_interval` while a tracked job
 waits or its server is starting, and at once when something asks (`hurry`, e.g. a job reporting its end).
+A monitor whose last job left stops polling and leaves the registry; the next job makes a new one.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class QueueMonitor:
         self._changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._listed = False   # made by for_key: back in the registry when it tracks a job again
 
     @classmethod
     def for_key(cls, key: tuple, **kwargs) -> "QueueMonitor":
@@ -46,17 +48,22 @@ class QueueMonitor:
         monitor = cls._registry.get(key)
         if monitor is None:
             monitor = cls._registry[key] = cls(key, **kwargs)
+            monitor._listed = True
         return monitor
 
     def track(self, job_id: str) -> None:
         """Follow `job_id` from now on (a new job is looked up at once; a known one costs nothing)."""
         if job_id not in self.jobs:
+            if self._listed:   # a caller may hold this monitor after its last job left it
+                self._registry.setdefault(self.key, self)
             self.jobs[job_id] = None
             self.hurry()
 
     def untrack(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
         self.starting.discard(job_id)
+        if not self.jobs and self._registry.get(self.key) is self:
+            del self._registry[self.key]
 
     def watch_start(self, job_id: str) -> None:
         """Poll at fast_interval until `started(job_id)`: a job may die before its server is up."""
@@ -98,13 +105,14 @@ class QueueMonitor:
         return self.fast_interval if hurry or not self.slurm_ok else self.interval
 
     async def _run(self) -> None:
-        while True:
-            if self.jobs:
-                try:
-                    await self.poll()
-                except Exception as e:   # a bug, not Slurm: log it, keep every state, go on polling
-                    self.log.exception("Polling the queue of %s failed", self.key)
-                    self._failed(repr(e))
+        # Ends once no job is left (checked with no await before returning, so `_ensure_running`
+        # never sees a loop that is about to end as running); tracking a job starts it again.
+        while self.jobs:
+            try:
+                await self.poll()
+            except Exception as e:   # a bug, not Slurm: log it, keep every state, go on polling
+                self.log.exception("Polling the queue of %s failed", self.key)
+                self._failed(repr(e))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._next_delay())

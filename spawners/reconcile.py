@@ -24,30 +24,37 @@ def hub_usernames(app) -> set[str]:
     return {user.name for user in app.db.query(orm.User)}
 
 
-def known_job_ids(app) -> tuple[set[str], bool]:
-    """Job ids the hub's spawners hold, and whether any spawner is busy (starting or stopping)."""
-    ids, busy = set(), False
+def known_jobs(app) -> tuple[set[tuple[str, str]], bool]:
+    """(site, job id) of every job the hub's spawners hold (ids are per site: job 123 on one
+    cluster is not job 123 on another), and whether any spawner is busy (starting or stopping)."""
+    jobs, busy = set(), False
     for user in list(app.users.values()):
         for spawner in list(user.spawners.values()):
             job_id = getattr(spawner, "job_id", "")
             if job_id:
-                ids.add(job_id)
+                jobs.add((getattr(spawner, "site_name", ""), job_id))
             busy = busy or bool(spawner.pending)
-    return ids, busy
+    return jobs, busy
+
+
+def known_job_ids(app, site: str) -> tuple[set[str], bool]:
+    """The ids of the jobs the hub's spawners hold on `site`, and whether any spawner is busy."""
+    jobs, busy = known_jobs(app)
+    return {job_id for job_site, job_id in jobs if job_site == site}, busy
 
 
 async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str, str]]:
     """This hub's jobs on the site that no spawner holds. The hub's spawners are read after
     Slurm's answer: a job submitted while the query ran is then known (or a spawner busy)."""
     listing = [await control.workbench_jobs(names) for names in cli.job_name_batches(hub_id, hub_usernames(app))]
-    known, busy = known_job_ids(app)
+    known, busy = known_job_ids(app, control.site_name)
     if busy:
         return []   # a job id may be moments from being recorded: look again next time
     orphans = []
     for job_id, user in cli.unknown_jobs("\n".join(listing), hub_id, known):
         if await control.is_workbench_job(job_id, cli.job_name(hub_id, user), user):
             orphans.append((job_id, user))
-    known_now, _ = known_job_ids(app)
+    known_now, _ = known_job_ids(app, control.site_name)
     return [(job_id, user) for job_id, user in orphans if job_id not in known_now]
 
 
@@ -66,15 +73,18 @@ async def find_own_orphans(control: JobControl, hub_id: str, hub_user: str, site
 
 async def reconcile_users_once(app, control: JobControl, hub_id: str, identities) -> list[tuple[str, str]]:
     """Every hub user with an account and a key on the site, each through their own login."""
+    def known_here() -> set[str]:
+        return known_job_ids(app, control.site_name)[0]
+
     cancelled = []
     for user in sorted(hub_usernames(app)):
         site_user = identities.site_username(user, control.site_name)
         if not site_user or not identities.key_store.has_key(user, control.site_name):
             continue
-        if known_job_ids(app)[1]:
+        if known_jobs(app)[1]:
             return cancelled       # a spawn in flight: look again next time
         try:
-            for job_id in await find_own_orphans(control, hub_id, user, site_user, lambda: known_job_ids(app)[0]):
+            for job_id in await find_own_orphans(control, hub_id, user, site_user, known_here):
                 app.log.warning("Job %s of %s on %s is a job of this hub no server owns: cancelling it",
                                 job_id, user, control.site_name)
                 await control.cancel(user, job_id)

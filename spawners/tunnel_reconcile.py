@@ -28,18 +28,18 @@ from aifa_workbench.sites.tunnel_client import TunnelDaemonError, ask
 ROUTE_CHECK_SECONDS = 2
 
 
-def owned_forward_ids(app) -> tuple[set[str], set[str], set[tuple[str, str]]]:
-    """The forward ids of this hub's servers with a job; the users with a spawner busy (starting
-    or stopping: a forward of theirs may be moments from its job id); and (site, user) of every
-    job (whose calls to the hub need that user's hub API forward on that site)."""
+def owned_forward_ids(app) -> tuple[set[tuple[str, str]], set[str], set[tuple[str, str]]]:
+    """(site, forward id) of this hub's servers with a job (a forward id names its job by id, and
+    a job id is one site's: job 12 on one site is not job 12 on another); the users with a spawner
+    busy (starting or stopping: a forward of theirs may be moments from its job id); and (site,
+    user) of every job (whose calls to the hub need that user's hub API forward on that site)."""
     owned, busy, calling = set(), set(), set()
     for user in list(app.users.values()):
         for spawner in list(user.spawners.values()):
             if spawner.pending:
                 busy.add(user.name)
-            spawner = getattr(spawner, "child_spawner", None) or spawner      # wrapspawner's child
             if getattr(spawner, "job_id", "") and getattr(spawner, "job_site", ""):
-                owned.add(spawner.forward_id)
+                owned.add((spawner.job_site, spawner.forward_id))
                 calling.add((spawner.job_site, user.name))
     return owned, busy, calling
 
@@ -51,9 +51,11 @@ def unused_hub_api(entries: list[dict], calling: set[tuple[str, str]], busy_user
                   and p[1] not in busy_users)
 
 
-def stale_forward_ids(listing: list[dict], owned: set[str], busy_users: set[str] = frozenset()) -> list[str]:
+def stale_forward_ids(listing: list[dict], owned: set[tuple[str, str]],
+                      busy_users: set[str] = frozenset()) -> list[str]:
+    """Ids of the listed forwards whose (site, id) is not `owned`, of users with nothing busy."""
     return sorted(f["id"] for f in listing if isinstance(f, dict) and isinstance(f.get("id"), str)
-                  and f["id"] not in owned and f["id"].split("/", 1)[0] not in busy_users)
+                  and (f.get("site"), f["id"]) not in owned and f["id"].split("/", 1)[0] not in busy_users)
 
 
 # Grants made before their files kept the certificate's expiry (gateway.mark_expiry): their
@@ -86,7 +88,8 @@ async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grace_second
             answer = await ask(socket_path, {"op": "list"})
             owned, busy, calling = owned_forward_ids(app)
             for forward_id in stale_forward_ids(answer["forwards"], owned, busy):
-                if forward_id not in owned_forward_ids(app)[0]:
+                owned_now, busy_now, _ = owned_forward_ids(app)
+                if forward_id in stale_forward_ids(answer["forwards"], owned_now, busy_now):
                     await ask(socket_path, {"op": "close", "id": forward_id})
                     app.log.warning("Forward %s belongs to no server of this hub: closed", forward_id)
                     closed.append(forward_id)

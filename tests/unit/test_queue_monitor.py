@@ -120,3 +120,41 @@ def test_a_starting_job_is_watched_closely_even_once_running():
     assert monitor._next_delay() == 1
     monitor.started("8")
     assert monitor._next_delay() == 30
+
+
+async def test_a_monitor_whose_last_job_left_stops_polling_and_leaves_the_registry():
+    """A failed poll makes the monitor poll at fast_interval: once its last job left, it must stop
+    (not wake every second forever) and make way for a new monitor when a job comes."""
+    key = ("site-emptied", "hub")
+    control, runner = scripted_control([DOWN])
+    monitor = QueueMonitor.for_key(key, control=control, interval=30, fast_interval=0.01)
+    try:
+        monitor.track("3")
+        async with asyncio.timeout(5):
+            while monitor.polls == 0:
+                await asyncio.sleep(0.01)
+        assert not monitor.slurm_ok
+        monitor.untrack("3")
+        await asyncio.wait_for(asyncio.shield(monitor._task), 1)   # its loop ended
+        assert key not in QueueMonitor._registry
+        assert QueueMonitor.for_key(key, control=control) is not monitor
+    finally:
+        QueueMonitor._registry.pop(key, None)
+        monitor._task.cancel()
+
+
+async def test_a_monitor_tracking_again_after_it_emptied_is_the_sites_monitor_again():
+    """A spawner holding the monitor may track a job on it after its last job left: it polls for
+    that job and is the one monitor of its key again, not one beside a second."""
+    key = ("site-retracked", "hub")
+    control, runner = scripted_control([ok("4|RUNNING|None|vm|x|1:00:00\n")])
+    monitor = QueueMonitor.for_key(key, control=control, interval=30, fast_interval=0.01)
+    try:
+        monitor.track("3")
+        monitor.untrack("3")
+        monitor.track("4")
+        assert QueueMonitor.for_key(key, control=control) is monitor
+        assert (await monitor.wait_change("4", None, timeout=5)).running
+    finally:
+        QueueMonitor._registry.pop(key, None)
+        monitor._task.cancel()

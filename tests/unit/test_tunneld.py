@@ -125,8 +125,9 @@ def test_forwards_no_server_owns_and_grants_past_their_certificate_are_found(tmp
 
     from aifa_workbench.spawners.tunnel_reconcile import expired_grants, stale_forward_ids
 
-    listing = [{"id": "alice/.12"}, {"id": "bob/.13"}, {"id": "carol/.14"}, {"id": 7}, "junk"]
-    assert stale_forward_ids(listing, {"alice/.12"}, busy_users={"carol"}) == ["bob/.13"]
+    listing = [{"id": "alice/.12", "site": "lumi"}, {"id": "bob/.13", "site": "lumi"},
+               {"id": "carol/.14", "site": "lumi"}, {"id": 7}, "junk"]
+    assert stale_forward_ids(listing, {("lumi", "alice/.12")}, busy_users={"carol"}) == ["bob/.13"]
     # each grant's file time is when its certificate expires (gateway.mark_expiry): in the future
     # when it was marked, so a time to come stands for one that has passed by now
     import time
@@ -140,6 +141,22 @@ def test_forwards_no_server_owns_and_grants_past_their_certificate_are_found(tmp
     assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 4300)] == ["42001"]
     assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 8 * 24 * 3600 + 700)] == \
         ["42001", "42002", "42003"]
+
+
+def test_a_forward_to_one_sites_job_is_stale_while_a_job_of_the_same_id_runs_on_another_site():
+    """Job ids are per site: alice's job 12 on the local cluster does not own her forward to LUMI's job 12."""
+    from types import SimpleNamespace
+
+    from aifa_workbench.spawners.tunnel_reconcile import owned_forward_ids, stale_forward_ids
+
+    spawner = SimpleNamespace(pending=None, job_id="12", job_site="local", forward_id="alice/.12")
+    app = SimpleNamespace(users={"alice": SimpleNamespace(name="alice", spawners={"": spawner})})
+    listing = [{"id": "alice/.12", "site": "lumi"}]
+    owned, busy, _ = owned_forward_ids(app)
+    assert stale_forward_ids(listing, owned, busy) == ["alice/.12"]
+    spawner.job_site = "lumi"
+    owned, busy, _ = owned_forward_ids(app)
+    assert stale_forward_ids(listing, owned, busy) == []
 
 
 async def test_a_hub_api_forward_is_given_back_only_when_no_forward_of_that_user_and_site_is_there(tmp_path):
