@@ -11,12 +11,13 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import tempfile
 import threading
 import uuid
 import warnings
 
 from dask.utils import format_bytes, parse_bytes
+
+from aifa_workbench.model.files import write_atomically
 
 NOTES_DIRECTORY = ".aifa-workbench/dask-clusters"
 IN_ITS_NOTEBOOK = ("This cluster was made in a notebook with workbench.dask_cluster(...): change it there "
@@ -51,17 +52,7 @@ def process_start(pid: int) -> str | None:
 
 def write_note(folder: str, note: dict) -> None:
     """The note of one notebook cluster, replaced atomically (0600)."""
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".note-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(note, f)
-        os.replace(temporary, os.path.join(folder, f"{note['id']}.json"))
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    write_atomically(os.path.join(folder, f"{note['id']}.json"), json.dumps(note))
 
 
 def remove_note(folder: str, note_id: str) -> None:

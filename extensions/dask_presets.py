@@ -29,6 +29,7 @@ import tempfile
 from datetime import datetime
 
 from aifa_workbench.model.catalogue import Site
+from aifa_workbench.model.files import write_atomically
 from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request
 from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
@@ -323,10 +324,7 @@ def private_directory(base: str | None = None) -> str:
 def write_worker_setup(folder: str) -> str:
     """The worker preload, in the user's private folder (0600, replaced atomically)."""
     path = os.path.join(folder, WORKER_SETUP_FILE)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".worker-setup-")
-    with os.fdopen(fd, "w") as f:
-        f.write(WORKER_SETUP)
-    os.replace(temporary, path)
+    write_atomically(path, WORKER_SETUP)
     return path
 
 

@@ -6,14 +6,15 @@ Slurm; `current_job` and `scontrol_job` are the thin glue that reads the real jo
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from aifa_workbench.model.budget import budget_from_lumi_file, budgets_from_slurm
 from aifa_workbench.model.catalogue import Site, cost_unit, estimate_cost, load_catalogue
+from aifa_workbench.model.ttl_cache import MISSING, TtlCache
 from aifa_workbench.sites import slurm_cli as cli
 
 
@@ -55,10 +56,17 @@ class NotebookJob:
         )
 
     def catalogue_site(self) -> Site:
-        sites = load_catalogue(self.catalogue_dir or None)
+        sites = process_catalogue(self.catalogue_dir)
         if self.site not in sites:
             raise WorkbenchError(f"The site {self.site!r} of this job is not in the workbench catalogue.")
         return sites[self.site]
+
+
+@functools.lru_cache(maxsize=4)
+def process_catalogue(directory: str) -> dict[str, Site]:
+    """The catalogue, read and validated once per process: it does not change under a running job,
+    and every open tab asks the job's status (a failed read is not kept: the next request retries)."""
+    return load_catalogue(directory or None)
 
 
 def parse_tres(tres: str) -> dict[str, str]:
@@ -131,17 +139,17 @@ def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict
     }
 
 
-_SLURM_CACHE: dict[str, tuple[float, dict]] = {}
 CACHE_SECONDS = 60
+_SLURM_CACHE = TtlCache(CACHE_SECONDS)
 
 
 def cached_scontrol_job(job: NotebookJob) -> dict:
     """The job's Slurm record, asked at most once a minute per process: every open JupyterLab tab
     polls the status, and the end time is all that changes (rarely)."""
-    expires, record = _SLURM_CACHE.get(job.job_id, (0.0, {}))
-    if time.monotonic() >= expires:
+    record = _SLURM_CACHE.get(job.job_id)
+    if record is MISSING:
         record = scontrol_job(job)
-        _SLURM_CACHE[job.job_id] = (time.monotonic() + CACHE_SECONDS, record)
+        _SLURM_CACHE.put(job.job_id, record)
     return record
 
 
@@ -182,15 +190,15 @@ def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None
     return budget.text() if budget else None
 
 
-_BUDGET_CACHE: dict[str, tuple[float, str | None]] = {}
+_BUDGET_CACHE = TtlCache(CACHE_SECONDS)
 
 
 def current_status(env=None, cached: bool = False) -> dict:
     job = NotebookJob.from_environ(env)
     site = job.catalogue_site()
     slurm = cached_scontrol_job(job) if cached else scontrol_job(job)
-    expires, budget = _BUDGET_CACHE.get(job.job_id, (0.0, None))
-    if not cached or time.monotonic() >= expires:
+    budget = _BUDGET_CACHE.get(job.job_id) if cached else MISSING
+    if budget is MISSING:
         budget = budget_text(job, site)
-        _BUDGET_CACHE[job.job_id] = (time.monotonic() + CACHE_SECONDS, budget)
+        _BUDGET_CACHE.put(job.job_id, budget)
     return {**job_status(job, site, slurm, datetime.now()), "budget": budget}

@@ -19,6 +19,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from aifa_workbench.model.files import write_atomically
+
 from .hub_trust import TRUST_NAMES
 from .dask_listing import NOTES_DIRECTORY, list_notebook_clusters
 from .job_context import WorkbenchError, current_status
@@ -69,9 +71,7 @@ def write_port_file(port: int) -> None:
     private directory): written whole, then renamed, so that it is never read half-written."""
     path = os.environ.get("AIFA_WORKBENCH_PORT_FILE")
     if path:
-        with open(path + ".new", "w") as f:
-            f.write(f"{int(port)}\n")
-        os.replace(path + ".new", path)
+        write_atomically(path, f"{int(port)}\n", mode=0o666)   # as open() made it: less the umask
 
 
 def stop_server(serverapp) -> None:

@@ -15,8 +15,6 @@ import asyncio
 import grp
 import json
 import logging
-import os
-import tempfile
 import time
 from datetime import timezone
 from dataclasses import dataclass, field, replace
@@ -24,6 +22,7 @@ from pathlib import Path
 
 from aifa_workbench.model import course as model
 from aifa_workbench.model.course import Course, CourseError, course_from_dict
+from aifa_workbench.model.files import write_atomically
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.registry import current_identities
 from aifa_workbench.spawners.slurm_facts import SlurmFacts, forget_accounts
@@ -62,12 +61,8 @@ class CourseBook:
     def save(self) -> None:
         if self.path is None:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".courses-")   # 0600, a new file
-        with os.fdopen(fd, "w") as f:
-            json.dump({"courses": {i: c.to_dict() for i, c in self.courses.items()}}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps({"courses": {i: c.to_dict() for i, c in self.courses.items()}},
+                                               indent=1, sort_keys=True), fsync=True)
 
     def put(self, course: Course) -> None:
         self.courses[course.id] = course
@@ -142,7 +137,7 @@ def site_account_for(course: Course, user: str) -> str:
     """A remote course's participant uses their own account on the site, in the course's project."""
     site = CONFIG.sites[course.site]
     identities = current_identities()
-    entry = identities.site_users.get(user, {}).get(course.site, {}) if identities is not None else {}
+    entry = identities.site_account(user, course.site) if identities is not None else {}
     if not entry.get("username"):
         raise CourseError("code", f"You have no {site.title} account the workbench knows, so you cannot join "
                                   f"this course there. Get one from {site.title}, then tell "

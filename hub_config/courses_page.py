@@ -73,7 +73,7 @@ class CourseMixin:
         found, identities = {}, current_identities()
         for name, site in courses.CONFIG.sites.items():
             if site.transport != "local":
-                entry = identities.site_users.get(self.current_user.name, {}).get(name, {}) if identities else {}
+                entry = identities.site_account(self.current_user.name, name) if identities else {}
                 found[name] = tuple(entry.get("accounts", ()))
                 continue
             try:

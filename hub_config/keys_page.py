@@ -30,7 +30,7 @@ def site_rows(user: str) -> list[dict]:
     for site in KeysPageConfig.sites.values():
         username = identities.site_username(user, site.name) if identities else None
         key = identities.key_store.public_key(user, site.name) if identities and username else ""
-        entry = identities.site_users.get(user, {}).get(site.name, {}) if identities else {}
+        entry = identities.site_account(user, site.name) if identities else {}
         short = site.title.split(" (")[0].split(" ·")[0]
         rows.append({"name": site.name, "title": site.title, "username": username,
                      "accounts": list(entry.get("accounts", ())),

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from aifa_workbench.model.files import write_atomically
 
 SITE_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,12 +121,8 @@ class SiteAccounts(Mapping):
     def _write(self) -> None:
         if self.path is None:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".site-accounts-")   # 0600, a new file
-        with os.fdopen(fd, "w") as f:
-            json.dump({"kept": self.kept, "claimed": self.claimed}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        state = {"kept": self.kept, "claimed": self.claimed}
+        write_atomically(self.path, json.dumps(state, indent=1, sort_keys=True), fsync=True)
         stat = self.path.stat()
         self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
 

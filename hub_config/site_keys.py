@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from pathlib import Path
 
+from aifa_workbench.model.files import write_atomically
 from aifa_workbench.sites.ssh_library import asyncssh
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -75,17 +75,8 @@ class SiteKeyStore:
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"aifa-workbench:{user}@{site}")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         sealed = self._fernet.encrypt(key.export_private_key())
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, sealed)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temporary, path)    # never over a key another process made meanwhile
+        try:       # never over a key another process made meanwhile
+            write_atomically(path, sealed, fsync=True, replace=False)
         except FileExistsError:
-            os.unlink(temporary)
             return self.private_key(user, site)
-        os.unlink(temporary)
         return key

@@ -11,10 +11,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
-import yaml
-
 from aifa_workbench.model.request import RequestError, UserContext, parse_job_request
+from aifa_workbench.model.yaml_files import check_schema, load_yaml
 
 SLUG = r"^[a-z][a-z0-9_-]{0,31}$"
 _INT = {"type": "integer", "minimum": 0}
@@ -296,14 +294,6 @@ class Site:
         return tuple(e for e in self.environments.values() if e.container)
 
 
-def _error(path, error: jsonschema.ValidationError) -> CatalogueError:
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    message = error.message
-    if error.validator == "oneOf" and error.context:
-        message = "; or ".join(sorted({e.message for e in error.context}))[:300]
-    return CatalogueError(f"{path}: {key}: {message}.")
-
-
 def _check_consistency(data: dict, path) -> None:
     if "timezone" in data:
         try:
@@ -353,10 +343,7 @@ def _check_presets(site: "Site") -> None:
 
 
 def site_from_dict(data, path) -> Site:
-    errors = sorted(jsonschema.Draft202012Validator(SITE_SCHEMA).iter_errors(data),
-                    key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise _error(path, errors[0])
+    check_schema(data, SITE_SCHEMA, path, CatalogueError)
     _check_consistency(data, path)
     stem = Path(str(path)).stem
     if stem != data["name"]:
@@ -380,15 +367,7 @@ def site_from_dict(data, path) -> Site:
 
 def load_site(path) -> Site:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise CatalogueError(f"{path}: cannot read the file ({e.strerror}).") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise CatalogueError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
-    return site_from_dict(data, path)
+    return site_from_dict(load_yaml(path, CatalogueError), path)
 
 
 def bundled_sites_dir() -> Path:

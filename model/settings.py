@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
-import yaml
+from aifa_workbench.model.yaml_files import check_schema, load_yaml
 
 # Demo logins (hub_config/login.py); kept here so that reading settings needs no JupyterHub.
 PER_USER = "per-user-password"
@@ -279,19 +278,8 @@ class Settings:
         return value
 
 
-def _key_of(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    if error.validator == "additionalProperties" and not parts:
-        return "(top level)"
-    return ".".join(parts) or "(top level)"
-
-
 def validate(data, path: Path) -> None:
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        first = errors[0]
-        raise SettingsError(f"{path}: {_key_of(first)}: {first.message}.")
+    check_schema(data, SCHEMA, path, SettingsError)
     if data["default_site"] not in data["sites"]:
         raise SettingsError(f"{path}: default_site: {data['default_site']!r} is not one of the "
                             f"enabled sites ({', '.join(data['sites'])}).")
@@ -368,14 +356,7 @@ def _validate_origins(data, path: Path) -> None:
 
 def load_settings(path) -> Settings:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read the settings file ({e.strerror}).") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SettingsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}.") from None
+    data = load_yaml(path, SettingsError, "the settings file")
     validate(data, path)
     public_host = data.get("public_host") or default_public_host(data["bind_url"])
     return Settings(

@@ -1,13 +1,13 @@
 """Reverse reach (LUMI): the job dials out to the hub's tunnel gateway and listens there, on the
 gateway host's loopback, on one port the hub granted it; the proxy routes to that port.
 
-A grant is a file `<grants_dir>/<port>` holding the key id of the job's certificate; it is made
-with O_EXCL, so two spawns (or two hubs sharing a gateway) never get one port, and is readable by
-the hub's and the gateway's accounts only (role tunnel_gateway: a user who saw a new grant could
-bind its port before the job's tunnel). The gateway's
-principals command (ansible role tunnel_gateway) lets a certificate listen on its port only
-while that file names its key id: deleting the grant revokes it for every later login, and the
-certificate's own validity ends it at the walltime at the latest."""
+A grant is a file `<grants_dir>/<port>` holding the key id of the job's certificate; it is written
+whole and never over another's (model.files.write_atomically, replace=False), so two spawns (or
+two hubs sharing a gateway) never get one port, and is readable by the hub's and the gateway's
+accounts only (role tunnel_gateway: a user who saw a new grant could bind its port before the
+job's tunnel). The gateway's principals command (ansible role tunnel_gateway) lets a certificate
+listen on its port only while that file names its key id: deleting the grant revokes it for every
+later login, and the certificate's own validity ends it at the walltime at the latest."""
 from __future__ import annotations
 
 import os
@@ -16,6 +16,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from aifa_workbench.model.files import write_atomically
 
 from .ssh_library import asyncssh
 
@@ -59,15 +61,9 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
         key_id = f"aifa-{port}-{secrets.token_hex(8)}"
         path = Path(grants_dir) / str(port)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            write_atomically(path, key_id + "\n", mode=0o640, replace=False)
         except FileExistsError:
             continue
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(key_id + "\n")
-        except OSError:
-            path.unlink(missing_ok=True)
-            raise
         if socket_owner.owners("127.0.0.1", port):   # an ended job's session not yet gone, or anyone's
             path.unlink(missing_ok=True)                # socket: never hand that port on
             continue

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from aifa_workbench.model.files import write_atomically
+
 log = logging.getLogger(__name__)
 CA_DAYS = 3650
 SERVER_DAYS = 3650
@@ -55,9 +57,9 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> HubApiCertificates
     if not _server_certificate_fits(cert_file, key_file, ca_cert, wanted):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_certificate(key, ca_key, ca_cert, wanted)
-        _write_private(key_file, _key_pem(key))
-        _write_private(cert_file, cert.public_bytes(serialization.Encoding.PEM) +
-                       ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(key_file, _key_pem(key))
+        write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM) +
+                         ca_cert.public_bytes(serialization.Encoding.PEM))
     return HubApiCertificates(ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file)
 
 
@@ -100,8 +102,8 @@ def _ca(directory: Path):
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(key, hashes.SHA256()))
-    _write_private(key_file, _key_pem(key))
-    _write_private(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomically(key_file, _key_pem(key))
+    write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
 
@@ -141,15 +143,6 @@ def _names(cert: x509.Certificate) -> list[str]:
 def _key_pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class HubApiRelay:

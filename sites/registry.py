@@ -36,8 +36,12 @@ class Identities:
     def local_username(self, user: str) -> str:
         return self.local_names(user) if self.local_names is not None else user
 
+    def site_account(self, user: str, site: str) -> dict:
+        """{username, accounts} of `user` on the site named `site`; {} where none is known."""
+        return self.site_users.get(user, {}).get(site, {})
+
     def site_username(self, user: str, site: str) -> str | None:
-        return self.site_users.get(user, {}).get(site, {}).get("username")
+        return self.site_account(user, site).get("username")
 
     def credential(self, user: str, site) -> Credential:
         username = self.site_username(user, site.name)

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from aifa_workbench.model.ttl_cache import MISSING, TtlCache
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.slurm_cli import parse_reservations, reservation_windows
 
 log = logging.getLogger(__name__)
 
 
-# (site, username) -> (expires at, accounts). sacctmgr takes ~0.2 s, on every spawn and form.
-_ACCOUNTS_CACHE: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+# (site, username) -> accounts. sacctmgr takes ~0.2 s, on every spawn and form.
+_ACCOUNTS_CACHE = TtlCache()
 
 
 def forget_accounts(site_name: str, username: str) -> None:
     """A user's accounts changed here (they joined a course): ask Slurm again next time."""
-    _ACCOUNTS_CACHE.pop((site_name, username), None)
+    _ACCOUNTS_CACHE.forget((site_name, username))
 
 
 class SharedAnswers:
@@ -31,13 +31,12 @@ class SharedAnswers:
 
     def __init__(self, ttl: float, min_fresh: float = 2.0):
         self.ttl, self.min_fresh = ttl, min_fresh
-        self._answers: dict[tuple, tuple[float, object]] = {}
+        self._answers = TtlCache()
         self._running: dict[tuple, asyncio.Task] = {}
 
     async def get(self, key: tuple, query, fresh: bool = False):
-        answered, answer = self._answers.get(key, (-1e9, None))
-        age = time.monotonic() - answered
-        if age < (self.min_fresh if fresh else self.ttl):
+        answer = self._answers.get(key, max_age=self.min_fresh if fresh else None)
+        if answer is not MISSING:
             return answer
         task = self._running.get(key)
         if task is None:
@@ -47,7 +46,7 @@ class SharedAnswers:
     async def _ask(self, key: tuple, query):
         try:
             answer = await query()
-            self._answers[key] = (time.monotonic(), answer)
+            self._answers.put(key, answer, self.ttl)
             return answer
         finally:
             self._running.pop(key, None)
@@ -68,12 +67,12 @@ class SlurmFacts:
         """The user's accounts, default first; a non-empty answer is reused for `accounts_ttl` s
         (Slurm still enforces associations at sbatch, so a stale entry costs a refusal, no more)."""
         key = (self.control.site_name, username)
-        expires, cached = _ACCOUNTS_CACHE.get(key, (0.0, ()))
-        if cached and time.monotonic() < expires:
+        cached = _ACCOUNTS_CACHE.get(key, ())
+        if cached:
             return cached
         accounts = await self.control.accounts(username, site_user)
         if accounts and self.accounts_ttl > 0:
-            _ACCOUNTS_CACHE[key] = (time.monotonic() + self.accounts_ttl, accounts)
+            _ACCOUNTS_CACHE.put(key, accounts, self.accounts_ttl)
         return accounts
 
     async def reservations(self, username: str, accounts, wanted: str | None = None,

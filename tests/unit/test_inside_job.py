@@ -127,3 +127,23 @@ def test_starter_notebooks_are_copied_once_and_never_over_edits(tmp_path):
     (home / TARGET_DIR / "b.ipynb").unlink()                                   # deleted stays deleted
     assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == []
     assert sorted(json.loads((home / MANIFEST).read_text())) == ["a.ipynb", "b.ipynb"]
+
+
+def test_the_catalogue_is_read_and_checked_once_per_process_not_on_every_status_request(tmp_path, monkeypatch):
+    """Every open JupyterLab tab asks the job's status every minute: the catalogue behind it does
+    not change while the job runs, so it is validated once."""
+    import shutil
+
+    from aifa_workbench.extensions import job_context
+    from aifa_workbench.model import catalogue
+
+    shutil.copy(catalogue.bundled_sites_dir() / "local.yaml", tmp_path / "local.yaml")
+    loads = []
+    real_load_site = catalogue.load_site
+    monkeypatch.setattr(catalogue, "load_site", lambda path: loads.append(path) or real_load_site(path))
+    monkeypatch.setattr(job_context, "scontrol_job", lambda job: parse_scontrol_job(SCONTROL))
+    monkeypatch.setattr(job_context, "budget_text", lambda job, site: None)
+    env = {**ENV, "SLURM_JOB_ID": "4242", "AIFA_WORKBENCH_CATALOGUE": str(tmp_path)}
+    for _ in range(3):
+        assert job_context.current_status(env, cached=True)["site"] == "local"
+    assert len(loads) == 1
