@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := /opt/aifa-workbench/venv
 PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
+DEV := .venv
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses bench-floods screenshots
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit dev lint format bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses bench-floods screenshots
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -54,8 +55,23 @@ test:                    ## everything the tests need, then the whole suite
 screenshots: install     ## the README's screenshots (docs/screenshots/*.png), taken by the browser tests of the pages
 	AIFA_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PYTEST) tests/integration/test_browser_pages.py
 
-test-unit:               ## the fast tests alone (no Slurm, no hub); needs `make install` once
-	$(PYTEST) -m unit tests
+test-unit: dev           ## the fast tests alone, against this checkout as it is: no install, no Slurm, no hub (about 30 s)
+	$(DEV)/bin/python -m pytest -q -m unit tests $(PYTEST_ARGS)
+
+dev: $(DEV)/.installed    ## a developer's venv in .venv: this checkout installed editable, with the test tools and ruff (a minute or two, once)
+$(DEV)/.installed: pyproject.toml
+	ansible/bootstrap.sh
+	python3 -m venv $(DEV)
+	$(DEV)/bin/pip install -q -e '.[test,dev]'
+	touch $@
+
+lint: dev                ## ruff: the rules and the format in pyproject.toml (seconds)
+	$(DEV)/bin/ruff check .
+	$(DEV)/bin/ruff format --check .
+
+format: dev              ## ruff rewrites what `make lint` would refuse and can fix itself
+	$(DEV)/bin/ruff check --fix .
+	$(DEV)/bin/ruff format .
 
 bench:                   ## benchmarks against plain batchspawner (about 15 minutes; BENCH_ARGS=--quick), then the remote sites' ones when they are up (about 18 more)
 	$(VENV)/bin/python -m benchmarks.bench_spawner $(BENCH_ARGS)

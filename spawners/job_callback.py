@@ -49,12 +49,6 @@ def spawner_for_token(spawners, token, record=None):
     return next((s for s in spawners if owns(s)), None)
 
 
-def port_target(spawner):
-    """Where the port goes: a wrapping spawner's child (wrapspawner's ProfilesSpawner), whose
-    start() is the one waiting for it (batchspawner#129, #203), or the spawner itself."""
-    return getattr(spawner, "child_spawner", None) or spawner
-
-
 class JobReportHandler(APIHandler):
     @web.authenticated
     def post(self):
@@ -68,21 +62,20 @@ class JobReportHandler(APIHandler):
             report = parse_report(self.get_json_body())
         except ValueError as e:
             raise web.HTTPError(400, str(e)) from None
-        target = port_target(spawner)
         if report.get("event") == "ended":
             self.log.info("Job of %s reports its end (exit code %s)", spawner._log_name, report["exit_code"])
-            if hasattr(target, "notice_job_end"):
-                in_background(target.notice_job_end(), f"Noting the end of {spawner._log_name}'s job", self.log)
+            if hasattr(spawner, "notice_job_end"):
+                in_background(spawner.notice_job_end(), f"Noting the end of {spawner._log_name}'s job", self.log)
             self.set_status(202)
             self.finish(json.dumps({"message": "end noted"}))
             return
         if spawner.pending != "spawn":
             raise web.HTTPError(409, "The server is not starting; nothing to report.")
-        if hasattr(target, "port_reported"):
-            if not target.port_reported(report["port"]):
+        if hasattr(spawner, "port_reported"):
+            if not spawner.port_reported(report["port"]):
                 raise web.HTTPError(409, "This server has already reported its port.")
         else:
-            target.port = report["port"]
+            spawner.port = report["port"]
         self.set_status(201)
         self.finish(json.dumps({"message": "address recorded"}))
 

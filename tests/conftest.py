@@ -15,9 +15,13 @@ def pytest_collection_modifyitems(items):
 VENV_MARKER = pathlib.Path("/opt/aifa-workbench/venv/.aifa-workbench-source")
 
 
-def pytest_sessionstart(session):
-    """The tests import the copy installed in the venv (jobs run from there too): make sure it is
-    this checkout's code, not an older one."""
+def pytest_collection_finish(session):
+    """Unit tests import whatever `aifa_workbench` the interpreter finds: `make dev`'s editable
+    install is this checkout as it is. Every other test starts hubs and jobs from the venv at
+    /opt/aifa-workbench (jobs on the sites run from there too): make sure it holds this checkout's
+    code, not an older one."""
+    if all(item.get_closest_marker("unit") for item in session.items) and imports_this_checkout():
+        return
     import runpy
 
     digest = runpy.run_path(str(ROOT / "ansible/roles/workbench_hub/files/source_digest.py"))["source_digest"](ROOT)
@@ -25,4 +29,10 @@ def pytest_sessionstart(session):
     if installed != digest:
         raise pytest.UsageError(
             "The venv at /opt/aifa-workbench/venv holds another copy of the code than this checkout: "
-            "run `make install` (or `make test`, which does it) first.")
+            "run `make install` (or `make test`, which does it) first; `make test-unit` needs neither.")
+
+
+def imports_this_checkout() -> bool:
+    import aifa_workbench.model
+
+    return pathlib.Path(aifa_workbench.model.__file__).resolve().parent == ROOT / "model"

@@ -32,3 +32,19 @@ def test_ci_runs_the_readmes_test_command():
     assert readme_commands == ["./workbench.sh demo", "./workbench.sh test"]
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("./workbench.sh test")
     assert os.access(ROOT / "workbench.sh", os.X_OK)
+
+
+def test_sshd_configs_are_validated_only_once_sshds_own_directory_exists():
+    """On a machine without systemd no sshd has started yet, so /run/sshd (which `sshd -t`
+    insists on) does not exist: a role must make it before it validates an sshd_config."""
+    import yaml
+
+    for tasks_file in sorted((ROOT / "ansible" / "roles").glob("*/tasks/*.yml")):
+        made = False
+        for task in yaml.safe_load(tasks_file.read_text()) or []:
+            module = task.get("ansible.builtin.file") or task.get("file") or {}
+            if isinstance(module, dict) and module.get("path") == "/run/sshd" and module.get("state") == "directory":
+                made = True
+            checks = [m.get("validate", "") for m in task.values() if isinstance(m, dict)]
+            if any("sshd -t" in check for check in checks):
+                assert made, f"{tasks_file.relative_to(ROOT)}: '{task.get('name')}' runs sshd -t before /run/sshd exists"

@@ -23,15 +23,13 @@ def test_only_jupyterhub_variables_reach_the_job():
     assert export_names(env) == ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN")
 
 
-def test_the_port_reaches_the_child_of_a_wrapping_spawner():
+def test_a_report_reaches_the_spawner_whose_token_it_carries():
     from types import SimpleNamespace
 
-    from aifa_workbench.spawners.job_callback import port_target, spawner_for_token
+    from aifa_workbench.spawners.job_callback import spawner_for_token
 
-    child = SimpleNamespace(api_token="t1")
-    wrapper = SimpleNamespace(api_token="t1", child_spawner=child)
-    other = SimpleNamespace(api_token="t2")
-    assert spawner_for_token([other, wrapper], "t1") is wrapper and port_target(wrapper) is child
-    assert spawner_for_token([other, wrapper], "t2") is other and port_target(other) is other
-    assert spawner_for_token([other, wrapper], "nope") is None
+    mine, other = SimpleNamespace(api_token="t1"), SimpleNamespace(api_token="t2")
+    assert spawner_for_token([other, mine], "t1") is mine
+    assert spawner_for_token([other, mine], "t2") is other
+    assert spawner_for_token([other, mine], "nope") is None
     assert spawner_for_token([SimpleNamespace(api_token=None)], None) is None

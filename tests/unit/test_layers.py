@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HUB_SIDE = ("jupyterhub", "batchspawner", "wrapspawner", "oauthenticator", "aifa_workbench.hub_config",
+HUB_SIDE = ("jupyterhub", "batchspawner", "oauthenticator", "aifa_workbench.hub_config",
             "aifa_workbench.spawners")
 LAYERS = {
     "model": (*HUB_SIDE, "tornado", "traitlets", "asyncssh", "aifa_workbench.sites", "aifa_workbench.extensions"),
