@@ -129,10 +129,10 @@ class NotebookClusterNote:
                 pass
 
 
-def list_notebook_clusters(manager, folder: str, log=None) -> None:
+def list_notebook_clusters(manager, folder: str, new_cluster_name, log=None) -> None:
     """Make the server's cluster manager (dask_labextension.manager.manager) list this job's
     notebook clusters too (notes in `folder`), refuse to change them (their notebook owns them),
-    and name a cluster made by the *New* button after its preset and partition."""
+    and name a cluster made by the *New* button `new_cluster_name()` (its preset and partition)."""
     if getattr(manager, "_aifa_wrapped", False):
         return
     manager._aifa_wrapped = True
@@ -153,9 +153,8 @@ def list_notebook_clusters(manager, folder: str, log=None) -> None:
     async def start_cluster(cluster_id: str = "", configuration: dict | None = None):
         configuration = dict(configuration or {})
         if not configuration.get("name"):
-            from .dask_presets import default_cluster_name
             made[0] += 1
-            configuration["name"] = f"{default_cluster_name()} #{made[0]}"
+            configuration["name"] = f"{new_cluster_name()} #{made[0]}"
         return await own_start(cluster_id, configuration)
 
     async def close_cluster(cluster_id):

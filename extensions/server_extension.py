@@ -124,6 +124,14 @@ def keep_the_hubs_ca_to_this_process(environ=os.environ) -> bool:
     return True
 
 
+def new_cluster_name() -> str:
+    """What the Dask tab's *New* button makes, named after the site's first preset (dask_presets
+    imports dask_jobqueue: only when the button is pressed)."""
+    from .dask_presets import default_cluster_name
+
+    return default_cluster_name()
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
     if not keep_the_hubs_ca_to_this_process() and os.environ.get("AIFA_WORKBENCH_HUB_CA"):
         serverapp.log.warning("AIFA Workbench: the hub's CA is not pinned for this server "
@@ -137,6 +145,6 @@ def _load_jupyter_server_extension(serverapp) -> None:
             from dask_labextension.manager import manager
             home = pwd.getpwuid(os.getuid()).pw_dir       # as the notebooks' dask_cluster
             folder = os.path.join(home, NOTES_DIRECTORY, os.environ.get("SLURM_JOB_ID") or "no-job")
-            list_notebook_clusters(manager, folder, serverapp.log)
+            list_notebook_clusters(manager, folder, new_cluster_name, serverapp.log)
         except Exception:   # the tab then lists the New button's clusters only; the server runs on
             serverapp.log.exception("AIFA Workbench: notebook clusters are not listed in the Dask tab")

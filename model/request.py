@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:   # the catalogue checks its Dask presets with these rules: no import cycle
-    from aifa_workbench.model.catalogue import Partition, Site
+    from aifa_workbench.model.site import Partition, Site
 
 ALLOWED_KEYS = ("profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
                 "reservation", "environment")

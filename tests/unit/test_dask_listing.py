@@ -66,8 +66,8 @@ def make_manager():
 def test_the_tab_lists_both_refuses_to_change_a_notebooks_and_names_what_new_makes(tmp_path, monkeypatch):
     manager = make_manager()
     folder = folder_of(str(tmp_path))
-    dl.list_notebook_clusters(manager, folder)
-    dl.list_notebook_clusters(manager, folder)                         # wrapped once, however often asked
+    dl.list_notebook_clusters(manager, folder, lambda: "unused")
+    dl.list_notebook_clusters(manager, folder, lambda: "unused")                         # wrapped once, however often asked
     note = dl.NotebookClusterNote(fake_cluster(2), str(tmp_path), "77", "cpu-workers on cpu", 1, "2GB")
     assert [m["name"] for m in manager.list_clusters()] == ["cpu-workers on cpu"]
     assert manager.get_cluster(note.id)["workers"] == 2 and manager.get_cluster("") is None
@@ -87,9 +87,7 @@ def test_the_tab_lists_both_refuses_to_change_a_notebooks_and_names_what_new_mak
         return {"name": configuration["name"]}
     fresh = make_manager()
     fresh.start_cluster = own_start
-    dl.list_notebook_clusters(fresh, folder)
-    from aifa_workbench.extensions import dask_presets
-    monkeypatch.setattr(dask_presets, "default_cluster_name", lambda: "gpu-workers on small-g")
+    dl.list_notebook_clusters(fresh, folder, lambda: "gpu-workers on small-g")
 
     async def two_clicks():
         return await asyncio.gather(fresh.start_cluster(""), fresh.start_cluster(""))
