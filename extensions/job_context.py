@@ -34,6 +34,7 @@ class NotebookJob:
     node: str
     catalogue_dir: str = ""
     slurm_bin: str = "/usr/bin"
+    name: str | None = None     # as Slurm named it at the start (None: not known)
 
     @classmethod
     def from_environ(cls, env=None) -> "NotebookJob":
@@ -53,6 +54,7 @@ class NotebookJob:
             node=env.get("SLURMD_NODENAME", ""),
             catalogue_dir=env.get("AIFA_WORKBENCH_CATALOGUE", ""),
             slurm_bin=env.get("AIFA_WORKBENCH_SLURM_BIN", "/usr/bin"),
+            name=env.get("SLURM_JOB_NAME"),
         )
 
     def catalogue_site(self) -> Site:
@@ -82,11 +84,16 @@ def memory_gb(value: str) -> float:
     return float(value or 0) / 1024   # plain numbers are MB
 
 
-def parse_scontrol_job(line: str) -> dict:
-    """`scontrol show job -o ID` -> the fields the job panel needs (times as naive datetimes)."""
+def parse_scontrol_job(line: str, job_name: str | None = None) -> dict:
+    """`scontrol show job -o ID` -> the fields the job panel needs (times as naive datetimes).
+
+    scontrol prints free text unquoted: the job's name (its second field) and, after every field
+    read here, its comment, command and paths. So the name's span is skipped (the job's own name
+    where it is known, else up to the last ` UserId=`), and of the rest the first occurrence
+    counts: neither a name nor a comment such as `x EndTime=2030-01-01T00:00:00` passes for a field."""
     fields: dict[str, str] = {}
-    for token in line.split():
-        if "=" in token:   # the first occurrence: a job name or comment cannot shadow a real field
+    for token in _after_the_name(line, job_name).split():
+        if "=" in token:
             key, value = token.split("=", 1)
             fields.setdefault(key, value)
     tres = parse_tres(fields.get("AllocTRES") or fields.get("TRES") or fields.get("ReqTRES", ""))
@@ -108,6 +115,16 @@ def parse_scontrol_job(line: str) -> dict:
         "memory_gb": round(memory_gb(tres.get("mem", "0")), 1),
         "gpus": gpus,
     }
+
+
+def _after_the_name(line: str, job_name: str | None) -> str:
+    _, found, rest = line.partition(" JobName=")
+    if not found:
+        return line
+    if job_name is not None and rest.startswith(job_name + " UserId="):
+        return rest[len(job_name):]
+    _, _, after = rest.rpartition(" UserId=")     # renamed since: the last one is the least wrong
+    return " UserId=" + after
 
 
 def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict:
@@ -162,7 +179,7 @@ def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
         raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None
     if result.returncode != 0 or not result.stdout.strip():
         raise WorkbenchError(f"Slurm knows nothing about job {job.job_id}: {result.stderr.strip() or 'no answer'}.")
-    return parse_scontrol_job(result.stdout.strip().splitlines()[0])
+    return parse_scontrol_job(result.stdout.strip().splitlines()[0], job.name)
 
 
 def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None:

@@ -90,10 +90,16 @@ def test_another_partition_takes_its_own_shape_and_workers_talk_tls():
     assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
 
 
-def test_a_job_name_cannot_shadow_a_slurm_field():
-    slurm = parse_scontrol_job(SCONTROL.replace("JobName=aifa-wb-alice", "JobName=aifa-wb-alice") +
-                               " Comment=EndTime=2030-01-01T00:00:00")
-    assert slurm["end"] == datetime(2026, 11, 22, 12, 0)
+@pytest.mark.parametrize("name", ["x EndTime=2030-01-01T00:00:00",
+                                  "x UserId=alice(1000) JobState=RUNNING StartTime=2030-01-01T00:00:00 "
+                                  "EndTime=2030-01-01T00:00:00 NodeList=elsewhere"])
+def test_neither_a_job_name_nor_a_comment_can_shadow_a_slurm_field(name):
+    forged = SCONTROL.replace("JobName=aifa-wb-alice", f"JobName={name} UserId=alice(1000)") + (
+        " Comment=EndTime=2031-01-01T00:00:00 NodeList=nowhere")
+    for job_name in (name, "renamed-since"):        # the job's own name known, or not what it was
+        slurm = parse_scontrol_job(forged, job_name)
+        assert (slurm["end"], slurm["node"]) == (datetime(2026, 11, 22, 12, 0), "vm")
+    assert NotebookJob.from_environ({**ENV, "SLURM_JOB_NAME": name}).name == name
 
 
 def test_workers_need_time_left_in_the_session():
