@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -193,8 +192,9 @@ def main(argv=None) -> int:
         sims = {site: sim_site(site) for site in SITES}   # fresh keys, as the hub holds per user and site
         jobs = submit_sleepers(n)
         try:
-            w_rpc, w_logins = measure(args.window, lambda window, start: workbench(jobs, sims, window, start))
-            p_rpc, p_logins = measure(args.window, lambda window, start: plain_batchspawner(jobs, sims, window, start))
+            w_rpc, w_logins = measure(args.window, lambda window, start, jobs=jobs, sims=sims: workbench(jobs, sims, window, start))
+            p_rpc, p_logins = measure(args.window,
+                                      lambda window, start, jobs=jobs, sims=sims: plain_batchspawner(jobs, sims, window, start))
         finally:
             cancel(jobs)
         print(f"  {n:3d} servers: controller RPCs/min workbench {w_rpc:6.1f}  plain batchspawner {p_rpc:6.1f}  "

@@ -35,7 +35,7 @@ from aifa_workbench.sites.tunnel_client import ask  # noqa: E402
 from tests.integration import hubs  # noqa: E402
 from tests.integration.jupyter_client_helpers import execute  # noqa: E402
 from tests.integration.sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, answers_through_the_proxy,  # noqa: E402
-                                         authorize_line, heal, in_site, partition)
+                                         authorize_line, heal, partition)
 
 # mode: (site, request, the user whose server it is: one server each, all up together)
 SITES = {"direct": ("local", {"partition": "cpu"}, "carol"),

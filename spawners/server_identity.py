@@ -34,7 +34,7 @@ async def own_server_identity(url: str, token: str, timeout: float = 30) -> str 
     for attempt in range(CONNECT_TRIES):
         body = bytearray()
 
-        def keep(chunk: bytes) -> None:   # whatever answers may send gigabytes: keep the start only
+        def keep(chunk: bytes, body=body) -> None:   # whatever answers may send gigabytes: keep the start only
             if len(body) <= MAX_ANSWER_BYTES:
                 body.extend(chunk[:MAX_ANSWER_BYTES + 1 - len(body)])
 

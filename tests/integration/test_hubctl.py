@@ -37,7 +37,7 @@ def hub_uid() -> int:
 
 
 def uids_of(pid: int) -> list[int]:
-    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("Uid:"))
+    line = next(s for s in Path(f"/proc/{pid}/status").read_text().splitlines() if s.startswith("Uid:"))
     return [int(u) for u in line.split()[1:]]
 
 

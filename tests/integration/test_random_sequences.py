@@ -51,7 +51,7 @@ def test_random_starts_stops_restarts_and_cancels_leave_no_orphan(hub):
     rng = random.Random(seed)
     tokens = {u: hub.user_token(u) for u in USERS}
     history = []
-    for step in range(STEPS):
+    for _ in range(STEPS):
         user = rng.choice(USERS)
         action = rng.choice(["start", "start", "stop", "scancel", "restart"])
         history.append((action, user))

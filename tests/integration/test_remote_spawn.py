@@ -169,9 +169,6 @@ def test_a_refused_key_fails_the_spawn_at_once_naming_the_keys_page(remote_hub):
 
 
 def test_a_hub_restart_keeps_a_remote_server_and_a_stopped_login_node_keeps_it_too(remote_hub):
-    from . import hubs
-    from .hubs import wait_until_up
-    from .sim_sites import SIMSITE
 
     hub, token = remote_hub, remote_hub.user_token("alice")
     assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
@@ -188,7 +185,6 @@ def restart_keeps_the_server(hub, token, job_id, url):
 
     from . import hubs
     from .hubs import wait_until_up
-    from .sim_sites import SIMSITE
 
     hub.proc.send_signal(signal.SIGTERM)                  # the hub alone: the proxy and the job stay
     hub.proc.wait(timeout=30)

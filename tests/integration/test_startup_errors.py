@@ -19,7 +19,7 @@ def start_expecting_exit(hub: hubs.Hub, timeout: float = 60) -> str:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         hubs.stop_hub(hub)
-        raise AssertionError(f"the hub kept running:\n{hub.log_tail()}")
+        raise AssertionError(f"the hub kept running:\n{hub.log_tail()}") from None
     assert proc.returncode != 0
     return hub.log_path.read_text()
 
@@ -119,7 +119,8 @@ def test_spawn_while_slurm_is_down_fails_with_a_readable_message(start_hub, slur
     token = hub.user_token("bob")
     started = time.monotonic()
     r = hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
-    assert r.status_code in (202, 500), r.text
+    # 202: still trying when the hub's slow-spawn timeout answered; 500: failed before, with the sentence
+    assert r.status_code == 202 or (r.status_code == 500 and "is not answering" in r.json()["message"]), r.text
     events = hubs.progress_events(hub, "bob", token, timeout=60)
     assert events and events[-1].get("failed"), events
     assert "The Slurm scheduler of Local cluster" in events[-1]["message"] and "is not answering" in events[-1]["message"]

@@ -4,7 +4,6 @@ Slurm has ended the job."""
 import json
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
 

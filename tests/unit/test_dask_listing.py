@@ -82,7 +82,7 @@ def test_the_tab_lists_both_refuses_to_change_a_notebooks_and_names_what_new_mak
 
     started = []
 
-    async def own_start(cluster_id="", configuration={}):
+    async def own_start(cluster_id, configuration):
         started.append(configuration["name"])
         return {"name": configuration["name"]}
     fresh = make_manager()

@@ -2,6 +2,7 @@
 hub's own CA alone, so whoever takes that port while the tunnel is down never gets a token.
 (End to end through the simulated JUPITER: tests/integration/test_remote_spawn.py.)"""
 import asyncio
+import ipaddress
 import os
 import ssl
 import stat
@@ -10,6 +11,7 @@ import sys
 import threading
 
 import pytest
+from cryptography import x509
 
 from aifa_workbench.extensions import job_report
 from aifa_workbench.extensions.hub_trust import pinned_environment
@@ -29,8 +31,10 @@ def test_the_ca_is_made_once_and_the_server_certificate_follows_the_login_node_n
     for path in (tmp_path / "tls").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
-    for host in ("jpbl-login01", "lucia-login", "10.0.0.7"):
-        ssl.create_default_context(cafile=tmp_path / "tls" / "ca.pem")   # loads
+    names = x509.load_pem_x509_certificate(grown.cert_file.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"jpbl-login01", "lucia-login"}
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.7")]
     context = ssl.create_default_context(cafile=tmp_path / "tls" / "ca.pem")
     assert context.cert_store_stats()["x509_ca"] == 1
 
