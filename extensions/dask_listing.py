@@ -118,7 +118,7 @@ class NotebookClusterNote:
             try:
                 write_note(notes_directory(self.home, self.job_id), self.note)
             except OSError as e:
-                warnings.warn(f"JupyterLab's Dask tab will not list this cluster: {e}")
+                warnings.warn(f"JupyterLab's Dask tab will not list this cluster: {e}", stacklevel=2)
 
     def remove(self) -> None:
         with self.lock:

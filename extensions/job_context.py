@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aifa_workbench.model.budget import budget_from_lumi_file, budgets_from_slurm
-from aifa_workbench.model.catalogue import Site, cost_unit, estimate_cost, load_catalogue
+from aifa_workbench.model.catalogue import Site, load_catalogue
+from aifa_workbench.model.cost import cost_unit, estimate_cost
 from aifa_workbench.model.ttl_cache import MISSING, TtlCache
 from aifa_workbench.sites import slurm_cli as cli
 

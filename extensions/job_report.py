@@ -1,5 +1,5 @@
-"""Reports from a job to the hub's job endpoint (`/hub/api/batchspawner`, replaced by the
-workbench's own handler). Standard library only; never raises.
+"""The job report, the job's side: its port and its end, posted to the hub's `/hub/api/job-report`
+(spawners.job_report). Standard library only; never raises.
 
 Run by the batch script as the job ends, so the hub notices at once instead of at its next
 queue poll:
@@ -21,7 +21,7 @@ def post_report(body: dict, timeout: float = 3.0) -> int:
     if not api_url or not token:
         return 0
     request = urllib.request.Request(
-        api_url.rstrip("/") + "/batchspawner", method="POST", data=json.dumps(body).encode(),
+        api_url.rstrip("/") + "/job-report", method="POST", data=json.dumps(body).encode(),
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     try:

@@ -1,1 +1,1 @@
-"""Hub configuration: settings, pre-flight checks, batch-script templates and the hub config file."""
+"""The hub: its config file, the one runtime it hands its parts, its pages and their handlers, the admin CLI."""

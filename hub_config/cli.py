@@ -20,40 +20,50 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 
-from aifa_workbench.hub_config import course_cli, logwriter, site_admin
+from aifa_workbench.hub_config import course_cli, logwriter, script_preview, site_admin
+from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
-from aifa_workbench.model.settings import SettingsError
+from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.spawners.profiles import describe_cost, quick_start_profiles
 from aifa_workbench.model.request import RequestError, UserContext, parse_job_request
-from aifa_workbench.spawners.script import ScriptContext, ScriptError, render_batch_script, server_launch_argv
+from aifa_workbench.spawners.script import ScriptError
 
 
 def _render_script(args) -> int:
-    sites = load_catalogue(args.catalogue)
     options = json.loads(args.options)
     if not isinstance(options, dict):
         raise RequestError("--options must be a JSON object.")
-    options.setdefault("site", args.site)
-    site = sites[options["site"]] if options["site"] in sites else None
-    # An admin tool: the account and reservation given are taken as the user's own.
-    account = options.get("account") or (site.account_example if site else "")
-    user = UserContext(accounts={options["site"]: (account,)},
-                       reservations={options["site"]: (options["reservation"],)} if options.get("reservation") else {})
-    profiles = {p.slug: p.options for p in quick_start_profiles(sites)}
-    request = parse_job_request(options, sites, user, args.site, profiles)
-    venv = args.venv.rstrip("/")
-    ctx = ScriptContext(username=args.user, home=args.home or f"/home/{args.user}", venv_bin=f"{venv}/bin",
-                        launch_argv=server_launch_argv(f"{venv}/bin"),
-                        export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_URL"))
-    sys.stdout.write(render_batch_script(request, sites[request.site], ctx))
-    part = sites[request.site].partitions[request.partition]
-    cost = describe_cost(sites[request.site], part, request.gpus, request.cpus, request.memory_gb, request.hours)
+    if args.site:
+        options["site"] = args.site
+    traits, bind_url, https = _hub_spawner_settings(args.settings, args.catalogue)
+    spawner = script_preview.preview_spawner(traits, args.user, options, bind_url, https, args.home or "")
+    sys.stdout.write(asyncio.run(script_preview.render(spawner, options)))
+    request = spawner.job_request
+    site = spawner.sites[request.site]
+    cost = describe_cost(site, site.partitions[request.partition], request.gpus, request.cpus, request.memory_gb,
+                         request.hours)
     print(f"# {cost}", file=sys.stderr)
     return 0
+
+
+def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, bool]:
+    """(the spawner's traits, the hub's bind_url, whether it serves https) from the settings file;
+    where none is readable, the spawner's defaults with every site of the catalogue enabled."""
+    if not os.access(path, os.R_OK):
+        print(f"aifa-workbench: no readable settings file {path}: the spawner's defaults, every site of the "
+              "catalogue enabled", file=sys.stderr)
+        traits, bind_url, https = {"enabled_sites": list(load_catalogue(catalogue))}, "http://127.0.0.1:8000/", False
+    else:
+        settings = load_settings(path)
+        traits, bind_url, https = spawner_traits(settings), settings.bind_url, settings.https
+    if catalogue:
+        traits["catalogue_dir"] = catalogue
+    return traits, bind_url, https
 
 
 def _check_catalogue(args) -> int:
@@ -114,13 +124,20 @@ def _at_least(minimum: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aifa-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render-script", help="print a job's batch script without submitting it")
-    render.add_argument("--site", default="local")
-    render.add_argument("--user", required=True)
-    render.add_argument("--home", help="the user's home (default /home/USER)")
+    render = sub.add_parser(
+        "render-script", help="print a job's batch script without submitting it",
+        description="Prints the batch script the hub would submit for USER's request, made by the hub's spawner "
+                    "with the settings file's values. No site is asked anything: the account and reservation in "
+                    "--options are taken as the user's own, and no budget is checked. A remote site's env file "
+                    f"is named job-env-{script_preview.ENV_FILE_PLACEHOLDER} (the hub draws that part at random "
+                    "for each job).")
+    render.add_argument("--site", help="the request's site (default: the settings' default_site)")
+    render.add_argument("--user", required=True, help="the hub user (their site username: the settings' site_users)")
+    render.add_argument("--home", help="the user's home on the local cluster where this host's passwd lacks them")
     render.add_argument("--options", default="{}", help="user_options as JSON, as the REST API takes them")
-    render.add_argument("--venv", default="/opt/aifa-workbench/venv")
-    render.add_argument("--catalogue", help="directory of site files (default: the bundled catalogue)")
+    render.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"),
+                        help="the hub's settings file (default: $AIFA_WORKBENCH_SETTINGS or /etc/aifa-workbench/workbench.yaml)")
+    render.add_argument("--catalogue", help="directory of site files (default: the settings' catalogue_dir)")
     render.set_defaults(run=_render_script)
     check = sub.add_parser("check-catalogue", help="validate the site catalogue")
     check.add_argument("directory", nargs="?")
@@ -145,7 +162,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (CatalogueError, RequestError, ScriptError, SettingsError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (CatalogueError, RequestError, ScriptError, SettingsError, script_preview.PreviewError, FileNotFoundError,
+            json.JSONDecodeError) as e:
         print(f"aifa-workbench: {e}", file=sys.stderr)
         return 2
 

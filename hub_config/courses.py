@@ -24,15 +24,14 @@ from aifa_workbench.model import course as model
 from aifa_workbench.model.course import Course, CourseError, course_from_dict
 from aifa_workbench.model.files import write_atomically
 from aifa_workbench.sites.errors import SiteError
-from aifa_workbench.sites.registry import current_identities
-from aifa_workbench.spawners.slurm_facts import SlurmFacts, forget_accounts
+from aifa_workbench.sites.slurm_facts import SlurmFacts, forget_accounts
 
 log = logging.getLogger("JupyterHub")
 
 
 @dataclass
 class CoursesConfig:
-    """Set once by jupyterhub_config.py (settings `courses`)."""
+    """The rules courses run by, from the settings (`courses`)."""
 
     cluster: str = "aifa-local"
     helper: str = "/usr/local/sbin/aifa-course-helper"
@@ -58,6 +57,12 @@ class CourseBook:
             data = json.loads(path.read_text())
             self.courses = {ident: course_from_dict(c) for ident, c in data.get("courses", {}).items()}
 
+
+    def of_account(self, account: str) -> Course | None:
+        """The course whose Slurm account this is (any state: an ended course's account is not a project)."""
+        if not isinstance(account, str) or not account.startswith("course-"):
+            return None
+        return self.courses.get(account[len("course-"):])
     def save(self) -> None:
         if self.path is None:
             return
@@ -101,25 +106,18 @@ class CourseBook:
         return groups
 
 
+@dataclass(frozen=True, eq=False)   # one per hub: compared by identity
+class Courses:
+    """The hub's courses: every course (the book) and the rules they run by."""
+
+    book: CourseBook
+    config: CoursesConfig
+
+
 # The reservation outlasts the window a little: the hub stops the course's sessions at the window's
 # end, saying why, before Slurm would end them as jobs of a reservation that is over.
 RESERVATION_GRACE = 600
 HOLDING = ("scheduled", "ending")     # states in which a course holds its participants' accounts
-BOOK: CourseBook | None = None
-CONFIG = CoursesConfig()
-
-
-def course_of_account(account: str) -> Course | None:
-    """The course whose Slurm account this is (any state: an ended course's account is not a project)."""
-    if BOOK is None or not isinstance(account, str) or not account.startswith("course-"):
-        return None
-    return BOOK.courses.get(account[len("course-"):])
-
-
-def configure(config: CoursesConfig, book: CourseBook) -> None:
-    global BOOK, CONFIG
-    CONFIG, BOOK = config, book
-
 
 def guest_names(config: CoursesConfig) -> list[str]:
     return [f"{config.guest_prefix}{n:02d}" for n in range(1, config.guest_count + 1)]
@@ -133,15 +131,14 @@ def own_local_account(user: str, users_group: str) -> bool:
         return False
 
 
-def site_account_for(course: Course, user: str) -> str:
+def site_account_for(config: CoursesConfig, identities, course: Course, user: str) -> str:
     """A remote course's participant uses their own account on the site, in the course's project."""
-    site = CONFIG.sites[course.site]
-    identities = current_identities()
+    site = config.sites[course.site]
     entry = identities.site_account(user, course.site) if identities is not None else {}
     if not entry.get("username"):
         raise CourseError("code", f"You have no {site.title} account the workbench knows, so you cannot join "
                                   f"this course there. Get one from {site.title}, then tell "
-                                  f"{CONFIG.support or 'your trainer'} your username.")
+                                  f"{config.support or 'your trainer'} your username.")
     if course.project not in entry.get("accounts", ()):
         raise CourseError("code", f"Your {site.title} account is not in project {course.project}, which pays "
                                   "for this course: ask your trainer to add you to it.")
@@ -179,9 +176,9 @@ def hub_groups_for(app, course: Course) -> None:
         add_to_group(app, name, course.instructor_group)
 
 
-def named_server_limit(personal: int):
+def named_server_limit(personal: int, book: CourseBook):
     """JupyterHub's named_server_limit_per_user, per request: the named servers of their own a user
-    may have (`personal`), plus one for each course session they hold or may start (course-<id>:
+    may have (`personal`), plus one for each course session they hold or may start in `book` (course-<id>:
     kept after the course for its ended card). At least 1, JupyterHub's 0 being no limit at all;
     the spawner refuses to start a named server of their own beyond `personal`."""
     def limit(handler) -> int:
@@ -189,8 +186,8 @@ def named_server_limit(personal: int):
         orm_user = getattr(user, "orm_user", None)
         names = set(getattr(orm_user, "orm_spawners", None) or {})
         sessions = {name for name in names if model.course_of_server(name)}
-        if BOOK is not None and isinstance(getattr(user, "name", None), str):
-            sessions |= {model.session_server(c.id) for c in BOOK.active_of(user.name)}
+        if isinstance(getattr(user, "name", None), str):
+            sessions |= {model.session_server(c.id) for c in book.active_of(user.name)}
         return max(1, personal + len(sessions))
     return limit
 
@@ -236,19 +233,19 @@ def _stamp(epoch: float) -> str:
 _CHANGING = asyncio.Lock()
 
 
-async def create(app, control, course: Course, per_unit_hour: float) -> Course:
+async def create(app, control, courses: Courses, identities, course: Course, per_unit_hour: float) -> Course:
     async with _CHANGING:
-        return await _create(app, control, course, per_unit_hour)
+        return await _create(app, control, courses, identities, course, per_unit_hour)
 
 
-async def _create(app, control, course: Course, per_unit_hour: float) -> Course:
-    """The course's account and reservation on the cluster, then its groups and role in the hub."""
-    book, config = BOOK, CONFIG
+async def _create(app, control, courses: Courses, identities, course: Course, per_unit_hour: float) -> Course:
+    """The course's account and reservation on the cluster, then its groups and role in the hub;
+    `identities` (sites.registry.Identities) say who the trainer is on a remote course's site."""
+    book, config = courses.book, courses.config
     if course.id in book.courses:
         raise CourseError("id", f"{model.LABELS['id']}: a course named {course.id} exists already; choose another.")
     site = config.sites[course.site]
     if course.remote:       # the site made the reservation: the trainer's login must see it
-        identities = current_identities()
         who = identities.site_username(course.owner, course.site) if identities is not None else None
         usable = await SlurmFacts(control).reservations(course.owner, (course.project,), course.reservation, who)
         if course.reservation not in usable:
@@ -285,8 +282,10 @@ def _open(app, book: CourseBook, course: Course) -> Course:
 
 
 
-async def join(app, control, user: str, code: str, now: float | None = None) -> Course:
-    book, config = BOOK, CONFIG
+async def join(app, control, courses: Courses, identities, user: str, code: str, now: float | None = None) -> Course:
+    """`user` joins the course of `code`; `identities` (sites.registry.Identities) say who they are
+    on a remote course's site."""
+    book, config = courses.book, courses.config
     async with _CHANGING:
         course = book.by_code(code)
         refusal = model.join_refusal(course, user, time.time() if now is None else now)
@@ -295,7 +294,7 @@ async def join(app, control, user: str, code: str, now: float | None = None) -> 
         if user in course.participants:
             return course
         if course.remote:
-            account = site_account_for(course, user)
+            account = site_account_for(config, identities, course, user)
         else:
             account = local_account_for(book, config, user)
             await control.course_member(config.cluster, account, course.account, add=True,
@@ -341,17 +340,17 @@ async def _stop(app, user, server_name: str) -> None:
         log.error("Stopping %s's course server failed: %s", user.name, e)
 
 
-async def end(app, control, course: Course) -> Course:
+async def end(app, control, courses: Courses, course: Course) -> Course:
     """The window's end (or the trainer's word): stop, unreserve, end participations."""
     async with _CHANGING:
-        course = BOOK.courses[course.id]
+        course = courses.book.courses[course.id]
         if course.state == "ended":
             return course
-        return await _end(app, control, course)
+        return await _end(app, control, courses, course)
 
 
-async def _end(app, control, course: Course) -> Course:
-    book, config = BOOK, CONFIG
+async def _end(app, control, courses: Courses, course: Course) -> Course:
+    book, config = courses.book, courses.config
     course = replace(course, state="ending")     # nobody joins or starts; its guests stay lent
     book.put(course)
     servers = await stop_course_servers(app, course)
@@ -368,7 +367,7 @@ async def _end(app, control, course: Course) -> Course:
                      if account != user and account not in others})
     if guests:      # wiped, all at once (one search of the filesystems), before anyone else gets one
         await control.course_helper(config.helper, "release-guest", user=guests)
-    for user, account in course.participants.items():
+    for account in course.participants.values():
         await control.course_member(config.cluster, account, course.account, add=False)
     await control.remove_course_account(config.cluster, course.account)   # its jobs stay in the accounting
     book.put(replace(course, state="ended"))
@@ -378,13 +377,13 @@ async def _end(app, control, course: Course) -> Course:
     return book.courses[course.id]
 
 
-async def stop_idle_course_servers(app, now: float | None = None) -> int:
+async def stop_idle_course_servers(app, book: CourseBook, now: float | None = None) -> int:
     """A course's own idle timeout (idle_minutes): its sessions nobody used for that long stop,
     as the hub's idle culler stops any session after the hub-wide timeout."""
     from jupyterhub import orm
     now = time.time() if now is None else now
     stopping = []
-    for course in BOOK.courses.values():
+    for course in book.courses.values():
         if course.state != "scheduled" or not course.idle_minutes:
             continue
         for name in course.participants:
@@ -402,32 +401,32 @@ async def stop_idle_course_servers(app, now: float | None = None) -> int:
     return len(stopping)
 
 
-async def end_due_courses(app, control, now: float | None = None) -> list[str]:
+async def end_due_courses(app, control, courses: Courses, now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     ended = []
-    for course in list(BOOK.courses.values()):
+    for course in list(courses.book.courses.values()):
         if course.state == "ending" or course.state == "scheduled" and now >= course.ends_at:
             try:
-                await end(app, control, course)
+                await end(app, control, courses, course)
                 ended.append(course.id)
             except SiteError as e:
                 log.error("Course %s could not end yet: %s (trying again)", course.id, e.detail or e)
     return ended
 
 
-def start_window_keeper(control) -> None:
-    """Every `every_seconds`, end the courses whose window has passed (call from the config)."""
-    from aifa_workbench.spawners.background import in_background
+def start_window_keeper(hub, control, courses: Courses) -> None:
+    """Every `every_seconds`, end the courses whose window has passed, once `hub()` (the running
+    JupyterHub app) has started (call from the config)."""
+    from aifa_workbench.sites.background import in_background
 
     async def keep():
-        from jupyterhub.app import JupyterHub
-        app = JupyterHub.instance()
+        app = hub()
         await app._start_future
         while True:
             try:
-                await end_due_courses(app, control)
-                await stop_idle_course_servers(app)
+                await end_due_courses(app, control, courses)
+                await stop_idle_course_servers(app, courses.book)
             except Exception:     # the keeper goes on: the next round tries again
                 log.exception("Ending the courses whose window passed failed")
-            await asyncio.sleep(CONFIG.every_seconds)
+            await asyncio.sleep(courses.config.every_seconds)
     asyncio.get_event_loop().call_soon(lambda: in_background(keep(), "The course window keeper", log))

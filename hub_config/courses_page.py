@@ -17,12 +17,12 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from aifa_workbench.hub_config import courses
+from aifa_workbench.hub_config.runtime import WorkbenchHandler
 from aifa_workbench.model import course as model
 from aifa_workbench.model.course import CourseError
 from aifa_workbench.sites.errors import SiteError
-from aifa_workbench.sites.registry import current_identities, site_control
 from aifa_workbench.spawners.profiles import course_cards
-from aifa_workbench.spawners.slurm_facts import SlurmFacts
+from aifa_workbench.sites.slurm_facts import SlurmFacts
 
 CREATE_SCOPE = "custom:courses:create"
 COURSE_ID = r"([a-z][a-z0-9-]{2,23})"
@@ -35,23 +35,31 @@ def trainer_role(groups, users) -> dict:
             "scopes": [CREATE_SCOPE], "groups": list(groups), "users": list(users)}
 
 
-def control_of(site_name: str):
-    site = courses.CONFIG.sites[site_name]
-    return site_control(site, courses.CONFIG.slurm_bin)
+def control_of(workbench, config: courses.CoursesConfig, site_name: str):
+    """The job control of a course's site (its slurm_bin is the courses' own)."""
+    return workbench.controls.of(config.sites[site_name], config.slurm_bin)
 
 
-def view(course, teaching: bool, base_url: str) -> dict:
+def view(config: courses.CoursesConfig, course, teaching: bool, base_url: str) -> dict:
     data = {k: v for k, v in course.to_dict().items() if k not in ("code", "participants", "owner")}
-    card = next(iter(course_cards([course], courses.CONFIG.sites)), None)
+    card = next(iter(course_cards([course], config.sites)), None)
     data["session"] = f"{card['where']} · {card['what']} · {card['cost']}" if card else ""
     if teaching:
         data.update(code=model.shown_code(course.code), owner=course.owner,
-                    join_url=f"{courses.CONFIG.public_url.rstrip('/')}{base_url}courses/join/{course.code}",
+                    join_url=f"{config.public_url.rstrip('/')}{base_url}courses/join/{course.code}",
                     participants=sorted(course.participants))
     return data
 
 
-class CourseMixin:
+class CourseMixin(WorkbenchHandler):
+    @property
+    def hub_courses(self) -> courses.Courses:
+        """The hub's courses (its handlers are there only where courses are on)."""
+        return self.workbench.courses
+
+    def shown(self, course, teaching: bool) -> dict:
+        return view(self.hub_courses.config, course, teaching, self.hub.base_url)
+
     def person(self):
         """The user acting, with a token that may act for them (a job's token may not: it serves
         its own server only), else 403."""
@@ -70,39 +78,46 @@ class CourseMixin:
     async def trainer_projects(self) -> dict:
         """The trainer's projects on each site: Slurm's word on the local cluster, the registry's
         (hub_config.site_accounts) on remote sites."""
-        found, identities = {}, current_identities()
-        for name, site in courses.CONFIG.sites.items():
+        found, identities = {}, self.workbench.identities
+        config = self.hub_courses.config
+        for name, site in config.sites.items():
             if site.transport != "local":
                 entry = identities.site_account(self.current_user.name, name) if identities else {}
                 found[name] = tuple(entry.get("accounts", ()))
                 continue
             try:
-                found[name] = await SlurmFacts(control_of(name)).user_accounts(self.current_user.name)
+                found[name] = await SlurmFacts(control_of(self.workbench, config, name)).user_accounts(self.current_user.name)
             except SiteError:
                 found[name] = ()
         return {name: tuple(a for a in accounts if not a.startswith("course-")) for name, accounts in found.items()}
 
     async def create_course(self, data):
         known = {u.name for u in self.db.query(orm.User)}
+        hub_courses = self.hub_courses
+        config = hub_courses.config
         course = model.course_from_request(data, self.current_user.name, await self.trainer_projects(),
-                                           courses.CONFIG.sites, known, time.time(),
-                                           min_idle_minutes=math.ceil(3 * courses.CONFIG.activity_seconds / 60))
-        site = courses.CONFIG.sites[course.site]
+                                           config.sites, known, time.time(),
+                                           min_idle_minutes=math.ceil(3 * config.activity_seconds / 60))
+        site = config.sites[course.site]
         per_unit_hour = (site.budget or {}).get("per_unit_hour", 1)
-        return await courses.create(self.app, control_of(course.site), course, per_unit_hour)
+        return await courses.create(self.app, control_of(self.workbench, config, course.site), hub_courses, self.workbench.identities,
+                                    course, per_unit_hour)
 
     async def join_course(self, code):
-        course = courses.BOOK.by_code(code) if isinstance(code, str) else None
-        site_name = course.site if course else next(iter(courses.CONFIG.sites))
-        return await courses.join(self.app, control_of(site_name), self.current_user.name, code)
+        hub_courses = self.hub_courses
+        course = hub_courses.book.by_code(code) if isinstance(code, str) else None
+        site_name = course.site if course else next(iter(hub_courses.config.sites))
+        return await courses.join(self.app, control_of(self.workbench, hub_courses.config, site_name), hub_courses,
+                                  self.workbench.identities, self.current_user.name, code)
 
     async def end_course(self, ident):
-        course = courses.BOOK.courses.get(ident)
+        hub_courses = self.hub_courses
+        course = hub_courses.book.courses.get(ident)
         if course is None or not self.teaches(course):
             raise web.HTTPError(404, "No such course of yours.")
         if course.state == "ended":
             return course
-        return await courses.end(self.app, control_of(course.site), course)
+        return await courses.end(self.app, control_of(self.workbench, hub_courses.config, course.site), hub_courses, course)
 
 
 class CoursesAPIHandler(CourseMixin, APIHandler):
@@ -115,7 +130,7 @@ class CoursesAPIHandler(CourseMixin, APIHandler):
     @web.authenticated
     async def get(self):
         user = self.person()
-        listed = [view(c, self.teaches(c), self.hub.base_url) for c in courses.BOOK.courses.values()
+        listed = [self.shown(c, self.teaches(c)) for c in self.hub_courses.book.courses.values()
                   if self.teaches(c) or user.name in c.participants]
         self.finish(json.dumps({"courses": listed}))
 
@@ -129,7 +144,7 @@ class CoursesAPIHandler(CourseMixin, APIHandler):
         except (CourseError, SiteError) as e:
             return self._refuse(e)
         self.set_status(201)
-        self.finish(json.dumps(view(course, True, self.hub.base_url)))
+        self.finish(json.dumps(self.shown(course, True)))
 
 
 class CourseJoinAPIHandler(CoursesAPIHandler):
@@ -141,7 +156,7 @@ class CourseJoinAPIHandler(CoursesAPIHandler):
             course = await self.join_course(body.get("code") if isinstance(body, dict) else None)
         except (CourseError, SiteError) as e:
             return self._refuse(e)
-        self.finish(json.dumps(view(course, self.teaches(course), self.hub.base_url)))
+        self.finish(json.dumps(self.shown(course, self.teaches(course))))
 
 
 class CourseEndAPIHandler(CoursesAPIHandler):
@@ -153,7 +168,7 @@ class CourseEndAPIHandler(CoursesAPIHandler):
         except SiteError as e:
             self.log.error("Ending course %s: %s", ident, e.detail or e)
             return self._refuse(e, 502)
-        self.finish(json.dumps(view(course, True, self.hub.base_url)))
+        self.finish(json.dumps(self.shown(course, True)))
 
 
 class CoursesPageHandler(CourseMixin, BaseHandler):
@@ -163,12 +178,13 @@ class CoursesPageHandler(CourseMixin, BaseHandler):
     async def get(self, message: str = "", failed: bool = False, code: str = "", form: dict | None = None,
                   field: str | None = None):
         user = self.current_user
-        taught = [view(c, True, self.hub.base_url) for c in courses.BOOK.courses.values() if self.teaches(c)]
-        joined = [view(c, False, self.hub.base_url) for c in courses.BOOK.active_of(user.name)]
+        book = self.hub_courses.book
+        taught = [self.shown(c, True) for c in book.courses.values() if self.teaches(c)]
+        joined = [self.shown(c, False) for c in book.active_of(user.name)]
         projects = await self.trainer_projects() if self.may_create() else {}
         html = await self.render_template(
             "courses.html", taught=taught, joined=joined, may_create=self.may_create(), projects=projects,
-            sites=courses.CONFIG.sites, message=message, failed=failed, code=code, form=form or {},
+            sites=self.hub_courses.config.sites, message=message, failed=failed, code=code, form=form or {},
             field=field, labels=model.LABELS, now=time.time())
         self.finish(html)
 
@@ -200,7 +216,7 @@ class CourseInviteHandler(CourseMixin, BaseHandler):
 
     @web.authenticated
     async def get(self, code):
-        course = courses.BOOK.by_code(code)
+        course = self.hub_courses.book.by_code(code)
         refusal = model.join_refusal(course, self.current_user.name, time.time())
         self.finish(await self.render_template("course_join.html", course=course, refusal=refusal,
                                                code=model.normal_code(code)))

@@ -3,7 +3,6 @@
 # Deployed by Ansible to /etc/aifa-workbench/jupyterhub_config.py and run by the hub's service
 # user (never root). Site-specific values live in the settings file named by
 # $AIFA_WORKBENCH_SETTINGS (default /etc/aifa-workbench/workbench.yaml), not here.
-import dataclasses
 import logging
 import os
 import sys
@@ -19,13 +18,13 @@ from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.hub_config import courses, courses_page, keys_page, session_pages, site_accounts_page
+from aifa_workbench.hub_config.runtime import TORNADO_KEY, Workbench
 from aifa_workbench.hub_config.site_accounts import registry_of
-from aifa_workbench.hub_config.site_accounts_page import SiteAccountsConfig
-from aifa_workbench.hub_config.keys_page import KeysPageConfig
 from aifa_workbench.hub_config.site_admin import check_runtimes_when_the_hub_starts
 from aifa_workbench.hub_config.site_keys import SiteKeyStore
-from aifa_workbench.sites.registry import Identities, site_control, use_identities
-from aifa_workbench.spawners import job_callback, reconcile
+from aifa_workbench.hub_config.spawner_settings import spawner_traits
+from aifa_workbench.sites.registry import Identities, SiteControls
+from aifa_workbench.spawners import job_report, reconcile
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 
@@ -115,32 +114,24 @@ if settings.idle_culler["enabled"]:
     idle_culler.configure(c, settings.idle_culler)
 
 # --- spawner: JupyterLab as a Slurm job, as the user --------------------------------------------
-job_callback.install()
+job_report.install()
 c.JupyterHub.spawner_class = "aifa_workbench.spawners.slurm.WorkbenchSlurmSpawner"
-c.WorkbenchSlurmSpawner.venv_dir = settings.venv_dir
-c.WorkbenchSlurmSpawner.slurm_bin = settings.slurm_bin
-c.WorkbenchSlurmSpawner.catalogue_dir = settings.catalogue_dir or ""
-c.WorkbenchSlurmSpawner.enabled_sites = list(settings.sites)
-c.WorkbenchSlurmSpawner.default_site = settings.default_site
-c.WorkbenchSlurmSpawner.site_users = settings.site_users or {}
-c.WorkbenchSlurmSpawner.hub_port = settings.hub_port
+# The spawner's settings, as `aifa-workbench render-script` builds the same spawner (hub_config.spawner_settings).
+for trait, value in spawner_traits(settings).items():
+    setattr(c.WorkbenchSlurmSpawner, trait, value)
 # Who each user is on each remote site, and the SSH key the hub holds for them there (encrypted).
 # ...kept in one registry: what admins set (/hub/site-accounts, its REST API), what the identity
 # provider says, the settings' site_users.
 site_accounts = registry_of(settings)
 identities = Identities(site_accounts, SiteKeyStore(state / "site-keys", site_keys_secret))
-use_identities(identities)
-SiteAccountsConfig.registry = site_accounts
-SiteAccountsConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
-oidc_login.WorkbenchOAuthenticator.site_accounts = site_accounts
 # Courses (workshops) on the local cluster: trainers make them, participants join with a code,
 # instructors see their participants' servers; the window's end stops them (hub_config.courses).
 local_sites = {name: site for name, site in sites.items() if site.transport == "local"}
-course_handlers = []
+hub_courses = None
 if settings.courses["enabled"] and local_sites:
     course_settings = settings.courses
     course_book = courses.CourseBook(state / "courses.json")
-    courses.configure(courses.CoursesConfig(
+    hub_courses = courses.Courses(course_book, courses.CoursesConfig(
         cluster=course_settings["cluster"], helper=course_settings["helper"], slurm_bin=settings.slurm_bin,
         guest_prefix=course_settings["guest_prefix"], guest_count=course_settings["guest_count"],
         trainer_groups=tuple(course_settings["trainer_groups"]), every_seconds=course_settings["every_seconds"],
@@ -148,40 +139,41 @@ if settings.courses["enabled"] and local_sites:
         support=settings.support_contact,
         sites={name: site for name, site in sites.items() if site.transport == "local" or site.reach},
         public_url=settings.public_host,
-        activity_seconds=settings.idle_culler["activity_interval_seconds"]), course_book)
+        activity_seconds=settings.idle_culler["activity_interval_seconds"]))
     identities.local_names = course_book.local_account
-    oidc_login.WorkbenchOAuthenticator.courses = course_book
+# The hub's runtime, one object handed to its parts: the pages' handlers (tornado_settings, below),
+# the spawner and the federated login (their `workbench` trait), the background loops (its hub()).
+runtime = Workbench(settings=settings, sites=sites, identities=identities, controls=SiteControls(identities),
+                    site_accounts=site_accounts, courses=hub_courses, hub_egress=settings.hub_egress_addresses,
+                    support=settings.support_contact)
+c.WorkbenchSlurmSpawner.workbench = runtime
+if settings.login == OIDC:
+    c.WorkbenchOAuthenticator.workbench = runtime
+course_handlers = []
+if hub_courses is not None:
     c.JupyterHub.custom_scopes = courses_page.CUSTOM_SCOPES
     c.JupyterHub.load_roles.append(courses_page.trainer_role(course_settings["trainer_groups"],
                                                              course_settings["trainers"]))
-    c.JupyterHub.load_roles.extend(courses.load_roles_of(course_book))
+    c.JupyterHub.load_roles.extend(courses.load_roles_of(hub_courses.book))
     course_handlers = courses_page.handlers()
-    courses.start_window_keeper(site_control(next(iter(local_sites.values())), settings.slurm_bin))
+    courses.start_window_keeper(runtime.hub, runtime.controls.of(next(iter(local_sites.values())), settings.slurm_bin),
+                                hub_courses)
 # The page of each user's keys for the remote sites (/hub/site-keys), with a connection test.
-KeysPageConfig.sites = {name: site for name, site in sites.items() if site.transport == "ssh"}
-KeysPageConfig.identities, KeysPageConfig.hub_egress = identities, settings.hub_egress_addresses
-KeysPageConfig.support = settings.support_contact
 c.JupyterHub.extra_handlers = (keys_page.handlers() + session_pages.handlers() + site_accounts_page.handlers()
                                + course_handlers)
 # The hub's pages: the product and whom to ask, a card per session (home, waiting page, /hub/sessions).
 c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
 c.JupyterHub.template_vars = session_pages.template_vars({"support": settings.support_contact,
-                                                          "remote_sites": bool(KeysPageConfig.sites),
+                                                          "remote_sites": bool(runtime.remote_sites),
                                                           "courses": bool(course_handlers),
                                                           "named_servers": settings.named_servers_per_user > 0})
-c.WorkbenchSlurmSpawner.keys_page_url = settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH
-c.WorkbenchSlurmSpawner.walltime_warnings_minutes = list(settings.walltime_warnings_minutes)
-c.WorkbenchSlurmSpawner.hub_id = settings.hub_id
-c.WorkbenchSlurmSpawner.support_contact = settings.support_contact
-c.WorkbenchSlurmSpawner.tunnel_daemon_socket = str(settings.state_dir / "tunneld.sock")
-c.WorkbenchSlurmSpawner.tunnel_gateway = {**dataclasses.asdict(settings.tunnel_gateway),
-                                          "ca_key_file": str(settings.secrets_dir / "tunnel-ca")}
 # Jobs of this hub that no server owns are cancelled: on the local cluster from one query as the
 # hub, on remote sites (PrivateData) per user through their own logins, every 10 minutes.
 # And tunnels no server owns: forwards of ended jobs, gateway grants whose certificate expired.
 reverse_sites = [name for name, site in sites.items() if site.reach and site.reach.mode == "reverse"]
-reconcile.start_reconciler([site_control(site, settings.slurm_bin) for site in sites.values()
-                            if site.transport == "local" or site.reach], settings.hub_id, identities=identities,
+reconcile.start_reconciler(runtime.hub, [runtime.controls.of(site, settings.slurm_bin) for site in sites.values()
+                                         if site.transport == "local" or site.reach], settings.hub_id,
+                           identities=identities,
                            tunnels={"socket_path": str(settings.state_dir / "tunneld.sock"),
                                     "grants_dir": settings.tunnel_gateway.grants_dir if reverse_sites else ""})
 # Each remote site's job runtime, checked once the hub runs (the log names the fixing command).
@@ -190,14 +182,15 @@ c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = settings.start_timeout
 c.Spawner.http_timeout = 120
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5,
-                                 "cookie_options": {"secure": True} if settings.https else {}}
+                                 "cookie_options": {"secure": True} if settings.https else {},
+                                 TORNADO_KEY: runtime}    # the pages' handlers: self.settings["workbench"]
 # More than one server per user (0: one only).
 # A course's session is a named server of its own (course-<id>), so named servers are on wherever
 # courses are; the spawner refuses other named servers beyond named_servers_per_user (0: none).
 c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0 or bool(course_handlers)
-c.JupyterHub.named_server_limit_per_user = courses.named_server_limit(settings.named_servers_per_user) \
-    if course_handlers else settings.named_servers_per_user
-c.WorkbenchSlurmSpawner.personal_named_servers = settings.named_servers_per_user
+c.JupyterHub.named_server_limit_per_user = \
+    courses.named_server_limit(settings.named_servers_per_user, hub_courses.book) if course_handlers \
+    else settings.named_servers_per_user
 
 c.JupyterHub.log_datefmt = "%Y-%m-%d %H:%M:%S"
 print(f"AIFA Workbench hub: settings {settings.path}, sites {', '.join(sites)}, "

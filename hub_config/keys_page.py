@@ -8,26 +8,17 @@ import json
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
+from aifa_workbench.hub_config.runtime import Workbench, WorkbenchHandler
 from aifa_workbench.hub_config.site_keys import public_key_line
 from aifa_workbench.sites.errors import SiteError
-from aifa_workbench.sites.registry import site_control
 
 PATH = "/site-keys"
 
 
-class KeysPageConfig:
-    """Set once by jupyterhub_config.py: the remote sites, who users are there, the key store."""
-
-    sites: dict = {}
-    identities = None
-    hub_egress: tuple[str, ...] = ()
-    support: str = "your workbench administrator"
-
-
-def site_rows(user: str) -> list[dict]:
+def site_rows(workbench: Workbench, user: str) -> list[dict]:
     rows = []
-    identities = KeysPageConfig.identities
-    for site in KeysPageConfig.sites.values():
+    identities = workbench.identities
+    for site in workbench.remote_sites.values():
         username = identities.site_username(user, site.name) if identities else None
         key = identities.key_store.public_key(user, site.name) if identities and username else ""
         entry = identities.site_account(user, site.name) if identities else {}
@@ -37,35 +28,35 @@ def site_rows(user: str) -> list[dict]:
                      "missing": "" if username else (
                          f"You have no {short} account yet, or the workbench does not know it: get one from "
                          f"{short} (your project's manager adds you to a project there), then ask "
-                         f"{KeysPageConfig.support} to add your {short} username."),
-                     "key": public_key_line(site, key, KeysPageConfig.hub_egress) if key else "",
-                     "needs_egress": site.key_from_clause and not KeysPageConfig.hub_egress,
+                         f"{workbench.support} to add your {short} username."),
+                     "key": public_key_line(site, key, workbench.hub_egress) if key else "",
+                     "needs_egress": site.key_from_clause and not workbench.hub_egress,
                      "instructions": site.key_instructions})
     return rows
 
 
-class SiteKeysHandler(BaseHandler):
+class SiteKeysHandler(WorkbenchHandler, BaseHandler):
     @web.authenticated
     async def get(self):
-        html = await self.render_template("site_keys.html", rows=site_rows(self.current_user.name))
+        html = await self.render_template("site_keys.html", rows=site_rows(self.workbench, self.current_user.name))
         self.finish(html)
 
 
-class SiteKeyTestHandler(BaseHandler):
+class SiteKeyTestHandler(WorkbenchHandler, BaseHandler):
     @web.authenticated
     async def post(self, site_name: str):
-        site = KeysPageConfig.sites.get(site_name)
+        site = self.workbench.remote_sites.get(site_name)
         if site is None:
             raise web.HTTPError(404, "No such remote site.")
         user = self.current_user.name
         try:
-            await site_control(site).ping(user)
+            await self.workbench.controls.of(site).ping(user)
         except SiteError as e:
             self.log.info("Connection test of %s to %s: %s", user, site_name, e.detail or e)
             self.finish(json.dumps({"ok": False, "message": e.sentence}))
             return
         self.finish(json.dumps({"ok": True, "message": f"The workbench logged in to {site.title} as "
-                                                        f"{KeysPageConfig.identities.site_username(user, site_name)} "
+                                                        f"{self.workbench.identities.site_username(user, site_name)} "
                                                         "and Slurm answered."}))
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from jupyterhub.crypto import CryptKeeper
 from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Any, Bool, Dict, List, Unicode
 
 from aifa_workbench.hub_config.site_accounts import accounts_from_claims
 from aifa_workbench.model.course import join_refusal
@@ -57,11 +57,24 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
     site_accounts_claim = Unicode(
         "hpc_infos_attribute", help="The claim listing the person's site accounts (JSC's form).",
     ).tag(config=True)
-    site_accounts = None    # the hub's registry (hub_config.site_accounts), set by the configuration
-    courses = None          # the hub's courses (hub_config.courses.CourseBook), set likewise
+    workbench = Any(
+        None, allow_none=True,
+        help="The hub's runtime (hub_config.runtime.Workbench): its site-accounts registry and courses.",
+    ).tag(config=True)
     fold_case = Bool(
         False, help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
     ).tag(config=True)
+
+    @property
+    def site_accounts(self):
+        """The hub's registry of site accounts (hub_config.site_accounts), or None."""
+        return self.workbench.site_accounts if self.workbench is not None else None
+
+    @property
+    def course_book(self):
+        """The hub's course book (hub_config.courses.CourseBook), or None where courses are off."""
+        courses = self.workbench.courses if self.workbench is not None else None
+        return courses.book if courses is not None else None
 
     def user_info_to_username(self, user_info):
         sub = user_info.get("sub")
@@ -81,8 +94,9 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
     async def update_auth_model(self, auth_model):
         """Site accounts the provider names (JSC's hpc_infos_attribute) go into the hub's registry,
         at every login and refresh."""
-        if self.courses is not None and isinstance(auth_model.get("auth_state"), dict):
-            auth_model["auth_state"][COURSE_GROUPS] = sorted(self.courses.groups_of(auth_model.get("name", "")))
+        book = self.course_book
+        if book is not None and isinstance(auth_model.get("auth_state"), dict):
+            auth_model["auth_state"][COURSE_GROUPS] = sorted(book.groups_of(auth_model.get("name", "")))
         admitted = self.get_user_groups(auth_model.get("auth_state") or {}) & (self.allowed_groups | self.admin_groups)
         if self.site_accounts is not None and self.site_systems and auth_model.get("name") != REFUSED and admitted:
             claims = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
@@ -94,9 +108,10 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         """A person who came by a course's invite link may sign in to join it (workshop participants
         are rarely in the antenna's groups): noted for check_allowed, for this login only."""
         model = await super().authenticate(handler, data, **kwargs)
-        if model and self.courses is not None:
+        book = self.course_book
+        if model and book is not None:
             code = invite_code(handler.get_next_url() if hasattr(handler, "get_next_url") else "")
-            course = self.courses.by_code(code) if code else None
+            course = book.by_code(code) if code else None
             if course is not None and join_refusal(course, model.get("name", ""), time.time()) is None:
                 model[INVITED] = course.id
         return model
@@ -108,7 +123,8 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         if username == REFUSED:
             return False
         groups = set(auth_model.get("groups") or ())
-        courses = self.courses.groups_of(username) if self.courses is not None else set()
+        book = self.course_book
+        courses = book.groups_of(username) if book is not None else set()
         return bool(groups & (self.allowed_groups | self.admin_groups) or groups & courses
                     or auth_model.get(INVITED))
 

@@ -15,7 +15,7 @@ from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.hub_config.site_keys import SiteKeyStore, public_key_line
 from aifa_workbench.sites import runtime
-from aifa_workbench.spawners.background import in_background
+from aifa_workbench.sites.background import in_background
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
 

@@ -1,10 +1,9 @@
-"""The site catalogue: one YAML file per site in hub_config/sites/, validated by one schema.
+"""The site catalogue: one YAML file per site (bundled: model/sites/), validated by one schema.
 
 A bad file stops the hub with the file, the key and the reason (CatalogueError).
 """
 from __future__ import annotations
 
-import math
 import zoneinfo
 from importlib import resources
 from pathlib import Path
@@ -252,7 +251,7 @@ def load_site(path) -> Site:
 
 def bundled_sites_dir() -> Path:
     """The site files shipped with the hub's configuration (data only: nothing is imported from there)."""
-    return Path(str(resources.files("aifa_workbench.hub_config").joinpath("sites")))
+    return Path(str(resources.files("aifa_workbench.model").joinpath("sites")))
 
 
 def load_catalogue(directory=None, enabled=None) -> dict[str, Site]:
@@ -271,48 +270,3 @@ def load_catalogue(directory=None, enabled=None) -> dict[str, Site]:
     if missing:
         raise CatalogueError(f"{directory}: enabled site(s) {', '.join(sorted(missing))} have no file there.")
     return sites
-
-
-# The unit each billing rule counts in: one place for the form, the job panel and the README.
-_UNITS = {"node_hours": "node-hours", "gpu_hours": "GPU-hours", "core_hours": "core-hours",
-          "lumi_shared": "GPU-hours", "lucia_bu": "billing-unit hours"}
-
-
-def cost_unit(partition: Partition) -> str:
-    return partition.billing.get("unit") or _UNITS[partition.billing["kind"]]
-
-
-def cost_hint(site: "Site", partition: Partition) -> str:
-    """A sentence for a rule a newcomer would not guess (empty where the unit says it all)."""
-    billing = partition.billing
-    if billing["kind"] == "lumi_shared":
-        return (f"{site.title.split(' (')[0]} counts whole GPUs: one {site.gpu_label} is {billing['factor']:g} "
-                f"GPU-hour per hour, and asking for more than {billing['cores_per_unit']} cores or "
-                f"{billing['memory_gb_per_unit']} GB per {site.gpu_label} counts as more {site.gpu_label}s.")
-    if billing["kind"] == "node_hours" and cost_unit(partition) != "node-hours":
-        return (f"Whole nodes are charged by the node-hour, whatever of the node you use: one node-hour is "
-                f"{billing['per_node_hour']:g} {cost_unit(partition)}.")
-    if billing["kind"] == "node_hours":
-        return "Whole nodes are charged by the node-hour, whatever of the node you use."
-    if billing["kind"] == "lucia_bu":
-        return "Billing units: the largest share of the node you ask for (cores, memory or GPUs), in cores."
-    return ""
-
-
-def estimate_cost(partition: Partition, gpus: int, cpus: int, memory_gb: int, hours: int) -> float:
-    """What a job costs in the site's billing unit (GPU-hours, node-hours, core-hours)."""
-    billing = partition.billing
-    kind = billing["kind"]
-    if kind == "node_hours":
-        return billing["per_node_hour"] * hours
-    if kind == "gpu_hours":
-        return billing["factor"] * gpus * hours
-    if kind == "core_hours":
-        return billing["factor"] * cpus * hours
-    if kind == "lucia_bu":   # Lucia's accounting page: the largest share of the node asked for, in cores
-        cores = partition.cores_per_node
-        share = max(cpus, memory_gb * cores / partition.memory_gb_per_node,
-                    gpus * cores / partition.gpus_per_node if partition.gpus_per_node else 0)
-        return share * billing["weight"] * hours
-    units = max(gpus, math.ceil(cpus / billing["cores_per_unit"]), math.ceil(memory_gb / billing["memory_gb_per_unit"]))
-    return billing["factor"] * units * hours

@@ -17,7 +17,8 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping
 
-from .catalogue import Site, estimate_cost
+from .cost import estimate_cost
+from .site import Site
 from .request import resources_for
 
 COURSE_ID = re.compile(r"^[a-z][a-z0-9-]{2,23}$")

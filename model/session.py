@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime
 import zoneinfo
 
-from aifa_workbench.model.catalogue import Partition, Site, cost_unit, estimate_cost
+from aifa_workbench.model.cost import cost_unit, estimate_cost
+from aifa_workbench.model.site import Partition, Site
 from aifa_workbench.model.request import JobRequest
 
 # Why a job ended, from Slurm's final state (squeue --states=all keeps it a few minutes).

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from . import slurm_cli as cli
 from .commands import CommandResult, CommandTimeout, bounded
-from .errors import CredentialRefused, SiteError, SlurmNotAnswering, SlurmRefused
+from .errors import CredentialRefused, SiteError, SiteUnreachable, SlurmNotAnswering, SlurmRefused
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,11 @@ _ALREADY_ENDED = re.compile(r"Invalid job id specified|already completing or com
 
 
 class Runner(Protocol):
+    """How job control reaches a site (commands.LocalRunner, ssh.SshRunner): all it calls."""
+
     async def run(self, argv, *, as_user=None, stdin=None, env=None, timeout=30.0) -> CommandResult: ...
+
+    async def write_private(self, as_user: str, path: str, content: str) -> None: ...
 
 
 class JobControl:
@@ -99,6 +103,18 @@ class JobControl:
             raise SlurmRefused(self.site_title, f"sbatch answered {bounded(result.stdout, 120)!r}, not a job id",
                                action="to start your server")
         return job_id
+
+    async def run_on_site(self, argv, as_user: str, timeout: float, doing: str) -> CommandResult:
+        """A command that is not Slurm's (`doing`: resolving a node, reading the runtime's stamp) on
+        the site as `as_user`; a timeout is the site's failure in words, like Slurm's own."""
+        try:
+            return await self.runner.run(argv, as_user=as_user, timeout=timeout)
+        except CommandTimeout:
+            raise SiteUnreachable(self.site_title, f"{doing} took longer than {timeout:g} s") from None
+
+    def commands(self, doing: str) -> "SiteCommands":
+        """A runner for commands that are not Slurm's, whose timeouts are this site's failures."""
+        return SiteCommands(self, doing)
 
     async def _write_private(self, user: str, path: str, content: str) -> None:
         try:
@@ -223,3 +239,13 @@ class JobControl:
     async def is_workbench_job(self, job_id: str, name: str, owner: str, as_user: str | None = None) -> bool:
         result = await self._run(cli.confirm_argv(self.slurm_bin, job_id, name, owner), as_user=as_user)
         return result.ok and result.stdout.split() == [job_id]
+
+
+class SiteCommands:
+    """Job control's runner for other commands on the site (what `installed_runtimes` calls)."""
+
+    def __init__(self, control: JobControl, doing: str):
+        self.control, self.doing = control, doing
+
+    async def run(self, argv, *, as_user: str, timeout: float = 30.0) -> CommandResult:
+        return await self.control.run_on_site(argv, as_user, timeout, self.doing)

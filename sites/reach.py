@@ -30,7 +30,7 @@ async def node_address(control, user: str, node: str) -> str:
     """The IPv4 address of `node` as the site resolves it."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}", node):
         raise SiteUnreachable(control.site_title, f"Slurm named the node {node[:40]!r}")
-    result = await control.runner.run(resolve_argv(node), as_user=user, timeout=15)
+    result = await control.run_on_site(resolve_argv(node), user, 15, f"resolving the node {node}")
     address = first_ipv4(result.stdout) if result.ok else None
     if address is None:
         raise SiteUnreachable(control.site_title, f"the site does not resolve its node {node!r}")

@@ -10,7 +10,6 @@ from .control import JobControl
 from .errors import CredentialRefused, HostKeyMismatch
 from .ssh import Credential, LoginNode, SshRunner
 
-_CONTROLS: dict[tuple, JobControl] = {}
 
 
 class NoSiteAccount(CredentialRefused):
@@ -59,44 +58,41 @@ class Identities:
         return credential
 
 
-_IDENTITIES: Identities | None = None
+class SiteControls:
+    """One job control per site (and Slurm path, timeout), whose SSH logins are its users' own
+    (`identities`): the hub makes one (hub_config.runtime) and hands it to every part that acts
+    on a site, so they share each site's connections. Without identities, SSH sites refuse."""
 
+    def __init__(self, identities: Identities | None = None):
+        self.identities = identities
+        self._controls: dict = {}
 
-def use_identities(identities: Identities | None) -> None:
-    """Set once by the hub's configuration; SSH sites need it."""
-    global _IDENTITIES
-    _IDENTITIES = identities
-    _CONTROLS.clear()
+    def of(self, site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> JobControl:
+        """The job control of catalogue site `site` (a model.site.Site)."""
+        key = (site.name, site.transport, slurm_bin, timeout, site.login, site.paths)
+        control = self._controls.get(key)
+        if control is None:
+            if site.transport == "local":
+                runner = LocalRunner(name_of=self._local_name)
+                control = JobControl(site.name, site.title, runner, slurm_bin, timeout, shared_queries=True)
+            else:
+                control = JobControl(site.name, site.title, self._ssh_runner(site), site.paths.slurm_bin, timeout,
+                                     shared_queries=False)
+            self._controls[key] = control
+        return control
 
+    def _local_name(self, user: str) -> str:
+        return self.identities.local_username(user) if self.identities is not None else user
 
-def current_identities() -> Identities | None:
-    return _IDENTITIES
-
-
-def _ssh_runner(site) -> SshRunner:
-    if not site.login.host_keys:
-        def refuse(user):
-            raise NoHostKey(site.title, f"{site.path}: login.host_keys is empty")
-        credential_of = refuse
-    elif _IDENTITIES is None:
-        def credential_of(user):
-            raise NoSiteAccount(site.title, "the hub has no site identities configured")
-    else:
-        def credential_of(user):
-            return _IDENTITIES.credential(user, site)
-    return SshRunner(site.title, LoginNode(site.login.host, site.login.port, site.login.host_keys), credential_of)
-
-
-def site_control(site, slurm_bin: str = "/usr/bin", timeout: float = 30.0) -> JobControl:
-    """The job control of catalogue site `site` (a model.catalogue.Site)."""
-    key = (site.name, site.transport, slurm_bin, timeout, site.login, site.paths)
-    control = _CONTROLS.get(key)
-    if control is None:
-        if site.transport == "local":
-            runner = LocalRunner(name_of=lambda user: _IDENTITIES.local_username(user) if _IDENTITIES else user)
-            control = JobControl(site.name, site.title, runner, slurm_bin, timeout, shared_queries=True)
+    def _ssh_runner(self, site) -> SshRunner:
+        identities = self.identities
+        if not site.login.host_keys:
+            def credential_of(user):
+                raise NoHostKey(site.title, f"{site.path}: login.host_keys is empty")
+        elif identities is None:
+            def credential_of(user):
+                raise NoSiteAccount(site.title, "the hub has no site identities configured")
         else:
-            control = JobControl(site.name, site.title, _ssh_runner(site), site.paths.slurm_bin, timeout,
-                                 shared_queries=False)
-        _CONTROLS[key] = control
-    return control
+            def credential_of(user):
+                return identities.credential(user, site)
+        return SshRunner(site.title, LoginNode(site.login.host, site.login.port, site.login.host_keys), credential_of)

@@ -150,7 +150,7 @@ async def installed_runtime(runner, as_user: str, runtime_dir: str) -> str | Non
 
 async def installed_runtimes(runner, as_user: str, runtime_dir: str, slugs) -> dict[str, str | None]:
     """The ids of the site's runtime ("") and of the named container environments' runtimes, in
-    one command; None where there is none."""
+    one command (`runner`: a site's, or job control's `commands`); None where there is none."""
     homes = {"": runtime_dir, **{slug: container_runtime_dir(runtime_dir, slug) for slug in slugs}}
     files = [posixpath.join(home, "current", STAMP) for home in homes.values()]
     script = 'for f; do head -n 1 "$f" 2>/dev/null || echo; done'

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from aifa_workbench.model.catalogue import Partition, Site, cost_hint, cost_unit, estimate_cost
+from aifa_workbench.model.cost import cost_hint, cost_rule, cost_unit, estimate_cost
+from aifa_workbench.model.site import Partition, Site
 from aifa_workbench.model.course import session_cost, session_server
 from aifa_workbench.model.request import resources_for
 
@@ -112,7 +113,7 @@ def form_data(sites: Mapping[str, Site], profiles, accounts, reservations, load,
                         "cores_per_node": p.cores_per_node, "memory_gb_per_node": p.memory_gb_per_node,
                         "max_hours": p.max_hours, "whole_node": p.whole_node, "cpus_per_gpu": p.cpus_per_gpu,
                         "memory_gb_per_gpu": p.memory_gb_per_gpu, "default_cpus": p.default_cpus,
-                        "default_memory_gb": p.default_memory_gb, "billing": p.billing,
+                        "default_memory_gb": p.default_memory_gb, "cost_rule": cost_rule(p),
                         "unit": billing_unit(site, p), "cost_hint": cost_hint(site, p),
                         "load": load.get(site.name, {}).get(p.name),
                     } for p in site.partitions.values()

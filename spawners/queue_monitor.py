@@ -16,7 +16,7 @@ from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.slurm_cli import JobInfo
 
-from .background import in_background
+from aifa_workbench.sites.background import in_background
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.control import JobControl
 from aifa_workbench.sites.errors import SiteError
 
-from .background import in_background
+from aifa_workbench.sites.background import in_background
 from .tunnel_reconcile import keep_routes, reconcile_tunnels
 
 
@@ -109,10 +109,8 @@ async def reconcile_once(app, control: JobControl, hub_id: str) -> list[tuple[st
     return orphans
 
 
-async def _run(controls, hub_id: str, interval: float, identities=None, tunnels: dict | None = None) -> None:
-    from jupyterhub.app import JupyterHub
-
-    app = JupyterHub.instance()
+async def _run(hub, controls, hub_id: str, interval: float, identities=None, tunnels: dict | None = None) -> None:
+    app = hub()
     await app._start_future
     if tunnels:
         in_background(keep_routes(app, tunnels["socket_path"]), "Keeping moved forwards' routes", app.log)
@@ -135,12 +133,14 @@ async def _run(controls, hub_id: str, interval: float, identities=None, tunnels:
         await asyncio.sleep(interval)
 
 
-def start_reconciler(controls, hub_id: str, interval: float = 600, identities=None, tunnels: dict | None = None) -> None:
-    """Schedule reconciliation of every site: as the hub where it reads the whole queue (the local
-    cluster), per user through their own logins elsewhere; and of the tunnels, with `tunnels` the
-    arguments of tunnel_reconcile.reconcile_tunnels but `app` (call from jupyterhub_config.py)."""
+def start_reconciler(hub, controls, hub_id: str, interval: float = 600, identities=None,
+                     tunnels: dict | None = None) -> None:
+    """Schedule reconciliation of every site, once `hub()` (the running JupyterHub app) has started:
+    as the hub where it reads the whole queue (the local cluster), per user through their own logins
+    elsewhere; and of the tunnels, with `tunnels` the arguments of tunnel_reconcile.reconcile_tunnels
+    but `app` (call from jupyterhub_config.py)."""
     import logging
 
     log = logging.getLogger("JupyterHub")
     asyncio.get_event_loop().call_soon(
-        lambda: in_background(_run(list(controls), hub_id, interval, identities, tunnels), "The reconciler", log))
+        lambda: in_background(_run(hub, list(controls), hub_id, interval, identities, tunnels), "The reconciler", log))

@@ -101,7 +101,7 @@ def format_walltime(hours: float) -> str:
 
 
 def template_source(name: str) -> str:
-    return resources.files("aifa_workbench.hub_config").joinpath("templates", name).read_text()
+    return resources.files("aifa_workbench.spawners").joinpath("templates", name).read_text()
 
 
 def _environment() -> jinja2.Environment:

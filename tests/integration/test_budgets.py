@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aifa_workbench.model.catalogue import estimate_cost, load_site
+from aifa_workbench.model.catalogue import load_site
+from aifa_workbench.model.cost import estimate_cost
 
 from .hubs import login, wait_ready
 from .slurm_helpers import job_fields, wait_for_job_end
@@ -53,7 +54,7 @@ def running_billing(options: list[str]) -> int:
 
 @pytest.mark.parametrize("partition", ["cpu", "small-g", "standard-g", "booster", "gpu"])
 def test_slurm_bills_each_partition_as_the_catalogue_costs_it(cluster, partition):
-    site = load_site(ROOT / "hub_config" / "sites" / "local.yaml")
+    site = load_site(ROOT / "model" / "sites" / "local.yaml")
     options = sbatch_options(partition)
     request = asked(options)
     per_hour = estimate_cost(site.partitions[partition], request["gpus"], request["cpus"], request["memory_gb"],

@@ -12,7 +12,7 @@ import pytest
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 
-from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, SIMSITE, bring_up, in_site, sim_site,
+from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, bring_up, in_site, sim_site,
                         site_runtime)
 
 pytestmark = pytest.mark.sites
@@ -147,25 +147,22 @@ async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi)
 async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_users_own_key(tmp_path):
     from aifa_workbench.model.catalogue import load_catalogue
     from aifa_workbench.hub_config.site_keys import SiteKeyStore
-    from aifa_workbench.sites.registry import Identities, NoSiteAccount, site_control, use_identities
+    from aifa_workbench.sites.registry import Identities, NoSiteAccount, SiteControls
 
     from .sim_sites import SITES_ROOT as root, authorize_line
 
     store = SiteKeyStore(tmp_path / "keys", "a secret")
     authorize_line("jupiter", "alice1", store.public_key("alice", "jupiter"))   # the user, in JuDoor
-    use_identities(Identities({"alice": {"jupiter": {"username": "alice1", "accounts": ["aifa-be"]}}}, store))
-    try:
-        jupiter = load_catalogue(root / "catalogue", ["jupiter"])["jupiter"]
-        control = site_control(jupiter)
-        await control.ping("alice")
-        assert await control.accounts("alice", "alice1") == ("aifa-be",)
-        whoami = await control.runner.run(["id", "-un"], as_user="alice")
-        assert whoami.stdout == "alice1\n"
-        with pytest.raises(NoSiteAccount) as unknown:
-            await control.ping("carol")
-        assert "does not know your account on" in unknown.value.sentence
-    finally:
-        use_identities(None)
+    controls = SiteControls(Identities({"alice": {"jupiter": {"username": "alice1", "accounts": ["aifa-be"]}}}, store))
+    jupiter = load_catalogue(root / "catalogue", ["jupiter"])["jupiter"]
+    control = controls.of(jupiter)
+    await control.ping("alice")
+    assert await control.accounts("alice", "alice1") == ("aifa-be",)
+    whoami = await control.runner.run(["id", "-un"], as_user="alice")
+    assert whoami.stdout == "alice1\n"
+    with pytest.raises(NoSiteAccount) as unknown:
+        await control.ping("carol")
+    assert "does not know your account on" in unknown.value.sentence
 
 
 def test_each_site_runs_the_job_runtime_of_this_hubs_code():
@@ -192,7 +189,7 @@ async def test_a_private_sites_orphans_are_found_through_the_users_own_login(lum
     from aifa_workbench.spawners.reconcile import find_own_orphans
 
     control = lumi.control()
-    script = f"#!/bin/bash\n#SBATCH --time=2\n#SBATCH --output=/dev/null\n#SBATCH --job-name={{}}\nsleep 60\n"
+    script = "#!/bin/bash\n#SBATCH --time=2\n#SBATCH --output=/dev/null\n#SBATCH --job-name={}\nsleep 60\n"
     orphan = await control.submit("alice", script.format(job_name("th1", "alice")))
     owned = await control.submit("alice", script.format(job_name("th1", "alice")))
     other_hub = await control.submit("alice", script.format(job_name("th2", "alice")))

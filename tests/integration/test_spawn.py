@@ -88,8 +88,8 @@ def test_a_jobs_token_serves_only_its_own_server(hub):
     assert hub.api("GET", "users", token=job_token).status_code == 403
     assert hub.api("POST", "users/bob/server", token=job_token).status_code == 403
     # the port callback: only while starting, only a port
-    assert hub.api("POST", "batchspawner", token=job_token, json={"port": 1}).status_code == 409
-    assert hub.api("POST", "batchspawner", token=hub.user_token("bob"), json={"port": 1}).status_code == 403
+    assert hub.api("POST", "job-report", token=job_token, json={"port": 1}).status_code == 409
+    assert hub.api("POST", "job-report", token=hub.user_token("bob"), json={"port": 1}).status_code == 403
 
 
 def test_bad_request_is_refused_and_submits_nothing(hub):

@@ -80,7 +80,7 @@ def port_report_config(port: int) -> str:
     return f'''
 import json, os, time, urllib.error, urllib.request
 def report():
-    request = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", method="POST",
+    request = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/job-report", method="POST",
         data=json.dumps({{"port": {port}}}).encode(), headers={{"Content-Type": "application/json",
         "Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}})
     try:

@@ -20,8 +20,8 @@ def test_wheel_holds_the_product_package_the_notebook_facade_and_their_data(tmp_
     assert top_level == {"aifa_workbench", "workbench"}   # `import workbench` in users' notebooks
     for expected in ["aifa_workbench/spawners/slurm.py", "aifa_workbench/hub_config/jupyterhub_config.py",
                      "aifa_workbench/model/catalogue.py", "aifa_workbench/sites/control.py",
-                     "aifa_workbench/hub_config/templates/lumi.sh.j2",
-                     "aifa_workbench/hub_config/templates/spawn_form.html.j2", "aifa_workbench/hub_config/sites/lumi.yaml", "aifa_workbench/extensions/__init__.py",
+                     "aifa_workbench/spawners/templates/lumi.sh.j2",
+                     "aifa_workbench/spawners/templates/spawn_form.html.j2", "aifa_workbench/model/sites/lumi.yaml", "aifa_workbench/extensions/__init__.py",
                      "workbench/__init__.py", "aifa_workbench/notebooks/01-welcome.ipynb"]:
         assert expected in names
 

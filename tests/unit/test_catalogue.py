@@ -1,13 +1,19 @@
 """The site catalogue: the bundled files load; typos, wrong types and inconsistencies are refused
 with file, key and reason."""
 import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from aifa_workbench.model.catalogue import (CatalogueError, bundled_sites_dir, estimate_cost, load_catalogue,
-                                                 load_site)
+from aifa_workbench.model.catalogue import CatalogueError, bundled_sites_dir, load_catalogue, load_site
+from aifa_workbench.model.cost import estimate_cost
 
+ROOT = Path(__file__).resolve().parents[2]
 LUMI = yaml.safe_load((bundled_sites_dir() / "lumi.yaml").read_text())
 
 
@@ -96,3 +102,23 @@ def test_not_yaml(tmp_path):
     path.write_text("name: [lumi\n")
     with pytest.raises(CatalogueError, match="not valid YAML"):
         load_site(path)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (installed with the demo's OIDC provider)")
+def test_the_spawn_form_prices_a_request_as_the_hub_does():
+    """The form evaluates each partition's cost_rule in JavaScript as the user types; the hub checks
+    budgets with estimate_cost. Same numbers, for every bundled partition and a spread of requests."""
+    from aifa_workbench.model.cost import cost_rule
+
+    template = (ROOT / "spawners/templates/spawn_form.html.j2").read_text()
+    function = re.search(r"^    function cost\(p, gpus, cpus, mem, hours\) \{.*?^    \}$", template, re.M | re.S)[0]
+    cases = [(site, name, gpus, cpus, mem, hours)
+             for site in load_catalogue().values() for name in site.partitions
+             for gpus, cpus, mem, hours in [(0, 1, 2, 1), (1, 7, 60, 2), (2, 15, 100, 0.5), (3, 9, 250, 3),
+                                           (8, 64, 480, 24), (1, 14, 1, 1.25)]]
+    script = function + "\nconst cases = " + json.dumps(
+        [[{"cost_rule": cost_rule(s.partitions[n])}, g, c, m, h] for s, n, g, c, m, h in cases]) + (
+        ";\nconsole.log(JSON.stringify(cases.map((a) => cost(...a))));")
+    from_form = json.loads(subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True).stdout)
+    from_hub = [estimate_cost(s.partitions[n], g, c, m, h) for s, n, g, c, m, h in cases]
+    assert from_form == pytest.approx(from_hub, rel=1e-12)

@@ -177,18 +177,17 @@ def test_a_participant_may_use_the_courses_account_for_one_session_shaped_job_in
     assert removal == ["/usr/bin/sacctmgr", "-i", "delete", "user", "aifa-guest03", "account=course-ws1", "cluster=aifa"]
 
 
-def test_named_servers_a_user_may_make_are_theirs_plus_one_per_course_session(monkeypatch):
+def test_named_servers_a_user_may_make_are_theirs_plus_one_per_course_session():
     from types import SimpleNamespace
 
     course = model.with_participant(make(), "dana", "aifa-guest01")
     book = SimpleNamespace(active_of=lambda user: [course] if user == "dana" else [])
-    monkeypatch.setattr(courses, "BOOK", book)
 
     def asking(name, servers):
         orm_user = SimpleNamespace(orm_spawners={s: None for s in servers})
         return SimpleNamespace(current_user=SimpleNamespace(name=name, orm_user=orm_user))
-    none_of_their_own = courses.named_server_limit(0)
+    none_of_their_own = courses.named_server_limit(0, book)
     assert none_of_their_own(asking("erik", [""])) == 1            # never 0: JupyterHub's "no limit"
     assert none_of_their_own(asking("dana", [""])) == 1            # her course's session
     assert none_of_their_own(asking("dana", ["", "course-old", "course-intro-llm"])) == 2   # a past course's too
-    assert courses.named_server_limit(2)(asking("dana", ["", "a", "b"])) == 3
+    assert courses.named_server_limit(2, book)(asking("dana", ["", "a", "b"])) == 3

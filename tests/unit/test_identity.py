@@ -118,10 +118,12 @@ def test_an_oidc_section_the_hub_cannot_use_stops_it_with_the_key_and_reason(oid
 
 
 def test_site_accounts_the_provider_names_reach_the_registry_for_admitted_people_only(tmp_path):
+    from aifa_workbench.hub_config.runtime import Workbench
     from aifa_workbench.hub_config.site_accounts import SiteAccounts
     registry = SiteAccounts({}, tmp_path / "site-accounts.json")
-    a = authenticator(site_systems={"jupiter": "jupiter"})
-    a.site_accounts = registry
+    runtime = Workbench(settings=None, sites={}, identities=None, controls=None, site_accounts=registry, courses=None,
+                        hub_egress=(), support="")
+    a = authenticator(site_systems={"jupiter": "jupiter"}, workbench=runtime)
 
     def login(name, *entitlements):
         state = {"oauth_user": {"eduperson_entitlement": list(entitlements),

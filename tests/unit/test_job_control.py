@@ -4,7 +4,7 @@ import pytest
 
 from aifa_workbench.sites.errors import CredentialRefused, SlurmNotAnswering, SlurmRefused
 from aifa_workbench.sites.slurm_cli import parse_partition_load, parse_reservations, parse_user_accounts
-from aifa_workbench.spawners import slurm_facts
+from aifa_workbench.sites import slurm_facts
 
 from .fakes import DOWN, TIMEOUT, ok, scripted_control
 
@@ -93,9 +93,25 @@ async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not
 
 async def test_a_site_without_pinned_host_keys_is_not_logged_in_to():
     from aifa_workbench.model.catalogue import load_catalogue
-    from aifa_workbench.sites.registry import NoHostKey, site_control
+    from aifa_workbench.sites.registry import NoHostKey, SiteControls
 
     lumi = load_catalogue()["lumi"]             # the bundled file pins no key yet
     with pytest.raises(NoHostKey) as refused:
-        await site_control(lumi).ping("alice")
+        await SiteControls().of(lumi).ping("alice")
     assert "has no host key for LUMI" in refused.value.sentence
+
+
+async def test_other_commands_on_the_site_go_through_job_control_and_a_timeout_is_a_sentence():
+    """Resolving a job's node and reading the runtime's version are not Slurm's commands, but they
+    go through job control all the same: a site that hangs is a SiteUnreachable, never a traceback."""
+    from aifa_workbench.sites import reach, runtime
+    from aifa_workbench.sites.errors import SiteUnreachable
+
+    control, runner = scripted_control([TIMEOUT])
+    with pytest.raises(SiteUnreachable, match="cannot be reached right now") as raised:
+        await reach.node_address(control, "alice", "nid005001")
+    assert "resolving the node nid005001" in raised.value.detail and runner.calls[0]["as_user"] == "alice"
+    with pytest.raises(SiteUnreachable):
+        await runtime.installed_runtimes(control.commands("reading its runtime"), "alice", "/appl/wb", ())
+    control, _ = scripted_control([ok("1.0-abc\n")])
+    assert await runtime.installed_runtimes(control.commands("reading"), "alice", "/appl/wb", ()) == {"": "1.0-abc"}

@@ -31,12 +31,13 @@ def test_form_fields_become_options():
     assert options_from_form({"profile": ["custom"], "gpus": ["2; id"]}) == {"gpus": "2; id"}
 
 
-def test_form_data_carries_limits_billing_and_load():
+def test_form_data_carries_limits_the_price_rule_and_load():
     data = form_data(SITES, quick_start_profiles(SITES), {"local": ("proj_sme",)}, {},
                      {"local": {"gpu": {"idle_gpus": 3, "total_gpus": 8, "pending": 1}}})
     gpu = data["sites"]["local"]["partitions"]["gpu"]
     assert gpu["load"] == {"idle_gpus": 3, "total_gpus": 8, "pending": 1}
-    assert gpu["billing"] == {"kind": "gpu_hours", "factor": 1} and gpu["max_hours"] == 48
+    assert gpu["cost_rule"] == {"factor": 1, "terms": [{"of": "gpus", "times": 1, "per": 1, "whole": False}]}
+    assert gpu["max_hours"] == 48
     assert data["sites"]["local"]["accounts"] == ["proj_sme"]
 
 
@@ -45,15 +46,17 @@ def test_cpu_partitions_are_billed_in_core_hours():
     assert describe_cost(local, local.partitions["cpu"], 0, 4, 8, 2) == "Local cluster cpu, 4 cores, 2 h ≈ 8.0 core-hours"
 
 
-def test_admin_command_prints_the_script_without_submitting(capsys):
+def test_admin_command_prints_the_script_without_submitting(capsys, tmp_path):
     from aifa_workbench.hub_config.cli import main
 
-    assert main(["render-script", "--site", "lumi", "--user", "alice",
+    no_settings = str(tmp_path / "none.yaml")    # the spawner's defaults, every site enabled
+    assert main(["render-script", "--settings", no_settings, "--site", "lumi", "--user", "alice",
                  "--options", '{"partition": "small-g", "gpus": 2, "hours": 3}']) == 0
     out, err = capsys.readouterr()
     assert "#SBATCH --gpus-per-node=2\n#SBATCH --cpus-per-task=14\n#SBATCH --mem=120G\n" in out
     assert "LUMI small-g, 2 GCDs, 3 h ≈ 3.0 GPU-hours" in err
-    assert main(["render-script", "--user", "alice", "--options", '{"partition": "small-g\\n#SBATCH --qos=x"}']) == 2
+    assert main(["render-script", "--settings", no_settings, "--user", "alice",
+                 "--options", '{"partition": "small-g\\n#SBATCH --qos=x"}']) == 2
     assert "'partition' must be one of" in capsys.readouterr().err
 
 
@@ -81,7 +84,8 @@ def test_a_refusal_names_the_forms_field_and_keeps_what_was_sent():
 
 
 def test_each_partition_is_costed_in_its_own_unit_with_a_hint_where_the_rule_is_not_obvious():
-    from aifa_workbench.model.catalogue import cost_hint, cost_unit, load_catalogue
+    from aifa_workbench.model.catalogue import load_catalogue
+    from aifa_workbench.model.cost import cost_hint, cost_unit
 
     sites = load_catalogue()
     local, lumi = sites["local"], sites["lumi"]

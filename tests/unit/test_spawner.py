@@ -277,3 +277,20 @@ def test_batchspawner_settings_that_do_nothing_are_named():
     config = {"SlurmSpawner": {"req_partition": "gpu"}, "WorkbenchSlurmSpawner": {"exec_prefix": "ssh x",
                                                                                  "venv_dir": "/v"}}
     assert ignored_batchspawner_settings(config) == ["exec_prefix", "req_partition"]
+
+
+@pytest.mark.parametrize("site", ["local", "lumi"])
+def test_a_job_calls_the_hub_where_its_sites_reach_says(site):
+    """JupyterHub's hub_connect_url, per job: LUMI's jobs dial the address its catalogue names,
+    under the hub's own base URL; the local cluster's, the hub's own address."""
+    from aifa_workbench.model.catalogue import load_catalogue
+
+    user = SimpleNamespace(name="alice", url="/@/b/user/alice/", escaped_name="alice", db=None, groups=[],
+                           spawners={})
+    hub = SimpleNamespace(api_url="http://127.0.0.1:8081/@/b/hub/api", base_url="/@/b/hub/", public_host="")
+    spawner = WorkbenchSlurmSpawner(user=user, hub=hub, enabled_sites=["local", "lumi"], hub_port=8081)
+    spawner.job_site = site
+    env = spawner.get_env()
+    base = load_catalogue()["lumi"].reach.hub_base(8081) if site == "lumi" else "http://127.0.0.1:8081"
+    assert env["JUPYTERHUB_API_URL"] == base + "/@/b/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"] == base + "/@/b/hub/api/users/alice/activity"

@@ -12,7 +12,7 @@ from aifa_workbench.spawners.profiles import options_from_form
 from aifa_workbench.model.request import RequestError, parse_job_request, shown
 from aifa_workbench.spawners.server_identity import identity_name
 from aifa_workbench.spawners.slurm import output_tail
-from aifa_workbench.spawners.slurm_facts import SharedAnswers
+from aifa_workbench.sites.slurm_facts import SharedAnswers
 from aifa_workbench.sites.commands import LocalRunner, bounded
 from aifa_workbench.sites.slurm_cli import confirm_argv, job_name, job_name_batches, unknown_jobs
 
@@ -182,7 +182,7 @@ def test_servers_get_hosts_of_their_own():
     ("carol.localhost:8000", "/hub/login", False),      # the hub's pages are not served on a user's host
     ("carol.localhost:8000", "/hub/api/users/alice/tokens", False),
     ("carol.localhost:8000", "/user/carol/lab", True),  # JupyterHub redirects these to the hub's host
-    ("127.0.0.1:8081", "/hub/api/batchspawner", True),  # jobs and the proxy, on the internal address
+    ("127.0.0.1:8081", "/hub/api/job-report", True),  # jobs and the proxy, on the internal address
     ("127.0.0.1:8000", "/hub/home", False),
     ("LOCALHOST:8000", "/hub/home", True),
 ])

@@ -1,4 +1,5 @@
-"""The API endpoint a starting job calls to report its port, replacing batchspawner's.
+"""The job report: the API endpoint a job calls to report its port as its server starts, and its
+end as it ends (the job's side: extensions.job_report). It replaces batchspawner's.
 
 batchspawner's handler `setattr`s every attribute named in the request body on the spawner, so a
 job (run by the user) could rewrite, for example, the command the hub runs next time. This
@@ -13,10 +14,11 @@ from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
-from .background import in_background
+from aifa_workbench.sites.background import in_background
 from .server_token import token_record
 
-ROUTE = r"/api/batchspawner"
+ROUTE = r"/api/job-report"
+LEGACY_ROUTE = r"/api/batchspawner"   # where jobs started by a hub before 2026-12 still report
 
 
 def parse_report(body) -> dict:
@@ -81,8 +83,8 @@ class JobReportHandler(APIHandler):
 
 
 def install() -> None:
-    """Register this handler at batchspawner's route, removing batchspawner's own."""
+    """Register this handler at its route and batchspawner's, removing batchspawner's own."""
     import batchspawner.api  # noqa: F401  (it registers its handler on import)
 
-    default_handlers[:] = [h for h in default_handlers if h[0] != ROUTE]
-    default_handlers.append((ROUTE, JobReportHandler))
+    default_handlers[:] = [h for h in default_handlers if h[0] not in (ROUTE, LEGACY_ROUTE)]
+    default_handlers.extend([(ROUTE, JobReportHandler), (LEGACY_ROUTE, JobReportHandler)])

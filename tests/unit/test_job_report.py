@@ -1,6 +1,6 @@
 import pytest
 
-from aifa_workbench.spawners.job_callback import parse_report
+from aifa_workbench.spawners.job_report import parse_report
 from aifa_workbench.spawners.slurm import export_names
 
 
@@ -26,10 +26,21 @@ def test_only_jupyterhub_variables_reach_the_job():
 def test_a_report_reaches_the_spawner_whose_token_it_carries():
     from types import SimpleNamespace
 
-    from aifa_workbench.spawners.job_callback import spawner_for_token
+    from aifa_workbench.spawners.job_report import spawner_for_token
 
     mine, other = SimpleNamespace(api_token="t1"), SimpleNamespace(api_token="t2")
     assert spawner_for_token([other, mine], "t1") is mine
     assert spawner_for_token([other, mine], "t2") is other
     assert spawner_for_token([other, mine], "nope") is None
     assert spawner_for_token([SimpleNamespace(api_token=None)], None) is None
+
+
+def test_jobs_report_at_the_job_report_route_and_those_of_an_older_hub_at_batchspawners():
+    from jupyterhub.apihandlers import default_handlers
+
+    from aifa_workbench.spawners import job_report
+
+    job_report.install()
+    routes = {route: handler for route, handler in default_handlers}
+    assert routes["/api/job-report"] is routes["/api/batchspawner"] is job_report.JobReportHandler
+    assert [route for route, _ in default_handlers].count("/api/batchspawner") == 1

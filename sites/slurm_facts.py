@@ -8,8 +8,8 @@ import asyncio
 import logging
 
 from aifa_workbench.model.ttl_cache import MISSING, TtlCache
-from aifa_workbench.sites.control import JobControl
-from aifa_workbench.sites.slurm_cli import parse_reservations, reservation_windows
+from .control import JobControl
+from .slurm_cli import parse_reservations, reservation_windows
 
 log = logging.getLogger(__name__)
 
