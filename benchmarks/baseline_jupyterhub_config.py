@@ -21,8 +21,13 @@ c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = settings.secret("demo-password")
 c.Authenticator.allowed_users = set(settings.demo_users)
 c.JupyterHub.services = [{"name": "workbench-admin", "api_token": settings.secret("admin-api-token")}]
-c.JupyterHub.load_roles = [{"name": "workbench-admin", "services": ["workbench-admin"],
-                            "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"]}]
+c.JupyterHub.load_roles = [
+    {
+        "name": "workbench-admin",
+        "services": ["workbench-admin"],
+        "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "list:users", "read:metrics"],
+    }
+]
 c.JupyterHub.allow_named_servers = settings.named_servers_per_user > 0
 c.JupyterHub.named_server_limit_per_user = settings.named_servers_per_user
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5}

@@ -9,6 +9,7 @@ Prints per size and kind: failures, seconds to the last join, seconds to the las
 reached, ticks over 100 ms) and the API's p99 while it happens; then the ratios. Run as root with
 the cluster up (make install); the course path needs the guest pool (workbench_guest_count).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ from benchmarks.bench_spawner import LatencyProbe, loop_lag_buckets, loop_lag_su
 from tests.integration import hubs  # noqa: E402
 
 SESSION = {"partition": "cpu", "hours": 0.25}
-OWNER = "carol"       # a member of proj_training: the baseline's servers and the course's payer
+OWNER = "carol"  # a member of proj_training: the baseline's servers and the course's payer
 
 
 def wait_ready(hub, servers: list[tuple[str, str]], started: float, timeout: float = 420) -> tuple[int, float]:
@@ -53,8 +54,14 @@ def measured(hub, burst) -> dict:
         probe.join()
     longest, lagged = loop_lag_summary(lag_before, loop_lag_buckets(hub))
     samples = sorted(probe.samples)
-    return {"failures": failures, "last_ready_s": last_ready, "lag_max_ms": 1000 * longest, "lagged_ticks": lagged,
-            "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))], **extra}
+    return {
+        "failures": failures,
+        "last_ready_s": last_ready,
+        "lag_max_ms": 1000 * longest,
+        "lagged_ticks": lagged,
+        "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))],
+        **extra,
+    }
 
 
 def baseline_burst(hub, n: int) -> dict:
@@ -64,10 +71,21 @@ def baseline_burst(hub, n: int) -> dict:
     def burst():
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda name: hub.api("POST", f"users/{OWNER}/servers/{name}", token=token,
-                                               json={**SESSION, "account": "proj_training"}, timeout=120), names))
+            list(
+                pool.map(
+                    lambda name: hub.api(
+                        "POST",
+                        f"users/{OWNER}/servers/{name}",
+                        token=token,
+                        json={**SESSION, "account": "proj_training"},
+                        timeout=120,
+                    ),
+                    names,
+                )
+            )
         failures, last = wait_ready(hub, [(OWNER, name) for name in names], started)
         return failures, last, {"last_join_s": 0.0}
+
     try:
         return measured(hub, burst)
     finally:
@@ -76,15 +94,30 @@ def baseline_burst(hub, n: int) -> dict:
 
 def course_burst(hub, n: int, ident: str) -> dict:
     now = time.time()
-    r = hub.api("POST", "courses", token=hub.user_token("alice"), timeout=120, json={
-        "id": ident, "title": f"Burst of {n}", "site": "local", "partition": "cpu", "gpus": 0, "hours": 0.25,
-        "starts_at": now - 60, "ends_at": now + 1800, "size": n, "project": "proj_training"})
+    r = hub.api(
+        "POST",
+        "courses",
+        token=hub.user_token("alice"),
+        timeout=120,
+        json={
+            "id": ident,
+            "title": f"Burst of {n}",
+            "site": "local",
+            "partition": "cpu",
+            "gpus": 0,
+            "hours": 0.25,
+            "starts_at": now - 60,
+            "ends_at": now + 1800,
+            "size": n,
+            "project": "proj_training",
+        },
+    )
     r.raise_for_status()
     code = r.json()["code"]
     people = [f"{ident}-p{i:02d}" for i in range(n)]
     tokens = {}
     for name in people:
-        hub.api("POST", f"users/{name}", token=hub.user_token("alice")).raise_for_status()   # an admin makes users
+        hub.api("POST", f"users/{name}", token=hub.user_token("alice")).raise_for_status()  # an admin makes users
         tokens[name] = hub.user_token(name)
 
     def burst():
@@ -96,13 +129,20 @@ def course_burst(hub, n: int, ident: str) -> dict:
             if joined.status_code != 200:
                 print(f"{name} could not join: {joined.text[:300]}", flush=True)
             else:
-                hub.api("POST", f"users/{name}/servers/course-{ident}", token=tokens[name], json={"course": ident},
-                        timeout=120)
+                hub.api(
+                    "POST",
+                    f"users/{name}/servers/course-{ident}",
+                    token=tokens[name],
+                    json={"course": ident},
+                    timeout=120,
+                )
             return joined_at
+
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             last_join = max(pool.map(join_and_start, people))
         failures, last = wait_ready(hub, [(name, f"course-{ident}") for name in people], started)
         return failures, last, {"last_join_s": last_join}
+
     try:
         return measured(hub, burst)
     finally:
@@ -120,25 +160,35 @@ def stop_all(hub, servers) -> None:
 
 
 def line(kind: str, n: int, b: dict) -> str:
-    return (f"{kind:<16} N={n:<3} failures {b['failures']}, last join {b['last_join_s']:5.1f} s, "
-            f"last JupyterLab {b['last_ready_s']:5.1f} s, event-loop lag max <= {b['lag_max_ms']:.0f} ms "
-            f"({b['lagged_ticks']} ticks over 100 ms), API p99 {b['p99_ms']:.0f} ms")
+    return (
+        f"{kind:<16} N={n:<3} failures {b['failures']}, last join {b['last_join_s']:5.1f} s, "
+        f"last JupyterLab {b['last_ready_s']:5.1f} s, event-loop lag max <= {b['lag_max_ms']:.0f} ms "
+        f"({b['lagged_ticks']} ticks over 100 ms), API p99 {b['p99_ms']:.0f} ms"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40])
     args = parser.parse_args(argv)
-    hub = hubs.running_hub("bench-courses", settings_overrides={
-        "named_servers_per_user": max(args.sizes), "courses": {"trainers": ["alice"], "every_seconds": 5, "guest_count": 40}})
+    hub = hubs.running_hub(
+        "bench-courses",
+        settings_overrides={
+            "named_servers_per_user": max(args.sizes),
+            "courses": {"trainers": ["alice"], "every_seconds": 5, "guest_count": 40},
+        },
+    )
     try:
         for n in args.sizes:
             base = baseline_burst(hub, n)
             print(line("without courses", n, base), flush=True)
             course = course_burst(hub, n, f"burst{n}-{int(time.time()) % 100000}")
             print(line("course", n, course), flush=True)
-            print(f"{'ratio':<16} N={n:<3} last JupyterLab x{course['last_ready_s'] / base['last_ready_s']:.2f}, "
-                  f"API p99 x{course['p99_ms'] / base['p99_ms']:.2f}", flush=True)
+            print(
+                f"{'ratio':<16} N={n:<3} last JupyterLab x{course['last_ready_s'] / base['last_ready_s']:.2f}, "
+                f"API p99 x{course['p99_ms'] / base['p99_ms']:.2f}",
+                flush=True,
+            )
     finally:
         hubs.stop_servers(hub)
         hubs.stop_hub(hub)

@@ -6,6 +6,7 @@ job; and the sweep notebook's throughput (trials per minute) with 1, 2 and 4 GPU
 
 Runs as root with the cluster up (make install); the measuring job runs as a demo user.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,12 @@ def run_in_job(repeats: int, workers: int, trials: int) -> dict:
         shutil.copyfile(ROOT / "notebooks" / "04-hyperparameter-sweep.ipynb", workdir / "sweep.ipynb")
         for path in (workdir, *workdir.iterdir()):
             shutil.chown(path, USER, account.pw_gid)
-        script = JOB.format(home=account.pw_dir, user=USER, venv=VENV, workdir=workdir, repeats=repeats,
-                            workers=workers, trials=trials)
-        run = subprocess.run(["sudo", "-u", USER, "sbatch", "--wait", "--parsable"], input=script, text=True,
-                             capture_output=True)
+        script = JOB.format(
+            home=account.pw_dir, user=USER, venv=VENV, workdir=workdir, repeats=repeats, workers=workers, trials=trials
+        )
+        run = subprocess.run(
+            ["sudo", "-u", USER, "sbatch", "--wait", "--parsable"], input=script, text=True, capture_output=True
+        )
         if run.returncode != 0:
             log = (workdir / "job.log").read_text() if (workdir / "job.log").exists() else ""
             sys.exit(f"the benchmark job failed: {run.stderr}\n{log[-3000:]}")
@@ -68,17 +71,25 @@ def main(argv=None) -> int:
     for label, index in (("first worker", 0), (f"all {args.workers} workers", 1)):
         preset, hand = ([t[index] for t in r[kind]] for kind in ("preset", "hand"))
         p_med, h_med = statistics.median(preset), statistics.median(hand)
-        print(f"dask_cluster() to {label} (N={args.repeats}, s): preset median {p_med:.2f} min {min(preset):.2f}  "
-              f"hand-written SLURMCluster median {h_med:.2f} min {min(hand):.2f}  "
-              f"(preset - hand: {p_med - h_med:+.2f} median, {min(preset) - min(hand):+.2f} min; "
-              f"spread of the hand-written runs {max(hand) - min(hand):.2f})", flush=True)
+        print(
+            f"dask_cluster() to {label} (N={args.repeats}, s): preset median {p_med:.2f} min {min(preset):.2f}  "
+            f"hand-written SLURMCluster median {h_med:.2f} min {min(hand):.2f}  "
+            f"(preset - hand: {p_med - h_med:+.2f} median, {min(preset) - min(hand):+.2f} min; "
+            f"spread of the hand-written runs {max(hand) - min(hand):.2f})",
+            flush=True,
+        )
     preset_call = statistics.median(t[2] for t in r["preset"])
     hand_call = statistics.median(t[2] for t in r["hand"])
-    print(f"the call itself, dask_cluster() vs SLURMCluster(...)+scale() (median, s): preset {preset_call:.3f}  "
-          f"hand-written {hand_call:.3f}  (preset - hand: {preset_call - hand_call:+.3f} s)", flush=True)
+    print(
+        f"the call itself, dask_cluster() vs SLURMCluster(...)+scale() (median, s): preset {preset_call:.3f}  "
+        f"hand-written {hand_call:.3f}  (preset - hand: {preset_call - hand_call:+.3f} s)",
+        flush=True,
+    )
     one = r["sweep"]["1"]
-    print(f"sweep notebook ({args.trials} trials), trials/min: " + "  ".join(f"{w} worker{'s' if w != '1' else ''} {v:.1f} ({v / one:.2f}x)"
-                                                     for w, v in r["sweep"].items()))
+    print(
+        f"sweep notebook ({args.trials} trials), trials/min: "
+        + "  ".join(f"{w} worker{'s' if w != '1' else ''} {v:.1f} ({v / one:.2f}x)" for w, v in r["sweep"].items())
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ table does not name, with tornado's defaults: an hour to send headers), in the s
 Needs the demo installed (make demo or make test's setup); run as root. The gateway's flood is
 measured by tests/integration/test_floods.py (it prints the spawn's time under the flood).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,16 @@ def measure(hub, calls: int, connections: int) -> dict:
     latencies(hub, token, 10)
     quiet = latencies(hub, token, calls)
     fds_quiet = hub.open_descriptors()
-    flood = HostileProgram(["runuser", "-u", "bob", "--"], FLOODER, "127.0.0.1", str(hub.api_port), str(connections), "-",
-                           HALF_A_REQUEST, python="/usr/bin/python3")
+    flood = HostileProgram(
+        ["runuser", "-u", "bob", "--"],
+        FLOODER,
+        "127.0.0.1",
+        str(hub.api_port),
+        str(connections),
+        "-",
+        HALF_A_REQUEST,
+        python="/usr/bin/python3",
+    )
     try:
         if not flood.wait_ready(60):
             raise SystemExit("the flood did not start")
@@ -64,8 +73,12 @@ def measure(hub, calls: int, connections: int) -> dict:
         fds_flooded = hub.open_descriptors()
     finally:
         lines = flood.stop()
-    return {"quiet": quiet, "flooded": flooded, "fds": (fds_quiet, fds_flooded),
-            "flood": json.loads(lines[-1]) if lines else {}}
+    return {
+        "quiet": quiet,
+        "flooded": flooded,
+        "fds": (fds_quiet, fds_flooded),
+        "flood": json.loads(lines[-1]) if lines else {},
+    }
 
 
 def guarded_ports() -> str:
@@ -81,7 +94,7 @@ def run_hub(name: str, unguarded: bool, calls: int, connections: int) -> dict:
         if unguarded:
             config = Path(tmp) / "jupyterhub_config.py"
             config.write_text((ROOT / "hub_config" / "jupyterhub_config.py").read_text() + UNGUARDED_TAIL)
-            overrides = {"hub_port": hubs.free_port()}      # outside the table's ports (18100-18199)
+            overrides = {"hub_port": hubs.free_port()}  # outside the table's ports (18100-18199)
             assert f" {overrides['hub_port']}" not in guarded_ports(), "the baseline's port is guarded"
         hub = hubs.running_hub(name, "/", overrides, config_source=config)
         if not unguarded:
@@ -99,13 +112,17 @@ def main(calls: int, connections: int) -> None:
     print(f"alice's GET /hub/api/user through the proxy, N={calls} each; bob holds {connections} half-sent requests")
     print(f"{'':24}{'quiet p50/p99 ms':>20}{'flooded p50/p99 ms':>22}{'descriptors':>16}  bob held")
     for label, r in (("as shipped", guarded), ("unguarded (before)", unguarded)):
-        print(f"  {label:22}{p(r['quiet'], .5):9.1f} /{p(r['quiet'], .99):7.1f}"
-              f"{p(r['flooded'], .5):12.1f} /{p(r['flooded'], .99):7.1f}"
-              f"{r['fds'][0]:8} -> {r['fds'][1]:<6}  {r['flood'].get('most_held')}")
+        print(
+            f"  {label:22}{p(r['quiet'], 0.5):9.1f} /{p(r['quiet'], 0.99):7.1f}"
+            f"{p(r['flooded'], 0.5):12.1f} /{p(r['flooded'], 0.99):7.1f}"
+            f"{r['fds'][0]:8} -> {r['fds'][1]:<6}  {r['flood'].get('most_held')}"
+        )
     g, u = guarded, unguarded
-    print(f"  flooded p99 / quiet p99: as shipped {p(g['flooded'], .99) / p(g['quiet'], .99):.2f}, "
-          f"unguarded {p(u['flooded'], .99) / p(u['quiet'], .99):.2f}; median ratio as shipped "
-          f"{statistics.median(g['flooded']) / statistics.median(g['quiet']):.2f}")
+    print(
+        f"  flooded p99 / quiet p99: as shipped {p(g['flooded'], 0.99) / p(g['quiet'], 0.99):.2f}, "
+        f"unguarded {p(u['flooded'], 0.99) / p(u['quiet'], 0.99):.2f}; median ratio as shipped "
+        f"{statistics.median(g['flooded']) / statistics.median(g['quiet']):.2f}"
+    )
 
 
 if __name__ == "__main__":

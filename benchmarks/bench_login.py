@@ -8,6 +8,7 @@ Each round is a fresh browser-like session: GET the login, log in, GET /hub/spaw
 Prints the median and p90 of each and their ratio. Needs the cluster and the provider's code
 (make install); run as root (the hubs run as the hub's service user).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ def password_round(hub) -> float:
 def oidc_round(hub, provider) -> float:
     began = time.perf_counter()
     session = requests.Session()
-    session.get(hub.url + "hub/login", timeout=30).raise_for_status()      # the page with the login button
+    session.get(hub.url + "hub/login", timeout=30).raise_for_status()  # the page with the login button
     page = login_through(hub.url, provider, "bob", session=session)
     assert page.ok, (page.status_code, page.url)
     form = session.get(hub.url + "hub/spawn", timeout=30)
@@ -61,7 +62,7 @@ def main() -> None:
     password_hub = hubs.running_hub("bench-password")
     oidc_hub_, provider = oidc_hub()
     try:
-        password_round(password_hub), oidc_round(oidc_hub_, provider)      # warm both up once
+        password_round(password_hub), oidc_round(oidc_hub_, provider)  # warm both up once
         times = {"password": [], "oidc": []}
         for _ in range(n):
             times["password"].append(password_round(password_hub))
@@ -73,7 +74,9 @@ def main() -> None:
     print("login -> spawn form, fresh session each round, alternating")
     print(summary("per-user password (baseline)", times["password"]))
     print(summary("OIDC (provider's forms)", times["oidc"]))
-    print(f"ratio OIDC / password (medians): {statistics.median(times['oidc']) / statistics.median(times['password']):.2f}")
+    print(
+        f"ratio OIDC / password (medians): {statistics.median(times['oidc']) / statistics.median(times['password']):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ batchspawner cannot start a server over SSH (the job's JUPYTERHUB_* variables do
 ../shared/DESIGN.md), so the servers here are sleeping jobs of the site users, and the spawners
 poll them as they would poll servers. Needs the simulated sites (make sites); run as root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from tests.integration.sim_sites import SITE_USERS, SITES_ROOT, in_site, sim_site  # noqa: E402
 
 SITES = ("lumi", "jupiter", "lucia")
-HUB_POLL_INTERVAL = 30.0          # JupyterHub's Spawner.poll_interval
+HUB_POLL_INTERVAL = 30.0  # JupyterHub's Spawner.poll_interval
 # batchspawner's default query, re-quoted: its `-o '%T %B'` loses its quotes in the login node's
 # shell (squeue: error: Unrecognized option: %B), so no poll would reach Slurm at all.
 BASELINE_QUERY = "squeue -h -j {job_id} -o \"'%T %B'\""
@@ -49,9 +50,29 @@ def submit_sleepers(n: int) -> list[tuple[str, str, str]]:
         site, user = pairs[i % len(pairs)]
         site_user = SITE_USERS[site][user]
         home = (SITES_ROOT / site / "site.env").read_text().split("HOME_PATTERN=")[1].split()[0].strip('"')
-        out = in_site(site, ["runuser", "-u", site_user, "--", "sbatch", "--parsable", "-t", "30", "-c", "1",
-                             "--mem=64M", "-o", "/dev/null", f"--chdir={home.replace('{user}', site_user)}",
-                             "--job-name=bench-poll", "--wrap", "sleep 1800"], check=True)
+        out = in_site(
+            site,
+            [
+                "runuser",
+                "-u",
+                site_user,
+                "--",
+                "sbatch",
+                "--parsable",
+                "-t",
+                "30",
+                "-c",
+                "1",
+                "--mem=64M",
+                "-o",
+                "/dev/null",
+                f"--chdir={home.replace('{user}', site_user)}",
+                "--job-name=bench-poll",
+                "--wrap",
+                "sleep 1800",
+            ],
+            check=True,
+        )
         jobs.append((site, user, out.stdout.strip().split(";")[0]))
     deadline = time.monotonic() + 120
     while any(state(site, job) != "RUNNING" for site, _, job in jobs):
@@ -83,8 +104,10 @@ def site_users_rpcs() -> int:
 
 
 def logins() -> int:
-    return sum((SITES_ROOT / site / "log" / "sshd.log").read_text(errors="replace").count("Accepted publickey")
-               for site in SITES)
+    return sum(
+        (SITES_ROOT / site / "log" / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+        for site in SITES
+    )
 
 
 def measure(window: float, side) -> tuple[float, float]:
@@ -96,6 +119,7 @@ def measure(window: float, side) -> tuple[float, float]:
         for site in SITES:
             in_site(site, ["sdiag", "--reset"])
         before["logins"] = logins()
+
     asyncio.run(side(window, start))
     per_minute = 60.0 / window
     return site_users_rpcs() * per_minute, (logins() - before["logins"]) * per_minute
@@ -112,6 +136,7 @@ async def polled_as_the_hub_does(spawners, window: float, interval: float) -> No
         while time.monotonic() < end:
             await spawner.poll()
             await asyncio.sleep(min(interval, max(0.0, end - time.monotonic())))
+
     await asyncio.gather(*(one(s, (i + 0.5) * interval / len(spawners)) for i, s in enumerate(spawners)))
 
 
@@ -126,10 +151,16 @@ def baseline_spawners(jobs, sims, keydir: Path):
         if not key.exists():
             key.write_bytes(sims[site].keys[user].export_private_key())
             key.chmod(0o600)
-        prefix = (f"ssh -i {key} -o BatchMode=yes -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
-                  f"{SITE_USERS[site][user]}@{sims[site].login.host}")
-        spawner = SlurmSpawner(user=SimpleNamespace(name=user, url=f"/user/{user}/"), exec_prefix=prefix,
-                               batch_query_cmd=BASELINE_QUERY, req_keepvars="JUPYTERHUB_API_TOKEN")   # no hub here
+        prefix = (
+            f"ssh -i {key} -o BatchMode=yes -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+            f"{SITE_USERS[site][user]}@{sims[site].login.host}"
+        )
+        spawner = SlurmSpawner(
+            user=SimpleNamespace(name=user, url=f"/user/{user}/"),
+            exec_prefix=prefix,
+            batch_query_cmd=BASELINE_QUERY,
+            req_keepvars="JUPYTERHUB_API_TOKEN",
+        )  # no hub here
         spawner.job_id = job_id
         spawners.append(spawner)
     return spawners
@@ -142,8 +173,11 @@ async def plain_batchspawner(jobs, sims, window: float, start) -> None:
         await polled_as_the_hub_does(spawners, window, HUB_POLL_INTERVAL)
         states = [s.job_status.split()[0] if s.job_status else "?" for s in spawners]
     if states.count("RUNNING") != len(states):
-        print(f"  (plain batchspawner read {len(states) - states.count('RUNNING')} of {len(states)} jobs "
-              f"as not running: {sorted(set(states))})", flush=True)
+        print(
+            f"  (plain batchspawner read {len(states) - states.count('RUNNING')} of {len(states)} jobs "
+            f"as not running: {sorted(set(states))})",
+            flush=True,
+        )
 
 
 def workbench_monitors(jobs, sims):
@@ -153,18 +187,19 @@ def workbench_monitors(jobs, sims):
     monitors = {}
     for site, user, job_id in jobs:
         if (site, user) not in monitors:
-            monitors[site, user] = QueueMonitor((site, user), sims[site].control(), as_user=user,
-                                                interval=HUB_POLL_INTERVAL)
-        monitors[site, user].jobs[job_id] = None   # tracked; not track(), which would start polling now, unstaggered
+            monitors[site, user] = QueueMonitor(
+                (site, user), sims[site].control(), as_user=user, interval=HUB_POLL_INTERVAL
+            )
+        monitors[site, user].jobs[job_id] = None  # tracked; not track(), which would start polling now, unstaggered
     return monitors
 
 
 async def workbench(jobs, sims, window: float, start) -> None:
     monitors = workbench_monitors(jobs, sims)
-    try:   # the users' connections and first look, made when their servers started: not measured
+    try:  # the users' connections and first look, made when their servers started: not measured
         await asyncio.wait_for(asyncio.gather(*(m.poll() for m in monitors.values())), 120)
         start()
-        spread = HUB_POLL_INTERVAL / len(monitors)   # the users' servers started at different times
+        spread = HUB_POLL_INTERVAL / len(monitors)  # the users' servers started at different times
         await asyncio.sleep(spread / 2)
         for monitor in monitors.values():
             monitor._ensure_running()
@@ -186,22 +221,33 @@ def main(argv=None) -> int:
     parser.add_argument("--servers", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured per figure")
     args = parser.parse_args(argv)
-    print(f"watching N running servers on the simulated LUMI, JUPITER and Lucia ({len(site_pairs())} site users), "
-          f"per minute, {args.window:.0f} s windows, same run:", flush=True)
+    print(
+        f"watching N running servers on the simulated LUMI, JUPITER and Lucia ({len(site_pairs())} site users), "
+        f"per minute, {args.window:.0f} s windows, same run:",
+        flush=True,
+    )
     for n in args.servers:
-        sims = {site: sim_site(site) for site in SITES}   # fresh keys, as the hub holds per user and site
+        sims = {site: sim_site(site) for site in SITES}  # fresh keys, as the hub holds per user and site
         jobs = submit_sleepers(n)
         try:
-            w_rpc, w_logins = measure(args.window, lambda window, start, jobs=jobs, sims=sims: workbench(jobs, sims, window, start))
-            p_rpc, p_logins = measure(args.window,
-                                      lambda window, start, jobs=jobs, sims=sims: plain_batchspawner(jobs, sims, window, start))
+            w_rpc, w_logins = measure(
+                args.window, lambda window, start, jobs=jobs, sims=sims: workbench(jobs, sims, window, start)
+            )
+            p_rpc, p_logins = measure(
+                args.window, lambda window, start, jobs=jobs, sims=sims: plain_batchspawner(jobs, sims, window, start)
+            )
         finally:
             cancel(jobs)
-        print(f"  {n:3d} servers: controller RPCs/min workbench {w_rpc:6.1f}  plain batchspawner {p_rpc:6.1f}  "
-              f"(ratio {p_rpc / max(w_rpc, 0.1):.1f}x);  SSH logins/min workbench {w_logins:5.1f}  "
-              f"plain batchspawner {p_logins:5.1f}", flush=True)
-    print("  (not measured for the workbench: one login per site user when their first server starts, and "
-          "the per-user reconciler's one squeue per site user every 10 minutes)")
+        print(
+            f"  {n:3d} servers: controller RPCs/min workbench {w_rpc:6.1f}  plain batchspawner {p_rpc:6.1f}  "
+            f"(ratio {p_rpc / max(w_rpc, 0.1):.1f}x);  SSH logins/min workbench {w_logins:5.1f}  "
+            f"plain batchspawner {p_logins:5.1f}",
+            flush=True,
+        )
+    print(
+        "  (not measured for the workbench: one login per site user when their first server starts, and "
+        "the per-user reconciler's one squeue per site user every 10 minutes)"
+    )
     return 0
 
 

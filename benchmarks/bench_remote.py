@@ -8,6 +8,7 @@ local site (issue 10), within 0.5 s per tunnel mode (issue 11).
 
 Needs the simulated sites (make sites); run as root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,12 @@ sys.path.insert(0, str(ROOT))
 from tests.integration import hubs  # noqa: E402
 from tests.integration.sim_sites import SITE_USERS, SITES_ROOT, authorize_line  # noqa: E402
 
-REQUESTS = {"local": {"partition": "cpu"}, "lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
-            "jupiter": {"site": "jupiter", "partition": "booster"},
-            "lucia": {"site": "lucia", "partition": "gpu", "gpus": 1}}
+REQUESTS = {
+    "local": {"partition": "cpu"},
+    "lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
+    "jupiter": {"site": "jupiter", "partition": "booster"},
+    "lucia": {"site": "lucia", "partition": "gpu", "gpus": 1},
+}
 SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address", "hub_egress_addresses")
 
 
@@ -49,12 +53,26 @@ def main(site: str, repeats: int) -> None:
     simulated = yaml.safe_load((SITES_ROOT / "workbench-sites.yaml").read_text())
     hub = hubs.running_hub("benchremote", "/", {key: simulated[key] for key in SIM_KEYS})
     try:
-        public = subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-                                 "/opt/aifa-workbench/venv/bin/aifa-workbench", "user-key", "alice", site],
-                                capture_output=True, text=True, check=True).stdout
+        public = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "aifa-hub",
+                "--",
+                "env",
+                f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+                "/opt/aifa-workbench/venv/bin/aifa-workbench",
+                "user-key",
+                "alice",
+                site,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         authorize_line(site, SITE_USERS[site]["alice"], public)
         token = hub.user_token("alice")
-        one_spawn(hub, token, REQUESTS[site])          # warm: the user's first login to the site
+        one_spawn(hub, token, REQUESTS[site])  # warm: the user's first login to the site
         times = {"local": [], site: []}
         for _ in range(repeats):
             for where in ("local", site):

@@ -11,6 +11,7 @@ Figures:
            jupyterhub-singleuser answering, alternating with the spawns in the same run
 Run as root with the cluster up (make install). Takes about 15 minutes (--quick: about 5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ USER = "alice"
 @contextlib.contextmanager
 def baseline_sudo_rule():
     """batchspawner runs `sudo -E -u USER sbatch|squeue|scancel ...` (its README's exec_prefix)."""
-    BASELINE_SUDOERS.write_text("aifa-hub ALL=(%aifa-users) SETENV: NOPASSWD: /usr/bin/sbatch, /usr/bin/squeue, "
-                                "/usr/bin/scancel\n")
+    BASELINE_SUDOERS.write_text(
+        "aifa-hub ALL=(%aifa-users) SETENV: NOPASSWD: /usr/bin/sbatch, /usr/bin/squeue, /usr/bin/scancel\n"
+    )
     BASELINE_SUDOERS.chmod(0o440)
     try:
         yield
@@ -55,17 +57,23 @@ def start_path_routing_proxy(hub) -> None:
     settings = load_settings(hub.home / "workbench.yaml")
     chp = shutil.which("configurable-http-proxy", path="/usr/local/bin:/usr/bin:/bin")
     argv = [arg for arg in proxy_argv(settings, chp) if arg != "--host-routing"]
-    launch = "import os, sys; os.environ['CONFIGPROXY_AUTH_TOKEN'] = open(sys.argv[1]).read().strip(); " \
-             "os.execv(sys.argv[2], sys.argv[2:])"
-    hub.proxy_proc = hubs._spawn(hub, [f"{hubs.VENV}/bin/python", "-c", launch,
-                                       str(hub.home / "secrets" / "proxy-auth-token"), *argv], "proxy.log")
+    launch = (
+        "import os, sys; os.environ['CONFIGPROXY_AUTH_TOKEN'] = open(sys.argv[1]).read().strip(); "
+        "os.execv(sys.argv[2], sys.argv[2:])"
+    )
+    hub.proxy_proc = hubs._spawn(
+        hub,
+        [f"{hubs.VENV}/bin/python", "-c", launch, str(hub.home / "secrets" / "proxy-auth-token"), *argv],
+        "proxy.log",
+    )
 
 
 def start_bench_hub(kind: str, limit: int):
     if kind != "plain":
         return hubs.running_hub(f"bench-{kind}", settings_overrides={"named_servers_per_user": limit})
-    hub = hubs.write_hub_files(f"bench-{kind}", settings_overrides={"named_servers_per_user": limit},
-                               config_source=BASELINE_CONFIG)
+    hub = hubs.write_hub_files(
+        f"bench-{kind}", settings_overrides={"named_servers_per_user": limit}, config_source=BASELINE_CONFIG
+    )
     hub.subdomains = False
     start_path_routing_proxy(hub)
     hubs.start_hub_process(hub)
@@ -128,7 +136,9 @@ def start_servers(hub, names, options, timeout=300) -> tuple[int, list[float]]:
 
 def rpc_count() -> int:
     out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
-    section = out.split("Remote Procedure Call statistics by message type")[1].split("Remote Procedure Call statistics by user")[0]
+    section = out.split("Remote Procedure Call statistics by message type")[1].split(
+        "Remote Procedure Call statistics by user"
+    )[0]
     return sum(int(part.split("count:")[1].split()[0]) for part in section.splitlines() if "count:" in part)
 
 
@@ -148,7 +158,7 @@ def bench_rpc(kind, counts, window) -> dict:
             names = [f"s{i}" for i in range(running, n)]
             failures, _ = start_servers(hub, names, options)
             running = n
-            time.sleep(5)   # let start-up polling settle
+            time.sleep(5)  # let start-up polling settle
             results[n] = (rpcs_per_minute(window), failures)
     return results
 
@@ -191,8 +201,7 @@ class LatencyProbe(threading.Thread):
 
 def loop_lag_buckets(hub) -> dict[float, float]:
     """JupyterHub's own event-loop lag histogram (cumulative counts per upper bound, seconds)."""
-    text = requests.get(hub.url + "hub/metrics", headers={"Authorization": f"token {hub.admin_token}"},
-                        timeout=30).text
+    text = requests.get(hub.url + "hub/metrics", headers={"Authorization": f"token {hub.admin_token}"}, timeout=30).text
     buckets = {}
     for line in text.splitlines():
         if line.startswith("jupyterhub_event_loop_interval_seconds_bucket{"):
@@ -221,9 +230,14 @@ def bench_burst(kind, n) -> dict:
         probe.join()
         longest_lag, lagged_ticks = loop_lag_summary(lag_before, loop_lag_buckets(hub))
     samples = sorted(probe.samples)
-    return {"failures": failures, "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))],
-            "max_ms": 1000 * samples[-1], "last_ready_s": ready_times[-1] if ready_times else float("nan"),
-            "lag_max_ms": 1000 * longest_lag, "lagged_ticks": lagged_ticks}
+    return {
+        "failures": failures,
+        "p99_ms": 1000 * samples[int(0.99 * (len(samples) - 1))],
+        "max_ms": 1000 * samples[-1],
+        "last_ready_s": ready_times[-1] if ready_times else float("nan"),
+        "lag_max_ms": 1000 * longest_lag,
+        "lagged_ticks": lagged_ticks,
+    }
 
 
 def answers(url: str) -> bool:
@@ -245,15 +259,42 @@ def floor_once(hub, port: int) -> float:
     """sbatch a bare jupyterhub-singleuser (the workbench venv's, talking to the same hub, on a port
     chosen here) and wait until it answers: what any spawner has to wait for."""
     prefix = f"/user/{USER}/floor/"
-    env = {"JUPYTERHUB_API_URL": hub.url + "hub/api", "JUPYTERHUB_API_TOKEN": hub.user_token(USER),
-           "JUPYTERHUB_USER": USER, "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{USER}-floor",
-           "JUPYTERHUB_SERVICE_PREFIX": prefix, "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
-           "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback", "PATH": "/usr/bin:/bin"}
+    env = {
+        "JUPYTERHUB_API_URL": hub.url + "hub/api",
+        "JUPYTERHUB_API_TOKEN": hub.user_token(USER),
+        "JUPYTERHUB_USER": USER,
+        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{USER}-floor",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
+        "PATH": "/usr/bin:/bin",
+    }
     script = "#!/bin/bash\nexec /opt/aifa-workbench/venv/bin/jupyterhub-singleuser\n"
     t0 = time.monotonic()
-    job = subprocess.run(["sudo", "--preserve-env=" + ",".join(env), "-u", USER, "sbatch", "--parsable", "-p", "cpu",
-                          "-t", "10", "-o", "/dev/null", "--chdir=/tmp", "--mem=2G", "--export=" + ",".join(env)],
-                         input=script, capture_output=True, text=True, check=True, env=env).stdout.strip()
+    job = subprocess.run(
+        [
+            "sudo",
+            "--preserve-env=" + ",".join(env),
+            "-u",
+            USER,
+            "sbatch",
+            "--parsable",
+            "-p",
+            "cpu",
+            "-t",
+            "10",
+            "-o",
+            "/dev/null",
+            "--chdir=/tmp",
+            "--mem=2G",
+            "--export=" + ",".join(env),
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
     try:
         return wait_answering(f"http://127.0.0.1:{port}{prefix}api", t0)
     finally:
@@ -301,25 +342,36 @@ def main(argv=None) -> int:
         if "spawn" in only:
             s = bench_spawn(repeats)
             f, w, p = median(s["floor"]), median(s["workbench"]), median(s["plain"])
-            print(f"spawn (N={repeats}, median s): floor {f:.2f}  workbench {w:.2f} ({w - f:+.2f})  "
-                  f"plain batchspawner {p:.2f} ({p - f:+.2f})", flush=True)
+            print(
+                f"spawn (N={repeats}, median s): floor {f:.2f}  workbench {w:.2f} ({w - f:+.2f})  "
+                f"plain batchspawner {p:.2f} ({p - f:+.2f})",
+                flush=True,
+            )
         if "scancel" in only:
             w, p = bench_scancel("workbench", repeats), bench_scancel("plain", max(2, repeats // 2))
-            print(f"scancel -> server stopped (median s): workbench {median(w):.2f} (N={len(w)})  "
-                  f"plain batchspawner {median(p):.2f} (N={len(p)})  ratio {median(p) / median(w):.1f}x", flush=True)
+            print(
+                f"scancel -> server stopped (median s): workbench {median(w):.2f} (N={len(w)})  "
+                f"plain batchspawner {median(p):.2f} (N={len(p)})  ratio {median(p) / median(w):.1f}x",
+                flush=True,
+            )
         if "rpc" in only:
             w, p = bench_rpc("workbench", counts, window), bench_rpc("plain", counts, window)
             for n in counts:
-                print(f"controller RPCs/min with {n} servers ({window:.0f} s window): workbench {w[n][0]:.1f} "
-                      f"(failed {w[n][1]})  plain batchspawner {p[n][0]:.1f} (failed {p[n][1]})  "
-                      f"ratio {p[n][0] / max(w[n][0], 0.1):.1f}x", flush=True)
+                print(
+                    f"controller RPCs/min with {n} servers ({window:.0f} s window): workbench {w[n][0]:.1f} "
+                    f"(failed {w[n][1]})  plain batchspawner {p[n][0]:.1f} (failed {p[n][1]})  "
+                    f"ratio {p[n][0] / max(w[n][0], 0.1):.1f}x",
+                    flush=True,
+                )
         if "burst" in only:
             for kind in ("workbench", "plain"):
                 b = bench_burst(kind, burst)
-                print(f"burst of {burst} at once, {kind}: failures {b['failures']}, API p99 {b['p99_ms']:.0f} ms, "
-                      f"max {b['max_ms']:.0f} ms, event-loop lag max <= {b['lag_max_ms']:.0f} ms "
-                      f"({b['lagged_ticks']} ticks over 100 ms), last ready after {b['last_ready_s']:.1f} s",
-                      flush=True)
+                print(
+                    f"burst of {burst} at once, {kind}: failures {b['failures']}, API p99 {b['p99_ms']:.0f} ms, "
+                    f"max {b['max_ms']:.0f} ms, event-loop lag max <= {b['lag_max_ms']:.0f} ms "
+                    f"({b['lagged_ticks']} ticks over 100 ms), last ready after {b['last_ready_s']:.1f} s",
+                    flush=True,
+                )
     return 0
 
 

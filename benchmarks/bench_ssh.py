@@ -7,6 +7,7 @@ in the same run, on the same login node (ratios: the machine is shared and noisy
 Figures: commands per second and median latency of each way; logins on the site's sshd (its log
 counts "Accepted publickey") per way. Needs the simulated sites (make sites); run as root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ async def persistent(runner, n: int, channels: int) -> list[float]:
             result = await runner.run(["true"], as_user="alice")
             assert result.ok, result
             latencies.append(time.perf_counter() - started)
+
     await asyncio.gather(*(one() for _ in range(n)))
     return latencies
 
@@ -49,9 +51,23 @@ def fresh_ssh(site, n: int) -> list[float]:
         key.write_bytes(site.keys["alice"].export_private_key())
         key.chmod(0o600)
         known.write_text(f"{site.login.host} {site.login.host_keys[0]}\n")
-        argv = ["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-F", "/dev/null",
-                f"{SITE_USERS[site.name]['alice']}@{site.login.host}", "true"]
+        argv = [
+            "ssh",
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-F",
+            "/dev/null",
+            f"{SITE_USERS[site.name]['alice']}@{site.login.host}",
+            "true",
+        ]
         latencies = []
         for _ in range(n):
             started = time.perf_counter()
@@ -61,15 +77,17 @@ def fresh_ssh(site, n: int) -> list[float]:
 
 
 def line(name: str, latencies: list[float], wall: float, new_logins: int) -> str:
-    return (f"{name:<34} N={len(latencies):<4} {len(latencies) / wall:7.1f} cmd/s   median {statistics.median(latencies) * 1000:6.1f} ms"
-            f"   logins {new_logins}")
+    return (
+        f"{name:<34} N={len(latencies):<4} {len(latencies) / wall:7.1f} cmd/s   median {statistics.median(latencies) * 1000:6.1f} ms"
+        f"   logins {new_logins}"
+    )
 
 
 async def main(site_name: str, n: int, n_fresh: int) -> None:
     site = sim_site(site_name)
     user = SITE_USERS[site_name]["alice"]
     runner = site.runner(max_channels=8)
-    await runner.run(["true"], as_user="alice")            # the one login of this user
+    await runner.run(["true"], as_user="alice")  # the one login of this user
     rows = []
     for name, channels in (("persistent, 1 command at a time", 1), ("persistent, 8 channels", 8)):
         before, started = logins(site_name, user), time.perf_counter()
@@ -77,15 +95,18 @@ async def main(site_name: str, n: int, n_fresh: int) -> None:
         rows.append((name, lat, time.perf_counter() - started, logins(site_name, user) - before))
     before, started = logins(site_name, user), time.perf_counter()
     lat = await asyncio.to_thread(fresh_ssh, site, n_fresh)
-    rows.append(("new ssh per command (baseline)", lat, time.perf_counter() - started,
-                 logins(site_name, user) - before))
+    rows.append(
+        ("new ssh per command (baseline)", lat, time.perf_counter() - started, logins(site_name, user) - before)
+    )
     runner.close()
     print(f"Commands on the login node of simulated {site_name} ({site.login.host}), as {user}:")
     for row in rows:
         print(line(*row))
     base = len(rows[2][1]) / rows[2][2]
-    print(f"ratio vs baseline: persistent sequential x{len(rows[0][1]) / rows[0][2] / base:.1f}, "
-          f"8 channels x{len(rows[1][1]) / rows[1][2] / base:.1f} (commands per second)")
+    print(
+        f"ratio vs baseline: persistent sequential x{len(rows[0][1]) / rows[0][2] / base:.1f}, "
+        f"8 channels x{len(rows[1][1]) / rows[1][2] / base:.1f} (commands per second)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 
 Needs the simulated sites (make sites); run as root. About 6 minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,22 @@ sys.path.insert(0, str(ROOT))
 from aifa_workbench.sites.tunnel_client import ask  # noqa: E402
 from tests.integration import hubs  # noqa: E402
 from tests.integration.jupyter_client_helpers import execute  # noqa: E402
-from tests.integration.sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, answers_through_the_proxy,  # noqa: E402
-                                         authorize_line, heal, partition)
+from tests.integration.sim_sites import (  # noqa: E402
+    SITE_NODES,
+    SITE_USERS,
+    SITES_ROOT,
+    answers_through_the_proxy,
+    authorize_line,
+    heal,
+    partition,
+)
 
 # mode: (site, request, the user whose server it is: one server each, all up together)
-SITES = {"direct": ("local", {"partition": "cpu"}, "carol"),
-         "reverse": ("lumi", {"site": "lumi", "partition": "small-g", "gpus": 1}, "alice"),
-         "forward": ("jupiter", {"site": "jupiter", "partition": "booster"}, "bob")}
+SITES = {
+    "direct": ("local", {"partition": "cpu"}, "carol"),
+    "reverse": ("lumi", {"site": "lumi", "partition": "small-g", "gpus": 1}, "alice"),
+    "forward": ("jupiter", {"site": "jupiter", "partition": "booster"}, "bob"),
+}
 SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address", "hub_egress_addresses")
 MB = 1 << 20
 FILE = "aifa-bench-100mb.bin"
@@ -58,15 +68,17 @@ def spawn(hub, user: str, options: dict) -> str:
 def stop(hub, user: str) -> None:
     hub.api("DELETE", f"users/{user}/server", token=hub.user_token(user))
     deadline = time.monotonic() + 60
-    while (hubs.server_model(hub, user).get("pending") or hubs.server_model(hub, user).get("ready")) \
-            and time.monotonic() < deadline:
+    while (
+        hubs.server_model(hub, user).get("pending") or hubs.server_model(hub, user).get("ready")
+    ) and time.monotonic() < deadline:
         time.sleep(0.3)
 
 
 def download_mb_per_s(url: str, token: str) -> float:
     started, size = time.monotonic(), 0
-    with requests.get(url + f"files/{FILE}", headers={"Authorization": f"token {token}"}, stream=True,
-                      timeout=120) as r:
+    with requests.get(
+        url + f"files/{FILE}", headers={"Authorization": f"token {token}"}, stream=True, timeout=120
+    ) as r:
         r.raise_for_status()
         for chunk in r.iter_content(MB):
             size += len(chunk)
@@ -80,9 +92,12 @@ def throughput(hub, repeats: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {mode: [] for mode in SITES}
     for mode, url in urls.items():
         token = hub.user_token(SITES[mode][2])
-        execute(url, token, f"import os\nwith open({FILE!r}, 'wb') as f:\n"
-                            "    for _ in range(100): f.write(os.urandom(1 << 20))\n1")
-        download_mb_per_s(url, token)              # warm
+        execute(
+            url,
+            token,
+            f"import os\nwith open({FILE!r}, 'wb') as f:\n    for _ in range(100): f.write(os.urandom(1 << 20))\n1",
+        )
+        download_mb_per_s(url, token)  # warm
     for _ in range(repeats):
         for mode, url in urls.items():
             rates[mode].append(download_mb_per_s(url, hub.user_token(SITES[mode][2])))
@@ -143,9 +158,24 @@ def hold_connections(ports: list[int]) -> list[socket.socket]:
 
 
 def stand_in_server(site: str) -> subprocess.Popen:
-    server = subprocess.Popen(["ip", "netns", "exec", f"aifa-{site}", "python3", "-m", "http.server",
-                               str(STAND_IN_PORT), "--bind", "0.0.0.0", "--directory", "/var/empty"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            f"aifa-{site}",
+            "python3",
+            "-m",
+            "http.server",
+            str(STAND_IN_PORT),
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            "/var/empty",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1)
     return server
 
@@ -163,8 +193,7 @@ def gateway_memory() -> tuple[float, int]:
             for i in range(TUNNELS):
                 job = Job(Path(tmp) / f"job{i}", 600)
                 jobs.append(job)
-                clients.append(background_ssh(job, "-N", "-R",
-                                              f"localhost:{job.grant.port}:127.0.0.1:{STAND_IN_PORT}"))
+                clients.append(background_ssh(job, "-N", "-R", f"localhost:{job.grant.port}:127.0.0.1:{STAND_IN_PORT}"))
             deadline = time.monotonic() + 60
             while not all(_answers(job.grant.port) for job in jobs):
                 assert time.monotonic() < deadline, "not every reverse tunnel came up"
@@ -202,11 +231,23 @@ def tunnel_daemon_memory(hub) -> tuple[float, int, int]:
     ids = [f"bob/bench{i}.0" for i in range(TUNNELS + 1)]
 
     def open_forward(forward_id: str) -> int:
-        return asyncio.run(ask(sock, {"op": "open", "id": forward_id, "site": "jupiter", "user": "bob",
-                                      "host": SITE_NODES["jupiter"], "port": STAND_IN_PORT}))["local_port"]
+        return asyncio.run(
+            ask(
+                sock,
+                {
+                    "op": "open",
+                    "id": forward_id,
+                    "site": "jupiter",
+                    "user": "bob",
+                    "host": SITE_NODES["jupiter"],
+                    "port": STAND_IN_PORT,
+                },
+            )
+        )["local_port"]
+
     try:
         pid = hub.tunneld_proc.pid
-        hold_connections([open_forward(ids[0])])          # the login, and a first forward
+        hold_connections([open_forward(ids[0])])  # the login, and a first forward
         before = rss_kib(pid)
         held = hold_connections([open_forward(forward_id) for forward_id in ids[1:]])
         after = rss_kib(pid)
@@ -225,10 +266,23 @@ def main(repeats: int) -> None:
     hub = hubs.running_hub("benchtunnels", "/", {key: simulated[key] for key in SIM_KEYS})
     try:
         for site, user in (("lumi", "alice"), ("jupiter", "bob")):
-            public = subprocess.run(["runuser", "-u", "aifa-hub", "--", "env",
-                                     f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-                                     "/opt/aifa-workbench/venv/bin/aifa-workbench", "user-key", user, site],
-                                    capture_output=True, text=True, check=True).stdout
+            public = subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "aifa-hub",
+                    "--",
+                    "env",
+                    f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+                    "/opt/aifa-workbench/venv/bin/aifa-workbench",
+                    "user-key",
+                    user,
+                    site,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             authorize_line(site, SITE_USERS[site][user], public)
         daemon = tunnel_daemon_memory(hub)
         gateway = gateway_memory()
@@ -245,16 +299,22 @@ def report(repeats, rates, healing, daemon, gateway) -> None:
     print(f"100 MB download from the notebook server through the proxy, MB/s, median of N={repeats}:")
     for mode, (site, _, _) in SITES.items():
         median = statistics.median(rates[mode])
-        print(f"  {mode:<8} ({site:<7}) {median:7.1f}  x{median / direct:.2f} of direct   "
-              f"{' '.join(f'{r:.0f}' for r in rates[mode])}")
+        print(
+            f"  {mode:<8} ({site:<7}) {median:7.1f}  x{median / direct:.2f} of direct   "
+            f"{' '.join(f'{r:.0f}' for r in rates[mode])}"
+        )
     print(f"partition of {PARTITION_SECONDS} s healed -> the notebook answers through the proxy (aim: within 2 s):")
     for mode, seconds in healing.items():
-        print(f"  {mode:<8} ({SITES[mode][0]:<7}) median {statistics.median(seconds):.2f} s, "
-              f"max {max(seconds):.2f} s (N={len(seconds)})")
+        print(
+            f"  {mode:<8} ({SITES[mode][0]:<7}) median {statistics.median(seconds):.2f} s, "
+            f"max {max(seconds):.2f} s (N={len(seconds)})"
+        )
     per, before, after = daemon
     print(f"memory at {TUNNELS} tunnels, each carrying one connection:")
-    print(f"  tunnel daemon: {per:.0f} KiB RSS per forward ({before / 1024:.1f} -> {after / 1024:.1f} MiB, "
-          "40 forwards on one user's connection)")
+    print(
+        f"  tunnel daemon: {per:.0f} KiB RSS per forward ({before / 1024:.1f} -> {after / 1024:.1f} MiB, "
+        "40 forwards on one user's connection)"
+    )
     per_gw, sessions = gateway
     print(f"  tunnel gateway: {per_gw:.0f} KiB PSS per tunnel ({sessions} sshd processes of aifa-tunnel sessions)")
 

@@ -1,5 +1,6 @@
 """Run inside a Slurm job (by bench_dask.py): Dask preset vs hand-written SLURMCluster, and the
 sweep notebook's throughput. Prints one JSON object."""
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,21 @@ def preset_cluster(n):
 
 def hand_written_cluster(n):
     """What a user would write by hand for the same workers (the dask-jobqueue docs' way)."""
-    cluster = SLURMCluster(queue="cpu", account=os.environ["SLURM_JOB_ACCOUNT"], cores=1, processes=1,
-                           memory="2GB", walltime="01:00:00", interface="lo", local_directory="/tmp",
-                           job_name="aifa-dask-hand", job_extra_directives=["--export=NONE"],
-                           job_script_prologue=[f"export PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin"],
-                           python=sys.executable, log_directory=os.path.expanduser("~/.aifa-workbench/dask-logs"))
+    cluster = SLURMCluster(
+        queue="cpu",
+        account=os.environ["SLURM_JOB_ACCOUNT"],
+        cores=1,
+        processes=1,
+        memory="2GB",
+        walltime="01:00:00",
+        interface="lo",
+        local_directory="/tmp",
+        job_name="aifa-dask-hand",
+        job_extra_directives=["--export=NONE"],
+        job_script_prologue=[f"export PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin"],
+        python=sys.executable,
+        log_directory=os.path.expanduser("~/.aifa-workbench/dask-logs"),
+    )
     cluster.scale(n)
     return cluster
 
@@ -46,7 +57,7 @@ def hand_written_cluster(n):
 def time_to_workers(make_cluster, job_name: str) -> tuple[float, float, float]:
     started = time.monotonic()
     cluster = make_cluster(WORKERS)
-    constructed = time.monotonic() - started   # the call itself: catalogue, checks, sbatch of the workers
+    constructed = time.monotonic() - started  # the call itself: catalogue, checks, sbatch of the workers
     client = Client(cluster)
     client.wait_for_workers(1, timeout=300)
     first = time.monotonic() - started
@@ -70,7 +81,7 @@ def sweep_throughput(workers: int, trial) -> float:
     cluster = workbench.dask_cluster("gpu-workers", workers=workers)
     client = Client(cluster)
     client.wait_for_workers(workers, timeout=300)
-    client.run(lambda: __import__("torch").zeros(1).sum().item())   # warm-up: torch imported on every worker
+    client.run(lambda: __import__("torch").zeros(1).sum().item())  # warm-up: torch imported on every worker
     started = time.monotonic()
     futures = [client.submit(trial, 1e-2 * (1 + i % 3), 16 * (1 + i % 2), seed=i, pure=False) for i in range(TRIALS)]
     wait(futures)
@@ -84,7 +95,7 @@ def sweep_throughput(workers: int, trial) -> float:
 results = {"preset": [], "hand": []}
 for repeat in range(REPEATS):
     order = [("preset", preset_cluster, f"aifa-dask-{USER}"), ("hand", hand_written_cluster, "aifa-dask-hand")]
-    for kind, make, job_name in order[::-1] if repeat % 2 else order:   # alternate who goes first
+    for kind, make, job_name in order[::-1] if repeat % 2 else order:  # alternate who goes first
         results[kind].append(time_to_workers(make, job_name))
 trial = sweep_trial_function()
 results["sweep"] = {w: sweep_throughput(w, trial) for w in (1, 2, 4)}

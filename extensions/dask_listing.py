@@ -6,6 +6,7 @@ kernel; the kernel leaves a note of each in a 0600 file of a 0700 folder of the 
 private as the cluster's TLS keys beside it), and the manager lists the notes whose kernel still
 runs. *New* makes the site's first preset, named after the preset and its partition.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -20,8 +21,10 @@ from dask.utils import format_bytes, parse_bytes
 from aifa_workbench.model.files import write_atomically
 
 NOTES_DIRECTORY = ".aifa-workbench/dask-clusters"
-IN_ITS_NOTEBOOK = ("This cluster was made in a notebook with workbench.dask_cluster(...): change it there "
-                   "(cluster.scale(n), cluster.adapt(...), cluster.close()).")
+IN_ITS_NOTEBOOK = (
+    "This cluster was made in a notebook with workbench.dask_cluster(...): change it there "
+    "(cluster.scale(n), cluster.adapt(...), cluster.close())."
+)
 GONE = "This Dask cluster no longer exists (its notebook closed it, or its kernel ended)."
 
 
@@ -90,11 +93,15 @@ def read_notes(folder: str, log=None) -> list[dict]:
 def note_model(note: dict) -> dict:
     """A note as dask-labextension's cluster model (the workers asked for, and their size)."""
     workers = int(note.get("workers", 0))
-    return {"id": str(note["id"]), "name": str(note.get("name", "")),
-            "scheduler_address": str(note.get("scheduler_address", "")),
-            "dashboard_link": str(note.get("dashboard_link", "")), "workers": workers,
-            "cores": workers * int(note.get("cores_per_worker", 0)),
-            "memory": format_bytes(workers * int(note.get("memory_per_worker", 0)))}
+    return {
+        "id": str(note["id"]),
+        "name": str(note.get("name", "")),
+        "scheduler_address": str(note.get("scheduler_address", "")),
+        "dashboard_link": str(note.get("dashboard_link", "")),
+        "workers": workers,
+        "cores": workers * int(note.get("cores_per_worker", 0)),
+        "memory": format_bytes(workers * int(note.get("memory_per_worker", 0))),
+    }
 
 
 class NotebookClusterNote:
@@ -102,11 +109,19 @@ class NotebookClusterNote:
     Best effort: a home that cannot be written leaves the cluster out of the tab, nothing more."""
 
     def __init__(self, cluster, home: str, job_id: str, name: str, cores: int, memory: str):
-        self.home, self.job_id, self.id = home, job_id, str(uuid.uuid4())   # ids as dask-labextension's routes take
+        self.home, self.job_id, self.id = home, job_id, str(uuid.uuid4())  # ids as dask-labextension's routes take
         self.lock, self.removed = threading.Lock(), False
-        self.note = {"id": self.id, "name": name, "pid": os.getpid(), "started": process_start(os.getpid()),
-                     "scheduler_address": cluster.scheduler_address, "dashboard_link": cluster.dashboard_link,
-                     "workers": 0, "cores_per_worker": cores, "memory_per_worker": parse_bytes(memory)}
+        self.note = {
+            "id": self.id,
+            "name": name,
+            "pid": os.getpid(),
+            "started": process_start(os.getpid()),
+            "scheduler_address": cluster.scheduler_address,
+            "dashboard_link": cluster.dashboard_link,
+            "workers": 0,
+            "cores_per_worker": cores,
+            "memory_per_worker": parse_bytes(memory),
+        }
         atexit.register(self.remove)
         self.update(cluster)
 

@@ -12,6 +12,7 @@ folder beside the cluster's TLS keys (never in a command line or the environment
 other path on its port is 404; workers serve no HTTP at all; each worker job works in a fresh
 0700 directory that it creates itself, and the scheduler in one made by the notebook.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,7 @@ SCRATCH_VARIABLE = "AIFA_DASK_SCRATCH"
 # Worker jobs start with --export=NONE from the user's login environment, where Lmod's `module`
 # (a shell function) may be missing: then the site's profile defines it (as in the notebook's job).
 MODULE_FALLBACK = "type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true"
-PRIVATE_DIRECTORY = ".aifa-workbench/dask-tls"      # 0700, in the user's home, which workers read
+PRIVATE_DIRECTORY = ".aifa-workbench/dask-tls"  # 0700, in the user's home, which workers read
 WORKER_SETUP_FILE = "aifa_dask_worker_setup.py"
 # A worker preload: Dask workers always open an HTTP server (metrics, health) even without
 # --no-dashboard; this closes it before the worker's event loop has served anything.
@@ -65,12 +66,18 @@ def preset_request(site: Site, preset: str, job: NotebookJob, user: UserContext,
         raise WorkbenchError(f"There is no Dask preset {preset!r} on {site.title}; the presets are: {names}.")
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
-        raise WorkbenchError(f"dask_cluster() does not take {', '.join(unknown)}; "
-                             f"you may change {', '.join(OVERRIDABLE)}.")
+        raise WorkbenchError(
+            f"dask_cluster() does not take {', '.join(unknown)}; you may change {', '.join(OVERRIDABLE)}."
+        )
     own_account = {"account": job.account} if job.account else {}
-    options = {**site.dask_presets[preset].options, "site": site.name,
-               "environment": job.environment or site.default_environment, **own_account, **overrides}
-    if "partition" in overrides:   # the preset's shape belongs to its own partition
+    options = {
+        **site.dask_presets[preset].options,
+        "site": site.name,
+        "environment": job.environment or site.default_environment,
+        **own_account,
+        **overrides,
+    }
+    if "partition" in overrides:  # the preset's shape belongs to its own partition
         for key in ("gpus", "cpus", "memory_gb"):
             if key not in overrides:
                 options.pop(key, None)
@@ -87,8 +94,10 @@ def worker_walltime(request: JobRequest, minutes_left: int | None) -> str:
     minutes = round(request.hours * 60)
     if minutes_left is not None:
         if minutes_left < MIN_WORKER_MINUTES:
-            raise WorkbenchError(f"Your session ends in {minutes_left} minutes, too soon to start Dask workers. "
-                                 "Start a new session first.")
+            raise WorkbenchError(
+                f"Your session ends in {minutes_left} minutes, too soon to start Dask workers. "
+                "Start a new session first."
+            )
         minutes = min(minutes, minutes_left)
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
@@ -106,19 +115,30 @@ def scratch_prologue(base: str) -> list[str]:
     ends, and the job's TMPDIR. `base` (the catalogue's dask_local_directory, admin-chosen and
     checked by the catalogue schema) is only the parent: a /tmp-like or per-user directory."""
     var = SCRATCH_VARIABLE
-    return [f'{var}=$(mktemp -d "{base}/aifa-dask-XXXXXXXXXX") && [ -O "${var}" ] && [ ! -L "${var}" ] '
-            f'|| {{ echo "aifa-workbench: cannot create a private Dask scratch directory in {base}" >&2; exit 1; }}',
-            f"trap 'rm -rf -- \"${var}\"' EXIT",
-            f'export TMPDIR="${var}"',
-            "export DASK_DISTRIBUTED__WORKER__HTTP__ROUTES='[]'"]
+    return [
+        f'{var}=$(mktemp -d "{base}/aifa-dask-XXXXXXXXXX") && [ -O "${var}" ] && [ ! -L "${var}" ] '
+        f'|| {{ echo "aifa-workbench: cannot create a private Dask scratch directory in {base}" >&2; exit 1; }}',
+        f"trap 'rm -rf -- \"${var}\"' EXIT",
+        f'export TMPDIR="${var}"',
+        "export DASK_DISTRIBUTED__WORKER__HTTP__ROUTES='[]'",
+    ]
 
 
-def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_left: int | None,
-                   home: str, python: str, *, dashboard_secret: str, scheduler_directory: str) -> dict:
+def cluster_kwargs(
+    site: Site,
+    request: JobRequest,
+    job: NotebookJob,
+    minutes_left: int | None,
+    home: str,
+    python: str,
+    *,
+    dashboard_secret: str,
+    scheduler_directory: str,
+) -> dict:
     """The SLURMCluster arguments for `request` (pure). `dashboard_secret` becomes the dashboard's
     path prefix; `scheduler_directory` is a fresh private directory for the scheduler."""
     environment = site.environments[request.environment]
-    if environment.container:   # the notebook's own Python is the runtime inside the image: bind it in
+    if environment.container:  # the notebook's own Python is the runtime inside the image: bind it in
         binds = f"--bind {shlex.quote(site.paths.runtime)} " if site.paths.runtime else ""
         python = f"singularity run {binds}{shlex.quote(environment.container)} {shlex.quote(python)}"
     directives = ["--export=NONE", *gpu_directives(site, request)]
@@ -132,7 +152,7 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "cores": request.cpus,
         "processes": 1,
         "memory": f"{request.memory_gb}GB",
-        "job_mem": f"{request.memory_gb}G",   # Slurm's --mem exactly as a spawn request would ask
+        "job_mem": f"{request.memory_gb}G",  # Slurm's --mem exactly as a spawn request would ask
         "walltime": worker_walltime(request, minutes_left),
         "interface": site.dask_interface,
         # the job's own directory (scratch_prologue), not a shared fixed name another user could own
@@ -140,17 +160,24 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "job_name": f"aifa-dask-{job.user}",
         "log_directory": f"{home}/.aifa-workbench/dask-logs",
         "job_extra_directives": directives,
-        "job_script_prologue": [*(MODULE_FALLBACK,) * bool(environment.setup),
-                                f"export HOME={shlex.quote(home)}",
-                                f"export PATH={shlex.quote(os.path.dirname(python.split()[-1]) or '/usr/bin')}"
-                                ":/usr/local/bin:/usr/bin:/bin",
-                                *scratch_prologue(site.dask_local_directory),
-                                *environment.setup],
+        "job_script_prologue": [
+            *(MODULE_FALLBACK,) * bool(environment.setup),
+            f"export HOME={shlex.quote(home)}",
+            f"export PATH={shlex.quote(os.path.dirname(python.split()[-1]) or '/usr/bin')}"
+            ":/usr/local/bin:/usr/bin:/bin",
+            *scratch_prologue(site.dask_local_directory),
+            *environment.setup,
+        ],
         "python": python,
         # No worker dashboard: nothing listens but the worker's and nanny's TLS ports (the preload
         # closes the HTTP server Dask opens anyway; loopback and no routes should it not).
-        "worker_extra_args": ["--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-                              "--preload", shlex.quote(f"{home}/{PRIVATE_DIRECTORY}/{WORKER_SETUP_FILE}")],
+        "worker_extra_args": [
+            "--no-dashboard",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--preload",
+            shlex.quote(f"{home}/{PRIVATE_DIRECTORY}/{WORKER_SETUP_FILE}"),
+        ],
         # Other users share nodes and networks: TLS with throw-away certificates (kept in a 0700
         # folder of the user's home, which workers read) so that only this user's workers and
         # clients reach the scheduler. The dashboard listens on loopback under a secret prefix
@@ -158,9 +185,13 @@ def cluster_kwargs(site: Site, request: JobRequest, job: NotebookJob, minutes_le
         "security": True,
         "shared_temp_directory": f"{home}/{PRIVATE_DIRECTORY}",
         "scheduler_cls": sealed_scheduler_class(),
-        "scheduler_options": {"dashboard_address": "127.0.0.1:0", "interface": site.dask_interface,
-                              "http_prefix": f"/{dashboard_secret}", "local_directory": scheduler_directory},
-        "death_timeout": 60,   # a worker whose scheduler (this notebook) is gone ends its job
+        "scheduler_options": {
+            "dashboard_address": "127.0.0.1:0",
+            "interface": site.dask_interface,
+            "http_prefix": f"/{dashboard_secret}",
+            "local_directory": scheduler_directory,
+        },
+        "death_timeout": 60,  # a worker whose scheduler (this notebook) is gone ends its job
     }
 
 
@@ -176,11 +207,12 @@ def user_context(job: NotebookJob, overrides: dict) -> UserContext:
     """The user's own accounts and reservations. The job's own account and reservation are the
     user's (Slurm accepted them); Slurm is asked (~0.2 s) only when another account is named."""
     if job.account and overrides.get("account", job.account) == job.account:
-        return UserContext(accounts={job.site: (job.account,)},
-                           reservations={job.site: (job.reservation,) if job.reservation else ()})
+        return UserContext(
+            accounts={job.site: (job.account,)}, reservations={job.site: (job.reservation,) if job.reservation else ()}
+        )
     accounts = parse_user_accounts(_run(cli.accounts_argv(job.slurm_bin, job.user)))
     if not accounts and job.account:
-        accounts = (job.account,)   # sacctmgr not reachable from the node: the job's own account
+        accounts = (job.account,)  # sacctmgr not reachable from the node: the job's own account
     reservations = parse_reservations(_run(cli.reservations_argv(job.slurm_bin)), job.user, accounts)
     return UserContext(accounts={job.site: accounts}, reservations={job.site: reservations})
 
@@ -219,7 +251,7 @@ def seal_dashboard(scheduler, http_prefix: str) -> None:
 
     def find_handler(request, **kwargs):
         path = (request.path or "").encode("utf-8", "replace")
-        if not (hmac.compare_digest(path[:len(gate)], gate) or hmac.compare_digest(path, gate[:-1])):
+        if not (hmac.compare_digest(path[: len(gate)], gate) or hmac.compare_digest(path, gate[:-1])):
             return app.get_handler_delegate(request, web.ErrorHandler, {"status_code": 404})
         return inner(request, **kwargs)
 
@@ -256,8 +288,10 @@ def sealed_scheduler_class():
     return SealedDashboardScheduler
 
 
-WORKER_COMMAND_NOTE = ("# The Dask worker: it joins your scheduler over TLS, with certificates made for this "
-                       "cluster (in ~/.aifa-workbench/dask-tls, readable by you only).")
+WORKER_COMMAND_NOTE = (
+    "# The Dask worker: it joins your scheduler over TLS, with certificates made for this "
+    "cluster (in ~/.aifa-workbench/dask-tls, readable by you only)."
+)
 
 
 def readable_job_script(script: str) -> str:
@@ -286,17 +320,17 @@ def cluster_class():
     class SLURMCluster(JobqueueSLURMCluster):
         __doc__ = JobqueueSLURMCluster.__doc__
         job_cls = ReadableSLURMJob
-        _workbench_note = None     # a notebook's cluster: its note for JupyterLab's Dask tab
+        _workbench_note = None  # a notebook's cluster: its note for JupyterLab's Dask tab
 
         def scale(self, *args, **kwargs):
             result = super().scale(*args, **kwargs)
-            note = self._workbench_note       # once: close() may clear it meanwhile (another thread)
+            note = self._workbench_note  # once: close() may clear it meanwhile (another thread)
             if note is not None:
                 note.update(self)
             return result
 
         def close(self, *args, **kwargs):
-            note, self._workbench_note = self._workbench_note, None   # closing scales to 0: no note again
+            note, self._workbench_note = self._workbench_note, None  # closing scales to 0: no note again
             try:
                 return super().close(*args, **kwargs)
             finally:
@@ -339,8 +373,16 @@ def prepare_cluster(preset: str, overrides: dict) -> dict:
     private = os.path.join(home, PRIVATE_DIRECTORY)
     os.makedirs(private, mode=0o700, exist_ok=True)
     os.chmod(private, 0o700)
-    kwargs = cluster_kwargs(site, request, job, minutes_left(job), home, sys.executable,
-                            dashboard_secret=secrets.token_urlsafe(24), scheduler_directory=private_directory())
+    kwargs = cluster_kwargs(
+        site,
+        request,
+        job,
+        minutes_left(job),
+        home,
+        sys.executable,
+        dashboard_secret=secrets.token_urlsafe(24),
+        scheduler_directory=private_directory(),
+    )
     os.makedirs(kwargs["log_directory"], exist_ok=True)
     write_worker_setup(private)
     dask.config.set({"distributed.dashboard.link": dashboard_link_template()})
@@ -358,8 +400,13 @@ def dask_cluster(preset: str, workers: int = 1, **overrides):
     cluster = cluster_class()(**kwargs)
     name = dask_listing.cluster_name(preset, kwargs["queue"])
     cluster._workbench_note = dask_listing.NotebookClusterNote(
-        cluster, pwd.getpwuid(os.getuid()).pw_dir, os.environ.get("SLURM_JOB_ID", ""), name, kwargs["cores"],
-        kwargs["memory"])
+        cluster,
+        pwd.getpwuid(os.getuid()).pw_dir,
+        os.environ.get("SLURM_JOB_ID", ""),
+        name,
+        kwargs["cores"],
+        kwargs["memory"],
+    )
     if workers:
         cluster.scale(workers)
     return cluster
@@ -379,7 +426,7 @@ def first_preset() -> str:
 
 
 async def _default_cluster_async():
-    kwargs = await asyncio.to_thread(lambda: prepare_cluster(first_preset(), {}))   # Slurm, off the loop
+    kwargs = await asyncio.to_thread(lambda: prepare_cluster(first_preset(), {}))  # Slurm, off the loop
     return await cluster_class()(**kwargs, asynchronous=True)
 
 

@@ -8,6 +8,7 @@ image's) SSL_CERT_FILE and SSL_CERT_DIR in AIFA_WORKBENCH_NODE_*, sets SSL_CERT_
 CA (AIFA_WORKBENCH_HUB_CA) and SSL_CERT_DIR to an empty directory beside it, and becomes
 COMMAND. The server extension gives the kept values back before any kernel starts.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ GPUs, how long it has left and what it has cost so far.
 Pure parts (`NotebookJob.from_environ`, `parse_scontrol_job`, `job_status`) are tested without
 Slurm; `current_job` and `scontrol_job` are the thin glue that reads the real job.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,15 +36,17 @@ class NotebookJob:
     node: str
     catalogue_dir: str = ""
     slurm_bin: str = "/usr/bin"
-    name: str | None = None     # as Slurm named it at the start (None: not known)
+    name: str | None = None  # as Slurm named it at the start (None: not known)
 
     @classmethod
     def from_environ(cls, env=None) -> "NotebookJob":
         env = os.environ if env is None else env
         if not env.get("SLURM_JOB_ID") or not env.get("AIFA_WORKBENCH_SITE"):
-            raise WorkbenchError("This notebook does not run inside a workbench job, so there is no job to "
-                                 "describe or to start Dask workers from. Start a server from the workbench "
-                                 "hub and open the notebook there.")
+            raise WorkbenchError(
+                "This notebook does not run inside a workbench job, so there is no job to "
+                "describe or to start Dask workers from. Start a server from the workbench "
+                "hub and open the notebook there."
+            )
         return cls(
             job_id=env["SLURM_JOB_ID"],
             user=env.get("USER", ""),
@@ -78,11 +81,11 @@ def parse_tres(tres: str) -> dict[str, str]:
 
 
 def memory_gb(value: str) -> float:
-    units = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
+    units = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1, "T": 1024}
     value = value.strip()
     if value and value[-1].upper() in units:
         return float(value[:-1]) * units[value[-1].upper()]
-    return float(value or 0) / 1024   # plain numbers are MB
+    return float(value or 0) / 1024  # plain numbers are MB
 
 
 def parse_scontrol_job(line: str, job_name: str | None = None) -> dict:
@@ -106,7 +109,9 @@ def parse_scontrol_job(line: str, job_name: str | None = None) -> dict:
         except ValueError:
             return None
 
-    gpus = sum(int(v) for k, v in tres.items() if k.startswith("gres/gpu") and ":" not in k and v.isascii() and v.isdigit())
+    gpus = sum(
+        int(v) for k, v in tres.items() if k.startswith("gres/gpu") and ":" not in k and v.isascii() and v.isdigit()
+    )
     return {
         "state": fields.get("JobState", ""),
         "node": fields.get("NodeList", ""),
@@ -123,8 +128,8 @@ def _after_the_name(line: str, job_name: str | None) -> str:
     if not found:
         return line
     if job_name is not None and rest.startswith(job_name + " UserId="):
-        return rest[len(job_name):]
-    _, _, after = rest.rpartition(" UserId=")     # renamed since: the last one is the least wrong
+        return rest[len(job_name) :]
+    _, _, after = rest.rpartition(" UserId=")  # renamed since: the last one is the least wrong
     return " UserId=" + after
 
 
@@ -134,7 +139,7 @@ def job_status(job: NotebookJob, site: Site, slurm: dict, now: datetime) -> dict
     start, end = slurm.get("start"), slurm.get("end")
     seconds_left = max(0, int((end - now).total_seconds())) if end else None
     hours_run = max(0.0, (now - start).total_seconds() / 3600) if start else 0.0
-    per_hour = (estimate_cost(part, slurm["gpus"], slurm["cpus"], int(slurm["memory_gb"]), 1) if part else None)
+    per_hour = estimate_cost(part, slurm["gpus"], slurm["cpus"], int(slurm["memory_gb"]), 1) if part else None
     return {
         "job_id": job.job_id,
         "site": site.name,
@@ -174,8 +179,9 @@ def cached_scontrol_job(job: NotebookJob) -> dict:
 def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
     """Ask Slurm about the job (as the user, from inside the job)."""
     try:
-        result = subprocess.run(cli.job_record_argv(job.slurm_bin, job.job_id),
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            cli.job_record_argv(job.slurm_bin, job.job_id), capture_output=True, text=True, timeout=timeout
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None
     if result.returncode != 0 or not result.stdout.strip():
@@ -197,8 +203,9 @@ def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None
             return None
         return budget.text() if budget else None
     try:
-        result = subprocess.run(cli.budgets_argv(job.slurm_bin, [job.account]), capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            cli.budgets_argv(job.slurm_bin, [job.account]), capture_output=True, text=True, timeout=timeout
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0 or not cli.shows_account_record(result.stdout, job.account):

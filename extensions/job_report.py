@@ -6,6 +6,7 @@ queue poll:
 
     python -m aifa_workbench.extensions.job_report ended EXIT_CODE
 """
+
 import json
 import os
 import ssl
@@ -21,7 +22,9 @@ def post_report(body: dict, timeout: float = 3.0) -> int:
     if not api_url or not token:
         return 0
     request = urllib.request.Request(
-        api_url.rstrip("/") + "/job-report", method="POST", data=json.dumps(body).encode(),
+        api_url.rstrip("/") + "/job-report",
+        method="POST",
+        data=json.dumps(body).encode(),
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     try:
@@ -44,5 +47,9 @@ def report_end(exit_code: int, timeout: float = 3.0) -> bool:
 
 
 if __name__ == "__main__":
-    code = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].lstrip("-").isascii() and sys.argv[2].lstrip("-").isdigit() else 0
+    code = (
+        int(sys.argv[2])
+        if len(sys.argv) > 2 and sys.argv[2].lstrip("-").isascii() and sys.argv[2].lstrip("-").isdigit()
+        else 0
+    )
     report_end(max(-255, min(255, code)))

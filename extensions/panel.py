@@ -1,4 +1,5 @@
 """The job panel: an ipywidgets view of the notebook's own job (`workbench.job_panel()`)."""
+
 from __future__ import annotations
 
 import html
@@ -18,8 +19,7 @@ def panel_rows(status: dict) -> list[tuple[str, str]]:
     gpus = f"{status['gpus']} {status['gpu_label']}{'s' if status['gpus'] != 1 else ''}" if status["gpus"] else "none"
     cost = "unknown"
     if status.get("cost_so_far") is not None:
-        cost = (f"{status['cost_so_far']:.2f} {status['cost_unit']} so far "
-                f"({status['cost_per_hour']:g} per hour)")
+        cost = f"{status['cost_so_far']:.2f} {status['cost_unit']} so far ({status['cost_per_hour']:g} per hour)"
     return [
         ("Site", status["site_title"]),
         ("Partition", f"{status['partition']} — {status['partition_title']}"),
@@ -36,8 +36,10 @@ def panel_rows(status: dict) -> list[tuple[str, str]]:
 
 
 def render_html(status: dict) -> str:
-    rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in panel_rows(status))
+    rows = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in panel_rows(status)
+    )
     return f"<table>{rows}</table>"
 
 

@@ -8,6 +8,7 @@ The batch script starts it before the server, with the job's credential in AIFA_
 the hub's 0600 environment file), and unsets those before JupyterLab starts. The key and its
 certificate are written into PRIVATE_DIR (0700, the job's own), never onto a command line.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,13 +46,40 @@ def write_private(directory: Path, name: str, text: str) -> Path:
 
 def ssh_argv(directory: Path, env: dict, local_port: int) -> list[str]:
     user_host, ssh_port, granted = env["AIFA_TUNNEL_GATEWAY"], env["AIFA_TUNNEL_GATEWAY_PORT"], env["AIFA_TUNNEL_PORT"]
-    return ["ssh", "-F", "/dev/null", "-N", "-T", "-p", str(int(ssh_port)),
-            "-i", str(directory / "key"), "-o", f"CertificateFile={directory / 'key-cert.pub'}",
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={directory / 'known_hosts'}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-            "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
-            "-R", f"127.0.0.1:{int(granted)}:127.0.0.1:{int(local_port)}", user_host]
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-N",
+        "-T",
+        "-p",
+        str(int(ssh_port)),
+        "-i",
+        str(directory / "key"),
+        "-o",
+        f"CertificateFile={directory / 'key-cert.pub'}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={directory / 'known_hosts'}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        f"ConnectTimeout={CONNECT_TIMEOUT}",
+        "-o",
+        f"ServerAliveInterval={ALIVE_INTERVAL}",
+        "-o",
+        f"ServerAliveCountMax={ALIVE_COUNT}",
+        "-R",
+        f"127.0.0.1:{int(granted)}:127.0.0.1:{int(local_port)}",
+        user_host,
+    ]
 
 
 def wait_for_port(port_file: Path) -> int:
@@ -63,15 +91,18 @@ def wait_for_port(port_file: Path) -> int:
 
 
 def end_on_term(*_) -> None:
-    raise SystemExit(0)    # subprocess.run kills its ssh on the way out
+    raise SystemExit(0)  # subprocess.run kills its ssh on the way out
 
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, end_on_term)
     directory = Path(argv[1])
     env = dict(os.environ)
-    missing = [n for n in (*CREDENTIAL_NAMES, "AIFA_TUNNEL_GATEWAY", "AIFA_TUNNEL_GATEWAY_PORT", "AIFA_TUNNEL_PORT")
-               if not env.get(n)]
+    missing = [
+        n
+        for n in (*CREDENTIAL_NAMES, "AIFA_TUNNEL_GATEWAY", "AIFA_TUNNEL_GATEWAY_PORT", "AIFA_TUNNEL_PORT")
+        if not env.get(n)
+    ]
     if missing:
         print(f"AIFA Workbench tunnel: not started, {', '.join(missing)} missing", file=sys.stderr)
         return 2
@@ -87,8 +118,11 @@ def main(argv: list[str]) -> int:
         code = subprocess.run(argv_ssh, env=child_env, stdin=subprocess.DEVNULL).returncode
         attempt = 0 if time.monotonic() - started > 30 else attempt + 1
         delay = retry_delay(attempt)
-        print(f"AIFA Workbench tunnel: ssh to the gateway ended ({code}); again in {delay:.1f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"AIFA Workbench tunnel: ssh to the gateway ended ({code}); again in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         time.sleep(delay)
 
 

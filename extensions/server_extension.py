@@ -7,6 +7,7 @@ so the hub never waits on a port someone else holds, and its first request to th
 an answer. This replaces batchspawner-singleuser, which picks a port, reports it, then starts
 the server: the hub then polls a port nobody listens on yet, backing off up to seconds.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,7 @@ def _jupyter_server_extension_points():
 
 
 def is_listening(serverapp) -> bool:
-    server = getattr(serverapp, "_http_server", None)   # set by ServerApp.init_httpserver
+    server = getattr(serverapp, "_http_server", None)  # set by ServerApp.init_httpserver
     return bool(server is not None and getattr(server, "_sockets", None))
 
 
@@ -71,7 +72,7 @@ def write_port_file(port: int) -> None:
     private directory): written whole, then renamed, so that it is never read half-written."""
     path = os.environ.get("AIFA_WORKBENCH_PORT_FILE")
     if path:
-        write_atomically(path, f"{int(port)}\n", mode=0o666)   # as open() made it: less the umask
+        write_atomically(path, f"{int(port)}\n", mode=0o666)  # as open() made it: less the umask
 
 
 def stop_server(serverapp) -> None:
@@ -83,7 +84,10 @@ def stop_server(serverapp) -> None:
 def warn_minutes(env=None) -> list[int]:
     """The walltime guard's lead times, e.g. AIFA_WORKBENCH_WARN_MINUTES='10,2' -> [10, 2]."""
     raw = (os.environ if env is None else env).get("AIFA_WORKBENCH_WARN_MINUTES", "10,2")
-    minutes = sorted({int(m) for m in raw.split(",") if m.strip().isascii() and m.strip().isdigit() and 0 < int(m) <= 1440}, reverse=True)
+    minutes = sorted(
+        {int(m) for m in raw.split(",") if m.strip().isascii() and m.strip().isdigit() and 0 < int(m) <= 1440},
+        reverse=True,
+    )
     return minutes or [10, 2]
 
 
@@ -96,7 +100,7 @@ class JobStatusHandler(APIHandler):
             self.set_status(503)
             self.finish(json.dumps({"error": str(e)}))
             return
-        except Exception as e:   # e.g. an unreadable catalogue: the guard retries, the log says why
+        except Exception as e:  # e.g. an unreadable catalogue: the guard retries, the log says why
             self.log.exception("AIFA Workbench: job status failed")
             self.set_status(503)
             self.finish(json.dumps({"error": f"The job status is not available: {e}"}))
@@ -115,6 +119,7 @@ def keep_the_hubs_ca_to_this_process(environ=os.environ) -> bool:
     if not ca_file or environ.get("SSL_CERT_FILE") != ca_file:
         return False
     import aiohttp.connector  # noqa: F401  (imported already by JupyterHub's client; made now if not)
+
     for name in TRUST_NAMES:
         node_value = environ.pop(f"AIFA_WORKBENCH_NODE_{name}", None)
         if node_value is None:
@@ -134,17 +139,20 @@ def new_cluster_name() -> str:
 
 def _load_jupyter_server_extension(serverapp) -> None:
     if not keep_the_hubs_ca_to_this_process() and os.environ.get("AIFA_WORKBENCH_HUB_CA"):
-        serverapp.log.warning("AIFA Workbench: the hub's CA is not pinned for this server "
-                              "(SSL_CERT_FILE was changed after extensions.hub_trust set it)")
+        serverapp.log.warning(
+            "AIFA Workbench: the hub's CA is not pinned for this server "
+            "(SSL_CERT_FILE was changed after extensions.hub_trust set it)"
+        )
     route = url_path_join(serverapp.base_url, "workbench", "job")
     serverapp.web_app.add_handlers(".*$", [(route, JobStatusHandler)])
     if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
         serverapp.io_loop.add_callback(report_port_when_listening, serverapp)
-    if os.environ.get("AIFA_WORKBENCH_SITE"):    # JupyterLab's Dask tab: notebook clusters, named presets
+    if os.environ.get("AIFA_WORKBENCH_SITE"):  # JupyterLab's Dask tab: notebook clusters, named presets
         try:
             from dask_labextension.manager import manager
-            home = pwd.getpwuid(os.getuid()).pw_dir       # as the notebooks' dask_cluster
+
+            home = pwd.getpwuid(os.getuid()).pw_dir  # as the notebooks' dask_cluster
             folder = os.path.join(home, NOTES_DIRECTORY, os.environ.get("SLURM_JOB_ID") or "no-job")
             list_notebook_clusters(manager, folder, new_cluster_name, serverapp.log)
-        except Exception:   # the tab then lists the New button's clusters only; the server runs on
+        except Exception:  # the tab then lists the New button's clusters only; the server runs on
             serverapp.log.exception("AIFA Workbench: notebook clusters are not listed in the Dask tab")

@@ -8,6 +8,7 @@ A notebook is copied once: the names copied are remembered in ~/.aifa-workbench/
 the user edited is left as it is, one they deleted stays deleted, and one added to the workbench
 later arrives on their next start.
 """
+
 from __future__ import annotations
 
 import json

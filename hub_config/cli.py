@@ -1,22 +1,23 @@
 """aifa-workbench: admin commands.
 
-  aifa-workbench render-script --site lumi --user alice --options '{"partition": "small-g", "gpus": 2}'
-      prints the batch script the hub would submit, without submitting it
-  aifa-workbench check-catalogue [DIR]
-      validates the site catalogue (the bundled one by default), as the hub does at start
-  aifa-workbench profiles
-      lists the quick-start profiles and what each costs
-  aifa-workbench run-proxy [--settings FILE]
-      runs configurable-http-proxy for the hub, on its own (as the hub's user)
-  aifa-workbench tunneld [--settings FILE]
-      runs the tunnel daemon of forward-reach sites (JUPITER), on its own (as the hub's user)
-  aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
-      writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
-  aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
-      remote sites' keys and job runtime (see site_admin.py)
-  aifa-workbench course create|list|end --hub URL ...
-      a trainer's courses through the hub's REST API (see course_cli.py)
+aifa-workbench render-script --site lumi --user alice --options '{"partition": "small-g", "gpus": 2}'
+    prints the batch script the hub would submit, without submitting it
+aifa-workbench check-catalogue [DIR]
+    validates the site catalogue (the bundled one by default), as the hub does at start
+aifa-workbench profiles
+    lists the quick-start profiles and what each costs
+aifa-workbench run-proxy [--settings FILE]
+    runs configurable-http-proxy for the hub, on its own (as the hub's user)
+aifa-workbench tunneld [--settings FILE]
+    runs the tunnel daemon of forward-reach sites (JUPITER), on its own (as the hub's user)
+aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
+    writes stdin to the log FILE line by line, rotating it (as the hub's user; see logwriter.py)
+aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
+    remote sites' keys and job runtime (see site_admin.py)
+aifa-workbench course create|list|end --hub URL ...
+    a trainer's courses through the hub's REST API (see course_cli.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def _render_script(args) -> int:
     sys.stdout.write(asyncio.run(script_preview.render(spawner, options)))
     request = spawner.job_request
     site = spawner.sites[request.site]
-    cost = describe_cost(site, site.partitions[request.partition], request.gpus, request.cpus, request.memory_gb,
-                         request.hours)
+    cost = describe_cost(
+        site, site.partitions[request.partition], request.gpus, request.cpus, request.memory_gb, request.hours
+    )
     print(f"# {cost}", file=sys.stderr)
     return 0
 
@@ -55,8 +57,11 @@ def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, 
     """(the spawner's traits, the hub's bind_url, whether it serves https) from the settings file;
     where none is readable, the spawner's defaults with every site of the catalogue enabled."""
     if not os.access(path, os.R_OK):
-        print(f"aifa-workbench: no readable settings file {path}: the spawner's defaults, every site of the "
-              "catalogue enabled", file=sys.stderr)
+        print(
+            f"aifa-workbench: no readable settings file {path}: the spawner's defaults, every site of the "
+            "catalogue enabled",
+            file=sys.stderr,
+        )
         traits, bind_url, https = {"enabled_sites": list(load_catalogue(catalogue))}, "http://127.0.0.1:8000/", False
     else:
         settings = load_settings(path)
@@ -118,6 +123,7 @@ def _at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}")
         return value
+
     return check
 
 
@@ -125,18 +131,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aifa-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser(
-        "render-script", help="print a job's batch script without submitting it",
+        "render-script",
+        help="print a job's batch script without submitting it",
         description="Prints the batch script the hub would submit for USER's request, made by the hub's spawner "
-                    "with the settings file's values. No site is asked anything: the account and reservation in "
-                    "--options are taken as the user's own, and no budget is checked. A remote site's env file "
-                    f"is named job-env-{script_preview.ENV_FILE_PLACEHOLDER} (the hub draws that part at random "
-                    "for each job).")
+        "with the settings file's values. No site is asked anything: the account and reservation in "
+        "--options are taken as the user's own, and no budget is checked. A remote site's env file "
+        f"is named job-env-{script_preview.ENV_FILE_PLACEHOLDER} (the hub draws that part at random "
+        "for each job).",
+    )
     render.add_argument("--site", help="the request's site (default: the settings' default_site)")
     render.add_argument("--user", required=True, help="the hub user (their site username: the settings' site_users)")
     render.add_argument("--home", help="the user's home on the local cluster where this host's passwd lacks them")
     render.add_argument("--options", default="{}", help="user_options as JSON, as the REST API takes them")
-    render.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"),
-                        help="the hub's settings file (default: $AIFA_WORKBENCH_SETTINGS or /etc/aifa-workbench/workbench.yaml)")
+    render.add_argument(
+        "--settings",
+        default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"),
+        help="the hub's settings file (default: $AIFA_WORKBENCH_SETTINGS or /etc/aifa-workbench/workbench.yaml)",
+    )
     render.add_argument("--catalogue", help="directory of site files (default: the settings' catalogue_dir)")
     render.set_defaults(run=_render_script)
     check = sub.add_parser("check-catalogue", help="validate the site catalogue")
@@ -146,14 +157,20 @@ def main(argv=None) -> int:
     profiles.add_argument("--catalogue")
     profiles.set_defaults(run=_profiles)
     proxy = sub.add_parser("run-proxy", help="run configurable-http-proxy for the hub, on its own")
-    proxy.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+    proxy.add_argument(
+        "--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml")
+    )
     proxy.set_defaults(run=_run_proxy)
     tunneld = sub.add_parser("tunneld", help="run the tunnel daemon of forward-reach sites (JUPITER), on its own")
-    tunneld.add_argument("--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+    tunneld.add_argument(
+        "--settings", default=os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml")
+    )
     tunneld.set_defaults(run=_tunneld)
     log = sub.add_parser("log-to", help="write stdin to a log file line by line, rotating it")
     log.add_argument("file")
-    log.add_argument("--max-bytes", type=_at_least(1), default=logwriter.MAX_BYTES, help="rotate before FILE passes this")
+    log.add_argument(
+        "--max-bytes", type=_at_least(1), default=logwriter.MAX_BYTES, help="rotate before FILE passes this"
+    )
     log.add_argument("--backups", type=_at_least(0), default=logwriter.BACKUPS, help="keep FILE.1 ... FILE.K")
     log.add_argument("--max-line-bytes", type=_at_least(1), default=logwriter.MAX_LINE_BYTES, help="cut longer lines")
     log.set_defaults(run=_log_to)
@@ -162,8 +179,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (CatalogueError, RequestError, ScriptError, SettingsError, script_preview.PreviewError, FileNotFoundError,
-            json.JSONDecodeError) as e:
+    except (
+        CatalogueError,
+        RequestError,
+        ScriptError,
+        SettingsError,
+        script_preview.PreviewError,
+        FileNotFoundError,
+        json.JSONDecodeError,
+    ) as e:
         print(f"aifa-workbench: {e}", file=sys.stderr)
         return 2
 

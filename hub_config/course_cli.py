@@ -9,6 +9,7 @@ The token is a personal API token of the hub (its Token page), read from $AIFA_W
 --token-file: never from the command line, where `ps` shows it. Times are in this machine's
 time zone unless they name one (2026-12-04T09:00+01:00).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,21 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
-FIELDS = {"id": "id", "title": "title", "site": "site", "partition": "partition", "gpus": "gpus", "hours": "hours",
-          "size": "size", "project": "project", "budget": "budget", "materials": "materials_repo",
-          "branch": "materials_branch", "idle_minutes": "idle_minutes", "reservation": "reservation"}
+FIELDS = {
+    "id": "id",
+    "title": "title",
+    "site": "site",
+    "partition": "partition",
+    "gpus": "gpus",
+    "hours": "hours",
+    "size": "size",
+    "project": "project",
+    "budget": "budget",
+    "materials": "materials_repo",
+    "branch": "materials_branch",
+    "idle_minutes": "idle_minutes",
+    "reservation": "reservation",
+}
 
 
 def add_parser(sub) -> None:
@@ -52,7 +65,9 @@ def epoch(text: str | None, what: str) -> float:
     try:
         return datetime.fromisoformat(text).astimezone().timestamp()
     except ValueError:
-        raise SystemExit(f"aifa-workbench course: --{what} {text[:40]!r} is not a time like 2026-12-04T09:00.") from None
+        raise SystemExit(
+            f"aifa-workbench course: --{what} {text[:40]!r} is not a time like 2026-12-04T09:00."
+        ) from None
 
 
 def token_of(args) -> str:
@@ -61,16 +76,22 @@ def token_of(args) -> str:
             return f.read().strip()
     token = os.environ.get("AIFA_WORKBENCH_TOKEN", "").strip()
     if not token:
-        raise SystemExit("aifa-workbench course: put your API token in $AIFA_WORKBENCH_TOKEN or a file "
-                         "named by --token-file (the hub's Token page makes one).")
+        raise SystemExit(
+            "aifa-workbench course: put your API token in $AIFA_WORKBENCH_TOKEN or a file "
+            "named by --token-file (the hub's Token page makes one)."
+        )
     return token
 
 
 def call(args, method: str, path: str, body=None) -> dict:
     url = args.hub.rstrip("/") + "/hub/api/" + path
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"token {token_of(args)}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Authorization": f"token {token_of(args)}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=600) as answer:
             return json.loads(answer.read() or b"{}")
@@ -84,8 +105,11 @@ def call(args, method: str, path: str, body=None) -> dict:
 
 def course_body(args) -> dict:
     body = {key: getattr(args, name) for name, key in FIELDS.items() if getattr(args, name) is not None}
-    body.update(starts_at=epoch(args.start, "start"), ends_at=epoch(args.end, "end"),
-                instructors=[n for n in args.instructors.replace(" ", ",").split(",") if n])
+    body.update(
+        starts_at=epoch(args.start, "start"),
+        ends_at=epoch(args.end, "end"),
+        instructors=[n for n in args.instructors.replace(" ", ",").split(",") if n],
+    )
     return body
 
 
@@ -102,4 +126,3 @@ def run(args) -> int:
         ended = call(args, "POST", f"courses/{args.course}/end")
         print(f"Course {ended['id']} has ended ({ended['state']}).")
     return 0
-

@@ -9,6 +9,7 @@ pool given to them alone) is added to the course account; they enter the course'
 Ending (the window's end, or the trainer): servers of the course stop, the reservation goes, the
 participations end and each guest account is wiped before it is given to anyone else.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,11 +42,11 @@ class CoursesConfig:
     users_group: str = "aifa-users"
     trainer_groups: tuple[str, ...] = ("trainers",)
     every_seconds: float = 30.0
-    last_start_minutes: int = 15   # no new session of a course this close to its end
-    activity_seconds: int = 300    # how often servers report activity: a course's idle timeout is 3 times that at least
+    last_start_minutes: int = 15  # no new session of a course this close to its end
+    activity_seconds: int = 300  # how often servers report activity: a course's idle timeout is 3 times that at least
     support: str = ""
-    public_url: str = ""      # scheme://host[:port] people reach the hub at, for invite links
-    sites: dict = field(default_factory=dict)      # where courses run: {name: catalogue Site}
+    public_url: str = ""  # scheme://host[:port] people reach the hub at, for invite links
+    sites: dict = field(default_factory=dict)  # where courses run: {name: catalogue Site}
 
 
 class CourseBook:
@@ -57,17 +58,20 @@ class CourseBook:
             data = json.loads(path.read_text())
             self.courses = {ident: course_from_dict(c) for ident, c in data.get("courses", {}).items()}
 
-
     def of_account(self, account: str) -> Course | None:
         """The course whose Slurm account this is (any state: an ended course's account is not a project)."""
         if not isinstance(account, str) or not account.startswith("course-"):
             return None
-        return self.courses.get(account[len("course-"):])
+        return self.courses.get(account[len("course-") :])
+
     def save(self) -> None:
         if self.path is None:
             return
-        write_atomically(self.path, json.dumps({"courses": {i: c.to_dict() for i, c in self.courses.items()}},
-                                               indent=1, sort_keys=True), fsync=True)
+        write_atomically(
+            self.path,
+            json.dumps({"courses": {i: c.to_dict() for i, c in self.courses.items()}}, indent=1, sort_keys=True),
+            fsync=True,
+        )
 
     def put(self, course: Course) -> None:
         self.courses[course.id] = course
@@ -96,8 +100,12 @@ class CourseBook:
 
     def guests_in_use(self) -> set[str]:
         """Accounts lent by courses not ended yet (an ending course's until they are wiped)."""
-        return {acct for c in self.courses.values() if c.state in HOLDING and not c.remote
-                for acct in c.participants.values()}
+        return {
+            acct
+            for c in self.courses.values()
+            if c.state in HOLDING and not c.remote
+            for acct in c.participants.values()
+        }
 
     def groups_of(self, user: str) -> set[str]:
         """Hub groups the courses give `user` (a federated login adds them to the provider's)."""
@@ -106,7 +114,7 @@ class CourseBook:
         return groups
 
 
-@dataclass(frozen=True, eq=False)   # one per hub: compared by identity
+@dataclass(frozen=True, eq=False)  # one per hub: compared by identity
 class Courses:
     """The hub's courses: every course (the book) and the rules they run by."""
 
@@ -117,7 +125,8 @@ class Courses:
 # The reservation outlasts the window a little: the hub stops the course's sessions at the window's
 # end, saying why, before Slurm would end them as jobs of a reservation that is over.
 RESERVATION_GRACE = 600
-HOLDING = ("scheduled", "ending")     # states in which a course holds its participants' accounts
+HOLDING = ("scheduled", "ending")  # states in which a course holds its participants' accounts
+
 
 def guest_names(config: CoursesConfig) -> list[str]:
     return [f"{config.guest_prefix}{n:02d}" for n in range(1, config.guest_count + 1)]
@@ -136,12 +145,18 @@ def site_account_for(config: CoursesConfig, identities, course: Course, user: st
     site = config.sites[course.site]
     entry = identities.site_account(user, course.site) if identities is not None else {}
     if not entry.get("username"):
-        raise CourseError("code", f"You have no {site.title} account the workbench knows, so you cannot join "
-                                  f"this course there. Get one from {site.title}, then tell "
-                                  f"{config.support or 'your trainer'} your username.")
+        raise CourseError(
+            "code",
+            f"You have no {site.title} account the workbench knows, so you cannot join "
+            f"this course there. Get one from {site.title}, then tell "
+            f"{config.support or 'your trainer'} your username.",
+        )
     if course.project not in entry.get("accounts", ()):
-        raise CourseError("code", f"Your {site.title} account is not in project {course.project}, which pays "
-                                  "for this course: ask your trainer to add you to it.")
+        raise CourseError(
+            "code",
+            f"Your {site.title} account is not in project {course.project}, which pays "
+            "for this course: ask your trainer to add you to it.",
+        )
     return entry["username"]
 
 
@@ -150,19 +165,23 @@ def local_account_for(book: CourseBook, config: CoursesConfig, user: str) -> str
     hold, or a free one of the pool. Raises CourseError when none is left."""
     if own_local_account(user, config.users_group):
         return user
-    for course in book.active_of(user):     # the guest they hold in a course going on (never an ending one's)
+    for course in book.active_of(user):  # the guest they hold in a course going on (never an ending one's)
         if not course.remote:
             return course.participants[user]
     free = [name for name in guest_names(config) if name not in book.guests_in_use()]
     if not free:
-        raise CourseError("code", "Every guest place of the workbench is taken right now, so you cannot join "
-                                  f"yet. Tell {config.support or 'your trainer'}.")
+        raise CourseError(
+            "code",
+            "Every guest place of the workbench is taken right now, so you cannot join "
+            f"yet. Tell {config.support or 'your trainer'}.",
+        )
     return free[0]
 
 
 # --- the hub side: groups and the instructors' role ---------------------------------------------
 def hub_groups_for(app, course: Course) -> None:
     from jupyterhub import orm, roles
+
     db = app.db
     for name in (course.group, course.instructor_group):
         if orm.Group.find(db, name) is None:
@@ -181,6 +200,7 @@ def named_server_limit(personal: int, book: CourseBook):
     may have (`personal`), plus one for each course session they hold or may start in `book` (course-<id>:
     kept after the course for its ended card). At least 1, JupyterHub's 0 being no limit at all;
     the spawner refuses to start a named server of their own beyond `personal`."""
+
     def limit(handler) -> int:
         user = handler.current_user
         orm_user = getattr(user, "orm_user", None)
@@ -189,17 +209,20 @@ def named_server_limit(personal: int, book: CourseBook):
         if isinstance(getattr(user, "name", None), str):
             sessions |= {model.session_server(c.id) for c in book.active_of(user.name)}
         return max(1, personal + len(sessions))
+
     return limit
 
 
 def refresh_instructor_role(app, course: Course) -> None:
     from jupyterhub import roles
+
     spec = model.instructor_role(course)
     roles.create_role(app.db, {k: v for k, v in spec.items() if k != "groups"})
 
 
 def add_to_group(app, username: str, group_name: str) -> None:
     from jupyterhub import orm
+
     user, group = orm.User.find(app.db, username), orm.Group.find(app.db, group_name)
     if user is not None and group is not None and group not in user.groups:
         user.groups.append(group)
@@ -208,8 +231,10 @@ def add_to_group(app, username: str, group_name: str) -> None:
 
 def drop_hub_groups(app, course: Course) -> None:
     from jupyterhub import orm, roles
-    roles.delete_role(app.db, model.instructor_role(course)["name"]) \
-        if orm.Role.find(app.db, model.instructor_role(course)["name"]) else None
+
+    roles.delete_role(app.db, model.instructor_role(course)["name"]) if orm.Role.find(
+        app.db, model.instructor_role(course)["name"]
+    ) else None
     for name in (course.group, course.instructor_group):
         group = orm.Group.find(app.db, name)
         if group is not None:
@@ -245,29 +270,47 @@ async def _create(app, control, courses: Courses, identities, course: Course, pe
     if course.id in book.courses:
         raise CourseError("id", f"{model.LABELS['id']}: a course named {course.id} exists already; choose another.")
     site = config.sites[course.site]
-    if course.remote:       # the site made the reservation: the trainer's login must see it
+    if course.remote:  # the site made the reservation: the trainer's login must see it
         who = identities.site_username(course.owner, course.site) if identities is not None else None
         usable = await SlurmFacts(control).reservations(course.owner, (course.project,), course.reservation, who)
         if course.reservation not in usable:
-            raise CourseError("reservation", f"{site.title} has no reservation {course.reservation} that your "
-                                             "account there may use: check its name, or ask the site for it.")
+            raise CourseError(
+                "reservation",
+                f"{site.title} has no reservation {course.reservation} that your "
+                "account there may use: check its name, or ask the site for it.",
+            )
         return _open(app, book, course)
-    if await control.account_exists(config.cluster, course.account):     # not ours: never taken over
-        raise CourseError("id", f"{model.LABELS['id']}: the cluster has an account {course.account} already; "
-                                "choose another.")
-    await control.add_course_account(config.cluster, course.account, course.project,
-                                     model.budget_minutes(course, per_unit_hour), model.session_minutes(course))
+    if await control.account_exists(config.cluster, course.account):  # not ours: never taken over
+        raise CourseError(
+            "id", f"{model.LABELS['id']}: the cluster has an account {course.account} already; choose another."
+        )
+    await control.add_course_account(
+        config.cluster,
+        course.account,
+        course.project,
+        model.budget_minutes(course, per_unit_hour),
+        model.session_minutes(course),
+    )
     try:
-        await control.course_helper(config.helper, "reserve", name=course.reservation, account=course.account,
-                                    partition=course.partition, start=_stamp(max(course.starts_at, time.time() + 5)),
-                                    end=_stamp(course.ends_at + RESERVATION_GRACE),
-                                    cores=model.reservation_cores(course, site))
+        await control.course_helper(
+            config.helper,
+            "reserve",
+            name=course.reservation,
+            account=course.account,
+            partition=course.partition,
+            start=_stamp(max(course.starts_at, time.time() + 5)),
+            end=_stamp(course.ends_at + RESERVATION_GRACE),
+            cores=model.reservation_cores(course, site),
+        )
     except SiteError as e:
         await control.remove_course_account(config.cluster, course.account)
         if "nodes are busy" in str(e.detail or ""):
-            raise CourseError("size", f"{site.title} cannot hold {course.size} sessions on {course.partition} "
-                                      "in that window: other reservations hold its cores. "
-                                      "Choose fewer participants, another partition or another time.") from None
+            raise CourseError(
+                "size",
+                f"{site.title} cannot hold {course.size} sessions on {course.partition} "
+                "in that window: other reservations hold its cores. "
+                "Choose fewer participants, another partition or another time.",
+            ) from None
         raise
     return _open(app, book, course)
 
@@ -275,11 +318,16 @@ async def _create(app, control, courses: Courses, identities, course: Course, pe
 def _open(app, book: CourseBook, course: Course) -> Course:
     book.put(course)
     hub_groups_for(app, course)
-    log.info("Course %s made by %s: %s %s, %d places, reservation %s", course.id, course.owner, course.site,
-             course.partition, course.size, course.reservation)
+    log.info(
+        "Course %s made by %s: %s %s, %d places, reservation %s",
+        course.id,
+        course.owner,
+        course.site,
+        course.partition,
+        course.size,
+        course.reservation,
+    )
     return course
-
-
 
 
 async def join(app, control, courses: Courses, identities, user: str, code: str, now: float | None = None) -> Course:
@@ -297,11 +345,12 @@ async def join(app, control, courses: Courses, identities, user: str, code: str,
             account = site_account_for(config, identities, course, user)
         else:
             account = local_account_for(book, config, user)
-            await control.course_member(config.cluster, account, course.account, add=True,
-                                        partition=course.partition, gpus=course.gpus)
+            await control.course_member(
+                config.cluster, account, course.account, add=True, partition=course.partition, gpus=course.gpus
+            )
         course = model.with_participant(course, user, account)
         book.put(course)
-        refresh_instructor_role(app, course)      # its scopes name each participant's course session
+        refresh_instructor_role(app, course)  # its scopes name each participant's course session
     add_to_group(app, user, course.group)
     forget_accounts(course.site, user)
     log.info("%s joined course %s (on the cluster as %s)", user, course.id, account)
@@ -310,8 +359,11 @@ async def join(app, control, courses: Courses, identities, user: str, code: str,
 
 def in_course(request, course: Course) -> bool:
     """Whether a server's job request is a session of `course` (its site, reservation and account)."""
-    return request is not None and (request.site, request.reservation, request.account) == \
-        (course.site, course.reservation, course.account)
+    return request is not None and (request.site, request.reservation, request.account) == (
+        course.site,
+        course.reservation,
+        course.account,
+    )
 
 
 async def stop_course_servers(app, course: Course) -> int:
@@ -319,6 +371,7 @@ async def stop_course_servers(app, course: Course) -> int:
     stopped = []
     for name in course.participants:
         from jupyterhub import orm
+
         orm_user = orm.User.find(app.db, name)
         if orm_user is None:
             continue
@@ -336,7 +389,7 @@ async def _stop(app, user, server_name: str) -> None:
     try:
         await app.proxy.delete_user(user, server_name)
         await user.stop(server_name)
-    except Exception as e:     # one server failing to stop does not keep the others running
+    except Exception as e:  # one server failing to stop does not keep the others running
         log.error("Stopping %s's course server failed: %s", user.name, e)
 
 
@@ -351,29 +404,35 @@ async def end(app, control, courses: Courses, course: Course) -> Course:
 
 async def _end(app, control, courses: Courses, course: Course) -> Course:
     book, config = courses.book, courses.config
-    course = replace(course, state="ending")     # nobody joins or starts; its guests stay lent
+    course = replace(course, state="ending")  # nobody joins or starts; its guests stay lent
     book.put(course)
     servers = await stop_course_servers(app, course)
-    if course.remote:      # the site's reservation and accounts are the site's
+    if course.remote:  # the site's reservation and accounts are the site's
         book.put(replace(course, state="ended"))
         drop_hub_groups(app, course)
         log.info("Course %s ended: %d server(s) stopped", course.id, servers)
         return book.courses[course.id]
     await control.course_helper(config.helper, "unreserve", name=course.reservation)
-    await control.cancel_account_jobs(course.account)      # what no server of the hub held
-    others = {acct for c in book.courses.values() if c.state in HOLDING and c.id != course.id
-              for acct in c.participants.values()}
-    guests = sorted({account for user, account in course.participants.items()
-                     if account != user and account not in others})
-    if guests:      # wiped, all at once (one search of the filesystems), before anyone else gets one
+    await control.cancel_account_jobs(course.account)  # what no server of the hub held
+    others = {
+        acct
+        for c in book.courses.values()
+        if c.state in HOLDING and c.id != course.id
+        for acct in c.participants.values()
+    }
+    guests = sorted(
+        {account for user, account in course.participants.items() if account != user and account not in others}
+    )
+    if guests:  # wiped, all at once (one search of the filesystems), before anyone else gets one
         await control.course_helper(config.helper, "release-guest", user=guests)
     for account in course.participants.values():
         await control.course_member(config.cluster, account, course.account, add=False)
-    await control.remove_course_account(config.cluster, course.account)   # its jobs stay in the accounting
+    await control.remove_course_account(config.cluster, course.account)  # its jobs stay in the accounting
     book.put(replace(course, state="ended"))
     drop_hub_groups(app, course)
-    log.info("Course %s ended: %d server(s) stopped, %d participation(s) ended", course.id, servers,
-             len(course.participants))
+    log.info(
+        "Course %s ended: %d server(s) stopped, %d participation(s) ended", course.id, servers, len(course.participants)
+    )
     return book.courses[course.id]
 
 
@@ -381,6 +440,7 @@ async def stop_idle_course_servers(app, book: CourseBook, now: float | None = No
     """A course's own idle timeout (idle_minutes): its sessions nobody used for that long stop,
     as the hub's idle culler stops any session after the hub-wide timeout."""
     from jupyterhub import orm
+
     now = time.time() if now is None else now
     stopping = []
     for course in book.courses.values():
@@ -389,13 +449,16 @@ async def stop_idle_course_servers(app, book: CourseBook, now: float | None = No
         for name in course.participants:
             orm_user = orm.User.find(app.db, name)
             user = app.users[orm_user] if orm_user is not None else None
-            for server_name, spawner in (list(user.spawners.items()) if user else ()):
+            for server_name, spawner in list(user.spawners.items()) if user else ():
                 request, seen = getattr(spawner, "job_request", None), spawner.orm_spawner.last_activity
-                idle = seen is not None and now - seen.replace(tzinfo=timezone.utc).timestamp() > course.idle_minutes * 60
+                idle = (
+                    seen is not None and now - seen.replace(tzinfo=timezone.utc).timestamp() > course.idle_minutes * 60
+                )
                 if spawner.ready and in_course(request, course) and idle:
                     spawner.stop_reason = "idle"
-                    log.info("Stopping %s's session in course %s: idle for %d minutes", name, course.id,
-                             course.idle_minutes)
+                    log.info(
+                        "Stopping %s's session in course %s: idle for %d minutes", name, course.id, course.idle_minutes
+                    )
                     stopping.append(_stop(app, user, server_name))
     await asyncio.gather(*stopping)
     return len(stopping)
@@ -426,7 +489,8 @@ def start_window_keeper(hub, control, courses: Courses) -> None:
             try:
                 await end_due_courses(app, control, courses)
                 await stop_idle_course_servers(app, courses.book)
-            except Exception:     # the keeper goes on: the next round tries again
+            except Exception:  # the keeper goes on: the next round tries again
                 log.exception("Ending the courses whose window passed failed")
             await asyncio.sleep(courses.config.every_seconds)
+
     asyncio.get_event_loop().call_soon(lambda: in_background(keep(), "The course window keeper", log))

@@ -5,6 +5,7 @@ GET  /hub/api/courses             the courses one teaches (with code and partici
 POST /hub/api/courses/join        {"code": …}: join during the window
 POST /hub/api/courses/<id>/end    end it now (its owner, an instructor, an admin)
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,21 @@ from aifa_workbench.sites.slurm_facts import SlurmFacts
 
 CREATE_SCOPE = "custom:courses:create"
 COURSE_ID = r"([a-z][a-z0-9-]{2,23})"
-CUSTOM_SCOPES = {CREATE_SCOPE: {"description": "Make courses (workshops): a reservation, an account and a "
-                                               "join code on the local cluster"}}
+CUSTOM_SCOPES = {
+    CREATE_SCOPE: {
+        "description": "Make courses (workshops): a reservation, an account and a join code on the local cluster"
+    }
+}
 
 
 def trainer_role(groups, users) -> dict:
-    return {"name": "trainer", "description": "Trainers make courses (not an admin role)",
-            "scopes": [CREATE_SCOPE], "groups": list(groups), "users": list(users)}
+    return {
+        "name": "trainer",
+        "description": "Trainers make courses (not an admin role)",
+        "scopes": [CREATE_SCOPE],
+        "groups": list(groups),
+        "users": list(users),
+    }
 
 
 def control_of(workbench, config: courses.CoursesConfig, site_name: str):
@@ -45,9 +54,12 @@ def view(config: courses.CoursesConfig, course, teaching: bool, base_url: str) -
     card = next(iter(course_cards([course], config.sites)), None)
     data["session"] = f"{card['where']} · {card['what']} · {card['cost']}" if card else ""
     if teaching:
-        data.update(code=model.shown_code(course.code), owner=course.owner,
-                    join_url=f"{config.public_url.rstrip('/')}{base_url}courses/join/{course.code}",
-                    participants=sorted(course.participants))
+        data.update(
+            code=model.shown_code(course.code),
+            owner=course.owner,
+            join_url=f"{config.public_url.rstrip('/')}{base_url}courses/join/{course.code}",
+            participants=sorted(course.participants),
+        )
     return data
 
 
@@ -86,7 +98,9 @@ class CourseMixin(WorkbenchHandler):
                 found[name] = tuple(entry.get("accounts", ()))
                 continue
             try:
-                found[name] = await SlurmFacts(control_of(self.workbench, config, name)).user_accounts(self.current_user.name)
+                found[name] = await SlurmFacts(control_of(self.workbench, config, name)).user_accounts(
+                    self.current_user.name
+                )
             except SiteError:
                 found[name] = ()
         return {name: tuple(a for a in accounts if not a.startswith("course-")) for name, accounts in found.items()}
@@ -95,20 +109,38 @@ class CourseMixin(WorkbenchHandler):
         known = {u.name for u in self.db.query(orm.User)}
         hub_courses = self.hub_courses
         config = hub_courses.config
-        course = model.course_from_request(data, self.current_user.name, await self.trainer_projects(),
-                                           config.sites, known, time.time(),
-                                           min_idle_minutes=math.ceil(3 * config.activity_seconds / 60))
+        course = model.course_from_request(
+            data,
+            self.current_user.name,
+            await self.trainer_projects(),
+            config.sites,
+            known,
+            time.time(),
+            min_idle_minutes=math.ceil(3 * config.activity_seconds / 60),
+        )
         site = config.sites[course.site]
         per_unit_hour = (site.budget or {}).get("per_unit_hour", 1)
-        return await courses.create(self.app, control_of(self.workbench, config, course.site), hub_courses, self.workbench.identities,
-                                    course, per_unit_hour)
+        return await courses.create(
+            self.app,
+            control_of(self.workbench, config, course.site),
+            hub_courses,
+            self.workbench.identities,
+            course,
+            per_unit_hour,
+        )
 
     async def join_course(self, code):
         hub_courses = self.hub_courses
         course = hub_courses.book.by_code(code) if isinstance(code, str) else None
         site_name = course.site if course else next(iter(hub_courses.config.sites))
-        return await courses.join(self.app, control_of(self.workbench, hub_courses.config, site_name), hub_courses,
-                                  self.workbench.identities, self.current_user.name, code)
+        return await courses.join(
+            self.app,
+            control_of(self.workbench, hub_courses.config, site_name),
+            hub_courses,
+            self.workbench.identities,
+            self.current_user.name,
+            code,
+        )
 
     async def end_course(self, ident):
         hub_courses = self.hub_courses
@@ -117,21 +149,27 @@ class CourseMixin(WorkbenchHandler):
             raise web.HTTPError(404, "No such course of yours.")
         if course.state == "ended":
             return course
-        return await courses.end(self.app, control_of(self.workbench, hub_courses.config, course.site), hub_courses, course)
+        return await courses.end(
+            self.app, control_of(self.workbench, hub_courses.config, course.site), hub_courses, course
+        )
 
 
 class CoursesAPIHandler(CourseMixin, APIHandler):
     def _refuse(self, error: Exception, status: int = 400):
         field = getattr(error, "field", None)
         self.set_status(status)
-        self.finish(json.dumps({"status": status, "message": getattr(error, "sentence", None) or str(error),
-                                "field": field}))
+        self.finish(
+            json.dumps({"status": status, "message": getattr(error, "sentence", None) or str(error), "field": field})
+        )
 
     @web.authenticated
     async def get(self):
         user = self.person()
-        listed = [self.shown(c, self.teaches(c)) for c in self.hub_courses.book.courses.values()
-                  if self.teaches(c) or user.name in c.participants]
+        listed = [
+            self.shown(c, self.teaches(c))
+            for c in self.hub_courses.book.courses.values()
+            if self.teaches(c) or user.name in c.participants
+        ]
         self.finish(json.dumps({"courses": listed}))
 
     @web.authenticated
@@ -175,17 +213,34 @@ class CoursesPageHandler(CourseMixin, BaseHandler):
     """Join with a code; trainers make courses and see theirs: code, link, participants."""
 
     @web.authenticated
-    async def get(self, message: str = "", failed: bool = False, code: str = "", form: dict | None = None,
-                  field: str | None = None):
+    async def get(
+        self,
+        message: str = "",
+        failed: bool = False,
+        code: str = "",
+        form: dict | None = None,
+        field: str | None = None,
+    ):
         user = self.current_user
         book = self.hub_courses.book
         taught = [self.shown(c, True) for c in book.courses.values() if self.teaches(c)]
         joined = [self.shown(c, False) for c in book.active_of(user.name)]
         projects = await self.trainer_projects() if self.may_create() else {}
         html = await self.render_template(
-            "courses.html", taught=taught, joined=joined, may_create=self.may_create(), projects=projects,
-            sites=self.hub_courses.config.sites, message=message, failed=failed, code=code, form=form or {},
-            field=field, labels=model.LABELS, now=time.time())
+            "courses.html",
+            taught=taught,
+            joined=joined,
+            may_create=self.may_create(),
+            projects=projects,
+            sites=self.hub_courses.config.sites,
+            message=message,
+            failed=failed,
+            code=code,
+            form=form or {},
+            field=field,
+            labels=model.LABELS,
+            now=time.time(),
+        )
         self.finish(html)
 
     @web.authenticated
@@ -201,8 +256,9 @@ class CoursesPageHandler(CourseMixin, BaseHandler):
             if action == "create" and self.may_create():
                 form = {k: self.get_body_argument(k, "")[:400] for k in model.LABELS}
                 course = await self.create_course(model.request_from_form(form))
-                return await self.get(f"The course \u201c{course.title}\u201d is ready. Its code is "
-                                      f"{model.shown_code(course.code)}.")
+                return await self.get(
+                    f"The course \u201c{course.title}\u201d is ready. Its code is {model.shown_code(course.code)}."
+                )
         except CourseError as e:
             form = {k: self.get_body_argument(k, "")[:400] for k in model.LABELS}
             return await self.get(str(e), True, form=form, field=e.field)
@@ -218,13 +274,16 @@ class CourseInviteHandler(CourseMixin, BaseHandler):
     async def get(self, code):
         course = self.hub_courses.book.by_code(code)
         refusal = model.join_refusal(course, self.current_user.name, time.time())
-        self.finish(await self.render_template("course_join.html", course=course, refusal=refusal,
-                                               code=model.normal_code(code)))
+        self.finish(
+            await self.render_template("course_join.html", course=course, refusal=refusal, code=model.normal_code(code))
+        )
 
 
 def handlers() -> list[tuple]:
-    return [("/courses", CoursesPageHandler),
-            (r"/courses/join/([A-Za-z0-9-]{1,40})", CourseInviteHandler),
-            ("/api/courses", CoursesAPIHandler),
-            ("/api/courses/join", CourseJoinAPIHandler),
-            (rf"/api/courses/{COURSE_ID}/end", CourseEndAPIHandler)]
+    return [
+        ("/courses", CoursesPageHandler),
+        (r"/courses/join/([A-Za-z0-9-]{1,40})", CourseInviteHandler),
+        ("/api/courses", CoursesAPIHandler),
+        ("/api/courses/join", CourseJoinAPIHandler),
+        (rf"/api/courses/{COURSE_ID}/end", CourseEndAPIHandler),
+    ]

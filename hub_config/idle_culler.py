@@ -5,6 +5,7 @@ The hub learns a server's activity from the proxy and from the server itself, ev
 a server in use could look idle. A server the culler stops is marked, so that its session card
 says it was stopped for being idle and that the files are kept.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,17 +32,28 @@ class ServerStopHandler(UserServerAPIHandler):
 
 
 def install_stop_handler() -> None:
-    default_handlers[:] = [(route, ServerStopHandler if route in ROUTES else handler)
-                           for route, handler, *rest in default_handlers]
+    default_handlers[:] = [
+        (route, ServerStopHandler if route in ROUTES else handler) for route, handler, *rest in default_handlers
+    ]
 
 
 def command(culler: dict) -> list[str]:
     """The service's command line (no secret in it: the hub gives the service its token in the
     environment)."""
     # tied to the hub's process (this config runs in it): a hub killed outright takes it along
-    argv = [sys.executable, "-m", "aifa_workbench.hub_config.tied", str(os.getpid()), "--",
-            sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout_seconds']}",
-            f"--cull-every={culler['every_seconds']}", "--concurrency=5"]
+    argv = [
+        sys.executable,
+        "-m",
+        "aifa_workbench.hub_config.tied",
+        str(os.getpid()),
+        "--",
+        sys.executable,
+        "-m",
+        "jupyterhub_idle_culler",
+        f"--timeout={culler['timeout_seconds']}",
+        f"--cull-every={culler['every_seconds']}",
+        "--concurrency=5",
+    ]
     if culler["max_age_seconds"]:
         argv.append(f"--max-age={culler['max_age_seconds']}")
     return argv
@@ -58,8 +70,12 @@ def configure_activity(c, culler: dict) -> None:
 def configure(c, culler: dict) -> None:
     configure_activity(c, culler)
     c.JupyterHub.services.append({"name": SERVICE, "command": command(culler)})
-    c.JupyterHub.load_roles.append({
-        "name": SERVICE, "services": [SERVICE],
-        "description": "Stops servers idle for longer than the settings' idle_culler.timeout_seconds",
-        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]})
+    c.JupyterHub.load_roles.append(
+        {
+            "name": SERVICE,
+            "services": [SERVICE],
+            "description": "Stops servers idle for longer than the settings' idle_culler.timeout_seconds",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        }
+    )
     install_stop_handler()

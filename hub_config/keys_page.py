@@ -1,6 +1,7 @@
 """The hub's page of a user's SSH keys for the remote sites (/hub/site-keys): per site the
 user's name there, the public key the hub holds for them (made on first view), what the site wants
 done with it, and a Test connection button (POST /hub/site-keys/<site>/test, answered in JSON)."""
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,24 @@ def site_rows(workbench: Workbench, user: str) -> list[dict]:
         key = identities.key_store.public_key(user, site.name) if identities and username else ""
         entry = identities.site_account(user, site.name) if identities else {}
         short = site.title.split(" (")[0].split(" ·")[0]
-        rows.append({"name": site.name, "title": site.title, "username": username,
-                     "accounts": list(entry.get("accounts", ())),
-                     "missing": "" if username else (
-                         f"You have no {short} account yet, or the workbench does not know it: get one from "
-                         f"{short} (your project's manager adds you to a project there), then ask "
-                         f"{workbench.support} to add your {short} username."),
-                     "key": public_key_line(site, key, workbench.hub_egress) if key else "",
-                     "needs_egress": site.key_from_clause and not workbench.hub_egress,
-                     "instructions": site.key_instructions})
+        rows.append(
+            {
+                "name": site.name,
+                "title": site.title,
+                "username": username,
+                "accounts": list(entry.get("accounts", ())),
+                "missing": ""
+                if username
+                else (
+                    f"You have no {short} account yet, or the workbench does not know it: get one from "
+                    f"{short} (your project's manager adds you to a project there), then ask "
+                    f"{workbench.support} to add your {short} username."
+                ),
+                "key": public_key_line(site, key, workbench.hub_egress) if key else "",
+                "needs_egress": site.key_from_clause and not workbench.hub_egress,
+                "instructions": site.key_instructions,
+            }
+        )
     return rows
 
 
@@ -55,9 +65,16 @@ class SiteKeyTestHandler(WorkbenchHandler, BaseHandler):
             self.log.info("Connection test of %s to %s: %s", user, site_name, e.detail or e)
             self.finish(json.dumps({"ok": False, "message": e.sentence}))
             return
-        self.finish(json.dumps({"ok": True, "message": f"The workbench logged in to {site.title} as "
-                                                        f"{self.workbench.identities.site_username(user, site_name)} "
-                                                        "and Slurm answered."}))
+        self.finish(
+            json.dumps(
+                {
+                    "ok": True,
+                    "message": f"The workbench logged in to {site.title} as "
+                    f"{self.workbench.identities.site_username(user, site_name)} "
+                    "and Slurm answered.",
+                }
+            )
+        )
 
 
 def handlers() -> list[tuple]:

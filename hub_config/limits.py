@@ -10,6 +10,7 @@ JSON and forms only; notebooks and uploads go to users' own servers, not through
 The firewall bounds how many connections each address and each local account may hold
 (ansible role workbench_hub, hub-api.nft).
 """
+
 from __future__ import annotations
 
 import copy

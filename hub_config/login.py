@@ -5,6 +5,7 @@ allowed user, and so run code as that unix user: fine for one person trying the 
 wrong as soon as two people share it. The workbench uses it only when the settings say
 `login: shared-password-single-person-demo`.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -13,6 +14,7 @@ from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode
 
 from aifa_workbench.model.settings import LOGIN_MODES, PER_USER, SHARED_SINGLE_PERSON, read_passwords  # noqa: F401
+
 
 def password_matches(expected: str | None, given) -> bool:
     """Constant-time comparison; a user without a password never matches."""

@@ -7,6 +7,7 @@ rotated to FILE.1 ... FILE.K before it would pass its size limit. FILE is opened
 and must be a regular file: a symbolic link planted in its place is refused, never followed.
 It ends at the end of its input (not on SIGINT, SIGHUP or SIGTERM), so it outlives what it logs.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,14 @@ def read_line(src, limit: int) -> list[bytes] | None:
     return [*pieces, f" … ({cut} bytes cut)\n".encode() if cut else b"\n"]
 
 
-def copy_lines(src, path: str, max_bytes: int = MAX_BYTES, backups: int = BACKUPS,
-               max_line_bytes: int = MAX_LINE_BYTES, mode: int = 0o600) -> None:
+def copy_lines(
+    src,
+    path: str,
+    max_bytes: int = MAX_BYTES,
+    backups: int = BACKUPS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    mode: int = 0o600,
+) -> None:
     """Copy `src` to the log `path` line by line until its end, rotating before `path` would pass
     `max_bytes` (a file holds at least one line, however long the cap lets it be). A log this
     user may not write (root's, from an older aifa-hubctl) is rotated away and a new one begun."""

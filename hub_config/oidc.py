@@ -5,6 +5,7 @@ configured prefix, managed by the hub (re-read at every login and refresh); a pe
 one of the allowed groups, at login and at every refresh, or log in again (and be refused).
 auth_state (the tokens) is encrypted with the hub's key.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,9 +21,9 @@ from aifa_workbench.hub_config.site_accounts import accounts_from_claims
 from aifa_workbench.model.course import join_refusal
 from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
 
-REFUSED = "-refused-"      # a placeholder name: check_allowed refuses it before any user is made
-COURSE_GROUPS = "aifa_course_groups"   # auth_state key: the hub groups the person's courses give
-INVITED = "aifa_invited_to"             # auth model key, this login only: the course whose invite link led here
+REFUSED = "-refused-"  # a placeholder name: check_allowed refuses it before any user is made
+COURSE_GROUPS = "aifa_course_groups"  # auth_state key: the hub groups the person's courses give
+INVITED = "aifa_invited_to"  # auth model key, this login only: the course whose invite link led here
 _INVITE_PATH = re.compile(r"/hub/courses/join/([A-Za-z0-9-]{1,40})$")
 
 
@@ -38,31 +39,38 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         help="Hub names the admins gave to identities: {sub (lower case): name}. Others get u-<16 hex>.",
     ).tag(config=True)
     sub_pattern = Unicode(
-        r".+", help="A regular expression every `sub` must match, e.g. ^[0-9a-f]{1,64}@myaccessid\\.org$.",
+        r".+",
+        help="A regular expression every `sub` must match, e.g. ^[0-9a-f]{1,64}@myaccessid\\.org$.",
     ).tag(config=True)
     refused_subs = List(
-        Unicode(), help="Identifiers never let in (a provider's monitoring account: test@myaccessid.org).",
+        Unicode(),
+        help="Identifiers never let in (a provider's monitoring account: test@myaccessid.org).",
     ).tag(config=True)
     entitlement_prefix = Unicode(
-        "", help="Entitlement URNs under this prefix (urn:…:group:<namespace>:) become the user's hub groups.",
+        "",
+        help="Entitlement URNs under this prefix (urn:…:group:<namespace>:) become the user's hub groups.",
     ).tag(config=True)
     entitlements_claim = Unicode("eduperson_entitlement", help="The claim that lists entitlements.").tag(config=True)
     entitlement_authorities = List(
-        Unicode(), help="The authorities (after '#') whose entitlements count; none: any.",
+        Unicode(),
+        help="The authorities (after '#') whose entitlements count; none: any.",
     ).tag(config=True)
     site_systems = Dict(
         value_trait=Unicode(),
         help="Systems named in the site accounts claim, lower case, and the catalogue site each is: {jupiter: jupiter}.",
     ).tag(config=True)
     site_accounts_claim = Unicode(
-        "hpc_infos_attribute", help="The claim listing the person's site accounts (JSC's form).",
+        "hpc_infos_attribute",
+        help="The claim listing the person's site accounts (JSC's form).",
     ).tag(config=True)
     workbench = Any(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help="The hub's runtime (hub_config.runtime.Workbench): its site-accounts registry and courses.",
     ).tag(config=True)
     fold_case = Bool(
-        False, help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
+        False,
+        help="Compare identifiers without regard to case (MyAccessID's are case-insensitive).",
     ).tag(config=True)
 
     @property
@@ -86,8 +94,9 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
     def get_user_groups(self, auth_state: dict) -> set[str]:
         """The provider's groups, and the hub's course groups of the person (noted by update_auth_model)."""
         claims = (auth_state or {}).get(self.user_auth_state_key) or {}
-        provider = groups_from_entitlements(claims.get(self.entitlements_claim), self.entitlement_prefix,
-                                            tuple(self.entitlement_authorities))
+        provider = groups_from_entitlements(
+            claims.get(self.entitlements_claim), self.entitlement_prefix, tuple(self.entitlement_authorities)
+        )
         # course-* names are the hub's own: an entitlement cannot make someone a course's instructor
         return {g for g in provider if not g.startswith("course-")} | set((auth_state or {}).get(COURSE_GROUPS, ()))
 
@@ -100,8 +109,9 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         admitted = self.get_user_groups(auth_model.get("auth_state") or {}) & (self.allowed_groups | self.admin_groups)
         if self.site_accounts is not None and self.site_systems and auth_model.get("name") != REFUSED and admitted:
             claims = (auth_model.get("auth_state") or {}).get(self.user_auth_state_key) or {}
-            self.site_accounts.set_claimed(auth_model["name"],
-                                           accounts_from_claims(claims.get(self.site_accounts_claim), self.site_systems))
+            self.site_accounts.set_claimed(
+                auth_model["name"], accounts_from_claims(claims.get(self.site_accounts_claim), self.site_systems)
+            )
         return auth_model
 
     async def authenticate(self, handler, data=None, **kwargs):
@@ -125,11 +135,10 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         groups = set(auth_model.get("groups") or ())
         book = self.course_book
         courses = book.groups_of(username) if book is not None else set()
-        return bool(groups & (self.allowed_groups | self.admin_groups) or groups & courses
-                    or auth_model.get(INVITED))
+        return bool(groups & (self.allowed_groups | self.admin_groups) or groups & courses or auth_model.get(INVITED))
 
     async def check_allowed(self, username, auth_model):
-        if auth_model is None:    # JupyterHub asks this of existing users at start
+        if auth_model is None:  # JupyterHub asks this of existing users at start
             return True
         return self.admits(username, auth_model)
 
@@ -141,8 +150,11 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
         except (HTTPClientError, OSError) as e:
             # the provider is down or failing (5xx, no answer): keep the session a while rather than
             # log everyone out and break their servers' token checks; refused tokens (4xx) still end it
-            self.log.warning("Provider unreachable while refreshing %s (%s); keeping the current login",
-                             user.name, getattr(e, "code", e))
+            self.log.warning(
+                "Provider unreachable while refreshing %s (%s); keeping the current login",
+                user.name,
+                getattr(e, "code", e),
+            )
             return True
         if isinstance(model, dict):
             if model.get("name") != user.name:
@@ -194,6 +206,7 @@ def configure(c, oidc: dict, callback: str, client_secret: str, auth_state_key: 
     a.site_accounts_claim = oidc["site_accounts_claim"]
     a.custom_403_message = (
         "Your sign-in worked, but your account is not in a group that may use AIFA Workbench. "
-        f"Ask {support} to add you, and tell them the email address you signed in with.")
+        f"Ask {support} to add you, and tell them the email address you signed in with."
+    )
     if oidc.get("end_session_url"):
         a.logout_redirect_url = oidc["end_session_url"]

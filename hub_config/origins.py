@@ -5,6 +5,7 @@ lets them live under another domain (`user_domain`), e.g. the hub on workbench.e
 servers on <user>.users.example-usercontent.be, so that no user's page shares even a site
 (registrable domain) with the hub; by default user_domain is the hub's own host name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,12 +34,12 @@ def hub_page_allowed(host: str, path: str, public_host: str, hub_prefix: str, in
     `host`. The proxy sends every host's unrouted requests to the hub, so without this the hub's
     login page would also answer on <user>.<domain>, and a user's page could read it there."""
     if not path.startswith(hub_prefix):
-        return True   # JupyterHub only redirects these to the hub's own host
+        return True  # JupyterHub only redirects these to the hub's own host
     public = urlsplit(public_host)
     netloc = _netloc(host, public.scheme)
     if netloc in {_netloc(public.netloc, public.scheme), *internal_hosts}:
         return True
-    name, _, port = netloc.rpartition(":")   # "name:*": a forward-reach login node, any port
+    name, _, port = netloc.rpartition(":")  # "name:*": a forward-reach login node, any port
     return bool(name) and port.isdigit() and f"{name}:*" in internal_hosts
 
 

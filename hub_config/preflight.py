@@ -1,4 +1,5 @@
 """Checks the hub makes before it starts, each failing with one sentence."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,8 +24,9 @@ def _run(argv: list[str], timeout: float, fix: str) -> subprocess.CompletedProce
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise PreflightError(f"Slurm is not installed here ({argv[0]} is missing): "
-                             "run `make cluster` or install the Slurm client.") from None
+        raise PreflightError(
+            f"Slurm is not installed here ({argv[0]} is missing): run `make cluster` or install the Slurm client."
+        ) from None
     except OSError as e:
         raise PreflightError(f"{argv[0]} could not run ({e.strerror}): {fix}") from None
     except subprocess.TimeoutExpired:
@@ -37,8 +39,10 @@ def check_slurm(slurm_bin: str = "/usr/bin", timeout: float = 20) -> None:
     result = _run(cli.ping_argv(slurm_bin), timeout, START_SLURMCTLD)
     said = _said(result)
     if result.returncode != 0 or " is UP" not in said:
-        raise PreflightError(f"Slurm is not answering (`scontrol ping` says: {said or 'nothing'}): "
-                             "start it with `make cluster` and start the hub again.")
+        raise PreflightError(
+            f"Slurm is not answering (`scontrol ping` says: {said or 'nothing'}): "
+            "start it with `make cluster` and start the hub again."
+        )
 
 
 def check_local_partitions(sites, slurm_bin: str = "/usr/bin", timeout: float = 20) -> None:
@@ -48,12 +52,16 @@ def check_local_partitions(sites, slurm_bin: str = "/usr/bin", timeout: float = 
         return
     result = _run(cli.partitions_argv(slurm_bin), timeout, START_SLURMCTLD)
     if result.returncode != 0:
-        raise PreflightError(f"Slurm could not list its partitions (`sinfo` exit {result.returncode}: "
-                             f"{_said(result) or 'nothing said'}): {START_SLURMCTLD}")
+        raise PreflightError(
+            f"Slurm could not list its partitions (`sinfo` exit {result.returncode}: "
+            f"{_said(result) or 'nothing said'}): {START_SLURMCTLD}"
+        )
     known = set(result.stdout.split())
     for site in local:
         missing = sorted(set(site.partitions) - known)
         if missing:
-            raise PreflightError(f"{site.path}: partitions: Slurm here has no partition "
-                                 f"{', '.join(missing)} (it has {', '.join(sorted(known)) or 'none'}): "
-                                 "fix the site file or the cluster (`make cluster`).")
+            raise PreflightError(
+                f"{site.path}: partitions: Slurm here has no partition "
+                f"{', '.join(missing)} (it has {', '.join(sorted(known)) or 'none'}): "
+                "fix the site file or the cluster (`make cluster`)."
+            )

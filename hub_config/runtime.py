@@ -1,4 +1,5 @@
 """The hub's runtime: one object, built once by jupyterhub_config.py and handed to the hub's parts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +9,10 @@ from aifa_workbench.hub_config.site_accounts import SiteAccounts
 from aifa_workbench.model.settings import Settings
 from aifa_workbench.sites.registry import Identities, SiteControls
 
-TORNADO_KEY = "workbench"    # c.JupyterHub.tornado_settings[TORNADO_KEY]: how the pages' handlers get it
+TORNADO_KEY = "workbench"  # c.JupyterHub.tornado_settings[TORNADO_KEY]: how the pages' handlers get it
 
 
-@dataclass(frozen=True, eq=False)   # one per hub: compared by identity
+@dataclass(frozen=True, eq=False)  # one per hub: compared by identity
 class Workbench:
     """What the hub runs with: its settings, the catalogue's enabled sites, who each user is on each
     site (identities, and the site-accounts registry behind them), each site's job control, the
@@ -23,13 +24,13 @@ class Workbench:
     its hub()."""
 
     settings: Settings
-    sites: dict                     # {name: model.catalogue.Site}
+    sites: dict  # {name: model.catalogue.Site}
     identities: Identities
-    controls: SiteControls          # each site's job control, logging in as each user (identities)
+    controls: SiteControls  # each site's job control, logging in as each user (identities)
     site_accounts: SiteAccounts
     courses: Courses | None
-    hub_egress: tuple[str, ...]     # addresses the hub logs in to sites from (a key's from= clause)
-    support: str                    # whom people ask: the settings' support_contact
+    hub_egress: tuple[str, ...]  # addresses the hub logs in to sites from (a key's from= clause)
+    support: str  # whom people ask: the settings' support_contact
 
     @property
     def remote_sites(self) -> dict:
@@ -39,6 +40,7 @@ class Workbench:
     def hub(self):
         """The running JupyterHub app."""
         from jupyterhub.app import JupyterHub
+
         return JupyterHub.instance()
 
     def __deepcopy__(self, memo):

@@ -2,6 +2,7 @@
 hub's own spawner (WorkbenchSlurmSpawner: apply_job_request, get_env, batch_script) configured as
 jupyterhub_config.py configures it. No site is asked anything and nothing is submitted: where the
 spawner would ask a site (the user's accounts, reservations, budget), the admin's word answers."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -38,16 +39,16 @@ class AdminsWord:
         return {}
 
     async def project_file(self, user, path, account) -> str:
-        return "{}"          # a billing file that says nothing: no budget
+        return "{}"  # a billing file that says nothing: no budget
 
 
 class PreviewSpawner(WorkbenchSlurmSpawner):
     """The hub's spawner with the admin's word for its sites' answers, and the server JupyterHub
     would have made for it (its URL prefix is in the job's environment)."""
 
-    account = ""          # the admin's word (AdminsWord)
+    account = ""  # the admin's word (AdminsWord)
     reservation = ""
-    home = ""             # the user's home where the catalogue names none and this host does not know them
+    home = ""  # the user's home where the catalogue names none and this host does not know them
     service_prefix = "/"
 
     def facts(self, site_name: str) -> AdminsWord:
@@ -67,8 +68,9 @@ class PreviewSpawner(WorkbenchSlurmSpawner):
         try:
             return super().user_home()
         except KeyError:
-            raise PreviewError(f"{self.site_username()} has no account on this host: give their home "
-                               "with --home.") from None
+            raise PreviewError(
+                f"{self.site_username()} has no account on this host: give their home with --home."
+            ) from None
 
 
 def admins_site_users(site_users: dict, user: str, site, account: str) -> dict:
@@ -80,24 +82,32 @@ def admins_site_users(site_users: dict, user: str, site, account: str) -> dict:
     return {**site_users, user: mine}
 
 
-def preview_spawner(traits: dict, user: str, options: dict, bind_url: str, https: bool, home: str = "") \
-        -> PreviewSpawner:
+def preview_spawner(
+    traits: dict, user: str, options: dict, bind_url: str, https: bool, home: str = ""
+) -> PreviewSpawner:
     """The spawner JupyterHub would make for `user`'s default server, configured with `traits`
     (hub_config.spawner_settings), on a hub at `bind_url`; the admin's account and reservation
     in `options` taken as the user's own."""
     prefix = urlsplit(bind_url).path or "/"
     hub_port = traits.get("hub_port", WorkbenchSlurmSpawner.hub_port.default_value)
-    hub = SimpleNamespace(api_url=f"http://127.0.0.1:{hub_port}{prefix}hub/api", base_url=f"{prefix}hub/",
-                          public_host=urlsplit(bind_url).netloc)
+    hub = SimpleNamespace(
+        api_url=f"http://127.0.0.1:{hub_port}{prefix}hub/api",
+        base_url=f"{prefix}hub/",
+        public_host=urlsplit(bind_url).netloc,
+    )
     name = quote(user, safe="")
     hub_user = SimpleNamespace(name=user, escaped_name=name, url=f"{prefix}user/{name}/", db=None, groups=[])
     # cookie_options: JupyterHub gives each spawner its tornado_settings' (jupyterhub_config.py)
-    spawner = PreviewSpawner(config=Config({"WorkbenchSlurmSpawner": traits}), user=hub_user, hub=hub,
-                             cookie_options={"secure": True} if https else {})
+    spawner = PreviewSpawner(
+        config=Config({"WorkbenchSlurmSpawner": traits}),
+        user=hub_user,
+        hub=hub,
+        cookie_options={"secure": True} if https else {},
+    )
     spawner.account, spawner.reservation = options.get("account", ""), options.get("reservation", "")
     spawner.home, spawner.service_prefix = home, hub_user.url
     site_name = options.get("site", spawner.default_site)
-    site = spawner.sites.get(site_name) if isinstance(site_name, str) else None   # else admission refuses it
+    site = spawner.sites.get(site_name) if isinstance(site_name, str) else None  # else admission refuses it
     if site is not None and site.transport != "local":
         spawner.site_users = admins_site_users(dict(spawner.site_users), user, site, spawner.account)
     return spawner

@@ -10,6 +10,7 @@ reads too (it logs in to forward-reach sites as the user); a reader sees the fil
 
 The spawner, the keys page and the SSH logins all read this one registry (through
 sites.registry.Identities, whose `site_users` it is)."""
+
 from __future__ import annotations
 
 import json
@@ -34,24 +35,35 @@ def checked_entry(site: str, sites, username, accounts) -> dict:
     if site not in sites:
         raise SiteAccountError(f"Site must be one of: {', '.join(sorted(sites)) or 'none'}.")
     if not isinstance(username, str) or not SITE_USER.match(username):
-        raise SiteAccountError("Username must be a site username: lower-case letters, digits, '_', '.' or '-', "
-                               "at most 32 characters, starting with a letter or '_'.")
+        raise SiteAccountError(
+            "Username must be a site username: lower-case letters, digits, '_', '.' or '-', "
+            "at most 32 characters, starting with a letter or '_'."
+        )
     if isinstance(accounts, str):
         accounts = [a.strip() for a in accounts.replace(",", " ").split()]
-    if not isinstance(accounts, list) or len(accounts) > MAX_ACCOUNTS or \
-            not all(isinstance(a, str) and ACCOUNT.match(a) for a in accounts):
-        raise SiteAccountError(f"Projects must be Slurm account names (letters, digits, '_', '.', '-'), "
-                               f"at most {MAX_ACCOUNTS}, separated by commas or spaces.")
+    if (
+        not isinstance(accounts, list)
+        or len(accounts) > MAX_ACCOUNTS
+        or not all(isinstance(a, str) and ACCOUNT.match(a) for a in accounts)
+    ):
+        raise SiteAccountError(
+            f"Projects must be Slurm account names (letters, digits, '_', '.', '-'), "
+            f"at most {MAX_ACCOUNTS}, separated by commas or spaces."
+        )
     return {"username": username, "accounts": list(dict.fromkeys(accounts))}
 
 
-def change_refused(user: str, site_title: str, job_id: str | None, current: dict | None, new: dict | None) -> str | None:
+def change_refused(
+    user: str, site_title: str, job_id: str | None, current: dict | None, new: dict | None
+) -> str | None:
     """The sentence refusing to change who `user` is on a site while a job of theirs runs there
     (the hub watches and stops that job as its site user), or None."""
     if not job_id or (current or {}).get("username") == (new or {}).get("username"):
         return None
-    return (f"{user} has a session running on {site_title} (job {job_id}) as "
-            f"{(current or {}).get('username') or 'their current account'}; stop it first, then change the account.")
+    return (
+        f"{user} has a session running on {site_title} (job {job_id}) as "
+        f"{(current or {}).get('username') or 'their current account'}; stop it first, then change the account."
+    )
 
 
 def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
@@ -78,9 +90,14 @@ def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
 
 def _layer(data) -> dict:
     """{user: {site: {username, accounts}}} as read back, or TypeError."""
-    if not isinstance(data, dict) or not all(isinstance(sites, dict) and all(
+    if not isinstance(data, dict) or not all(
+        isinstance(sites, dict)
+        and all(
             isinstance(e, dict) and isinstance(e.get("username"), str) and isinstance(e.get("accounts", []), list)
-            for e in sites.values()) for sites in data.values()):
+            for e in sites.values()
+        )
+        for sites in data.values()
+    ):
         raise TypeError("not {user: {site: {username, accounts}}}")
     return data
 
@@ -113,8 +130,9 @@ class SiteAccounts(Mapping):
             kept, claimed = _layer(data["kept"]), _layer(data["claimed"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             # keep the last good copy: a bad file must not stop logins, spawns or the hub's start
-            logging.getLogger("JupyterHub").error("%s: not read, keeping the site accounts known so far (%s)",
-                                                  self.path, e)
+            logging.getLogger("JupyterHub").error(
+                "%s: not read, keeping the site accounts known so far (%s)", self.path, e
+            )
             return
         self.kept, self.claimed = kept, claimed
 
@@ -142,7 +160,11 @@ class SiteAccounts(Mapping):
         return len(set(self.settings_users) | set(self.claimed) | set(self.kept))
 
     def source(self, user: str, site: str) -> str:
-        for name, layer in (("admins", self.kept), ("identity provider", self.claimed), ("settings", self.settings_users)):
+        for name, layer in (
+            ("admins", self.kept),
+            ("identity provider", self.claimed),
+            ("settings", self.settings_users),
+        ):
             if site in layer.get(user, {}):
                 return name
         return ""

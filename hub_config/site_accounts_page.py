@@ -5,6 +5,7 @@ GET  /hub/api/site-accounts/<user>          {site: {username, accounts, source}}
 PUT  /hub/api/site-accounts/<user>          {site: {username, accounts}}           (users)
 DELETE /hub/api/site-accounts/<user>/<site>                                         (users)
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ SITE = r"([a-z][a-z0-9_-]{0,31})"
 def running_jobs(user) -> dict[str, str]:
     """{site: job id} of the user's servers that run on a remote site now."""
     jobs = {}
-    for spawner in (user.spawners.values() if user is not None else ()):
+    for spawner in user.spawners.values() if user is not None else ():
         site, job_id = getattr(spawner, "job_site", ""), getattr(spawner, "job_id", "")
         if site and job_id and spawner.active:
             jobs[site] = job_id
@@ -42,8 +43,11 @@ def refusal_of_change(workbench: Workbench, user, name: str, site: str, new: dic
 
 def user_accounts(workbench: Workbench, user: str) -> dict:
     registry, remote = workbench.site_accounts, workbench.remote_sites
-    return {site: {**entry, "source": registry.source(user, site)}
-            for site, entry in registry.get(user, {}).items() if site in remote}
+    return {
+        site: {**entry, "source": registry.source(user, site)}
+        for site, entry in registry.get(user, {}).items()
+        if site in remote
+    }
 
 
 class SiteAccountsAPIHandler(WorkbenchHandler, APIHandler):
@@ -59,9 +63,11 @@ class SiteAccountsAPIHandler(WorkbenchHandler, APIHandler):
         if not isinstance(body, dict) or not body:
             raise web.HTTPError(400, "Send {site: {username, accounts}}.")
         try:
-            entries = {site: checked_entry(site, self.workbench.remote_sites, value.get("username"),
-                                           value.get("accounts", []))
-                       for site, value in body.items() if isinstance(value, dict)}
+            entries = {
+                site: checked_entry(site, self.workbench.remote_sites, value.get("username"), value.get("accounts", []))
+                for site, value in body.items()
+                if isinstance(value, dict)
+            }
         except SiteAccountError as e:
             raise web.HTTPError(400, str(e)) from None
         if len(entries) != len(body):
@@ -81,8 +87,9 @@ class SiteAccountAPIHandler(WorkbenchHandler, APIHandler):
     @needs_scope("users")
     async def delete(self, user_name, site):
         registry = self.workbench.site_accounts
-        refused = refusal_of_change(self.workbench, self.find_user(user_name), user_name, site,
-                                    registry.fallback(user_name, site))
+        refused = refusal_of_change(
+            self.workbench, self.find_user(user_name), user_name, site, registry.fallback(user_name, site)
+        )
         if refused:
             raise web.HTTPError(409, refused)
         if not registry.remove_kept(user_name, site):
@@ -100,8 +107,11 @@ class SiteAccountsPageHandler(WorkbenchHandler, BaseHandler):
         can_read = self.get_scope_filter("read:users")
         names = {u.name for u in self.db.query(orm.User) if can_read(u, kind="user")}
         rows = [{"user": name, "accounts": user_accounts(self.workbench, name)} for name in sorted(names)]
-        self.finish(await self.render_template("site_accounts.html", rows=rows, sites=self.workbench.remote_sites,
-                                               message=message, failed=failed))
+        self.finish(
+            await self.render_template(
+                "site_accounts.html", rows=rows, sites=self.workbench.remote_sites, message=message, failed=failed
+            )
+        )
 
     @web.authenticated
     @needs_scope("admin-ui")
@@ -123,8 +133,12 @@ class SiteAccountsPageHandler(WorkbenchHandler, BaseHandler):
                 registry.remove_kept(user, site)
                 message = f"The admins' account of {user} on {site} is removed."
             else:
-                entry = checked_entry(site, workbench.remote_sites, self.get_body_argument("username", "")[:64],
-                                      self.get_body_argument("accounts", "")[:4000])
+                entry = checked_entry(
+                    site,
+                    workbench.remote_sites,
+                    self.get_body_argument("username", "")[:64],
+                    self.get_body_argument("accounts", "")[:4000],
+                )
                 refused = refusal_of_change(workbench, hub_user, user, site, entry)
                 if refused:
                     return await self.get(refused, True)
@@ -137,6 +151,8 @@ class SiteAccountsPageHandler(WorkbenchHandler, BaseHandler):
 
 
 def handlers() -> list[tuple]:
-    return [(PATH, SiteAccountsPageHandler),
-            (r"/api/site-accounts/" + USER, SiteAccountsAPIHandler),
-            (r"/api/site-accounts/" + USER + "/" + SITE, SiteAccountAPIHandler)]
+    return [
+        (PATH, SiteAccountsPageHandler),
+        (r"/api/site-accounts/" + USER, SiteAccountsAPIHandler),
+        (r"/api/site-accounts/" + USER + "/" + SITE, SiteAccountAPIHandler),
+    ]

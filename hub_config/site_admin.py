@@ -1,10 +1,11 @@
 """Admin commands for remote sites, run as the hub's user (they read its secrets and key store):
 
-  aifa-workbench user-key USER SITE        the public key the hub holds for USER on SITE
-  aifa-workbench runtime-key SITE          the public key of the site account that owns the runtime
-  aifa-workbench install-runtime SITE      install the job runtime on SITE (over SSH, as that account)
-  aifa-workbench check-runtime SITE        say whether SITE runs the runtime of this hub's code
+aifa-workbench user-key USER SITE        the public key the hub holds for USER on SITE
+aifa-workbench runtime-key SITE          the public key of the site account that owns the runtime
+aifa-workbench install-runtime SITE      install the job runtime on SITE (over SSH, as that account)
+aifa-workbench check-runtime SITE        say whether SITE runs the runtime of this hub's code
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,11 +21,13 @@ from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
 
 WHEELHOUSE = Path("/opt/aifa-workbench/wheelhouse")
-RUNTIME_KEY_USER = "runtime"   # the key store entry of the runtime owner (an admin key store of its own)
+RUNTIME_KEY_USER = "runtime"  # the key store entry of the runtime owner (an admin key store of its own)
 
 
 def _settings(args):
-    return load_settings(args.settings or os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml"))
+    return load_settings(
+        args.settings or os.environ.get("AIFA_WORKBENCH_SETTINGS", "/etc/aifa-workbench/workbench.yaml")
+    )
 
 
 def _site(settings, name: str):
@@ -50,8 +53,10 @@ def _owner_runner(settings, site) -> tuple[SshRunner, str]:
 def user_key(args) -> int:
     settings = _settings(args)
     site = _site(settings, args.site)
-    key = SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")).public_key(args.user, site.name)
-    print(public_key_line(site, key, settings.hub_egress_addresses))   # as the keys page shows it
+    key = SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")).public_key(
+        args.user, site.name
+    )
+    print(public_key_line(site, key, settings.hub_egress_addresses))  # as the keys page shows it
     return 0
 
 
@@ -72,10 +77,18 @@ def install(args) -> int:
 
     async def go():
         try:
-            return await runtime.install_runtime(runner, owner, site.title, site.paths.runtime, Path(args.wheelhouse),
-                                                 site.paths.python, containers=container_images(site))
+            return await runtime.install_runtime(
+                runner,
+                owner,
+                site.title,
+                site.paths.runtime,
+                Path(args.wheelhouse),
+                site.paths.python,
+                containers=container_images(site),
+            )
         finally:
             runner.close()
+
     try:
         ident = asyncio.run(go())
     except SiteError as e:
@@ -91,12 +104,16 @@ async def runtime_report(settings, site, wheelhouse: Path) -> tuple[bool, list[s
     wanted = runtime.runtime_id(wheelhouse)
     runner, owner = _owner_runner(settings, site)
     try:
-        found = await runtime.installed_runtimes(runner, owner, site.paths.runtime,
-                                                 [e.slug for e in site.container_environments])
+        found = await runtime.installed_runtimes(
+            runner, owner, site.paths.runtime, [e.slug for e in site.container_environments]
+        )
     finally:
         runner.close()
-    lines = [f"{site.title}: runtime {ident or 'none'} installed{f' inside the image of {slug}' if slug else ''}, "
-             f"this hub's is {wanted}" for slug, ident in found.items()]
+    lines = [
+        f"{site.title}: runtime {ident or 'none'} installed{f' inside the image of {slug}' if slug else ''}, "
+        f"this hub's is {wanted}"
+        for slug, ident in found.items()
+    ]
     return all(ident == wanted for ident in found.values()), lines
 
 
@@ -115,29 +132,35 @@ def check(args) -> int:
 def check_runtimes_when_the_hub_starts(settings, sites, log, wheelhouse: Path = WHEELHOUSE) -> None:
     """Once the hub runs: say in its log, per remote site, whether the site runs this hub's job
     runtime and, if not, the command that fixes it (spawns there are refused until then)."""
+
     async def check_all():
         for site in sites.values():
             if site.transport != "ssh":
                 continue
             try:
                 ok, lines = await runtime_report(settings, site, wheelhouse)
-            except Exception as e:   # one site's failure (unreachable, no key, no wheels) must not skip the others
+            except Exception as e:  # one site's failure (unreachable, no key, no wheels) must not skip the others
                 log.warning("Could not check the job runtime on %s: %s", site.title, getattr(e, "sentence", e))
                 continue
             if ok:
                 log.info("%s", "; ".join(lines))
             else:
-                log.warning("%s. Spawns there are refused until `aifa-workbench install-runtime %s` is run.",
-                            "; ".join(lines), site.name)
+                log.warning(
+                    "%s. Spawns there are refused until `aifa-workbench install-runtime %s` is run.",
+                    "; ".join(lines),
+                    site.name,
+                )
+
     asyncio.get_event_loop().call_soon(lambda: in_background(check_all(), "The runtime check", log))
 
 
 def add_commands(sub) -> None:
     for name, run, helptext, needs_user in (
-            ("user-key", user_key, "print the public key the hub holds for a user on a site", True),
-            ("runtime-key", runtime_key, "print the public key of the site account owning the runtime", False),
-            ("install-runtime", install, "install the job runtime on a site over SSH", False),
-            ("check-runtime", check, "say whether a site runs this hub's job runtime", False)):
+        ("user-key", user_key, "print the public key the hub holds for a user on a site", True),
+        ("runtime-key", runtime_key, "print the public key of the site account owning the runtime", False),
+        ("install-runtime", install, "install the job runtime on a site over SSH", False),
+        ("check-runtime", check, "say whether a site runs this hub's job runtime", False),
+    ):
         command = sub.add_parser(name, help=helptext)
         if needs_user:
             command.add_argument("user")

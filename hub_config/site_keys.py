@@ -6,6 +6,7 @@ private key never leaves the hub: it is kept encrypted at rest with Fernet (AES-
 HMAC-SHA256, the scheme of JupyterHub's auth_state crypto) under the `site-keys-secret` of the
 hub's secrets, in <state_dir>/site-keys/<user>/<site>.key, mode 0600, owned by the hub's user.
 """
+
 from __future__ import annotations
 
 import base64
@@ -58,8 +59,10 @@ class SiteKeyStore:
         try:
             return asyncssh.import_private_key(self._fernet.decrypt(sealed))
         except (InvalidToken, asyncssh.KeyImportError) as e:
-            raise SiteKeyError(f"{path}: cannot be read with the hub's site-keys-secret "
-                               f"({type(e).__name__}); make the key again for this user and site") from None
+            raise SiteKeyError(
+                f"{path}: cannot be read with the hub's site-keys-secret "
+                f"({type(e).__name__}); make the key again for this user and site"
+            ) from None
 
     def public_key(self, user: str, site: str) -> str:
         """The OpenSSH public key line the user gives to the site."""
@@ -75,7 +78,7 @@ class SiteKeyStore:
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"aifa-workbench:{user}@{site}")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         sealed = self._fernet.encrypt(key.export_private_key())
-        try:       # never over a key another process made meanwhile
+        try:  # never over a key another process made meanwhile
             write_atomically(path, sealed, fsync=True, replace=False)
         except FileExistsError:
             return self.private_key(user, site)

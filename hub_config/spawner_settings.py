@@ -1,6 +1,7 @@
 """The spawner's settings, from the hub's settings file: one mapping of WorkbenchSlurmSpawner's
 traits, which jupyterhub_config.py sets as c.WorkbenchSlurmSpawner.* and `aifa-workbench
 render-script` gives the spawner it builds, so that the script it prints is the one the hub submits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,9 @@ def spawner_traits(settings: Settings) -> dict:
         "hub_id": settings.hub_id,
         "support_contact": settings.support_contact,
         "tunnel_daemon_socket": str(settings.state_dir / "tunneld.sock"),
-        "tunnel_gateway": {**dataclasses.asdict(settings.tunnel_gateway),
-                           "ca_key_file": str(settings.secrets_dir / "tunnel-ca")},
+        "tunnel_gateway": {
+            **dataclasses.asdict(settings.tunnel_gateway),
+            "ca_key_file": str(settings.secrets_dir / "tunnel-ca"),
+        },
         "personal_named_servers": settings.named_servers_per_user,
     }

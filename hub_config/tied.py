@@ -6,6 +6,7 @@ leave them running, polling with a dead token and holding the log writer's pipe 
 next start would add more. The kernel's parent-death signal (prctl PR_SET_PDEATHSIG, kept across
 exec) ends them with their parent; a parent that is already gone when this starts is noticed too.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m aifa_workbench.hub_config.tied PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
     if not tie_to(int(argv[1])):
-        return 0               # the hub is gone already: nothing to serve
+        return 0  # the hub is gone already: nothing to serve
     os.execvp(argv[3], argv[3:])
     return 127
 

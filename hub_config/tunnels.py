@@ -1,6 +1,7 @@
 """`aifa-workbench tunneld`: the tunnel daemon of forward-reach sites (sites.tunneld), wired to
 the hub's settings, catalogue and key store. Runs as the hub's user, beside the proxy
 (aifa-hubctl starts it; a deployment may give it a systemd unit of its own)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,23 +36,27 @@ def forward_sites(settings: Settings) -> dict:
 
 def build_daemon(settings: Settings, hub_api_relay: str, hub_api_ca: str) -> TunnelDaemon:
     sites = forward_sites(settings)
-    identities = Identities(registry_of(settings),
-                            SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret")))
+    identities = Identities(
+        registry_of(settings), SiteKeyStore(settings.state_dir / "site-keys", settings.secret("site-keys-secret"))
+    )
     runners = {}
     for name, site in sites.items():
+
         def credential_of(user, site=site):
             return identities.credential(user, site)
+
         login = LoginNode(site.login.host, site.login.port, site.login.host_keys)
         runners[name] = SshRunner(site.title, login, credential_of, **SSH_OPTIONS)
     store = ForwardStore(settings.state_dir / "tunnels.sqlite")
-    return TunnelDaemon(runners, store, hub_api_relay,
-                        {name: site.reach.hub_forward_host for name, site in sites.items()}, hub_api_ca)
+    return TunnelDaemon(
+        runners, store, hub_api_relay, {name: site.reach.hub_forward_host for name, site in sites.items()}, hub_api_ca
+    )
 
 
 async def serve(settings: Settings) -> None:
     lock = open(settings.state_dir / "tunneld.lock", "a")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # one daemon per database and socket
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one daemon per database and socket
     except BlockingIOError:
         raise SystemExit(f"aifa-workbench tunneld: another tunnel daemon runs for {settings.state_dir}") from None
     hosts = [site.reach.hub_forward_host for site in forward_sites(settings).values()]
@@ -60,13 +65,14 @@ async def serve(settings: Settings) -> None:
     daemon = build_daemon(settings, str(relay), certificates.ca_pem)
     path = socket_path(settings)
     path.unlink(missing_ok=True)
-    old_umask = os.umask(0o077)          # the socket: the hub's user only
+    old_umask = os.umask(0o077)  # the socket: the hub's user only
     try:
         server = await asyncio.start_unix_server(daemon.serve_client, str(path))
     finally:
         os.umask(old_umask)
-    logging.getLogger(__name__).info("Tunnel daemon listening on %s, %d forwards to make", path,
-                                     len(daemon.store.forwards()))
+    logging.getLogger(__name__).info(
+        "Tunnel daemon listening on %s, %d forwards to make", path, len(daemon.store.forwards())
+    )
     async with server:
         await asyncio.gather(server.serve_forever(), daemon.watch())
 

@@ -2,6 +2,7 @@
 
 A bad file stops the hub with the file, the key and the reason (CatalogueError).
 """
+
 from __future__ import annotations
 
 import zoneinfo
@@ -18,26 +19,59 @@ _POS = {"type": "integer", "minimum": 1}
 
 BILLING_SCHEMA = {
     "oneOf": [
-        {"type": "object", "additionalProperties": False, "required": ["kind", "per_node_hour"],
-         "properties": {"kind": {"const": "node_hours"}, "per_node_hour": {"type": "number", "exclusiveMinimum": 0},
-                        # what per_node_hour counts in (LUMI: 4 GPU-hours per node-hour)
-                        "unit": {"enum": ["node-hours", "GPU-hours", "core-hours", "billing-unit hours"]}}},
-        {"type": "object", "additionalProperties": False, "required": ["kind", "factor"],
-         "properties": {"kind": {"enum": ["gpu_hours", "core_hours"]}, "factor": {"type": "number", "exclusiveMinimum": 0}}},
-        {"type": "object", "additionalProperties": False, "required": ["kind", "weight"],
-         "properties": {"kind": {"const": "lucia_bu"}, "weight": {"type": "number", "exclusiveMinimum": 0}}},
-        {"type": "object", "additionalProperties": False,
-         "required": ["kind", "factor", "cores_per_unit", "memory_gb_per_unit"],
-         "properties": {"kind": {"const": "lumi_shared"}, "factor": {"type": "number", "exclusiveMinimum": 0},
-                        "cores_per_unit": _POS, "memory_gb_per_unit": _POS}},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "per_node_hour"],
+            "properties": {
+                "kind": {"const": "node_hours"},
+                "per_node_hour": {"type": "number", "exclusiveMinimum": 0},
+                # what per_node_hour counts in (LUMI: 4 GPU-hours per node-hour)
+                "unit": {"enum": ["node-hours", "GPU-hours", "core-hours", "billing-unit hours"]},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "factor"],
+            "properties": {
+                "kind": {"enum": ["gpu_hours", "core_hours"]},
+                "factor": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "weight"],
+            "properties": {"kind": {"const": "lucia_bu"}, "weight": {"type": "number", "exclusiveMinimum": 0}},
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "factor", "cores_per_unit", "memory_gb_per_unit"],
+            "properties": {
+                "kind": {"const": "lumi_shared"},
+                "factor": {"type": "number", "exclusiveMinimum": 0},
+                "cores_per_unit": _POS,
+                "memory_gb_per_unit": _POS,
+            },
+        },
     ]
 }
 
 PARTITION_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["title", "gpu_model", "gpus_per_node", "cores_per_node", "memory_gb_per_node",
-                 "max_hours", "allocation", "billing"],
+    "required": [
+        "title",
+        "gpu_model",
+        "gpus_per_node",
+        "cores_per_node",
+        "memory_gb_per_node",
+        "max_hours",
+        "allocation",
+        "billing",
+    ],
     "properties": {
         "title": {"type": "string", "minLength": 1},
         # what a newcomer uses it for, on the spawn page's card ("Try a model on one GPU")
@@ -72,32 +106,42 @@ DASK_PRESET_SCHEMA = {
 }
 
 LOGIN_SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["host", "host_keys"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["host", "host_keys"],
     "properties": {
         "host": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.-]*$"},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
         # The login node's public host keys, as OpenSSH prints them (ssh-keyscan, the site's
         # published fingerprints): the hub logs in only to a node presenting one of them.
-        "host_keys": {"type": "array", "items": {
-            "type": "string", "pattern": r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+=*( [^\n]*)?$"}},
+        "host_keys": {
+            "type": "array",
+            "items": {
+                "type": "string",
+                "pattern": r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) [A-Za-z0-9+/]+=*( [^\n]*)?$",
+            },
+        },
     },
 }
 
 PATHS_SCHEMA = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "properties": {
         # {user} is the user's name on the site
         "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{user\}[A-Za-z0-9_./-]*$"},
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
-        "python": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},   # makes the runtime's venv
+        "python": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},  # makes the runtime's venv
         # the project's scratch ({account}: the job's account): PyTorch's and Hugging Face's caches
         "scratch": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
     },
 }
 
 REACH_SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["mode"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["mode"],
     "properties": {
         # direct: the hub routes to the compute node's address (nodes the hub can dial).
         # reverse: the job dials out to the hub's tunnel gateway (at `gateway`, as the site's
@@ -121,9 +165,22 @@ REACH_SCHEMA = {
 SITE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "title", "family", "login", "transport", "account_example",
-                 "accounts_from", "reservations_allowed", "dask_interface", "gpu_label", "billing_unit",
-                 "default_environment", "environments", "partitions"],
+    "required": [
+        "name",
+        "title",
+        "family",
+        "login",
+        "transport",
+        "account_example",
+        "accounts_from",
+        "reservations_allowed",
+        "dask_interface",
+        "gpu_label",
+        "billing_unit",
+        "default_environment",
+        "environments",
+        "partitions",
+    ],
     "properties": {
         "name": {"type": "string", "pattern": SLUG},
         "title": {"type": "string", "minLength": 1},
@@ -141,30 +198,51 @@ SITE_SCHEMA = {
         "reservations_allowed": {"type": "boolean"},
         "dask_interface": {"type": "string", "pattern": r"^[a-z][a-z0-9]{0,14}$"},
         "dask_local_directory": {"type": "string", "pattern": r"^(/|\$)[A-Za-z0-9_/.${}-]*$"},
-        "dask_presets": {"type": "object", "propertyNames": {"pattern": SLUG},
-                         "additionalProperties": DASK_PRESET_SCHEMA},
+        "dask_presets": {
+            "type": "object",
+            "propertyNames": {"pattern": SLUG},
+            "additionalProperties": DASK_PRESET_SCHEMA,
+        },
         "gpu_label": {"type": "string", "pattern": r"^[A-Za-z]+$"},
         "billing_unit": {"enum": ["GPU-hours", "node-hours", "core-hours", "billing-unit hours"]},
         # where a project's remaining allocation is read: Slurm's budget on the `billing` TRES
         # (GrpTRESMins=billing=N), its partitions' TRESBillingWeights making `per_unit_hour`
         # billing per hour of the site's unit (model/budget.py)
         # or LUMI's billing file of each project (lumi-allocations' data: `path` with {project})
-        "budget": {"type": "object", "additionalProperties": False, "required": ["source"],
-                   "properties": {"source": {"enum": ["slurm", "lumi_project_info"]},
-                                  "per_unit_hour": {"type": "number", "exclusiveMinimum": 0},
-                                  "path": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{project\}[A-Za-z0-9_./{}-]*$"}},
-                   "if": {"properties": {"source": {"const": "lumi_project_info"}}}, "then": {"required": ["path"]}},
+        "budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["source"],
+            "properties": {
+                "source": {"enum": ["slurm", "lumi_project_info"]},
+                "per_unit_hour": {"type": "number", "exclusiveMinimum": 0},
+                "path": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{project\}[A-Za-z0-9_./{}-]*$"},
+            },
+            "if": {"properties": {"source": {"const": "lumi_project_info"}}},
+            "then": {"required": ["path"]},
+        },
         "default_environment": {"type": "string", "pattern": SLUG},
         "environments": {
-            "type": "array", "minItems": 1,
-            "items": {"type": "object", "additionalProperties": False, "required": ["slug", "title", "setup"],
-                      "properties": {"slug": {"type": "string", "pattern": SLUG},
-                                     "title": {"type": "string"},
-                                     "setup": {"type": "array", "items": {"type": "string", "pattern": r"^[^\n]+$"}},
-                                     "container": {"type": "string", "pattern": r"^/[^\s]+$"}}},
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["slug", "title", "setup"],
+                "properties": {
+                    "slug": {"type": "string", "pattern": SLUG},
+                    "title": {"type": "string"},
+                    "setup": {"type": "array", "items": {"type": "string", "pattern": r"^[^\n]+$"}},
+                    "container": {"type": "string", "pattern": r"^/[^\s]+$"},
+                },
+            },
         },
-        "partitions": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": SLUG},
-                       "additionalProperties": PARTITION_SCHEMA},
+        "partitions": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": SLUG},
+            "additionalProperties": PARTITION_SCHEMA,
+        },
     },
 }
 
@@ -178,19 +256,25 @@ def _check_consistency(data: dict, path) -> None:
         try:
             zoneinfo.ZoneInfo(data["timezone"])
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise CatalogueError(f"{path}: timezone: {data['timezone']!r} is not a time zone this host knows "
-                                 "(an IANA name such as Europe/Helsinki).") from None
+            raise CatalogueError(
+                f"{path}: timezone: {data['timezone']!r} is not a time zone this host knows "
+                "(an IANA name such as Europe/Helsinki)."
+            ) from None
     slugs = [e["slug"] for e in data["environments"]]
     if len(set(slugs)) != len(slugs):
         raise CatalogueError(f"{path}: environments: slugs must be unique ({', '.join(slugs)}).")
     if data["default_environment"] not in slugs:
-        raise CatalogueError(f"{path}: default_environment: {data['default_environment']!r} is not one of "
-                             f"the environments ({', '.join(slugs)}).")
+        raise CatalogueError(
+            f"{path}: default_environment: {data['default_environment']!r} is not one of "
+            f"the environments ({', '.join(slugs)})."
+        )
     for index, environment in enumerate(data["environments"]):
         if environment.get("container") and (data["transport"] != "ssh" or not data.get("paths", {}).get("runtime")):
-            raise CatalogueError(f"{path}: environments[{index}].container: a container environment needs a remote "
-                                 "site (transport: ssh) with paths.runtime, where install-runtime makes its runtime "
-                                 "inside the image.")
+            raise CatalogueError(
+                f"{path}: environments[{index}].container: a container environment needs a remote "
+                "site (transport: ssh) with paths.runtime, where install-runtime makes its runtime "
+                "inside the image."
+            )
     for name, part in data["partitions"].items():
         key = f"partitions.{name}"
         if part["allocation"] == "shared" and part["gpus_per_node"] > 0:
@@ -198,17 +282,23 @@ def _check_consistency(data: dict, path) -> None:
                 if needed not in part:
                     raise CatalogueError(f"{path}: {key}: a shared GPU partition needs {needed!r}.")
             if part["cpus_per_gpu"] * part["gpus_per_node"] > part["cores_per_node"]:
-                raise CatalogueError(f"{path}: {key}.cpus_per_gpu: {part['cpus_per_gpu']} x "
-                                     f"{part['gpus_per_node']} GPUs is more than cores_per_node.")
+                raise CatalogueError(
+                    f"{path}: {key}.cpus_per_gpu: {part['cpus_per_gpu']} x "
+                    f"{part['gpus_per_node']} GPUs is more than cores_per_node."
+                )
             if part["memory_gb_per_gpu"] * part["gpus_per_node"] > part["memory_gb_per_node"]:
-                raise CatalogueError(f"{path}: {key}.memory_gb_per_gpu: {part['memory_gb_per_gpu']} GB x "
-                                     f"{part['gpus_per_node']} GPUs is more than memory_gb_per_node.")
+                raise CatalogueError(
+                    f"{path}: {key}.memory_gb_per_gpu: {part['memory_gb_per_gpu']} GB x "
+                    f"{part['gpus_per_node']} GPUs is more than memory_gb_per_node."
+                )
         if part["billing"]["kind"] == "lumi_shared" and part["allocation"] != "shared":
             raise CatalogueError(f"{path}: {key}.billing: lumi_shared billing is for shared partitions.")
     for name, preset in data.get("dask_presets", {}).items():
         if preset["partition"] not in data["partitions"]:
-            raise CatalogueError(f"{path}: dask_presets.{name}.partition: {preset['partition']!r} is not one of "
-                                 f"the partitions ({', '.join(data['partitions'])}).")
+            raise CatalogueError(
+                f"{path}: dask_presets.{name}.partition: {preset['partition']!r} is not one of "
+                f"the partitions ({', '.join(data['partitions'])})."
+            )
 
 
 def _check_presets(site: "Site") -> None:
@@ -227,19 +317,37 @@ def site_from_dict(data, path) -> Site:
     stem = Path(str(path)).stem
     if stem != data["name"]:
         raise CatalogueError(f"{path}: name: {data['name']!r} must match the file name ({stem!r}).")
-    environments = {e["slug"]: Environment(e["slug"], e["title"], tuple(e["setup"]), e.get("container"))
-                    for e in data["environments"]}
-    partitions = {name: Partition(name=name, family=p.get("family", data["family"]),
-                                  **{k: v for k, v in p.items() if k != "family"})
-                  for name, p in data["partitions"].items()}
-    presets = {name: DaskPreset(name, p["title"], {k: v for k, v in p.items() if k != "title"})
-               for name, p in data.get("dask_presets", {}).items()}
-    fields = {k: v for k, v in data.items()
-              if k not in ("environments", "partitions", "dask_presets", "login", "paths", "reach")}
+    environments = {
+        e["slug"]: Environment(e["slug"], e["title"], tuple(e["setup"]), e.get("container"))
+        for e in data["environments"]
+    }
+    partitions = {
+        name: Partition(
+            name=name, family=p.get("family", data["family"]), **{k: v for k, v in p.items() if k != "family"}
+        )
+        for name, p in data["partitions"].items()
+    }
+    presets = {
+        name: DaskPreset(name, p["title"], {k: v for k, v in p.items() if k != "title"})
+        for name, p in data.get("dask_presets", {}).items()
+    }
+    fields = {
+        k: v
+        for k, v in data.items()
+        if k not in ("environments", "partitions", "dask_presets", "login", "paths", "reach")
+    }
     login = Login(data["login"]["host"], data["login"].get("port", 22), tuple(data["login"]["host_keys"]))
     reach = Reach(**data["reach"]) if "reach" in data else None
-    site = Site(**fields, login=login, paths=SitePaths(**data.get("paths", {})), reach=reach, environments=environments,
-                partitions=partitions, dask_presets=presets, path=str(path))
+    site = Site(
+        **fields,
+        login=login,
+        paths=SitePaths(**data.get("paths", {})),
+        reach=reach,
+        environments=environments,
+        partitions=partitions,
+        dask_presets=presets,
+        path=str(path),
+    )
     _check_presets(site)
     return site
 

@@ -9,6 +9,7 @@ their own site accounts, charged to the trainer's project there. Participants jo
 code during the window; the hub group `course-<id>` holds them, `course-<id>-instructors` its
 instructors.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,16 +24,29 @@ from .request import resources_for
 
 COURSE_ID = re.compile(r"^[a-z][a-z0-9-]{2,23}$")
 SITE_RESERVATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"     # no 0/O, 1/I/L: read aloud in a room
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud in a room
 CODE_LENGTH = 8
 MAX_WINDOW_HOURS = 12
 MAX_SIZE = 200
 # The course form's labels, in the form and in the sentences refusing a value of it.
-LABELS = {"id": "Short name", "title": "Title", "site": "Site", "partition": "Partition", "gpus": "GPUs each",
-          "hours": "Hours per session", "starts_at": "Starts", "ends_at": "Ends", "size": "Participants",
-          "project": "Project that pays", "budget": "Budget", "materials_repo": "Materials (git repository)",
-          "materials_branch": "Branch", "instructors": "Instructors", "idle_minutes": "Stop idle sessions after",
-          "reservation": "Site reservation"}
+LABELS = {
+    "id": "Short name",
+    "title": "Title",
+    "site": "Site",
+    "partition": "Partition",
+    "gpus": "GPUs each",
+    "hours": "Hours per session",
+    "starts_at": "Starts",
+    "ends_at": "Ends",
+    "size": "Participants",
+    "project": "Project that pays",
+    "budget": "Budget",
+    "materials_repo": "Materials (git repository)",
+    "materials_branch": "Branch",
+    "instructors": "Instructors",
+    "idle_minutes": "Stop idle sessions after",
+    "reservation": "Site reservation",
+}
 
 
 class CourseError(ValueError):
@@ -49,19 +63,19 @@ class Course:
     partition: str
     gpus: int
     hours: float
-    starts_at: float          # epoch seconds
+    starts_at: float  # epoch seconds
     ends_at: float
     size: int
-    project: str              # the trainer's Slurm account that pays (the course account's parent)
-    budget: float             # in the site's unit (catalogue's cost), for the whole course
-    owner: str                # hub user who made it
+    project: str  # the trainer's Slurm account that pays (the course account's parent)
+    budget: float  # in the site's unit (catalogue's cost), for the whole course
+    owner: str  # hub user who made it
     code: str
     instructors: tuple[str, ...] = ()
     materials_repo: str = ""
     materials_branch: str = ""
-    idle_minutes: int = 0     # 0: the hub's idle culler's timeout
+    idle_minutes: int = 0  # 0: the hub's idle culler's timeout
     state: str = "scheduled"  # scheduled -> ending -> ended
-    participants: Mapping[str, str] = field(default_factory=dict)   # hub user -> account used on the site
+    participants: Mapping[str, str] = field(default_factory=dict)  # hub user -> account used on the site
     # On a remote site the site makes the reservation (and its projects pay): the course names it.
     site_reservation: str = ""
 
@@ -126,7 +140,7 @@ def session_server(course_id: str) -> str:
 def course_of_server(server_name: str) -> str | None:
     """The course id a server's name says it is a session of, or None."""
     if server_name.startswith(SESSION_SERVER_PREFIX) and len(server_name) > len(SESSION_SERVER_PREFIX):
-        return server_name[len(SESSION_SERVER_PREFIX):]
+        return server_name[len(SESSION_SERVER_PREFIX) :]
     return None
 
 
@@ -136,19 +150,36 @@ def instructor_role(course: Course) -> dict:
     and no other server of theirs (their own servers on their own projects), nor anyone else's.
     Made again at each join."""
     only = f"!group={course.group}"
-    sessions = [f"{scope}!server={person}/{session_server(course.id)}" for person in sorted(course.participants)
-                for scope in ("read:servers", "delete:servers", "access:servers")]
-    return {"name": f"{course.group}-instructor",
-            "description": f"Instructors of course {course.id}",
-            "scopes": ["admin-ui", f"list:users{only}", f"read:users{only}", f"read:groups{only}",
-                       f"list:groups{only}", *sessions],
-            "groups": [course.instructor_group]}
+    sessions = [
+        f"{scope}!server={person}/{session_server(course.id)}"
+        for person in sorted(course.participants)
+        for scope in ("read:servers", "delete:servers", "access:servers")
+    ]
+    return {
+        "name": f"{course.group}-instructor",
+        "description": f"Instructors of course {course.id}",
+        "scopes": [
+            "admin-ui",
+            f"list:users{only}",
+            f"read:users{only}",
+            f"read:groups{only}",
+            f"list:groups{only}",
+            *sessions,
+        ],
+        "groups": [course.instructor_group],
+    }
 
 
 def session_options(course: Course) -> dict:
     """The locked profile: what every participant's server asks Slurm for."""
-    return {"site": course.site, "partition": course.partition, "gpus": course.gpus, "hours": course.hours,
-            "account": course.account, "reservation": course.reservation}
+    return {
+        "site": course.site,
+        "partition": course.partition,
+        "gpus": course.gpus,
+        "hours": course.hours,
+        "account": course.account,
+        "reservation": course.reservation,
+    }
 
 
 def session_minutes(course: Course) -> int:
@@ -185,23 +216,28 @@ def join_refusal(course: Course | None, user: str, now: float) -> str | None:
     if course.state != "scheduled" or now >= course.ends_at:
         return f"The course \u201c{course.title}\u201d has ended, so it can no longer be joined."
     if now < course.starts_at - 3600:
-        return (f"The course \u201c{course.title}\u201d opens an hour before it starts; "
-                "come back then with the same code.")
+        return (
+            f"The course \u201c{course.title}\u201d opens an hour before it starts; come back then with the same code."
+        )
     if user not in course.participants and len(course.participants) >= course.size:
-        return (f"The course \u201c{course.title}\u201d is full ({course.size} participants). "
-                "Ask your trainer for a place.")
+        return (
+            f"The course \u201c{course.title}\u201d is full ({course.size} participants). Ask your trainer for a place."
+        )
     return None
 
 
 def spawn_refusal(course: Course, now: float, last_start_minutes: int = 15) -> str | None:
     if now < course.starts_at:
-        return (f"The course \u201c{course.title}\u201d has not started yet; its sessions can start from "
-                "its start time on.")
+        return (
+            f"The course \u201c{course.title}\u201d has not started yet; its sessions can start from its start time on."
+        )
     if course.state != "scheduled" or now >= course.ends_at:
         return f"The course \u201c{course.title}\u201d has ended; its sessions can no longer start."
     if course.ends_at - now < last_start_minutes * 60:
-        return (f"The course \u201c{course.title}\u201d ends in less than {last_start_minutes} minutes, so no "
-                "new session starts now.")
+        return (
+            f"The course \u201c{course.title}\u201d ends in less than {last_start_minutes} minutes, so no "
+            "new session starts now."
+        )
     return None
 
 
@@ -233,23 +269,29 @@ def _materials(data: Mapping) -> tuple[str, str]:
     repo = _text(data, "materials_repo", 300, required=False)
     branch = _text(data, "materials_branch", 100, required=False)
     if repo and not re.fullmatch(r"(https://|file:///)[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+", repo):
-        raise CourseError("materials_repo", f"{LABELS['materials_repo']}: an https:// address of a git "
-                                            "repository (or file:/// on this machine).")
+        raise CourseError(
+            "materials_repo",
+            f"{LABELS['materials_repo']}: an https:// address of a git repository (or file:/// on this machine).",
+        )
     if branch and not re.fullmatch(r"[A-Za-z0-9._/-]{1,100}", branch) or branch.startswith("-"):
         raise CourseError("materials_branch", f"{LABELS['materials_branch']}: letters, digits, . _ / - only.")
     return repo, branch
 
 
-def course_from_request(data, owner: str, projects, sites: Mapping[str, Site], known_users, now: float,
-                        min_idle_minutes: int = 15) -> Course:
+def course_from_request(
+    data, owner: str, projects, sites: Mapping[str, Site], known_users, now: float, min_idle_minutes: int = 15
+) -> Course:
     """A trainer's request (the course page's JSON) -> a Course, or CourseError naming the field.
     `projects`: the trainer's accounts on each site; `known_users`: names of the hub's users."""
     if not isinstance(data, Mapping):
         raise CourseError("id", "The course must be a JSON object.")
     ident = data.get("id")
     if not isinstance(ident, str) or not COURSE_ID.fullmatch(ident) or ident.endswith("-instructors"):
-        raise CourseError("id", f"{LABELS['id']}: 3 to 24 lowercase letters, digits or dashes, "
-                                "starting with a letter, not ending in -instructors (it names the course's Slurm account).")
+        raise CourseError(
+            "id",
+            f"{LABELS['id']}: 3 to 24 lowercase letters, digits or dashes, "
+            "starting with a letter, not ending in -instructors (it names the course's Slurm account).",
+        )
     title = _text(data, "title", 80)
     site = sites.get(data.get("site")) if isinstance(data.get("site"), str) else None
     if site is None:
@@ -274,36 +316,66 @@ def course_from_request(data, owner: str, projects, sites: Mapping[str, Site], k
     if not now - 86400 <= starts <= now + 366 * 86400:
         raise CourseError("starts_at", f"{LABELS['starts_at']}: from yesterday to a year from now.")
     if not 0 < ends - starts <= MAX_WINDOW_HOURS * 3600 or ends <= now:
-        raise CourseError("ends_at", f"{LABELS['ends_at']}: after the start, in the future, and at most "
-                                     f"{MAX_WINDOW_HOURS} hours after it.")
+        raise CourseError(
+            "ends_at",
+            f"{LABELS['ends_at']}: after the start, in the future, and at most {MAX_WINDOW_HOURS} hours after it.",
+        )
     project = data.get("project")
     if project not in tuple(projects.get(site.name, ())):
-        raise CourseError("project", f"{LABELS['project']}: one of your projects on {site.title}: "
-                                     f"{', '.join(projects.get(site.name, ())) or 'you have none'}.")
+        raise CourseError(
+            "project",
+            f"{LABELS['project']}: one of your projects on {site.title}: "
+            f"{', '.join(projects.get(site.name, ())) or 'you have none'}.",
+        )
     size = _number(data, "size", 1, MAX_SIZE)
     _, cpus, _ = resources_for({"gpus": gpus} if part.has_gpus and not part.whole_node else {}, site, part)
     fits = part.cores_per_node // cpus if not part.whole_node else 1
-    if size > fits and not site_reservation:   # the local cluster is one node: its reservation holds them all
-        raise CourseError("size", f"{LABELS['size']}: at most {fits} on {part.name}, where each session takes "
-                                  f"{cpus} of the node's {part.cores_per_node} cores.")
-    cost = estimate_cost(part, *resources_for({"gpus": gpus} if part.has_gpus and not part.whole_node else {},
-                                              site, part), hours)
-    budget = _number(data, "budget", 0.01, 1e6, whole=False) if data.get("budget") is not None \
-        else round(cost * size, 2)
+    if size > fits and not site_reservation:  # the local cluster is one node: its reservation holds them all
+        raise CourseError(
+            "size",
+            f"{LABELS['size']}: at most {fits} on {part.name}, where each session takes "
+            f"{cpus} of the node's {part.cores_per_node} cores.",
+        )
+    cost = estimate_cost(
+        part, *resources_for({"gpus": gpus} if part.has_gpus and not part.whole_node else {}, site, part), hours
+    )
+    budget = (
+        _number(data, "budget", 0.01, 1e6, whole=False) if data.get("budget") is not None else round(cost * size, 2)
+    )
     instructors = data.get("instructors", [])
-    if not isinstance(instructors, list) or len(instructors) > 20 or \
-            any(not isinstance(name, str) or name not in known_users for name in instructors):
+    if (
+        not isinstance(instructors, list)
+        or len(instructors) > 20
+        or any(not isinstance(name, str) or name not in known_users for name in instructors)
+    ):
         raise CourseError("instructors", f"{LABELS['instructors']}: users of this hub (at most 20).")
     repo, branch = _materials(data)
     idle = _number(data, "idle_minutes", 0, 600) if data.get("idle_minutes") not in (None, 0) else 0
-    if idle and idle < min_idle_minutes:     # servers report activity only so often
-        raise CourseError("idle_minutes", f"{LABELS['idle_minutes']}: 0 (the hub's own timeout) or at least "
-                                          f"{min_idle_minutes} minutes.")
-    return Course(id=ident, title=title, site=site.name, partition=part.name, gpus=int(gpus), hours=hours,
-                  starts_at=starts, ends_at=ends, size=int(size), project=project, budget=budget, owner=owner,
-                  code=new_code(), instructors=tuple(dict.fromkeys([owner, *instructors])),
-                  materials_repo=repo, materials_branch=branch, idle_minutes=int(idle),
-                  site_reservation=site_reservation)
+    if idle and idle < min_idle_minutes:  # servers report activity only so often
+        raise CourseError(
+            "idle_minutes",
+            f"{LABELS['idle_minutes']}: 0 (the hub's own timeout) or at least {min_idle_minutes} minutes.",
+        )
+    return Course(
+        id=ident,
+        title=title,
+        site=site.name,
+        partition=part.name,
+        gpus=int(gpus),
+        hours=hours,
+        starts_at=starts,
+        ends_at=ends,
+        size=int(size),
+        project=project,
+        budget=budget,
+        owner=owner,
+        code=new_code(),
+        instructors=tuple(dict.fromkeys([owner, *instructors])),
+        materials_repo=repo,
+        materials_branch=branch,
+        idle_minutes=int(idle),
+        site_reservation=site_reservation,
+    )
 
 
 def _site_reservation(data: Mapping, site: Site) -> str:
@@ -312,12 +384,17 @@ def _site_reservation(data: Mapping, site: Site) -> str:
     name = data.get("reservation") or ""
     if site.transport == "local":
         if name:
-            raise CourseError("reservation", f"{LABELS['reservation']}: the workbench makes the reservation "
-                                             f"on {site.title}; leave it empty.")
+            raise CourseError(
+                "reservation",
+                f"{LABELS['reservation']}: the workbench makes the reservation on {site.title}; leave it empty.",
+            )
         return ""
     if not isinstance(name, str) or not SITE_RESERVATION.fullmatch(name):
-        raise CourseError("reservation", f"{LABELS['reservation']}: the name of the reservation {site.title} "
-                                         "made for the course (letters, digits, . _ -).")
+        raise CourseError(
+            "reservation",
+            f"{LABELS['reservation']}: the name of the reservation {site.title} "
+            "made for the course (letters, digits, . _ -).",
+        )
     return name
 
 
@@ -328,6 +405,7 @@ def with_participant(course: Course, user: str, local_account: str) -> Course:
 def materials_url(course: Course) -> str:
     """nbgitpuller's link inside the participant's server: pull, then open JupyterLab on it."""
     from urllib.parse import urlencode
+
     if not course.materials_repo:
         return "/lab"
     folder = re.sub(r"\.git$", "", course.materials_repo.rstrip("/").rsplit("/", 1)[-1]) or course.id

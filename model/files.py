@@ -2,6 +2,7 @@
 
 Every layer writes through `write_atomically` (the model imports nothing of ours, so the hub, site
 control and the code inside a job may all use it)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ import secrets
 from pathlib import Path
 
 
-def write_atomically(path, data: bytes | str, *, mode: int = 0o600, fsync: bool = False,
-                     replace: bool = True) -> None:
+def write_atomically(path, data: bytes | str, *, mode: int = 0o600, fsync: bool = False, replace: bool = True) -> None:
     """Write `data` (str as UTF-8) to a new file beside `path`, then put it in place: a reader sees
     the old file or the whole new one, never part of one.
 
@@ -30,6 +30,6 @@ def write_atomically(path, data: bytes | str, *, mode: int = 0o600, fsync: bool 
         if replace:
             os.replace(temporary, path)
         else:
-            os.link(temporary, path)    # fails where the name exists; a rename would overwrite it
+            os.link(temporary, path)  # fails where the name exists; a rename would overwrite it
     finally:
         temporary.unlink(missing_ok=True)

@@ -5,13 +5,14 @@ A person's hub name comes from the immutable `sub` (never from an email or a dis
 change and can be chosen): the name the admins gave that sub (settings `oidc.people`), otherwise
 `u-` and 16 hex digits of the sub's hash, the same at every login.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
 
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._=-]{0,63}$")
-SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")     # one level of a group path: no "." nor "="
+SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # one level of a group path: no "." nor "="
 
 
 def normal_sub(sub, fold_case: bool = False) -> str:
@@ -50,7 +51,7 @@ def groups_from_entitlements(entitlements, prefix: str, authorities: tuple[str, 
     for value in entitlements:
         if not isinstance(value, str) or not value.startswith(prefix):
             continue
-        path, _, authority = value[len(prefix):].partition("#")
+        path, _, authority = value[len(prefix) :].partition("#")
         if authorities and authority not in authorities:
             continue
         path, _, role = path.partition(":role=")

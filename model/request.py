@@ -4,6 +4,7 @@ This is the only path from what a user sends to what reaches a batch script: eve
 checked against the site catalogue, the user's own accounts and reservations, and bounds here,
 and nothing unchecked survives. Pure: no Slurm, no I/O.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,11 +13,21 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-if TYPE_CHECKING:   # the catalogue checks its Dask presets with these rules: no import cycle
+if TYPE_CHECKING:  # the catalogue checks its Dask presets with these rules: no import cycle
     from aifa_workbench.model.site import Partition, Site
 
-ALLOWED_KEYS = ("profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
-                "reservation", "environment")
+ALLOWED_KEYS = (
+    "profile",
+    "site",
+    "partition",
+    "gpus",
+    "cpus",
+    "memory_gb",
+    "hours",
+    "account",
+    "reservation",
+    "environment",
+)
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -39,7 +50,7 @@ class RequestError(ValueError):
 def shown(value, limit: int = 40) -> str:
     """A value the user sent, as it may be echoed in a sentence or a log: short, one line."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class JobRequest:
     gpus: int
     cpus: int
     memory_gb: int
-    hours: int | float    # quarter hours at the finest
+    hours: int | float  # quarter hours at the finest
     account: str
     environment: str
     reservation: str | None = None
@@ -84,10 +95,15 @@ def _whole_number(key: str, value, low: int, high: int) -> int:
 
 def _hours(value, high: int) -> int | float:
     """Hours in quarter hours (0.25, 0.5, 1.5, …) up to the partition's limit; a whole number stays an int."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value * 4 != int(value * 4)):
-        raise RequestError(f"'hours' must be a number of hours from 0.25 to {high}, in quarter hours "
-                           "(0.25, 0.5, 1.5, …).", "hours")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value * 4 != int(value * 4)
+    ):
+        raise RequestError(
+            f"'hours' must be a number of hours from 0.25 to {high}, in quarter hours (0.25, 0.5, 1.5, …).", "hours"
+        )
     if not 0.25 <= value <= high:
         raise RequestError(f"'hours' must be from 0.25 to {high}; {value:g} is out of range.", "hours")
     return int(value) if value == int(value) else float(value)
@@ -103,26 +119,33 @@ def _resources(options: Mapping, site: Site, part: Partition) -> tuple[int, int,
     """gpus, cpus, memory_gb for the partition, whole-node partitions forcing whole nodes."""
     if part.whole_node:
         why = f"{part.name} gives whole nodes only"
-        return (_fixed("gpus", options, part.gpus_per_node, why), _fixed("cpus", options, part.cores_per_node, why),
-                _fixed("memory_gb", options, part.memory_gb_per_node, why))
+        return (
+            _fixed("gpus", options, part.gpus_per_node, why),
+            _fixed("cpus", options, part.cores_per_node, why),
+            _fixed("memory_gb", options, part.memory_gb_per_node, why),
+        )
     if not part.has_gpus:
         gpus = _fixed("gpus", options, 0, f"{part.name} has no GPUs")
         cpus = _whole_number("cpus", options.get("cpus", part.default_cpus), 1, part.cores_per_node)
-        memory = _whole_number("memory_gb", options.get("memory_gb", part.default_memory_gb), 1,
-                               part.memory_gb_per_node)
+        memory = _whole_number(
+            "memory_gb", options.get("memory_gb", part.default_memory_gb), 1, part.memory_gb_per_node
+        )
         return gpus, cpus, memory
     gpus = _whole_number("gpus", options.get("gpus", 1), 1, part.gpus_per_node)
     cpus = _whole_number("cpus", options.get("cpus", gpus * part.cpus_per_gpu), 1, gpus * part.cpus_per_gpu)
-    memory = _whole_number("memory_gb", options.get("memory_gb", gpus * part.memory_gb_per_gpu), 1,
-                           gpus * part.memory_gb_per_gpu)
+    memory = _whole_number(
+        "memory_gb", options.get("memory_gb", gpus * part.memory_gb_per_gpu), 1, gpus * part.memory_gb_per_gpu
+    )
     return gpus, cpus, memory
 
 
 def _account(options: Mapping, site: Site, user: UserContext) -> str:
     mine = tuple(user.accounts.get(site.name, ()))
     if not mine:
-        raise RequestError(f"You have no project (Slurm account) on {site.title} yet; ask your workbench "
-                           "administrator or your project's PI to add you.")
+        raise RequestError(
+            f"You have no project (Slurm account) on {site.title} yet; ask your workbench "
+            "administrator or your project's PI to add you."
+        )
     return _one_of("account", options.get("account", mine[0]), mine)
 
 
@@ -135,8 +158,13 @@ def _reservation(options: Mapping, site: Site, user: UserContext) -> str | None:
     return _one_of("reservation", value, user.reservations.get(site.name, ()))
 
 
-def parse_job_request(options: Mapping, sites: Mapping[str, Site], user: UserContext, default_site: str,
-                      profiles: Mapping[str, Mapping] | None = None) -> JobRequest:
+def parse_job_request(
+    options: Mapping,
+    sites: Mapping[str, Site],
+    user: UserContext,
+    default_site: str,
+    profiles: Mapping[str, Mapping] | None = None,
+) -> JobRequest:
     """Validate `options` (a user's `user_options`) and return a JobRequest.
 
     Raises RequestError with a sentence naming the field and the allowed values.
@@ -146,19 +174,19 @@ def parse_job_request(options: Mapping, sites: Mapping[str, Site], user: UserCon
     unknown = sorted(str(k) for k in options if k not in ALLOWED_KEYS)
     if unknown:
         named = ", ".join(shown(k) for k in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        raise RequestError(f"Unknown option {named}; "
-                           f"the options you may set are {', '.join(ALLOWED_KEYS)}.")
+        raise RequestError(f"Unknown option {named}; the options you may set are {', '.join(ALLOWED_KEYS)}.")
     profile = None
     if "profile" in options:
         profiles = profiles or {}
         profile = _one_of("profile", options["profile"], profiles)
         if set(options) - {"profile", "account", "reservation"}:
-            raise RequestError("A profile sets the resources itself: send 'profile' alone "
-                               "(with 'account' or 'reservation' if you need them), or the fields without it.")
+            raise RequestError(
+                "A profile sets the resources itself: send 'profile' alone "
+                "(with 'account' or 'reservation' if you need them), or the fields without it."
+            )
         options = {**profiles[profile], **{k: v for k, v in options.items() if k != "profile"}}
     site = sites[_one_of("site", options.get("site", default_site), sites)]
-    part = site.partitions[_one_of("partition", options.get("partition", next(iter(site.partitions))),
-                                   site.partitions)]
+    part = site.partitions[_one_of("partition", options.get("partition", next(iter(site.partitions))), site.partitions)]
     gpus, cpus, memory_gb = _resources(options, site, part)
     return JobRequest(
         site=site.name,

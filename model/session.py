@@ -4,6 +4,7 @@ ended, why and what it cost once it is over.
 Times travel as epoch seconds (the pages show them in the reader's own zone); Slurm's absolute
 times are the site's local time, read with the site's zone (catalogue `timezone`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -28,16 +29,16 @@ ENDINGS = {
 WHY = {
     "stopped": "You stopped it from the hub (or an administrator did).",
     "idle": "Nobody used it for a while, so the workbench stopped it to free the GPUs for others. "
-            "Your files are kept in your home; start a new session to go on.",
+    "Your files are kept in your home; start a new session to go on.",
     "course_ended": "Your course ended (its time window passed, or your trainer ended it), so the workbench "
-                    "stopped it. A guest account's files are deleted with it; in your own account they are kept.",
+    "stopped it. A guest account's files are deleted with it; in your own account they are kept.",
     "tunnel_taken": "Its connection to the workbench dropped, and meanwhile another program on the workbench's "
-                    "host took the place meant for it, so the workbench stopped your session rather than send "
-                    "your traffic there. Your files are kept in your home; start a new session to go on.",
+    "host took the place meant for it, so the workbench stopped your session rather than send "
+    "your traffic there. Your files are kept in your home; start a new session to go on.",
     "cancelled": "You cancelled the request before it started.",
     "start failed": "JupyterLab could not be started; the waiting page said why.",
     "start timeout": "It did not start within the time the hub waits; the cluster may be busy. "
-                     "Try again later, or choose another partition.",
+    "Try again later, or choose another partition.",
     "walltime": "Its time ran out: the hours asked for were used up.",
     "node failure": "The node it ran on failed; Slurm ended the job.",
     "out of memory": "It ran out of memory; ask for more memory next time.",
@@ -47,7 +48,7 @@ WHY = {
     "shut down": "JupyterLab was shut down (File › Shut Down).",
     "gone": "Slurm no longer knows the job (it ended while nobody looked).",
 }
-WALLTIME_SLACK_SECONDS = 600   # the walltime guard shuts JupyterLab down minutes before the limit
+WALLTIME_SLACK_SECONDS = 600  # the walltime guard shuts JupyterLab down minutes before the limit
 
 
 def site_time_to_epoch(text: str, zone: str | None) -> float | None:
@@ -84,9 +85,12 @@ def _plural(n: int, word: str) -> str:
 def resources_text(site: Site, request: JobRequest) -> str:
     part = site.partitions[request.partition]
     if part.whole_node:
-        return f"1 whole node ({_plural(part.gpus_per_node, site.gpu_label)}, {part.cores_per_node} cores, " \
-               f"{part.memory_gb_per_node} GB)" if part.gpus_per_node else \
-               f"1 whole node ({part.cores_per_node} cores, {part.memory_gb_per_node} GB)"
+        return (
+            f"1 whole node ({_plural(part.gpus_per_node, site.gpu_label)}, {part.cores_per_node} cores, "
+            f"{part.memory_gb_per_node} GB)"
+            if part.gpus_per_node
+            else f"1 whole node ({part.cores_per_node} cores, {part.memory_gb_per_node} GB)"
+        )
     gpus = f"{_plural(request.gpus, site.gpu_label)} ({part.gpu_model}), " if request.gpus else ""
     return f"{gpus}{_plural(request.cpus, 'core')}, {request.memory_gb} GB"
 
@@ -107,28 +111,50 @@ def state_of(info, ready: bool, pending: str | None) -> str:
     return "queued"
 
 
-def live_card(site: Site, request: JobRequest, job_id: str, info, now: float, *, ready: bool,
-              pending: str | None, started_at: float | None, reservation_start: float | None = None) -> dict:
+def live_card(
+    site: Site,
+    request: JobRequest,
+    job_id: str,
+    info,
+    now: float,
+    *,
+    ready: bool,
+    pending: str | None,
+    started_at: float | None,
+    reservation_start: float | None = None,
+) -> dict:
     """What a live session's card shows; `info` is the queue's last word on the job (or None)."""
     part = site.partitions[request.partition]
     state = state_of(info, ready, pending) if job_id else "submitting"
     card = {
-        "state": state, "site": site.title, "site_name": site.name, "partition": request.partition,
-        "partition_title": part.title, "resources": resources_text(site, request), "hours": request.hours,
-        "account": request.account, "reservation": request.reservation or "", "job_id": job_id,
+        "state": state,
+        "site": site.title,
+        "site_name": site.name,
+        "partition": request.partition,
+        "partition_title": part.title,
+        "resources": resources_text(site, request),
+        "hours": request.hours,
+        "account": request.account,
+        "reservation": request.reservation or "",
+        "job_id": job_id,
         "node": info.node if info is not None and info.running else "",
-        "cost_planned": cost_text(part, request, request.hours), "cost_so_far": cost_text(part, request, 0),
-        "seconds_left": None, "ends_at": None, "expected_start": None, "reason": "",
+        "cost_planned": cost_text(part, request, request.hours),
+        "cost_so_far": cost_text(part, request, 0),
+        "seconds_left": None,
+        "ends_at": None,
+        "expected_start": None,
+        "reason": "",
     }
     if info is not None and info.running:
         # from when it started where the hub knows it (Slurm's time left is the last poll's)
         left = started_at + request.hours * 3600 - now if started_at else info.time_left
         if left is not None:
             used = max(0.0, request.hours * 3600 - left)
-            card.update(seconds_left=int(left), ends_at=int(now + left),
-                        cost_so_far=cost_text(part, request, used / 3600))
+            card.update(
+                seconds_left=int(left), ends_at=int(now + left), cost_so_far=cost_text(part, request, used / 3600)
+            )
     elif info is not None and info.waiting:
-        card["reason"] = info.reason      # Slurm's code; the caller puts it in words
+        card["reason"] = info.reason  # Slurm's code; the caller puts it in words
         card["expected_start"] = expected_start(info, site.timezone, reservation_start)
     return card
 
@@ -137,18 +163,27 @@ def ending_of(final_state: str, ran_seconds: float, limit_seconds: float) -> str
     """The key of WHY for a job Slurm ended on its own (not stopped from the hub)."""
     ending = ENDINGS.get(final_state.split()[0] if final_state else "", "gone")
     if ending == "shut down" and ran_seconds >= limit_seconds - WALLTIME_SLACK_SECONDS:
-        return "walltime"      # the guard's own shutdown just before the limit
+        return "walltime"  # the guard's own shutdown just before the limit
     return ending
 
 
-def ended_summary(site: Site, request: JobRequest, job_id: str, ending: str, started_at: float | None,
-                  ended_at: float) -> dict:
+def ended_summary(
+    site: Site, request: JobRequest, job_id: str, ending: str, started_at: float | None, ended_at: float
+) -> dict:
     part = site.partitions[request.partition]
     # never more than the walltime (the hub may learn of the end late)
     ran = min(max(0.0, ended_at - started_at), request.hours * 3600) if started_at else 0.0
     if ending == "stopped" and not started_at:
         ending = "cancelled"
-    return {"job_id": job_id, "site": site.title, "partition": request.partition,
-            "resources": resources_text(site, request), "account": request.account,
-            "ending": ending, "why": WHY[ending], "ran": duration_text(ran), "ended_at": int(ended_at),
-            "cost": cost_text(part, request, ran / 3600)}
+    return {
+        "job_id": job_id,
+        "site": site.title,
+        "partition": request.partition,
+        "resources": resources_text(site, request),
+        "account": request.account,
+        "ending": ending,
+        "why": WHY[ending],
+        "ran": duration_text(ran),
+        "ended_at": int(ended_at),
+        "cost": cost_text(part, request, ran / 3600),
+    }

@@ -2,6 +2,7 @@
 
 A bad file stops the hub with one sentence naming the file, the key and the reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from aifa_workbench.model.yaml_files import check_schema, load_yaml
 # Demo logins (hub_config/login.py); kept here so that reading settings needs no JupyterHub.
 PER_USER = "per-user-password"
 SHARED_SINGLE_PERSON = "shared-password-single-person-demo"
-OIDC = "oidc"                      # federated login (hub_config/oidc.py): MyAccessID, or the demo's provider
+OIDC = "oidc"  # federated login (hub_config/oidc.py): MyAccessID, or the demo's provider
 LOGIN_MODES = (PER_USER, SHARED_SINGLE_PERSON, OIDC)
 
 
@@ -44,14 +45,22 @@ _GROUPS = {"type": "array", "uniqueItems": True, "items": {"type": "string", "pa
 # Federated login (login: oidc). The client secret is secrets_dir/oidc-client-secret; auth_state
 # (the tokens) is encrypted with secrets_dir/auth-state-key.
 OIDC_SCHEMA = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "required": ["authorize_url", "token_url", "userdata_url", "client_id", "entitlement_prefix", "allowed_groups"],
     "properties": {
-        "authorize_url": _URL, "token_url": _URL, "userdata_url": _URL, "end_session_url": _URL,
+        "authorize_url": _URL,
+        "token_url": _URL,
+        "userdata_url": _URL,
+        "end_session_url": _URL,
         "client_id": {"type": "string", "pattern": r"^[\x21-\x7e]{1,200}$"},
         "login_service": {"type": "string", "minLength": 1, "maxLength": 60, "pattern": r"^[^\n<>]+$"},
-        "scopes": {"type": "array", "uniqueItems": True, "contains": {"const": "openid"},
-                   "items": {"type": "string", "pattern": r"^[a-z_]{1,64}$"}},
+        "scopes": {
+            "type": "array",
+            "uniqueItems": True,
+            "contains": {"const": "openid"},
+            "items": {"type": "string", "pattern": r"^[a-z_]{1,64}$"},
+        },
         # the form every identifier has, e.g. ^[0-9a-f]{1,64}@myaccessid\.org$; and identifiers never let in
         "sub_pattern": {"type": "string", "minLength": 1, "maxLength": 200},
         "refused_subs": {"type": "array", "items": {"type": "string", "maxLength": 255}},
@@ -63,60 +72,105 @@ OIDC_SCHEMA = {
         # MyAccessID's identifiers compare without regard to case; others' do not
         "fold_case": {"type": "boolean"},
         # whose entitlements count (the part after '#'); none: any
-        "entitlement_authorities": {"type": "array", "uniqueItems": True,
-                                    "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.-]{0,99}$"}},
+        "entitlement_authorities": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9.-]{0,99}$"},
+        },
         "prompt": {"enum": ["consent", "login consent"]},
         # site accounts the provider lists (JSC: hpc_infos_attribute, "<username>,<system>,<project>,…"):
         # the claim and {system as the claim names it, lower case: catalogue site}
         "site_accounts_claim": {"type": "string", "pattern": r"^[a-z_]{1,64}$"},
-        "site_systems": {"type": "object", "propertyNames": {"pattern": r"^[a-z0-9-]{1,32}$"},
-                         "additionalProperties": _NAME},
+        "site_systems": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[a-z0-9-]{1,32}$"},
+            "additionalProperties": _NAME,
+        },
         # the hub name of an identity the admins named ({sub: name}); others are u-<16 hex>
         "people": {"type": "object", "propertyNames": {"maxLength": 255}, "additionalProperties": _NAME},
     },
 }
-IDLE_CULLER_DEFAULTS = {"enabled": True, "timeout_seconds": 3600, "every_seconds": 300, "max_age_seconds": 0,
-                        "activity_interval_seconds": 300}
-COURSES_DEFAULTS = {"enabled": True, "cluster": "aifa-local", "helper": "/usr/local/sbin/aifa-course-helper",
-                    "guest_prefix": "aifa-guest", "guest_count": 0, "trainer_groups": ["trainers"], "trainers": [],
-                    "every_seconds": 30, "last_start_minutes": 15}
-OIDC_DEFAULTS = {"scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
-                 "sub_pattern": ".+", "refused_subs": ["test@myaccessid.org"], "admin_groups": [],
-                 "refresh_seconds": 300, "people": {}, "login_service": "MyAccessID", "fold_case": False,
-                 "entitlement_authorities": [], "prompt": "consent", "site_accounts_claim": "hpc_infos_attribute",
-                 "site_systems": {}}
+IDLE_CULLER_DEFAULTS = {
+    "enabled": True,
+    "timeout_seconds": 3600,
+    "every_seconds": 300,
+    "max_age_seconds": 0,
+    "activity_interval_seconds": 300,
+}
+COURSES_DEFAULTS = {
+    "enabled": True,
+    "cluster": "aifa-local",
+    "helper": "/usr/local/sbin/aifa-course-helper",
+    "guest_prefix": "aifa-guest",
+    "guest_count": 0,
+    "trainer_groups": ["trainers"],
+    "trainers": [],
+    "every_seconds": 30,
+    "last_start_minutes": 15,
+}
+OIDC_DEFAULTS = {
+    "scopes": ["openid", "email", "profile", "eduperson_entitlement", "offline_access"],
+    "sub_pattern": ".+",
+    "refused_subs": ["test@myaccessid.org"],
+    "admin_groups": [],
+    "refresh_seconds": 300,
+    "people": {},
+    "login_service": "MyAccessID",
+    "fold_case": False,
+    "entitlement_authorities": [],
+    "prompt": "consent",
+    "site_accounts_claim": "hpc_infos_attribute",
+    "site_systems": {},
+}
 
 SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["bind_url", "hub_port", "proxy_api_port", "state_dir", "secrets_dir", "venv_dir",
-                 "demo_users", "sites", "default_site"],
+    "required": [
+        "bind_url",
+        "hub_port",
+        "proxy_api_port",
+        "state_dir",
+        "secrets_dir",
+        "venv_dir",
+        "demo_users",
+        "sites",
+        "default_site",
+    ],
     "properties": {
         "bind_url": {"type": "string", "pattern": r"^https?://[^\s]+/$"},
         "login": {"enum": list(LOGIN_MODES)},
         "oidc": OIDC_SCHEMA,
         # Idle servers are stopped (their GPUs freed; files kept): jupyterhub-idle-culler as a service.
         "idle_culler": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"enabled": {"type": "boolean"},
-                           "timeout_seconds": {"type": "integer", "minimum": 10, "maximum": 7 * 86400},
-                           "every_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
-                           "max_age_seconds": {"type": "integer", "minimum": 0, "maximum": 30 * 86400},
-                           "activity_interval_seconds": {"type": "integer", "minimum": 2, "maximum": 3600}}},
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "timeout_seconds": {"type": "integer", "minimum": 10, "maximum": 7 * 86400},
+                "every_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+                "max_age_seconds": {"type": "integer", "minimum": 0, "maximum": 30 * 86400},
+                "activity_interval_seconds": {"type": "integer", "minimum": 2, "maximum": 3600},
+            },
+        },
         # Courses on the local cluster: who makes them, the guest accounts participants without an
         # account of their own are lent, the root helper for reservations (model.course)
         "courses": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"enabled": {"type": "boolean"},
-                           "cluster": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,39}$"},
-                           "helper": _ABS_PATH,
-                           "guest_prefix": {"type": "string", "pattern": r"^[a-z][a-z0-9-]{1,20}$"},
-                           "guest_count": {"type": "integer", "minimum": 0, "maximum": 999},
-                           "trainer_groups": {"type": "array", "items": _NAME},
-                           "trainers": {"type": "array", "items": _NAME},
-                           "every_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
-                           # no new session of a course this close to its end
-                           "last_start_minutes": {"type": "integer", "minimum": 0, "maximum": 120}}},
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "cluster": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,39}$"},
+                "helper": _ABS_PATH,
+                "guest_prefix": {"type": "string", "pattern": r"^[a-z][a-z0-9-]{1,20}$"},
+                "guest_count": {"type": "integer", "minimum": 0, "maximum": 999},
+                "trainer_groups": {"type": "array", "items": _NAME},
+                "trainers": {"type": "array", "items": _NAME},
+                "every_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
+                # no new session of a course this close to its end
+                "last_start_minutes": {"type": "integer", "minimum": 0, "maximum": 120},
+            },
+        },
         "public_host": {"type": "string", "pattern": r"^https?://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"},
         "user_domain": {"type": "string", "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"},
         "tls_cert_file": _ABS_PATH,
@@ -130,8 +184,11 @@ SCHEMA = {
         # call it directly (the site catalogue's reach.hub_url)
         "hub_bind_address": {"enum": ["127.0.0.1", "0.0.0.0"]},
         # the addresses the hub's SSH logins come from, for sites that want a from= clause (JUPITER)
-        "hub_egress_addresses": {"type": "array", "uniqueItems": True,
-                                 "items": {"type": "string", "pattern": r"^[0-9a-f.:]+(/[0-9]{1,3})?$"}},
+        "hub_egress_addresses": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": r"^[0-9a-f.:]+(/[0-9]{1,3})?$"},
+        },
         "proxy_api_port": _PORT,
         "state_dir": _ABS_PATH,
         "secrets_dir": _ABS_PATH,
@@ -144,27 +201,47 @@ SCHEMA = {
         "catalogue_dir": _ABS_PATH,
         "start_timeout": {"type": "integer", "minimum": 10, "maximum": 86400},
         "named_servers_per_user": {"type": "integer", "minimum": 0, "maximum": 100},
-        "walltime_warnings_minutes": {"type": "array", "minItems": 1, "uniqueItems": True,
-                                      "items": {"type": "integer", "minimum": 1, "maximum": 1440}},
+        "walltime_warnings_minutes": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "integer", "minimum": 1, "maximum": 1440},
+        },
         # The tunnel gateway beside the hub (ansible role tunnel_gateway), for reverse-mode sites.
         "tunnel_gateway": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"port": _PORT, "user": _NAME, "host_key_file": _ABS_PATH, "grants_dir": _ABS_PATH,
-                           "ports": {"type": "array", "minItems": 2, "maxItems": 2, "items": _PORT}},
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "port": _PORT,
+                "user": _NAME,
+                "host_key_file": _ABS_PATH,
+                "grants_dir": _ABS_PATH,
+                "ports": {"type": "array", "minItems": 2, "maxItems": 2, "items": _PORT},
+            },
         },
         # The site account that owns each remote site's job runtime: {site: username}.
-        "runtime_owners": {"type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
-                           "additionalProperties": _SITE_USER},
+        "runtime_owners": {
+            "type": "object",
+            "propertyNames": {"pattern": _NAME["pattern"]},
+            "additionalProperties": _SITE_USER,
+        },
         # Who each hub user is on each site: {hub user: {site: {username, accounts}}}.
         "site_users": {
             "type": "object",
             "propertyNames": {"pattern": _NAME["pattern"]},
             "additionalProperties": {
-                "type": "object", "propertyNames": {"pattern": _NAME["pattern"]},
+                "type": "object",
+                "propertyNames": {"pattern": _NAME["pattern"]},
                 "additionalProperties": {
-                    "type": "object", "additionalProperties": False, "required": ["username"],
-                    "properties": {"username": _SITE_USER,
-                                   "accounts": {"type": "array", "uniqueItems": True, "items": _ACCOUNT}}}},
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["username"],
+                    "properties": {
+                        "username": _SITE_USER,
+                        "accounts": {"type": "array", "uniqueItems": True, "items": _ACCOUNT},
+                    },
+                },
+            },
         },
     },
 }
@@ -177,9 +254,10 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class TunnelGateway:
     """The tunnel gateway's facts the hub needs; the defaults are the tunnel_gateway role's."""
+
     port: int = 2222
     user: str = "aifa-tunnel"
-    ports: tuple[int, int] = (42000, 42999)          # the ports granted, one per server
+    ports: tuple[int, int] = (42000, 42999)  # the ports granted, one per server
     host_key_file: str = "/etc/aifa-workbench/gateway/ssh_host_ed25519_key.pub"
     grants_dir: str = "/var/lib/aifa-tunnel-grants"
 
@@ -239,23 +317,29 @@ class Settings:
         if not reverse_sites:
             return
         gw, why = self.tunnel_gateway, ""
-        for key, path, mode in (("tunnel_gateway.host_key_file", gw.host_key_file, os.R_OK),
-                                ("secrets_dir", str(self.secrets_dir / "tunnel-ca"), os.R_OK),
-                                ("tunnel_gateway.grants_dir", gw.grants_dir, os.W_OK | os.X_OK)):
+        for key, path, mode in (
+            ("tunnel_gateway.host_key_file", gw.host_key_file, os.R_OK),
+            ("secrets_dir", str(self.secrets_dir / "tunnel-ca"), os.R_OK),
+            ("tunnel_gateway.grants_dir", gw.grants_dir, os.W_OK | os.X_OK),
+        ):
             if not os.access(path, mode):
                 why = f"{key}: {path} is not {'writable' if mode != os.R_OK else 'readable'} by the hub"
                 break
         if why:
-            raise SettingsError(f"{self.path}: {why}, and {', '.join(reverse_sites)} reach the hub through "
-                                "its tunnel gateway (ansible role tunnel_gateway sets it up).")
+            raise SettingsError(
+                f"{self.path}: {why}, and {', '.join(reverse_sites)} reach the hub through "
+                "its tunnel gateway (ansible role tunnel_gateway sets it up)."
+            )
 
     def passwords(self) -> dict[str, str]:
         """Each demo user's own password, from secrets_dir/passwords/<user>."""
         try:
             return read_passwords(self.secrets_dir / "passwords", self.demo_users)
         except OSError as e:
-            raise SettingsError(f"{self.path}: secrets_dir: cannot read {e.filename} ({e.strerror}); "
-                                "each demo user needs a password file there (make install writes them).") from None
+            raise SettingsError(
+                f"{self.path}: secrets_dir: cannot read {e.filename} ({e.strerror}); "
+                "each demo user needs a password file there (make install writes them)."
+            ) from None
         except ValueError as e:
             raise SettingsError(f"{self.path}: secrets_dir: {e}.") from None
 
@@ -263,8 +347,10 @@ class Settings:
         """The key that encrypts users' tokens in the hub's database: 64 hex digits."""
         key = self.secret("auth-state-key")
         if not re.fullmatch(r"[0-9a-f]{64}", key):
-            raise SettingsError(f"{self.path}: secrets_dir: {self.secrets_dir / 'auth-state-key'} must hold "
-                                "64 hex digits (32 bytes), as `openssl rand -hex 32` writes.")
+            raise SettingsError(
+                f"{self.path}: secrets_dir: {self.secrets_dir / 'auth-state-key'} must hold "
+                "64 hex digits (32 bytes), as `openssl rand -hex 32` writes."
+            )
         return key
 
     def secret(self, name: str) -> str:
@@ -281,8 +367,10 @@ class Settings:
 def validate(data, path: Path) -> None:
     check_schema(data, SCHEMA, path, SettingsError)
     if data["default_site"] not in data["sites"]:
-        raise SettingsError(f"{path}: default_site: {data['default_site']!r} is not one of the "
-                            f"enabled sites ({', '.join(data['sites'])}).")
+        raise SettingsError(
+            f"{path}: default_site: {data['default_site']!r} is not one of the "
+            f"enabled sites ({', '.join(data['sites'])})."
+        )
     _validate_origins(data, path)
     ports = data.get("tunnel_gateway", {}).get("ports")
     if ports and ports[0] > ports[1]:
@@ -290,20 +378,25 @@ def validate(data, path: Path) -> None:
     _validate_oidc(data, path)
     culler = {**IDLE_CULLER_DEFAULTS, **data.get("idle_culler", {})}
     if culler["enabled"] and culler["timeout_seconds"] < 3 * culler["activity_interval_seconds"]:
-        raise SettingsError(f"{path}: idle_culler.timeout_seconds: {culler['timeout_seconds']} s is not well above "
-                            f"the activity interval ({culler['activity_interval_seconds']} s; at least three times "
-                            "it), so servers in use could be stopped as idle.")
+        raise SettingsError(
+            f"{path}: idle_culler.timeout_seconds: {culler['timeout_seconds']} s is not well above "
+            f"the activity interval ({culler['activity_interval_seconds']} s; at least three times "
+            "it), so servers in use could be stopped as idle."
+        )
     unknown_admins = set(data.get("admin_users", [])) - set(data["demo_users"])
     if unknown_admins:
-        raise SettingsError(f"{path}: admin_users: {', '.join(sorted(unknown_admins))} "
-                            "must also be listed in demo_users.")
+        raise SettingsError(
+            f"{path}: admin_users: {', '.join(sorted(unknown_admins))} must also be listed in demo_users."
+        )
 
 
 def _validate_oidc(data, path: Path) -> None:
     oidc = data.get("oidc")
     if data.get("login") == OIDC and not oidc:
-        raise SettingsError(f"{path}: oidc: login: oidc needs an oidc section (the provider's URLs, client_id, "
-                            "entitlement_prefix, allowed_groups).")
+        raise SettingsError(
+            f"{path}: oidc: login: oidc needs an oidc section (the provider's URLs, client_id, "
+            "entitlement_prefix, allowed_groups)."
+        )
     if not oidc:
         return
     try:
@@ -313,8 +406,10 @@ def _validate_oidc(data, path: Path) -> None:
     for key in ("allowed_groups", "admin_groups"):
         reserved = [g for g in oidc.get(key, []) if str(g).startswith("course-")]
         if reserved:
-            raise SettingsError(f"{path}: oidc.{key}: {reserved[0]} starts with course-, which names the hub's own "
-                                "course groups (a provider's groups of that name are dropped); rename it.")
+            raise SettingsError(
+                f"{path}: oidc.{key}: {reserved[0]} starts with course-, which names the hub's own "
+                "course groups (a provider's groups of that name are dropped); rename it."
+            )
     names = list(oidc.get("people", {}).values())
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -322,8 +417,10 @@ def _validate_oidc(data, path: Path) -> None:
     if oidc.get("fold_case"):
         lower = [sub.strip().lower() for sub in oidc.get("people", {})]
         if len(set(lower)) != len(lower):
-            raise SettingsError(f"{path}: oidc.people: an identity is listed twice (with fold_case, identifiers "
-                                "are compared without regard to case).")
+            raise SettingsError(
+                f"{path}: oidc.people: an identity is listed twice (with fold_case, identifiers "
+                "are compared without regard to case)."
+            )
 
 
 def default_public_host(bind_url: str) -> str:
@@ -345,13 +442,17 @@ def _validate_origins(data, path: Path) -> None:
     public_host = data.get("public_host") or default_public_host(data["bind_url"])
     host = urlsplit(public_host).hostname or ""
     if re.fullmatch(r"[0-9.]+|\[.*\]", host):
-        raise SettingsError(f"{path}: public_host: {public_host!r} is an IP address; each user's server needs "
-                            "a host name of its own (<user>.<user_domain>), so name the hub by a host name.")
+        raise SettingsError(
+            f"{path}: public_host: {public_host!r} is an IP address; each user's server needs "
+            "a host name of its own (<user>.<user_domain>), so name the hub by a host name."
+        )
     if urlsplit(public_host).scheme != urlsplit(data["bind_url"]).scheme:
         raise SettingsError(f"{path}: public_host: {public_host!r} and bind_url must both be http or both https.")
     if data["bind_url"].startswith("https://") and not (data.get("tls_cert_file") and data.get("tls_key_file")):
-        raise SettingsError(f"{path}: tls_cert_file: an https bind_url needs tls_cert_file and tls_key_file "
-                            "(a certificate for the hub's host and for *.<user_domain>).")
+        raise SettingsError(
+            f"{path}: tls_cert_file: an https bind_url needs tls_cert_file and tls_key_file "
+            "(a certificate for the hub's host and for *.<user_domain>)."
+        )
 
 
 def load_settings(path) -> Settings:
@@ -391,6 +492,7 @@ def load_settings(path) -> Settings:
         max_request_bytes=data.get("max_request_bytes", 65536),
         support_contact=data.get("support_contact", Settings.support_contact),
         hub_id=data.get("hub_id") or default_hub_id(public_host, data["state_dir"]),
-        tunnel_gateway=TunnelGateway(**{k: tuple(v) if k == "ports" else v
-                                        for k, v in data.get("tunnel_gateway", {}).items()}),
+        tunnel_gateway=TunnelGateway(
+            **{k: tuple(v) if k == "ports" else v for k, v in data.get("tunnel_gateway", {}).items()}
+        ),
     )

@@ -1,5 +1,6 @@
 """A site as the workbench knows it: its partitions, environments, login, paths and reach (read
 from its catalogue file by model.catalogue; used by the request rules, the spawner and the job)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,8 +51,8 @@ class Login:
 
 @dataclass(frozen=True)
 class SitePaths:
-    home: str | None = None         # pattern with {user}; None: the hub host's passwd (local site)
-    runtime: str | None = None      # where install-runtime puts the job's software on the site
+    home: str | None = None  # pattern with {user}; None: the hub host's passwd (local site)
+    runtime: str | None = None  # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
     python: str = "/usr/bin/python3"
     scratch: str | None = None
@@ -60,9 +61,9 @@ class SitePaths:
 @dataclass(frozen=True)
 class Reach:
     mode: str
-    hub_url: str = ""            # direct, reverse: how the job reaches the hub, {hub_port} filled in by the hub
-    gateway: str = ""            # reverse: the tunnel gateway's host as the site's nodes reach it
-    hub_forward_host: str = ""   # forward: the login node as the site's nodes reach it
+    hub_url: str = ""  # direct, reverse: how the job reaches the hub, {hub_port} filled in by the hub
+    gateway: str = ""  # reverse: the tunnel gateway's host as the site's nodes reach it
+    hub_forward_host: str = ""  # forward: the login node as the site's nodes reach it
 
     def hub_hosts(self, hub_port: int) -> set[str]:
         """The Host headers of the jobs' calls to the hub ("name:*": any port there)."""
@@ -100,13 +101,13 @@ class Site:
     environments: dict[str, Environment]
     partitions: dict[str, Partition]
     dask_presets: dict[str, DaskPreset] = field(default_factory=dict)
-    dask_local_directory: str = "/tmp"   # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
+    dask_local_directory: str = "/tmp"  # parent of each Dask worker job's own fresh 0700 scratch (mktemp)
     paths: "SitePaths" = field(default_factory=lambda: SitePaths())
-    reach: "Reach | None" = None    # how the hub and the job reach each other (remote sites)
+    reach: "Reach | None" = None  # how the hub and the job reach each other (remote sites)
     key_instructions: str = "Give this public key to the site as its documentation says."
-    key_from_clause: bool = False   # the site wants from="<the hub's addresses>" before the key
-    timezone: str | None = None     # of the times Slurm prints there; None: the hub host's
-    budget: dict | None = None      # where projects' remaining allocations are read (None: nowhere)
+    key_from_clause: bool = False  # the site wants from="<the hub's addresses>" before the key
+    timezone: str | None = None  # of the times Slurm prints there; None: the hub host's
+    budget: dict | None = None  # where projects' remaining allocations are read (None: nowhere)
     path: str = ""
 
     def home_of(self, site_user: str) -> str | None:

@@ -1,9 +1,10 @@
 """Answers reused for a while: {key: value} whose entries expire a time after they were put."""
+
 from __future__ import annotations
 
 import time
 
-MISSING = object()      # what `get` answers for a key without a live entry, unless told otherwise
+MISSING = object()  # what `get` answers for a key without a live entry, unless told otherwise
 
 
 class TtlCache:
@@ -11,7 +12,7 @@ class TtlCache:
 
     def __init__(self, ttl: float = 0.0, clock=time.monotonic):
         self.ttl, self._clock = ttl, clock
-        self._entries: dict = {}       # key -> (put at, expires at, value)
+        self._entries: dict = {}  # key -> (put at, expires at, value)
 
     def get(self, key, default=MISSING, max_age: float | None = None):
         """The live value of `key`, else `default`; `max_age`: only if put less than that many seconds ago."""

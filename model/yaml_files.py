@@ -1,6 +1,7 @@
 """YAML files checked against a JSON schema, whose errors name the file, the key and the reason
 (`<file>: <key path>: <reason>.`): the site catalogue and the hub's settings read theirs here, so
 that a bad file stops the hub with one sentence an administrator can act on."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,8 @@ def reason(error: jsonschema.ValidationError) -> str:
 
 def check_schema(data, schema: dict, path, error: type[Exception]) -> None:
     """Raise `error` for the first mistake (in key order) of `data` against `schema`."""
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     if errors:
         raise error(f"{path}: {key_path(errors[0])}: {reason(errors[0])}.")

@@ -1,6 +1,7 @@
 """Tasks the hub starts and does not await: each is kept referenced until it ends (asyncio holds
 only weak references to tasks, so an unreferenced one may vanish mid-run) and its failure is
 logged instead of lost."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """How commands run on this host. `LocalRunner`: the hub runs on a cluster host and
 uses sudo to act as the user, with argv lists only (never a shell)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-MAX_OUTPUT_BYTES = 4 * 1024 * 1024   # what is kept of a command's stdout (and of stderr); the rest is read and dropped
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024  # what is kept of a command's stdout (and of stderr); the rest is read and dropped
 LOG_CHARS = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -28,7 +29,7 @@ async def read_capped(stream, cap: int) -> tuple[bytes, bool]:
     chunks, size = [], 0
     while chunk := await stream.read(65536):
         if size < cap:
-            chunks.append(chunk[:cap - size])
+            chunks.append(chunk[: cap - size])
         size += len(chunk)
     return b"".join(chunks), size > cap
 
@@ -87,7 +88,7 @@ class LocalRunner:
     sudo: str = "/usr/bin/sudo"
     path: str = "/usr/local/bin:/usr/bin:/bin"
     max_output_bytes: int = MAX_OUTPUT_BYTES
-    name_of: Callable[[str], str] | None = None    # hub user -> their account here (a course's guest)
+    name_of: Callable[[str], str] | None = None  # hub user -> their account here (a course's guest)
 
     def argv_as(self, username: str | None, argv: list[str]) -> list[str]:
         if username is None:
@@ -109,12 +110,18 @@ class LocalRunner:
         )
         cap = self.max_output_bytes
         try:
-            _, (out, _), (err, _), _ = await asyncio.wait_for(asyncio.gather(
-                _feed(proc.stdin, stdin.encode() if stdin is not None else None),
-                read_capped(proc.stdout, cap), read_capped(proc.stderr, cap), proc.wait()), timeout)
+            _, (out, _), (err, _), _ = await asyncio.wait_for(
+                asyncio.gather(
+                    _feed(proc.stdin, stdin.encode() if stdin is not None else None),
+                    read_capped(proc.stdout, cap),
+                    read_capped(proc.stderr, cap),
+                    proc.wait(),
+                ),
+                timeout,
+            )
         except asyncio.TimeoutError:
             await _end(proc)
             raise CommandTimeout(full_argv, timeout) from None
-        return CommandResult(tuple(full_argv), proc.returncode, out.decode(errors="replace"),
-                             err.decode(errors="replace"))
-
+        return CommandResult(
+            tuple(full_argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        )

@@ -5,6 +5,7 @@ errors (sites.errors). How a command reaches the site is its runner's business: 
 (the hub on a cluster host, `sudo -u USER`) or `SshRunner` (a persistent SSH connection per site
 user to the site's login node). A runner takes an argv list, never a shell string.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,15 @@ class JobControl:
     cluster, where it coordinates the workbench accounts); queries then run as the hub. Otherwise
     (remote sites, `PrivateData=jobs`) each user's jobs are read with that user's own login."""
 
-    def __init__(self, site_name: str, site_title: str, runner: Runner, slurm_bin: str = "/usr/bin",
-                 timeout: float = 30.0, shared_queries: bool = True):
+    def __init__(
+        self,
+        site_name: str,
+        site_title: str,
+        runner: Runner,
+        slurm_bin: str = "/usr/bin",
+        timeout: float = 30.0,
+        shared_queries: bool = True,
+    ):
         self.site_name, self.site_title, self.runner = site_name, site_title, runner
         self.slurm_bin, self.timeout, self.shared_queries = slurm_bin, timeout, shared_queries
 
@@ -57,8 +65,7 @@ class JobControl:
 
     async def _run(self, argv, as_user=None, stdin=None, env=None, timeout=None) -> CommandResult:
         try:
-            return await self.runner.run(argv, as_user=as_user, stdin=stdin, env=env,
-                                         timeout=timeout or self.timeout)
+            return await self.runner.run(argv, as_user=as_user, stdin=stdin, env=env, timeout=timeout or self.timeout)
         except CommandTimeout as e:
             raise SlurmNotAnswering(self.site_title, str(e)) from None
 
@@ -67,9 +74,12 @@ class JobControl:
         name = result.argv[0].rsplit("/", 1)[-1] if result.argv else "command"
         detail = f"{name} exit {result.returncode}: {bounded(err, 300)}"
         if _SUDO_REFUSED.search(err):
-            return CredentialRefused(self.site_title, detail,
-                                     f"The workbench may not act as '{as_user}' there: ask your workbench "
-                                     "administrator to add you to the workbench users.")
+            return CredentialRefused(
+                self.site_title,
+                detail,
+                f"The workbench may not act as '{as_user}' there: ask your workbench "
+                "administrator to add you to the workbench users.",
+            )
         if SLURM_UNREACHABLE.search(err) or not err:
             return SlurmNotAnswering(self.site_title, detail)
         reason = err.splitlines()[-1]
@@ -84,8 +94,9 @@ class JobControl:
         return result.stdout
 
     # --- a user's jobs --------------------------------------------------------------------------
-    async def submit(self, user: str, script: str, env: dict | None = None,
-                     env_file: tuple[str, str] | None = None) -> str:
+    async def submit(
+        self, user: str, script: str, env: dict | None = None, env_file: tuple[str, str] | None = None
+    ) -> str:
         """Submit `script` (sent on stdin) as `user`; the job id. The job's JUPYTERHUB_* variables
         never go on a command line: `env` is sbatch's environment (local sites, through sudo), or
         `env_file` = (path, content) is written for the user only before sbatch (remote sites,
@@ -100,8 +111,11 @@ class JobControl:
             raise self._failure(result, user, action="to start your server")
         job_id = cli.parse_job_id(result.stdout)
         if job_id is None:
-            raise SlurmRefused(self.site_title, f"sbatch answered {bounded(result.stdout, 120)!r}, not a job id",
-                               action="to start your server")
+            raise SlurmRefused(
+                self.site_title,
+                f"sbatch answered {bounded(result.stdout, 120)!r}, not a job id",
+                action="to start your server",
+            )
         return job_id
 
     async def run_on_site(self, argv, as_user: str, timeout: float, doing: str) -> CommandResult:
@@ -151,8 +165,7 @@ class JobControl:
     async def accounts(self, user: str, site_user: str | None = None) -> tuple[str, ...]:
         """`user`'s Slurm accounts, default first. Raises when Slurm does not answer: an empty
         answer means "no accounts", never "accounting was down"."""
-        output = await self._output(cli.accounts_argv(self.slurm_bin, site_user or user),
-                                    as_user=self.query_user(user))
+        output = await self._output(cli.accounts_argv(self.slurm_bin, site_user or user), as_user=self.query_user(user))
         return cli.parse_user_accounts(output)
 
     async def budgets(self, user: str, accounts, site_user: str | None = None) -> dict[str, dict]:
@@ -162,7 +175,7 @@ class JobControl:
             return {}
         records, asked = [], set()
         wanted = set(accounts)
-        for _ in range(6):          # the accounts, then their parents up the tree (Slurm checks each)
+        for _ in range(6):  # the accounts, then their parents up the tree (Slurm checks each)
             output = await self._output(cli.budgets_argv(self.slurm_bin, sorted(wanted)), as_user=self.query_user(user))
             records += cli.parse_assoc_records(output)
             asked |= wanted
@@ -184,8 +197,9 @@ class JobControl:
 
     async def partition_load(self, as_user: str | None = None) -> dict[str, dict]:
         nodes_argv, pending_argv = cli.load_argvs(self.slurm_bin)
-        return cli.parse_partition_load(await self._output(nodes_argv, as_user),
-                                        await self._output(pending_argv, as_user))
+        return cli.parse_partition_load(
+            await self._output(nodes_argv, as_user), await self._output(pending_argv, as_user)
+        )
 
     async def ping(self, as_user: str | None = None) -> None:
         """Raise unless the site's controller answers UP."""
@@ -203,17 +217,25 @@ class JobControl:
     async def account_exists(self, cluster: str, account: str) -> bool:
         return bool((await self._output(cli.account_exists_argv(self.slurm_bin, cluster, account))).strip())
 
-    async def add_course_account(self, cluster: str, account: str, parent: str, billing_minutes: int,
-                                 max_wall_minutes: int) -> None:
-        await self._change(cli.course_account_argv(self.slurm_bin, cluster, account, parent, billing_minutes,
-                                                   max_wall_minutes), "to make the course's account")
-        await self._change(cli.course_coordinator_argv(self.slurm_bin, account, pwd.getpwuid(os.getuid()).pw_name),
-                           "to watch the course's jobs")
+    async def add_course_account(
+        self, cluster: str, account: str, parent: str, billing_minutes: int, max_wall_minutes: int
+    ) -> None:
+        await self._change(
+            cli.course_account_argv(self.slurm_bin, cluster, account, parent, billing_minutes, max_wall_minutes),
+            "to make the course's account",
+        )
+        await self._change(
+            cli.course_coordinator_argv(self.slurm_bin, account, pwd.getpwuid(os.getuid()).pw_name),
+            "to watch the course's jobs",
+        )
 
-    async def course_member(self, cluster: str, user: str, account: str, add: bool = True, partition: str = "",
-                            gpus: int = 0) -> None:
-        await self._change(cli.course_member_argv(self.slurm_bin, cluster, user, account, add, partition, gpus),
-                           "to add you to the course" if add else "to end a participation")
+    async def course_member(
+        self, cluster: str, user: str, account: str, add: bool = True, partition: str = "", gpus: int = 0
+    ) -> None:
+        await self._change(
+            cli.course_member_argv(self.slurm_bin, cluster, user, account, add, partition, gpus),
+            "to add you to the course" if add else "to end a participation",
+        )
 
     async def cancel_account_jobs(self, account: str) -> None:
         result = await self._run(cli.cancel_account_jobs_argv(self.slurm_bin, account))
@@ -221,15 +243,19 @@ class JobControl:
             raise self._failure(result, None, action="to end the course's jobs")
 
     async def remove_course_account(self, cluster: str, account: str) -> None:
-        await self._change(cli.course_account_removal_argv(self.slurm_bin, cluster, account),
-                           "to close the course's account")
+        await self._change(
+            cli.course_account_removal_argv(self.slurm_bin, cluster, account), "to close the course's account"
+        )
 
     async def course_helper(self, helper: str, action: str, **options) -> None:
         """Reserve, unreserve, release a guest account: as root through the helper's sudo rule."""
         result = await self._run(cli.course_helper_argv(helper, action, **options), timeout=180)
         if not result.ok:
-            raise SlurmRefused(self.site_title, bounded(result.stderr.strip() or f"exit {result.returncode}", 300),
-                               action=f"to {action.replace('-', ' ')} for the course")
+            raise SlurmRefused(
+                self.site_title,
+                bounded(result.stderr.strip() or f"exit {result.returncode}", 300),
+                action=f"to {action.replace('-', ' ')} for the course",
+            )
 
     # --- reconciliation -------------------------------------------------------------------------
     async def workbench_jobs(self, names: str, as_user: str | None = None) -> str:

@@ -4,6 +4,7 @@ Callers decide by type: a site that does not answer keeps every server (its jobs
 a refused credential sends the user to their keys page; Slurm refusing a request shows Slurm's
 reason. Never "you have no project" because accounting did not answer.
 """
+
 from __future__ import annotations
 
 
@@ -26,8 +27,10 @@ class SiteUnreachable(SiteError):
     """The site's login node cannot be reached (network, sshd down, timeout)."""
 
     def what(self) -> str:
-        return (f"{self.site_title} cannot be reached right now: its login node does not answer. "
-                "Servers already running there keep running; try again in a few minutes.")
+        return (
+            f"{self.site_title} cannot be reached right now: its login node does not answer. "
+            "Servers already running there keep running; try again in a few minutes."
+        )
 
 
 class CredentialRefused(SiteError):
@@ -39,9 +42,11 @@ class CredentialRefused(SiteError):
 
 class HostKeyMismatch(CredentialRefused):
     def what(self) -> str:
-        return (f"{self.site_title}'s login node presented a host key that is not the one the workbench "
-                "knows, so the workbench did not log in (it may be an impostor, or the site changed its "
-                "key). Tell your workbench administrator; nothing was sent.")
+        return (
+            f"{self.site_title}'s login node presented a host key that is not the one the workbench "
+            "knows, so the workbench did not log in (it may be an impostor, or the site changed its "
+            "key). Tell your workbench administrator; nothing was sent."
+        )
 
 
 class SlurmRefused(SiteError):
@@ -55,5 +60,7 @@ class SlurmNotAnswering(SiteError):
     """The login node answers but Slurm does not (controller down, timeout)."""
 
     def what(self) -> str:
-        return (f"The Slurm scheduler of {self.site_title} is not answering, so nothing was changed there. "
-                "Try again in a few minutes; if it keeps happening, tell your workbench administrator.")
+        return (
+            f"The Slurm scheduler of {self.site_title} is not answering, so nothing was changed there. "
+            "Try again in a few minutes; if it keeps happening, tell your workbench administrator."
+        )

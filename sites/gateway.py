@@ -8,6 +8,7 @@ accounts only (role tunnel_gateway: a user who saw a new grant could bind its po
 job's tunnel). The gateway's principals command (ansible role tunnel_gateway) lets a certificate
 listen on its port only while that file names its key id: deleting the grant revokes it for every
 later login, and the certificate's own validity ends it at the walltime at the latest."""
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
     """A port of the range nobody holds, granted to a new key id."""
     first, last = ports
     span = last - first + 1
-    start = secrets.randbelow(span)     # spread the grants: a port just freed is not the next one
+    start = secrets.randbelow(span)  # spread the grants: a port just freed is not the next one
     for i in range(span):
         port = first + (start + i) % span
         key_id = f"aifa-{port}-{secrets.token_hex(8)}"
@@ -64,8 +65,8 @@ def grant_port(grants_dir: str, ports: tuple[int, int]) -> Grant:
             write_atomically(path, key_id + "\n", mode=0o640, replace=False)
         except FileExistsError:
             continue
-        if socket_owner.owners("127.0.0.1", port):   # an ended job's session not yet gone, or anyone's
-            path.unlink(missing_ok=True)                # socket: never hand that port on
+        if socket_owner.owners("127.0.0.1", port):  # an ended job's session not yet gone, or anyone's
+            path.unlink(missing_ok=True)  # socket: never hand that port on
             continue
         return Grant(port, key_id)
     raise NoFreePort(f"all {span} ports of the tunnel gateway ({first}-{last}) are granted")
@@ -105,6 +106,7 @@ def granted_ports(grants_dir: str) -> dict[int, str]:
 class JobCredential:
     """What the job needs to dial the gateway: a fresh key and its certificate (secrets: they
     travel only in the job's 0600 environment file)."""
+
     private_key: str
     certificate: str
 
@@ -116,9 +118,18 @@ def job_credential(ca_key_file: str, grant: Grant, valid_seconds: int) -> JobCre
     key = asyncssh.generate_private_key("ssh-ed25519")
     now = int(time.time())
     cert = ca_key.generate_user_certificate(
-        key, grant.key_id, principals=[grant.key_id], valid_after=now - NOT_BEFORE_SECONDS,
-        valid_before=now + valid_seconds, permit_port_forwarding=True, permit_pty=False,
-        permit_agent_forwarding=False, permit_x11_forwarding=False, permit_user_rc=False, touch_required=False)
+        key,
+        grant.key_id,
+        principals=[grant.key_id],
+        valid_after=now - NOT_BEFORE_SECONDS,
+        valid_before=now + valid_seconds,
+        permit_port_forwarding=True,
+        permit_pty=False,
+        permit_agent_forwarding=False,
+        permit_x11_forwarding=False,
+        permit_user_rc=False,
+        touch_required=False,
+    )
     return JobCredential(key.export_private_key().decode(), cert.export_certificate().decode())
 
 

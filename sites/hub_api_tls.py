@@ -10,6 +10,7 @@ when the names change) live in the daemon's state directory, readable by the hub
 The relay ends TLS on a unix socket beside the daemon's database and passes the bytes to the
 hub's API port.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,8 @@ RELAY_CHUNK = 65536
 
 @dataclass(frozen=True)
 class HubApiCertificates:
-    ca_pem: str          # what each job trusts for the hub, and nothing else
-    cert_file: Path      # the server certificate, then the CA's (the chain the relay presents)
+    ca_pem: str  # what each job trusts for the hub, and nothing else
+    cert_file: Path  # the server certificate, then the CA's (the chain the relay presents)
     key_file: Path
 
     def server_context(self) -> ssl.SSLContext:
@@ -58,8 +59,9 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> HubApiCertificates
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_certificate(key, ca_key, ca_cert, wanted)
         write_atomically(key_file, _key_pem(key))
-        write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM) +
-                         ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(
+            cert_file, cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
+        )
     return HubApiCertificates(ca_cert.public_bytes(serialization.Encoding.PEM).decode(), cert_file, key_file)
 
 
@@ -95,13 +97,19 @@ def _ca(directory: Path):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AIFA Workbench hub API (forward reach)")])
     now = datetime.datetime.now(datetime.timezone.utc)
     public = key.public_key()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     write_atomically(key_file, _key_pem(key))
     write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
@@ -110,18 +118,22 @@ def _ca(directory: Path):
 def _server_certificate(key, ca_key, ca_cert, hosts: list[str]) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
     names = [_general_name(host) for host in hosts]
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AIFA Workbench hub API")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AIFA Workbench hub API")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def _general_name(host: str) -> x509.GeneralName:
@@ -136,13 +148,16 @@ def _names(cert: x509.Certificate) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return sorted([n.lower() for n in san.get_values_for_type(x509.DNSName)] +
-                  [str(ip) for ip in san.get_values_for_type(x509.IPAddress)])
+    return sorted(
+        [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+        + [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    )
 
 
 def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class HubApiRelay:
@@ -157,17 +172,19 @@ class HubApiRelay:
 
     async def start(self, path: Path) -> Path:
         path.unlink(missing_ok=True)
-        old_umask = os.umask(0o077)          # the hub's user only
+        old_umask = os.umask(0o077)  # the hub's user only
         try:
-            self.server = await asyncio.start_unix_server(self._relay, str(path), ssl=self.context,
-                                                          ssl_handshake_timeout=15)
+            self.server = await asyncio.start_unix_server(
+                self._relay, str(path), ssl=self.context, ssl_handshake_timeout=15
+            )
         finally:
             os.umask(old_umask)
         return path
 
     async def start_tcp(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context,
-                                                 ssl_handshake_timeout=15)
+        self.server = await asyncio.start_server(
+            self._relay, "127.0.0.1", 0, ssl=self.context, ssl_handshake_timeout=15
+        )
         return self.server.sockets[0].getsockname()[1]
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -187,5 +204,5 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     except (ConnectionError, ssl.SSLError, OSError):
         pass
-    finally:        # HTTP does not half-close: one side's end ends both (the other pipe reads EOF)
+    finally:  # HTTP does not half-close: one side's end ends both (the other pipe reads EOF)
         writer.close()

@@ -3,6 +3,7 @@
 direct: the compute node is routable from the hub; its address is what the site's own name
 service says about the node Slurm named (asked on the login node, as the user: the hub host
 does not know the site's host names). reverse: sites.gateway; forward: sites.tunneld."""
+
 from __future__ import annotations
 
 import ipaddress

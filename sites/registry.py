@@ -3,6 +3,7 @@
 Local sites run commands through sudo on this host. SSH sites log in to the site's login node as
 the user's own account there: the settings name it (site_users), the hub's key store holds the
 key (hub_config.site_keys)."""
+
 from __future__ import annotations
 
 from .commands import LocalRunner
@@ -11,17 +12,20 @@ from .errors import CredentialRefused, HostKeyMismatch
 from .ssh import Credential, LoginNode, SshRunner
 
 
-
 class NoSiteAccount(CredentialRefused):
     def what(self) -> str:
-        return (f"The workbench does not know your account on {self.site_title}. Ask your workbench "
-                f"administrator to add your {self.site_title} username and projects to the settings.")
+        return (
+            f"The workbench does not know your account on {self.site_title}. Ask your workbench "
+            f"administrator to add your {self.site_title} username and projects to the settings."
+        )
 
 
 class NoHostKey(HostKeyMismatch):
     def what(self) -> str:
-        return (f"The workbench has no host key for {self.site_title}'s login node, so it does not log in "
-                "there. Tell your workbench administrator (the site catalogue's login.host_keys).")
+        return (
+            f"The workbench has no host key for {self.site_title}'s login node, so it does not log in "
+            "there. Tell your workbench administrator (the site catalogue's login.host_keys)."
+        )
 
 
 class Identities:
@@ -29,8 +33,8 @@ class Identities:
 
     def __init__(self, site_users: dict, key_store, local_names=None):
         self.site_users, self.key_store = site_users, key_store
-        self.local_names = local_names     # hub user -> account on the local cluster (courses' guests)
-        self._credentials: dict[tuple[str, str], Credential] = {}   # keys decrypted once per process
+        self.local_names = local_names  # hub user -> account on the local cluster (courses' guests)
+        self._credentials: dict[tuple[str, str], Credential] = {}  # keys decrypted once per process
 
     def local_username(self, user: str) -> str:
         return self.local_names(user) if self.local_names is not None else user
@@ -50,7 +54,7 @@ class Identities:
         if credential is None or credential.username != username:
             try:
                 credential = Credential(username, self.key_store.private_key(user, site.name))
-            except (ValueError, OSError) as e:   # SiteKeyError is a RuntimeError: below
+            except (ValueError, OSError) as e:  # SiteKeyError is a RuntimeError: below
                 raise CredentialRefused(site.title, f"key of {user} for {site.name}: {e}") from None
             except RuntimeError as e:
                 raise CredentialRefused(site.title, str(e), "Tell your workbench administrator.") from None
@@ -76,8 +80,9 @@ class SiteControls:
                 runner = LocalRunner(name_of=self._local_name)
                 control = JobControl(site.name, site.title, runner, slurm_bin, timeout, shared_queries=True)
             else:
-                control = JobControl(site.name, site.title, self._ssh_runner(site), site.paths.slurm_bin, timeout,
-                                     shared_queries=False)
+                control = JobControl(
+                    site.name, site.title, self._ssh_runner(site), site.paths.slurm_bin, timeout, shared_queries=False
+                )
             self._controls[key] = control
         return control
 
@@ -87,12 +92,16 @@ class SiteControls:
     def _ssh_runner(self, site) -> SshRunner:
         identities = self.identities
         if not site.login.host_keys:
+
             def credential_of(user):
                 raise NoHostKey(site.title, f"{site.path}: login.host_keys is empty")
         elif identities is None:
+
             def credential_of(user):
                 raise NoSiteAccount(site.title, "the hub has no site identities configured")
         else:
+
             def credential_of(user):
                 return identities.credential(user, site)
+
         return SshRunner(site.title, LoginNode(site.login.host, site.login.port, site.login.host_keys), credential_of)

@@ -11,6 +11,7 @@ images) gets a runtime of its own made *inside* its image, on top of the image's
 (`venv --system-site-packages`, as the AI Factory guide says): <runtime>/containers/<slug>/<id>,
 with its own `current`; the job binds <runtime> into the container to run it.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -61,8 +62,9 @@ def interpreter_mismatch(where: str, found: str, target: str, fix: str) -> str |
     wheels were built for, else None."""
     if found.strip() == target:
         return None
-    return (f"{where} is Python {found.strip() or '(did not answer)'}, but this hub's wheels are for Python "
-            f"{target}; {fix}")
+    return (
+        f"{where} is Python {found.strip() or '(did not answer)'}, but this hub's wheels are for Python {target}; {fix}"
+    )
 
 
 @dataclass(frozen=True)
@@ -91,27 +93,42 @@ def _venv_script(home: str, ident: str, house: str, venv: list[str], run: list[s
     """Shell lines making the venv `home`/`ident` with `venv`, filling it from the wheelhouse
     (its pip started through `run`), stamping it and pointing `home`/current at it."""
     target = posixpath.join(home, ident)
-    pip = [*run, target + "/bin/pip", "--isolated", "install", "--quiet", "--no-index", "--find-links", house,
-           "aifa-workbench"]
-    return (f"{shlex.join([*venv, '--clear', target])}; {shlex.join(pip)}; "
-            f"printf '%s\\n' {shlex.quote(ident)} > {shlex.quote(target + '/' + STAMP)}; "
-            f"ln -sfn {shlex.quote(ident)} {shlex.quote(home + '/current.new')}; "
-            f"mv -T {shlex.quote(home + '/current.new')} {shlex.quote(home + '/current')}")
+    pip = [
+        *run,
+        target + "/bin/pip",
+        "--isolated",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--find-links",
+        house,
+        "aifa-workbench",
+    ]
+    return (
+        f"{shlex.join([*venv, '--clear', target])}; {shlex.join(pip)}; "
+        f"printf '%s\\n' {shlex.quote(ident)} > {shlex.quote(target + '/' + STAMP)}; "
+        f"ln -sfn {shlex.quote(ident)} {shlex.quote(home + '/current.new')}; "
+        f"mv -T {shlex.quote(home + '/current.new')} {shlex.quote(home + '/current')}"
+    )
 
 
-def install_argvs(runtime_dir: str, ident: str, python: str,
-                  containers: tuple[ContainerImage, ...] = ()) -> list[list[str]]:
+def install_argvs(
+    runtime_dir: str, ident: str, python: str, containers: tuple[ContainerImage, ...] = ()
+) -> list[list[str]]:
     """The commands that turn uploaded wheels into the runtime `ident`, each an argv: the site's
     own, then one inside each container image (in a login shell: the images need modules)."""
     house = posixpath.join(runtime_dir, "wheelhouse")
-    argvs = [["mkdir", "-p", house],
-             ["/bin/sh", "-c", "set -e; " + _venv_script(runtime_dir, ident, house, [python, "-m", "venv"], [])]]
+    argvs = [
+        ["mkdir", "-p", house],
+        ["/bin/sh", "-c", "set -e; " + _venv_script(runtime_dir, ident, house, [python, "-m", "venv"], [])],
+    ]
     for container in containers:
         home = container_runtime_dir(runtime_dir, container.slug)
         run = in_image(runtime_dir, container.image)
         script = _venv_script(home, ident, house, [*run, "python3", "-m", "venv", "--system-site-packages"], run)
-        argvs.append(["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, shlex.join(["mkdir", "-p", home]),
-                                                      script])])
+        argvs.append(
+            ["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, shlex.join(["mkdir", "-p", home]), script])]
+        )
     return argvs
 
 
@@ -125,19 +142,38 @@ def probe_argvs(runtime_dir: str, python: str, containers: tuple[ContainerImage,
     return argvs
 
 
-async def check_interpreters(runner, as_user: str, site_title: str, runtime_dir: str, python: str,
-                             containers: tuple[ContainerImage, ...], target: str) -> None:
+async def check_interpreters(
+    runner,
+    as_user: str,
+    site_title: str,
+    runtime_dir: str,
+    python: str,
+    containers: tuple[ContainerImage, ...],
+    target: str,
+) -> None:
     """Refuse, with a sentence, to install wheels built for another Python or machine."""
     probes = probe_argvs(runtime_dir, python, containers)
-    wheres = [(f"the site's Python {python}", "set paths.python in the site's catalogue file to a Python of that "
-               "version on the site, or build the runtime's wheels with one like the site's")]
-    wheres += [(f"the python3 inside {c.image}", "use an image with that Python, or build the runtime's wheels "
-                "with one like the image's") for c in containers]
+    wheres = [
+        (
+            f"the site's Python {python}",
+            "set paths.python in the site's catalogue file to a Python of that "
+            "version on the site, or build the runtime's wheels with one like the site's",
+        )
+    ]
+    wheres += [
+        (
+            f"the python3 inside {c.image}",
+            "use an image with that Python, or build the runtime's wheels with one like the image's",
+        )
+        for c in containers
+    ]
     for argv, (where, fix) in zip(probes, wheres):
         result = await runner.run(argv, as_user=as_user, timeout=120)
-        if not result.ok or not result.stdout.strip():   # no Python there, a bad image, a module that failed
-            raise RuntimeError_(site_title, f"{where} did not answer ({argv[0]} exit {result.returncode}: "
-                                            f"{bounded(result.stderr, 400)})")
+        if not result.ok or not result.stdout.strip():  # no Python there, a bad image, a module that failed
+            raise RuntimeError_(
+                site_title,
+                f"{where} did not answer ({argv[0]} exit {result.returncode}: {bounded(result.stderr, 400)})",
+            )
         mismatch = interpreter_mismatch(where, result.stdout.strip().splitlines()[-1], target, fix)
         if mismatch:
             raise RuntimeError_(site_title, mismatch)
@@ -160,9 +196,16 @@ async def installed_runtimes(runner, as_user: str, runtime_dir: str, slugs) -> d
     return {name: (line.strip() or None) for name, line in zip(homes, lines)}
 
 
-async def install_runtime(runner, as_user: str, site_title: str, runtime_dir: str, wheelhouse: Path,
-                          python: str = "/usr/bin/python3", log=print,
-                          containers: tuple[ContainerImage, ...] = ()) -> str:
+async def install_runtime(
+    runner,
+    as_user: str,
+    site_title: str,
+    runtime_dir: str,
+    wheelhouse: Path,
+    python: str = "/usr/bin/python3",
+    log=print,
+    containers: tuple[ContainerImage, ...] = (),
+) -> str:
     """Upload the wheels that are not on the site yet, make the venvs, point `current` at them."""
     ident = runtime_id(wheelhouse)
     mkdir, build, *in_images = install_argvs(runtime_dir, ident, python, containers)

@@ -5,22 +5,35 @@ notebook's helpers, so it imports nothing of the hub.
 Fields a user chooses (a job name, a comment) are never printed by these queries except where
 Slurm's own filter guarantees their value (the reconciler's --name), so no output line can be
 forged into another job's."""
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING",
-                 "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT"}
+ACTIVE_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESV_DEL_HOLD",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 SQUEUE_FORMAT = "%i|%T|%r|%B|%S|%L"
 # What squeue says when it knows none of the ids asked for (a purged job): the job is gone.
 UNKNOWN_JOB = re.compile(r"Invalid job id specified")
-_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # accounts, reservations as Slurm prints them
+_SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # accounts, reservations as Slurm prints them
 _USER = r"[a-z][a-z0-9_-]{0,31}"
 JOB_NAME_PREFIX = "aifa-wb-"
-NAMES_PER_QUERY = 500   # one --name argument stays far below the kernel's 128 KiB per argument
+NAMES_PER_QUERY = 500  # one --name argument stays far below the kernel's 128 KiB per argument
 
 REASONS = {
     "None": "about to start",
@@ -58,10 +71,10 @@ def is_slurm_name(value: str) -> bool:
 @dataclass(frozen=True)
 class JobInfo:
     job_id: str
-    state: str            # Slurm's long state name, or GONE when Slurm no longer knows the job
+    state: str  # Slurm's long state name, or GONE when Slurm no longer knows the job
     reason: str = ""
     node: str = ""
-    start: str = ""       # actual start, or Slurm's estimate while pending ("" if none), site's local time
+    start: str = ""  # actual start, or Slurm's estimate while pending ("" if none), site's local time
     # seconds of walltime left while it runs (None: not running, or unlimited); not part of a change
     time_left: int | None = field(default=None, compare=False)
 
@@ -106,8 +119,10 @@ def job_record_argv(bin_dir: str, job_id: str) -> list[str]:
 
 def load_argvs(bin_dir: str) -> tuple[list[str], list[str]]:
     """The two queries of partition load: GPUs per node, and pending jobs per partition."""
-    return ([f"{bin_dir}/sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80,CPUsState:40"],
-            [f"{bin_dir}/squeue", "-h", "-t", "PD", "-o", "%P"])
+    return (
+        [f"{bin_dir}/sinfo", "-h", "-N", "-O", "PartitionName:40,Gres:60,GresUsed:80,CPUsState:40"],
+        [f"{bin_dir}/squeue", "-h", "-t", "PD", "-o", "%P"],
+    )
 
 
 def ping_argv(bin_dir: str) -> list[str]:
@@ -127,23 +142,51 @@ def project_file_argv(path_pattern: str, project: str, max_bytes: int = 65536) -
     """Read a project's file (LUMI's billing data) as the user; None for a name that is not a project's."""
     if not is_slurm_name(project):
         return None
-    return ["/usr/bin/timeout", "-s", "KILL", "10", "/usr/bin/head", "-c", str(max_bytes),
-            path_pattern.replace("{project}", project)]
+    return [
+        "/usr/bin/timeout",
+        "-s",
+        "KILL",
+        "10",
+        "/usr/bin/head",
+        "-c",
+        str(max_bytes),
+        path_pattern.replace("{project}", project),
+    ]
 
 
 # --- courses: their account (as the projects' coordinator) and reservation (the root helper) -------
-def course_account_argv(bin_dir: str, cluster: str, account: str, parent: str, billing_minutes: int,
-                        max_wall_minutes: int) -> list[str]:
+def course_account_argv(
+    bin_dir: str, cluster: str, account: str, parent: str, billing_minutes: int, max_wall_minutes: int
+) -> list[str]:
     """The course's child account: its budget (GrpTRESMins on billing), one job per participant, no
     job longer than a session."""
-    return [f"{bin_dir}/sacctmgr", "-i", "add", "account", account, f"cluster={cluster}", f"parent={parent}",
-            f"GrpTRESMins=billing={int(billing_minutes)}", "MaxJobs=1", f"MaxWall={int(max_wall_minutes)}",
-            f"Description={account}", "Organization=aifa-course"]
+    return [
+        f"{bin_dir}/sacctmgr",
+        "-i",
+        "add",
+        "account",
+        account,
+        f"cluster={cluster}",
+        f"parent={parent}",
+        f"GrpTRESMins=billing={int(billing_minutes)}",
+        "MaxJobs=1",
+        f"MaxWall={int(max_wall_minutes)}",
+        f"Description={account}",
+        "Organization=aifa-course",
+    ]
 
 
 def account_exists_argv(bin_dir: str, cluster: str, account: str) -> list[str]:
-    return [f"{bin_dir}/sacctmgr", "-nP", "show", "assoc", "where", f"account={account}", f"cluster={cluster}",
-            "format=account"]
+    return [
+        f"{bin_dir}/sacctmgr",
+        "-nP",
+        "show",
+        "assoc",
+        "where",
+        f"account={account}",
+        f"cluster={cluster}",
+        "format=account",
+    ]
 
 
 def course_coordinator_argv(bin_dir: str, account: str, user: str) -> list[str]:
@@ -152,16 +195,27 @@ def course_coordinator_argv(bin_dir: str, account: str, user: str) -> list[str]:
     return [f"{bin_dir}/sacctmgr", "-i", "add", "coordinator", f"account={account}", f"names={user}"]
 
 
-def course_member_argv(bin_dir: str, cluster: str, user: str, account: str, add: bool = True,
-                       partition: str = "", gpus: int = 0) -> list[str]:
+def course_member_argv(
+    bin_dir: str, cluster: str, user: str, account: str, add: bool = True, partition: str = "", gpus: int = 0
+) -> list[str]:
     """A participant's association with the course's account: on the course's partition only, one
     job (queued or running) at a time, no more GPUs than a session's; so that Slurm itself refuses
     a job a participant makes by hand on the course's account for anything else. A removal takes
     every association of the user with that account."""
     if not add:
         return [f"{bin_dir}/sacctmgr", "-i", "delete", "user", user, f"account={account}", f"cluster={cluster}"]
-    return [f"{bin_dir}/sacctmgr", "-i", "add", "user", user, f"account={account}", f"cluster={cluster}",
-            f"partition={partition}", "MaxSubmitJobs=1", f"MaxTRESPerJob=gres/gpu={int(gpus)}"]
+    return [
+        f"{bin_dir}/sacctmgr",
+        "-i",
+        "add",
+        "user",
+        user,
+        f"account={account}",
+        f"cluster={cluster}",
+        f"partition={partition}",
+        "MaxSubmitJobs=1",
+        f"MaxTRESPerJob=gres/gpu={int(gpus)}",
+    ]
 
 
 def cancel_account_jobs_argv(bin_dir: str, account: str) -> list[str]:
@@ -178,7 +232,7 @@ def course_helper_argv(helper: str, action: str, **options) -> list[str]:
     it checks every argument again."""
     argv = ["/usr/bin/sudo", "-n", helper, action]
     for key, value in options.items():
-        for one in (value if isinstance(value, (list, tuple)) else [value]):
+        for one in value if isinstance(value, (list, tuple)) else [value]:
             argv += [f"--{key}", str(one)]
     return argv
 
@@ -193,19 +247,23 @@ def job_name(hub_id: str, username: str) -> str:
 def job_name_batches(hub_id: str, usernames) -> list[str]:
     """The --name filters of a hub's users, in batches."""
     names = [job_name(hub_id, name) for name in sorted(usernames) if re.fullmatch(_USER, name)]
-    return [",".join(names[i:i + NAMES_PER_QUERY]) for i in range(0, len(names), NAMES_PER_QUERY)]
+    return [",".join(names[i : i + NAMES_PER_QUERY]) for i in range(0, len(names), NAMES_PER_QUERY)]
 
 
 def workbench_jobs_argv(bin_dir: str, names: str) -> list[str]:
-    return [f"{bin_dir}/squeue", "--noheader", "--format=%i|%u|%j", f"--name={names}",
-            "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED"]
+    return [
+        f"{bin_dir}/squeue",
+        "--noheader",
+        "--format=%i|%u|%j",
+        f"--name={names}",
+        "--states=PENDING,CONFIGURING,RUNNING,SUSPENDED",
+    ]
 
 
 def confirm_argv(bin_dir: str, job_id: str, name: str, owner: str) -> list[str]:
     """squeue prints exactly the job id if job `job_id` is owner's and named `name`: Slurm's own
     filters, with no field of the job printed but its id."""
-    return [f"{bin_dir}/squeue", "--noheader", f"--jobs={job_id}", f"--name={name}", f"--user={owner}",
-            "--format=%i"]
+    return [f"{bin_dir}/squeue", "--noheader", f"--jobs={job_id}", f"--name={name}", f"--user={owner}", "--format=%i"]
 
 
 # --- parsers ------------------------------------------------------------------------------------------
@@ -237,8 +295,14 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
         job_id, state, reason, node, start, left = parts
         node = "" if node in ("n/a", "(null)") else node
         start = "" if start in ("N/A", "Unknown", "(null)") else start
-        jobs[job_id] = JobInfo(job_id, state.split()[0], reason.strip("()"), node, start,
-                               parse_duration(left) if state.startswith("RUNNING") else None)
+        jobs[job_id] = JobInfo(
+            job_id,
+            state.split()[0],
+            reason.strip("()"),
+            node,
+            start,
+            parse_duration(left) if state.startswith("RUNNING") else None,
+        )
     return jobs
 
 
@@ -265,8 +329,9 @@ def unknown_jobs(squeue_output: str, hub_id: str, known_job_ids: set[str]) -> li
     return [(job_id, owner) for job_id, owner in candidates if seen[job_id] == 1]
 
 
-def own_unknown_jobs(squeue_output: str, hub_id: str, hub_user: str, site_user: str,
-                     known_job_ids: set[str]) -> list[str]:
+def own_unknown_jobs(
+    squeue_output: str, hub_id: str, hub_user: str, site_user: str, known_job_ids: set[str]
+) -> list[str]:
     """The same, on a site where the hub reads each user's jobs with that user's own login (and
     names them by their site username): ids of `hub_user`'s jobs of this hub that no server owns."""
     line_shape = re.compile(rf"([0-9]+)\|{re.escape(site_user)}\|{re.escape(job_name(hub_id, hub_user))}")
@@ -314,8 +379,11 @@ def _tres_minutes(value: str, tres: str) -> tuple[int | None, int]:
 
 def shows_account_record(assoc_output: str, account: str) -> bool:
     """Whether the listing holds the account's own association (not only a user's in it)."""
-    return any(_fields(line).get("Account") == account and _fields(line).get("UserName", None) == ""
-               for line in assoc_output.splitlines() if line.startswith("ClusterName="))
+    return any(
+        _fields(line).get("Account") == account and _fields(line).get("UserName", None) == ""
+        for line in assoc_output.splitlines()
+        if line.startswith("ClusterName=")
+    )
 
 
 def parse_assoc_records(assoc_output: str, tres: str = "billing") -> list[dict]:
@@ -325,8 +393,14 @@ def parse_assoc_records(assoc_output: str, tres: str = "billing") -> list[dict]:
     for line in assoc_output.splitlines():
         if line.startswith("ClusterName="):
             fields = _fields(line)
-            current = {"account": fields.get("Account", ""), "user": fields.get("UserName", "").split("(")[0],
-                       "parent": "", "limit": None, "used": 0, "running": 0}
+            current = {
+                "account": fields.get("Account", ""),
+                "user": fields.get("UserName", "").split("(")[0],
+                "parent": "",
+                "limit": None,
+                "used": 0,
+                "running": 0,
+            }
             records.append(current)
         elif current is not None:
             for token in line.split():
@@ -343,8 +417,11 @@ def parse_assoc_records(assoc_output: str, tres: str = "billing") -> list[dict]:
 def parents_to_ask(records: list[dict], known) -> set[str]:
     """Parent accounts of the listed accounts whose own records are not listed yet."""
     listed = {r["account"] for r in records if r["user"] == ""} | set(known)
-    return {r["parent"] for r in records if r["user"] == "" and is_slurm_name(r["parent"])
-            and r["parent"] not in listed and r["parent"] != "root"}
+    return {
+        r["parent"]
+        for r in records
+        if r["user"] == "" and is_slurm_name(r["parent"]) and r["parent"] not in listed and r["parent"] != "root"
+    }
 
 
 def budgets_from_records(records: list[dict], accounts, username: str) -> dict[str, dict]:
@@ -400,9 +477,12 @@ def reservation_windows(scontrol_output: str, names) -> dict[str, dict]:
         name = fields.get("ReservationName", "")
         if name in names:
             partition = fields.get("PartitionName", "")
-            windows[name] = {"partition": partition if is_slurm_name(partition) else "",
-                             "start": fields.get("StartTime", ""), "end": fields.get("EndTime", ""),
-                             "active": fields.get("State") == "ACTIVE"}
+            windows[name] = {
+                "partition": partition if is_slurm_name(partition) else "",
+                "start": fields.get("StartTime", ""),
+                "end": fields.get("EndTime", ""),
+                "active": fields.get("State") == "ACTIVE",
+            }
     return windows
 
 
@@ -416,7 +496,7 @@ def _gpu_count(gres: str) -> int:
 
 
 _EMPTY_LOAD = {"idle_gpus": 0, "total_gpus": 0, "idle_cpus": 0, "total_cpus": 0, "pending": 0}
-_CPUS_STATE = re.compile(r"([0-9]+)/([0-9]+)/([0-9]+)/([0-9]+)")     # allocated/idle/other/total
+_CPUS_STATE = re.compile(r"([0-9]+)/([0-9]+)/([0-9]+)/([0-9]+)")  # allocated/idle/other/total
 
 
 def parse_partition_load(sinfo_output: str, squeue_pending_output: str) -> dict[str, dict]:

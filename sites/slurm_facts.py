@@ -2,6 +2,7 @@
 shared between callers: the user's accounts (sites with `accounts_from: slurm`), the reservations
 they may use, and live load per partition for the spawn form.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -75,8 +76,9 @@ class SlurmFacts:
             _ACCOUNTS_CACHE.put(key, accounts, self.accounts_ttl)
         return accounts
 
-    async def reservations(self, username: str, accounts, wanted: str | None = None,
-                           site_user: str | None = None) -> tuple[str, ...]:
+    async def reservations(
+        self, username: str, accounts, wanted: str | None = None, site_user: str | None = None
+    ) -> tuple[str, ...]:
         """The reservations the user may use; Slurm is asked again if `wanted` is not among them
         (it may have been created since the last answer)."""
         as_user = self.control.query_user(username)
@@ -84,6 +86,7 @@ class SlurmFacts:
 
         async def query():
             return await self.control.reservations_listing(as_user)
+
         who = site_user or username
         usable = parse_reservations(await _CLUSTER_ANSWERS.get(key, query), who, accounts)
         if wanted and isinstance(wanted, str) and wanted not in usable:
@@ -96,17 +99,20 @@ class SlurmFacts:
 
         async def query():
             return await self.control.reservations_listing(as_user)
-        return reservation_windows(await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "reservations"),
-                                                              query), set(names))
 
-    async def budgets(self, username: str, accounts, site_user: str | None = None,
-                      fresh: bool = False) -> dict[str, dict]:
+        return reservation_windows(
+            await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "reservations"), query), set(names)
+        )
+
+    async def budgets(
+        self, username: str, accounts, site_user: str | None = None, fresh: bool = False
+    ) -> dict[str, dict]:
         """The budgets of `accounts` that bind the user, in billing-minutes (sites.slurm_cli.parse_budgets)."""
         key = (self.control.site_name, username, "budgets", tuple(accounts))
-        return await _CLUSTER_ANSWERS.get(key, lambda: self.control.budgets(username, accounts, site_user),
-                                          fresh=fresh)
+        return await _CLUSTER_ANSWERS.get(key, lambda: self.control.budgets(username, accounts, site_user), fresh=fresh)
 
     async def partition_load(self, username: str | None = None) -> dict[str, dict]:
         as_user = self.control.query_user(username)
-        return await _CLUSTER_ANSWERS.get((self.control.site_name, as_user, "load"),
-                                          lambda: self.control.partition_load(as_user))
+        return await _CLUSTER_ANSWERS.get(
+            (self.control.site_name, as_user, "load"), lambda: self.control.partition_load(as_user)
+        )

@@ -5,6 +5,7 @@ A port number on a shared host is no proof of who answers there: any local user 
 free port, the gateway's or the tunnel daemon's included. Before the hub sends a server's token
 to an address of this host, it asks here whose socket would take the connection.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,14 +20,14 @@ PROC_FILES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_IN
 
 @dataclass(frozen=True)
 class Listener:
-    address: str      # as ipaddress writes it: 127.0.0.1, ::1, 0.0.0.0, ::
+    address: str  # as ipaddress writes it: 127.0.0.1, ::1, 0.0.0.0, ::
     port: int
     uid: int
 
 
 def _address(hex_address: str, family: int) -> str:
     """The kernel prints each 32-bit word of the address in the host's byte order."""
-    words = [int(hex_address[i:i + 8], 16) for i in range(0, len(hex_address), 8)]
+    words = [int(hex_address[i : i + 8], 16) for i in range(0, len(hex_address), 8)]
     raw = b"".join(struct.pack("=I", word) for word in words)
     return str(ipaddress.ip_address(socket.inet_ntop(family, raw)))
 

@@ -7,6 +7,7 @@ with a growing pause after failed attempts. The login node's host key is pinned 
 any other key is refused, never learnt. Every argv is joined with shlex.join: the remote side runs
 it through the user's login shell. Nothing secret is put on a command line.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,7 @@ from .commands import MAX_OUTPUT_BYTES, CommandResult, CommandTimeout, bounded, 
 from .errors import CredentialRefused, HostKeyMismatch, SiteUnreachable
 
 log = logging.getLogger(__name__)
-OPEN_RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, None)   # between tries of a session sshd would not open
+OPEN_RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0, None)  # between tries of a session sshd would not open
 
 
 class _NotOpened(Exception):
@@ -42,21 +43,30 @@ class Credential:
 class LoginNode:
     host: str
     port: int
-    host_keys: tuple[str, ...]   # OpenSSH public key lines the login node may present
+    host_keys: tuple[str, ...]  # OpenSSH public key lines the login node may present
 
 
 class SshConnection:
     """One site user's connection to one login node, made on first use and again after a loss."""
 
-    def __init__(self, login: LoginNode, credential: Credential, site_title: str, *, max_channels: int = 8,
-                 connect_timeout: float = 10.0, keepalive_interval: float = 15.0, keepalive_count_max: int = 3,
-                 max_backoff: float = 30.0):
+    def __init__(
+        self,
+        login: LoginNode,
+        credential: Credential,
+        site_title: str,
+        *,
+        max_channels: int = 8,
+        connect_timeout: float = 10.0,
+        keepalive_interval: float = 15.0,
+        keepalive_count_max: int = 3,
+        max_backoff: float = 30.0,
+    ):
         self.login, self.credential, self.site_title = login, credential, site_title
         self.connect_timeout = connect_timeout
         self.keepalive_interval, self.keepalive_count_max = keepalive_interval, keepalive_count_max
         self.max_backoff = max_backoff
         self.channels = asyncio.Semaphore(max_channels)
-        self.connects = 0            # logins made (one per connection)
+        self.connects = 0  # logins made (one per connection)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._backoff, self._retry_at = 0.0, 0.0
@@ -71,7 +81,7 @@ class SshConnection:
                 return self._conn
             self._conn = None
             if self._retry_at > time.monotonic() and self._last_error is not None:
-                raise self._last_error   # what the last login said, until the pause after it is over
+                raise self._last_error  # what the last login said, until the pause after it is over
             try:
                 self._conn = await self._connect()
             except Exception as error:
@@ -85,11 +95,20 @@ class SshConnection:
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         return await asyncssh.connect(
-            self.login.host, self.login.port, username=self.credential.username,
-            client_keys=[self.credential.private_key], known_hosts=self._known_hosts(),
-            agent_path=None, config=[], preferred_auth="publickey", password=None,
-            connect_timeout=self.connect_timeout, login_timeout=self.connect_timeout,
-            keepalive_interval=self.keepalive_interval, keepalive_count_max=self.keepalive_count_max)
+            self.login.host,
+            self.login.port,
+            username=self.credential.username,
+            client_keys=[self.credential.private_key],
+            known_hosts=self._known_hosts(),
+            agent_path=None,
+            config=[],
+            preferred_auth="publickey",
+            password=None,
+            connect_timeout=self.connect_timeout,
+            login_timeout=self.connect_timeout,
+            keepalive_interval=self.keepalive_interval,
+            keepalive_count_max=self.keepalive_count_max,
+        )
 
     def _login_error(self, error: Exception):
         where = f"{self.credential.username}@{self.login.host}:{self.login.port}"
@@ -106,26 +125,28 @@ class SshConnection:
             self._conn.close()
             self._conn = None
 
-    async def run(self, argv, *, stdin: str | None = None, timeout: float = 30.0,
-                  max_output_bytes: int = MAX_OUTPUT_BYTES) -> CommandResult:
+    async def run(
+        self, argv, *, stdin: str | None = None, timeout: float = 30.0, max_output_bytes: int = MAX_OUTPUT_BYTES
+    ) -> CommandResult:
         """Run `argv` on the login node. A session sshd refused to open (it frees a closed one's
         slot a moment after the close, so MaxSessions can be hit briefly) never started the
         command, and is tried again after a pause."""
         command = shlex.join(argv)
         for pause in OPEN_RETRY_PAUSES:
-            async with self.channels:   # the timeout counts from here: waiting for a slot is not Slurm's
+            async with self.channels:  # the timeout counts from here: waiting for a slot is not Slurm's
                 conn = await self.connection()
                 try:
                     return await asyncio.wait_for(self._run_on(conn, command, argv, stdin, max_output_bytes), timeout)
                 except asyncio.TimeoutError:
                     raise CommandTimeout(argv, timeout) from None
                 except _NotOpened:
-                    pass                 # the command never started: safe to try again, even sbatch
+                    pass  # the command never started: safe to try again, even sbatch
                 except (asyncssh.Error, OSError) as error:
                     if conn.is_closed():
                         self.drop(conn)  # the link broke: the next command logs in again
-                    raise SiteUnreachable(self.site_title, f"{argv[0]}: {type(error).__name__}: "
-                                                           f"{bounded(str(error), 200)}") from None
+                    raise SiteUnreachable(
+                        self.site_title, f"{argv[0]}: {type(error).__name__}: {bounded(str(error), 200)}"
+                    ) from None
             if pause is None:
                 break
             await asyncio.sleep(pause)
@@ -135,7 +156,7 @@ class SshConnection:
     async def _run_on(conn, command: str, argv, stdin, cap: int) -> CommandResult:
         try:
             process = await conn.create_process(command, encoding=None)
-        except asyncssh.ChannelOpenError as refused:   # no session, or its exec request was refused
+        except asyncssh.ChannelOpenError as refused:  # no session, or its exec request was refused
             raise _NotOpened() from refused
         async with process:
             try:
@@ -143,9 +164,10 @@ class SshConnection:
                     process.stdin.write(stdin.encode())
                 process.stdin.write_eof()
             except (BrokenPipeError, ConnectionResetError, asyncssh.BreakReceived):
-                pass   # the command ended without reading all of its input: its status says how
-            (out, _), (err, _) = await asyncio.gather(read_capped(process.stdout, cap),
-                                                      read_capped(process.stderr, cap))
+                pass  # the command ended without reading all of its input: its status says how
+            (out, _), (err, _) = await asyncio.gather(
+                read_capped(process.stdout, cap), read_capped(process.stderr, cap)
+            )
             completed = await process.wait(check=False)
         status = completed.exit_status if completed.exit_status is not None else 255
         return CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"))

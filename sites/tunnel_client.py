@@ -1,4 +1,5 @@
 """The hub's side of forward reach: asks the tunnel daemon (sites.tunneld) over its unix socket."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,5 +32,7 @@ async def ask(socket_path: str, request: dict, timeout: float = 20.0) -> dict:
     except json.JSONDecodeError:
         raise TunnelDaemonError("tunnel daemon answered no JSON") from None
     if not isinstance(answer, dict) or not answer.get("ok"):
-        raise TunnelDaemonError(f"tunnel daemon: {str(answer.get('error') if isinstance(answer, dict) else answer)[:500]}")
+        raise TunnelDaemonError(
+            f"tunnel daemon: {str(answer.get('error') if isinstance(answer, dict) else answer)[:500]}"
+        )
     return answer

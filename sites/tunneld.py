@@ -9,6 +9,7 @@ proxy's routes stay right; unless someone else bound that port meanwhile (any us
 may): then on a fresh port, and the hub moves the server's route there (spawners.tunnel_reconcile). The hub asks it over a unix socket in the hub's state directory (only
 the hub's user can open it): one JSON request per line, one JSON answer per line (protocol below).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,14 +30,14 @@ from . import socket_owner
 from .ssh import SshRunner
 
 log = logging.getLogger(__name__)
-WATCH_SECONDS = 0.5          # how often dropped connections are looked for
+WATCH_SECONDS = 0.5  # how often dropped connections are looked for
 # The local ports of the forwards: a range of their own, reserved from the kernel's ephemeral
 # ports (role tunnel_gateway), so that no other process of this host takes one while the daemon
 # is down, and no forward takes a port the tunnel gateway grants.
 LOCAL_PORTS = (43000, 43999)
 WARN_EVERY_SECONDS = 60
 MAX_REQUEST_BYTES = 4096
-_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[A-Za-z0-9_.-]{0,96}")   # <hub user>/<server name>.<job id>
+_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[A-Za-z0-9_.-]{0,96}")  # <hub user>/<server name>.<job id>
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 
 
@@ -46,10 +47,10 @@ class TunnelError(RuntimeError):
 
 @dataclass(frozen=True)
 class Forward:
-    id: str            # <hub user>/<server name>.<job id>
+    id: str  # <hub user>/<server name>.<job id>
     site: str
-    user: str          # the hub user, whose connection carries it
-    host: str          # the compute node, as the login node resolves it
+    user: str  # the hub user, whose connection carries it
+    host: str  # the compute node, as the login node resolves it
     port: int
     local_port: int = 0
 
@@ -59,17 +60,22 @@ class ForwardStore:
 
     def __init__(self, path: Path):
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("CREATE TABLE IF NOT EXISTS forwards (id TEXT PRIMARY KEY, site TEXT, user TEXT, "
-                        "host TEXT, port INTEGER, local_port INTEGER)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS hub_api (site TEXT, user TEXT, port INTEGER, "
-                        "PRIMARY KEY (site, user))")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS forwards (id TEXT PRIMARY KEY, site TEXT, user TEXT, "
+            "host TEXT, port INTEGER, local_port INTEGER)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS hub_api (site TEXT, user TEXT, port INTEGER, PRIMARY KEY (site, user))"
+        )
 
     def forwards(self) -> list[Forward]:
         return [Forward(*row) for row in self.db.execute("SELECT id, site, user, host, port, local_port FROM forwards")]
 
     def put(self, forward: Forward) -> None:
-        self.db.execute("INSERT OR REPLACE INTO forwards VALUES (?, ?, ?, ?, ?, ?)",
-                        (forward.id, forward.site, forward.user, forward.host, forward.port, forward.local_port))
+        self.db.execute(
+            "INSERT OR REPLACE INTO forwards VALUES (?, ?, ?, ?, ?, ?)",
+            (forward.id, forward.site, forward.user, forward.host, forward.port, forward.local_port),
+        )
 
     def delete(self, forward_id: str) -> None:
         self.db.execute("DELETE FROM forwards WHERE id = ?", (forward_id,))
@@ -85,16 +91,22 @@ class ForwardStore:
 
 
 class TunnelDaemon:
-    def __init__(self, runners: dict[str, SshRunner], store: ForwardStore, hub_api_relay: str,
-                 hub_forward_hosts: dict[str, str], hub_api_ca: str = ""):
+    def __init__(
+        self,
+        runners: dict[str, SshRunner],
+        store: ForwardStore,
+        hub_api_relay: str,
+        hub_forward_hosts: dict[str, str],
+        hub_api_ca: str = "",
+    ):
         self.runners, self.store = runners, store
-        self.hub_api_relay = hub_api_relay                # the hub API's TLS relay: a unix socket's path
-        self.hub_forward_hosts = hub_forward_hosts        # {site: login node name the site's nodes dial}
-        self.hub_api_ca = hub_api_ca                      # the CA jobs trust for the hub (sites.hub_api_tls)
+        self.hub_api_relay = hub_api_relay  # the hub API's TLS relay: a unix socket's path
+        self.hub_forward_hosts = hub_forward_hosts  # {site: login node name the site's nodes dial}
+        self.hub_api_ca = hub_api_ca  # the CA jobs trust for the hub (sites.hub_api_tls)
         self.listeners: dict[str, asyncssh.SSHListener] = {}
         self.api_listeners: dict[tuple[str, str], asyncssh.SSHListener] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._hub_api_asked: dict[tuple[str, str], int] = {}   # how often each was asked for (this run)
+        self._hub_api_asked: dict[tuple[str, str], int] = {}  # how often each was asked for (this run)
         self._warned: dict = {}
 
     def _lock_of(self, user: str) -> asyncio.Lock:
@@ -107,7 +119,7 @@ class TunnelDaemon:
             raise TunnelError(f"no forward-reach site {site!r}")
         try:
             return await runner.connection_for(user).connection()
-        except Exception as e:          # SiteError and friends: the hub's sentence comes from its kind
+        except Exception as e:  # SiteError and friends: the hub's sentence comes from its kind
             raise TunnelError(f"{site}: {type(e).__name__}: {e}") from None
 
     async def open(self, forward: Forward) -> int:
@@ -125,36 +137,42 @@ class TunnelDaemon:
         """On the forward's own local port, or a free one of LOCAL_PORTS for a new forward."""
         conn = await self._connection(forward.site, forward.user)
         taken = {f.local_port for f in self.store.forwards()}
-        candidates = [forward.local_port] if forward.local_port else \
-            _some_free(range(LOCAL_PORTS[0], LOCAL_PORTS[1] + 1), taken)
+        candidates = (
+            [forward.local_port] if forward.local_port else _some_free(range(LOCAL_PORTS[0], LOCAL_PORTS[1] + 1), taken)
+        )
         error: Exception | None = None
         for port in candidates:
             try:
                 return await conn.forward_local_port("127.0.0.1", port, forward.host, forward.port)
-            except Exception as e:        # OSError, asyncssh.Error, ChannelListenError (none of those)
+            except Exception as e:  # OSError, asyncssh.Error, ChannelListenError (none of those)
                 error = e
         raise TunnelError(f"forward to {forward.host}:{forward.port}: {error}")
 
     async def _listen_again(self, forward: Forward) -> tuple[asyncssh.SSHListener, Forward]:
         """A dropped forward made again on its own port, or, when another account's socket holds
         that port now, on a fresh one (kept in the store: the hub re-routes the server there)."""
-        await self._connection(forward.site, forward.user)      # the site's side first: its failure is no move
+        await self._connection(forward.site, forward.user)  # the site's side first: its failure is no move
         try:
             return await self._listen(forward), forward
         except TunnelError:
             holders = socket_owner.owners("127.0.0.1", forward.local_port)
             if holders == {os.geteuid()}:
-                raise             # our own old socket is not gone yet
+                raise  # our own old socket is not gone yet
             # another account's listener, or a socket bound without listening (not in /proc)
         listener = await self._listen(dataclasses.replace(forward, local_port=0))
         moved = dataclasses.replace(forward, local_port=listener.get_port())
         self.store.put(moved)
-        log.warning("Forward %s: its port %s is held by uid %s, not this daemon: moved to port %s", forward.id,
-                    forward.local_port, ",".join(map(str, sorted(holders))), moved.local_port)
+        log.warning(
+            "Forward %s: its port %s is held by uid %s, not this daemon: moved to port %s",
+            forward.id,
+            forward.local_port,
+            ",".join(map(str, sorted(holders))),
+            moved.local_port,
+        )
         return listener, moved
 
     async def close(self, forward_id: str) -> bool:
-        async with self._lock_of(forward_id.split("/", 1)[0]):     # ids start with their user
+        async with self._lock_of(forward_id.split("/", 1)[0]):  # ids start with their user
             listener = self.listeners.pop(forward_id, None)
             if listener is not None:
                 listener.close()
@@ -202,7 +220,7 @@ class TunnelDaemon:
         conn = await self._connection(site, user)
         try:
             listener = await conn.forward_remote_port_to_path(host, port, self.hub_api_relay)
-        except Exception as e:            # asyncssh's ChannelListenError is not an asyncssh.Error
+        except Exception as e:  # asyncssh's ChannelListenError is not an asyncssh.Error
             raise TunnelError(f"remote forward {host}:{port} on {site}: {e}") from None
         self.api_listeners[(site, user)] = listener
         self.store.put_hub_api(site, user, listener.get_port())
@@ -218,10 +236,16 @@ class TunnelDaemon:
             try:
                 async with self._lock_of(forward.user):
                     if forward not in self.store.forwards():
-                        continue          # closed while this waited for the lock
+                        continue  # closed while this waited for the lock
                     self.listeners[forward.id], forward = await self._listen_again(forward)
-                log.info("Forward %s: 127.0.0.1:%s -> %s:%s (%s)", forward.id, forward.local_port, forward.host,
-                         forward.port, forward.site)
+                log.info(
+                    "Forward %s: 127.0.0.1:%s -> %s:%s (%s)",
+                    forward.id,
+                    forward.local_port,
+                    forward.host,
+                    forward.port,
+                    forward.site,
+                )
             except TunnelError as e:
                 self._warn(forward.id, f"Forward {forward.id} not made again yet: {e}")
         for site, user in list(self.store.hub_api_ports()):
@@ -248,14 +272,23 @@ class TunnelDaemon:
         while True:
             try:
                 await self.restore()
-            except Exception:          # one bad round must not end the daemon (and every forward)
+            except Exception:  # one bad round must not end the daemon (and every forward)
                 log.exception("Making the forwards again failed; trying again")
             await asyncio.sleep(WATCH_SECONDS)
 
     def listing(self) -> list[dict]:
-        return [{"id": f.id, "site": f.site, "user": f.user, "host": f.host, "port": f.port,
-                 "local_port": f.local_port, "up": f.id in self.listeners and not _closed(self.listeners[f.id])}
-                for f in self.store.forwards()]
+        return [
+            {
+                "id": f.id,
+                "site": f.site,
+                "user": f.user,
+                "host": f.host,
+                "port": f.port,
+                "local_port": f.local_port,
+                "up": f.id in self.listeners and not _closed(self.listeners[f.id]),
+            }
+            for f in self.store.forwards()
+        ]
 
     # --- the unix socket's protocol -----------------------------------------------------------------
     async def answer(self, request: dict) -> dict:
@@ -268,20 +301,30 @@ class TunnelDaemon:
             if op == "open":
                 local_port = await self.open(checked_forward(request))
                 return {"ok": True, "local_port": local_port}
-            if op == "close":      # closing what is not (or no longer) there is fine
+            if op == "close":  # closing what is not (or no longer) there is fine
                 return {"ok": True, "closed": await self.close(str(request.get("id", "")))}
             if op == "hub_api":
                 host, port = await self.hub_api(str(request.get("site", "")), str(request.get("user", "")))
                 return {"ok": True, "host": host, "port": port, "ca": self.hub_api_ca}
             if op == "release_hub_api":
                 asked = request.get("asked")
-                return {"ok": True, "released": await self.release_hub_api(
-                    str(request.get("site", "")), str(request.get("user", "")), asked if isinstance(asked, int) else None)}
+                return {
+                    "ok": True,
+                    "released": await self.release_hub_api(
+                        str(request.get("site", "")),
+                        str(request.get("user", "")),
+                        asked if isinstance(asked, int) else None,
+                    ),
+                }
             if op == "list":
-                return {"ok": True, "forwards": self.listing(),
-                        "hub_api": [{"site": site, "user": user, "port": port,
-                                     "asked": self._hub_api_asked.get((site, user), 0)}
-                                    for (site, user), port in sorted(self.store.hub_api_ports().items())]}
+                return {
+                    "ok": True,
+                    "forwards": self.listing(),
+                    "hub_api": [
+                        {"site": site, "user": user, "port": port, "asked": self._hub_api_asked.get((site, user), 0)}
+                        for (site, user), port in sorted(self.store.hub_api_ports().items())
+                    ],
+                }
             if op == "health":
                 return {"ok": True}
         except (TunnelError, ValueError, KeyError) as e:

@@ -3,6 +3,7 @@
 In order: a course's locked profile (its participants, its window, its named server), what the
 user may use on each site (accounts, reservations), the request checked against the catalogue,
 a site the hub can reach, a course's project kept to its card, and the project's budget."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,38 +21,38 @@ from . import profiles as profiles_mod
 
 # Projects' billing files read on remote sites: {(site, user, project): (expires, Budget | None)}
 PROJECT_BUDGET_TTL = 300.0
-_PROJECT_BUDGETS = TtlCache(PROJECT_BUDGET_TTL)   # (site, user, account) -> its budget, or None
+_PROJECT_BUDGETS = TtlCache(PROJECT_BUDGET_TTL)  # (site, user, account) -> its budget, or None
 
 
 @dataclass(frozen=True)
 class Applicant:
     """Who asks for a server, and what the hub knows to answer them."""
 
-    user: str                              # the hub user
-    server_name: str                       # "" for their default server
-    sites: Mapping                         # the catalogue's enabled sites, by name
+    user: str  # the hub user
+    server_name: str  # "" for their default server
+    sites: Mapping  # the catalogue's enabled sites, by name
     default_site: str
-    profiles: dict                         # quick-start profile slug -> its options
-    personal_named_servers: int            # named servers of their own a user may have
-    from_the_form: bool                    # asked by the spawn form's page (not the REST API)
-    local_username: Callable[[], str]      # their account on the local cluster
-    site_account: Callable[[str], dict]    # site name -> {username, accounts} of theirs there
-    facts_of: Callable                     # site name -> SlurmFacts
-    control_of: Callable                   # site name -> JobControl
-    courses: object                        # the hub's courses (hub_config.courses.Courses: book, config), or None
+    profiles: dict  # quick-start profile slug -> its options
+    personal_named_servers: int  # named servers of their own a user may have
+    from_the_form: bool  # asked by the spawn form's page (not the REST API)
+    local_username: Callable[[], str]  # their account on the local cluster
+    site_account: Callable[[str], dict]  # site name -> {username, accounts} of theirs there
+    facts_of: Callable  # site name -> SlurmFacts
+    control_of: Callable  # site name -> JobControl
+    courses: object  # the hub's courses (hub_config.courses.Courses: book, config), or None
     log: object
 
 
 @dataclass(frozen=True)
 class Admitted:
     request: JobRequest
-    course: object = None                  # the course whose session this is, or None
+    course: object = None  # the course whose session this is, or None
 
 
 @dataclass(frozen=True)
 class Refusal:
-    sentence: str                          # what the user reads
-    form: dict | None = None               # the refused form's values, to show it again
+    sentence: str  # what the user reads
+    form: dict | None = None  # the refused form's values, to show it again
 
 
 class _Refused(Exception):
@@ -78,19 +79,31 @@ def course_options(who: Applicant, options):
     asked = options.get("course") if isinstance(options, dict) else None
     if by_name is None and asked is None:
         if who.server_name and who.personal_named_servers == 0:
-            raise _Refused(Refusal("This workbench runs one session per person (besides a course's): use your "
-                                   "default server, or stop it first."))
+            raise _Refused(
+                Refusal(
+                    "This workbench runs one session per person (besides a course's): use your "
+                    "default server, or stop it first."
+                )
+            )
         return None, options
-    if by_name is not None and not options:      # the server's name alone says which course
+    if by_name is not None and not options:  # the server's name alone says which course
         options, asked = {"course": by_name}, by_name
     if asked != by_name:
-        raise _Refused(Refusal("A course's session runs as a server of its own, named course- and the course's "
-                               "id: start it from the course's card on the start page."))
+        raise _Refused(
+            Refusal(
+                "A course's session runs as a server of its own, named course- and the course's "
+                "id: start it from the course's card on the start page."
+            )
+        )
     book = who.courses.book if who.courses is not None else None
     course = book.courses.get(asked) if book and isinstance(asked, str) else None
     if course is None or who.user not in course.participants or len(options) != 1:
-        raise _Refused(Refusal("You can start a course's session only for a course you joined, and its settings "
-                               "are the course's: join with your trainer's code first."))
+        raise _Refused(
+            Refusal(
+                "You can start a course's session only for a course you joined, and its settings "
+                "are the course's: join with your trainer's code first."
+            )
+        )
     refusal = model_course.spawn_refusal(course, time.time(), who.courses.config.last_start_minutes)
     if refusal:
         raise _Refused(Refusal(refusal))
@@ -101,13 +114,15 @@ async def _parsed(who: Applicant, options) -> JobRequest:
     try:
         wanted = options.get("reservation") if isinstance(options, dict) else None
         wanted_site = options.get("site", who.default_site) if isinstance(options, dict) else None
-        return parse_job_request(options, who.sites, await user_context(who, wanted, wanted_site),
-                                 who.default_site, who.profiles)
+        return parse_job_request(
+            options, who.sites, await user_context(who, wanted, wanted_site), who.default_site, who.profiles
+        )
     except RequestError as e:
-        if not who.from_the_form:     # the REST API's callers keep the options' names
+        if not who.from_the_form:  # the REST API's callers keep the options' names
             raise _Refused(Refusal(str(e))) from None
-        raise _Refused(Refusal(str(e.naming(profiles_mod.FORM_LABELS)),
-                               profiles_mod.refused_form(options, e.field))) from None
+        raise _Refused(
+            Refusal(str(e.naming(profiles_mod.FORM_LABELS)), profiles_mod.refused_form(options, e.field))
+        ) from None
     except SiteError as e:
         who.log.warning("Spawn request of %s not checked: %s", who.user, e.detail or e)
         raise _Refused(Refusal(e.sentence)) from None
@@ -116,11 +131,19 @@ async def _parsed(who: Applicant, options) -> JobRequest:
 def _check_reach_and_course(who: Applicant, request: JobRequest, course) -> None:
     site = who.sites[request.site]
     if site.transport != "local" and site.reach is None:
-        raise _Refused(Refusal(f"Servers on {site.title} cannot be started from this hub: the site catalogue "
-                               "does not say how the hub reaches it. Choose another site."))
+        raise _Refused(
+            Refusal(
+                f"Servers on {site.title} cannot be started from this hub: the site catalogue "
+                "does not say how the hub reaches it. Choose another site."
+            )
+        )
     if course is None and who.courses is not None and who.courses.book.of_account(request.account):
-        raise _Refused(Refusal(f"The project {request.account} is a course's: its sessions start from the "
-                               "course's card on the start page, as the course set them."))
+        raise _Refused(
+            Refusal(
+                f"The project {request.account} is a course's: its sessions start from the "
+                "course's card on the start page, as the course set them."
+            )
+        )
 
 
 async def _check_budget(who: Applicant, request: JobRequest, options) -> None:
@@ -134,7 +157,8 @@ async def _check_budget(who: Applicant, request: JobRequest, options) -> None:
         return
     part = site.partitions[request.partition]
     sentence = budget and budget_mod.refusal(
-        budget, estimate_cost(part, request.gpus, request.cpus, request.memory_gb, request.hours))
+        budget, estimate_cost(part, request.gpus, request.cpus, request.memory_gb, request.hours)
+    )
     if sentence:
         raise _Refused(Refusal(sentence, profiles_mod.refused_form(options, "hours") if who.from_the_form else None))
 
@@ -151,9 +175,10 @@ async def user_context(who: Applicant, wanted_reservation=None, wanted_site=None
         else:
             entry = who.site_account(site.name)
             accounts[site.name] = tuple(entry.get("accounts", ()))
-            if wanted_reservation and site.name == wanted_site and entry.get("username"):   # the site's word
+            if wanted_reservation and site.name == wanted_site and entry.get("username"):  # the site's word
                 reservations[site.name] = await _reservations(
-                    who, who.facts_of(site.name), accounts[site.name], wanted_reservation, entry["username"])
+                    who, who.facts_of(site.name), accounts[site.name], wanted_reservation, entry["username"]
+                )
     return UserContext(accounts=accounts, reservations=reservations)
 
 
@@ -174,7 +199,7 @@ async def budgets(who: Applicant, site, accounts, fresh: bool = False) -> dict:
         return {}
     if site.budget["source"] == "lumi_project_info":
         if not who.site_account(site.name).get("username"):
-            return {}            # no account there: nothing to read, and no login to try
+            return {}  # no account there: nothing to read, and no login to try
         found = await asyncio.gather(*(_project_budget(who, site, a, fresh) for a in accounts))
         return {a: b for a, b in zip(accounts, found, strict=True) if b is not None}
     site_user = who.local_username() if site.transport == "local" else who.site_account(site.name).get("username")

@@ -1,4 +1,5 @@
 """The spawner's failures that users read."""
+
 from __future__ import annotations
 
 

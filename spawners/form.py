@@ -1,5 +1,6 @@
 """The spawn form: what it shows of each site (load, reservation windows, budgets) and its page
 (spawners/templates/spawn_form.html.j2)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,18 +23,26 @@ def options_from_form(formdata) -> dict:
 
 def epoch_windows(site, windows: dict) -> dict:
     """Reservation windows as Slurm gives them (the site's local time) in epoch seconds."""
-    return {name: {"partition": w["partition"] if w["partition"] in site.partitions else "",
-                   "active": w["active"],
-                   "start": session_mod.site_time_to_epoch(w["start"], site.timezone),
-                   "end": session_mod.site_time_to_epoch(w["end"], site.timezone)}
-            for name, w in windows.items()}
+    return {
+        name: {
+            "partition": w["partition"] if w["partition"] in site.partitions else "",
+            "active": w["active"],
+            "start": session_mod.site_time_to_epoch(w["start"], site.timezone),
+            "end": session_mod.site_time_to_epoch(w["end"], site.timezone),
+        }
+        for name, w in windows.items()
+    }
 
 
 def without_course_reservations(context: UserContext, book) -> UserContext:
     """A course's reservation serves its card only (model.course), never a card of its own."""
-    return dataclasses.replace(context, reservations={
-        name: tuple(r for r in found if not (book and book.is_course_reservation(r)))
-        for name, found in context.reservations.items()})
+    return dataclasses.replace(
+        context,
+        reservations={
+            name: tuple(r for r in found if not (book and book.is_course_reservation(r)))
+            for name, found in context.reservations.items()
+        },
+    )
 
 
 async def site_data(sites, profiles, context: UserContext, facts_of, budgets_of, user: str, log) -> dict:
@@ -46,8 +55,9 @@ async def site_data(sites, profiles, context: UserContext, facts_of, budgets_of,
             if site.transport == "local":
                 load[name] = await facts_of(name).partition_load(user)
             if context.reservations.get(name):
-                windows[name] = epoch_windows(site, await facts_of(name).reservation_windows(
-                    user, context.reservations[name]))
+                windows[name] = epoch_windows(
+                    site, await facts_of(name).reservation_windows(user, context.reservations[name])
+                )
         except SiteError as e:
             log.warning("No partition load or reservation windows for %s: %s", name, e.detail or e)
     data = profiles_mod.form_data(sites, profiles, context.accounts, context.reservations, load, windows)
@@ -61,11 +71,25 @@ async def site_data(sites, profiles, context: UserContext, facts_of, budgets_of,
     return data
 
 
-def page(data: dict, *, courses: list[dict], spawn_base: str, support: str, refused: dict | None,
-         last_options: dict, default_site: str) -> str:
+def page(
+    data: dict,
+    *,
+    courses: list[dict],
+    spawn_base: str,
+    support: str,
+    refused: dict | None,
+    last_options: dict,
+    default_site: str,
+) -> str:
     """The form's page. `refused`: the values of a form the hub refused, shown again once; else
     the form opens on the user's last choice (`last_options`: JupyterHub keeps the last options).
     A course's card starts its own named server (course-<id>), whichever server the form is for."""
-    data = {**data, "courses": courses, "spawn_base": spawn_base, "support": support, "refused": refused,
-            "remembered": None if refused else profiles_mod.refused_form(last_options, None)}
+    data = {
+        **data,
+        "courses": courses,
+        "spawn_base": spawn_base,
+        "support": support,
+        "refused": refused,
+        "remembered": None if refused else profiles_mod.refused_form(last_options, None),
+    }
     return _FORM.get_template("spawn_form.html.j2").render(data=data, default_site=default_site)

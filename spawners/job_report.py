@@ -6,6 +6,7 @@ job (run by the user) could rewrite, for example, the command the hub runs next 
 handler accepts only `port`, typed, and only for the server whose token made the call while that
 server is starting. The host is never taken from the job: the hub reads it from Slurm.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from aifa_workbench.sites.background import in_background
 from .server_token import token_record
 
 ROUTE = r"/api/job-report"
-LEGACY_ROUTE = r"/api/batchspawner"   # where jobs started by a hub before 2026-12 still report
+LEGACY_ROUTE = r"/api/batchspawner"  # where jobs started by a hub before 2026-12 still report
 
 
 def parse_report(body) -> dict:
@@ -44,10 +45,12 @@ def parse_report(body) -> dict:
 def spawner_for_token(spawners, token, record=None):
     """The spawner whose server the token belongs to, or None. After a hub restart a spawner no
     longer holds its token, only the token's record (id, owner, creation; kept in its state)."""
+
     def owns(spawner) -> bool:
         if token and spawner.api_token == token:
             return True
         return record is not None and getattr(spawner, "api_token_record", None) == record
+
     return next((s for s in spawners if owns(s)), None)
 
 
@@ -55,7 +58,7 @@ class JobReportHandler(APIHandler):
     @web.authenticated
     def post(self):
         token = self.get_auth_token()
-        spawners = getattr(self.current_user, "spawners", {}).values()   # a service has none
+        spawners = getattr(self.current_user, "spawners", {}).values()  # a service has none
         row = orm.APIToken.find(self.db, token) if token else None
         spawner = spawner_for_token(spawners, token, token_record(row) if row is not None else None)
         if spawner is None:

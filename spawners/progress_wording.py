@@ -1,5 +1,6 @@
 """What the waiting page says while a job starts (pure): its bar and its line, and why a job
 ended before JupyterLab started, with the last lines of its output."""
+
 from __future__ import annotations
 
 import html
@@ -11,7 +12,7 @@ from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 
 SUBMITTING = {"progress": 10, "message": "Submitting your job to Slurm…"}
 
-_UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")   # terminal escapes first
+_UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")  # terminal escapes first
 
 
 def output_tail(text: str, lines: int, line_chars: int, cut_at_start: bool = False) -> str:
@@ -24,7 +25,9 @@ def output_tail(text: str, lines: int, line_chars: int, cut_at_start: bool = Fal
     shown = []
     for line in kept[-lines:]:
         line = _UNPRINTABLE.sub("", line.replace("\t", "    ")).rstrip()
-        shown.append(line if len(line) <= line_chars else line[:line_chars] + f"… ({len(line) - line_chars} more characters)")
+        shown.append(
+            line if len(line) <= line_chars else line[:line_chars] + f"… ({len(line) - line_chars} more characters)"
+        )
     return "\n".join(shown).strip("\n")
 
 
@@ -39,8 +42,15 @@ def died_early(job_id: str, info: JobInfo, tail: str) -> str:
     return message
 
 
-def progress_event(job_id: str, info: JobInfo | None, *, partition: str | None, zone: str | None,
-                   reservation_start: float | None, port: int) -> dict:
+def progress_event(
+    job_id: str,
+    info: JobInfo | None,
+    *,
+    partition: str | None,
+    zone: str | None,
+    reservation_start: float | None,
+    port: int,
+) -> dict:
     """The event of a submitted job; an expected start also as a <time> the page shows in the
     reader's own zone. `partition`: the request's (None: unknown), `zone`: its site's."""
     where = partition or "its"
@@ -61,6 +71,9 @@ def _waiting_event(job_id: str, info: JobInfo, where: str, zone: str | None, res
     if not expected:
         return {"progress": 25, "message": text}
     moment = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expected))
-    return {"progress": 35, "message": f"{text} Slurm expects it to start at {moment}.",
-            "html_message": f"{html.escape(text)} Slurm expects it to start at <time class=\"aifa-when\" "
-                            f"datetime=\"{int(expected)}\">{html.escape(moment)}</time>."}
+    return {
+        "progress": 35,
+        "message": f"{text} Slurm expects it to start at {moment}.",
+        "html_message": f"{html.escape(text)} Slurm expects it to start at <time class=\"aifa-when\" "
+        f"datetime=\"{int(expected)}\">{html.escape(moment)}</time>.",
+    }

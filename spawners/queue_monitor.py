@@ -6,6 +6,7 @@ monitor unhealthy. Polls run every `interval` seconds, every `fast_interval` whi
 waits or its server is starting, and at once when something asks (`hurry`, e.g. a job reporting its end).
 A monitor whose last job left stops polling and leaves the registry; the next job makes a new one.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,13 +27,20 @@ class QueueMonitor:
 
     _registry: dict[tuple, "QueueMonitor"] = {}
 
-    def __init__(self, key: tuple, control: JobControl, as_user: str | None = None,
-                 interval: float = 30.0, fast_interval: float = 1.0, logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        key: tuple,
+        control: JobControl,
+        as_user: str | None = None,
+        interval: float = 30.0,
+        fast_interval: float = 1.0,
+        logger: logging.Logger | None = None,
+    ):
         self.key, self.control, self.as_user = key, control, as_user
         self.log = logger or log
         self.interval, self.fast_interval = interval, fast_interval
         self.jobs: dict[str, JobInfo | None] = {}
-        self.starting: set[str] = set()   # jobs whose server is not up yet: watched at fast_interval
+        self.starting: set[str] = set()  # jobs whose server is not up yet: watched at fast_interval
         self.slurm_ok = True
         self.last_error = ""
         self.polls = 0
@@ -40,7 +48,7 @@ class QueueMonitor:
         self._changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._listed = False   # made by for_key: back in the registry when it tracks a job again
+        self._listed = False  # made by for_key: back in the registry when it tracks a job again
 
     @classmethod
     def for_key(cls, key: tuple, **kwargs) -> "QueueMonitor":
@@ -54,7 +62,7 @@ class QueueMonitor:
     def track(self, job_id: str) -> None:
         """Follow `job_id` from now on (a new job is looked up at once; a known one costs nothing)."""
         if job_id not in self.jobs:
-            if self._listed:   # a caller may hold this monitor after its last job left it
+            if self._listed:  # a caller may hold this monitor after its last job left it
                 self._registry.setdefault(self.key, self)
             self.jobs[job_id] = None
             self.hurry()
@@ -110,7 +118,7 @@ class QueueMonitor:
         while self.jobs:
             try:
                 await self.poll()
-            except Exception as e:   # a bug, not Slurm: log it, keep every state, go on polling
+            except Exception as e:  # a bug, not Slurm: log it, keep every state, go on polling
                 self.log.exception("Polling the queue of %s failed", self.key)
                 self._failed(repr(e))
             self._wake.clear()
@@ -136,7 +144,7 @@ class QueueMonitor:
             new = seen.get(job_id, JobInfo(job_id, "GONE"))
             if job_id in self.jobs:
                 changed = changed or self.jobs[job_id] != new
-                self.jobs[job_id] = new     # the latest word (its time left) even when nothing changed
+                self.jobs[job_id] = new  # the latest word (its time left) even when nothing changed
         if changed:
             self._changed.set()
             self._changed = asyncio.Event()

@@ -5,6 +5,7 @@ Runs inside the hub process once it has started and loaded its spawners (their j
 memory: a spawn in flight already has one), then every `interval` seconds. Job names carry the
 hub's id: a second hub on the same cluster never takes this hub's jobs for its own orphans.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,7 +50,7 @@ async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str,
     listing = [await control.workbench_jobs(names) for names in cli.job_name_batches(hub_id, hub_usernames(app))]
     known, busy = known_job_ids(app, control.site_name)
     if busy:
-        return []   # a job id may be moments from being recorded: look again next time
+        return []  # a job id may be moments from being recorded: look again next time
     orphans = []
     for job_id, user in cli.unknown_jobs("\n".join(listing), hub_id, known):
         if await control.is_workbench_job(job_id, cli.job_name(hub_id, user), user):
@@ -58,8 +59,7 @@ async def find_orphans(app, control: JobControl, hub_id: str) -> list[tuple[str,
     return [(job_id, user) for job_id, user in orphans if job_id not in known_now]
 
 
-async def find_own_orphans(control: JobControl, hub_id: str, hub_user: str, site_user: str,
-                           known) -> list[str]:
+async def find_own_orphans(control: JobControl, hub_id: str, hub_user: str, site_user: str, known) -> list[str]:
     """On a site with PrivateData, one user's orphans, read with that user's own login: the slow
     safety net behind the jobs' own reports (one query per user and site per interval)."""
     listing = await control.workbench_jobs(cli.job_name(hub_id, hub_user), as_user=hub_user)
@@ -73,6 +73,7 @@ async def find_own_orphans(control: JobControl, hub_id: str, hub_user: str, site
 
 async def reconcile_users_once(app, control: JobControl, hub_id: str, identities) -> list[tuple[str, str]]:
     """Every hub user with an account and a key on the site, each through their own login."""
+
     def known_here() -> set[str]:
         return known_job_ids(app, control.site_name)[0]
 
@@ -82,11 +83,15 @@ async def reconcile_users_once(app, control: JobControl, hub_id: str, identities
         if not site_user or not identities.key_store.has_key(user, control.site_name):
             continue
         if known_jobs(app)[1]:
-            return cancelled       # a spawn in flight: look again next time
+            return cancelled  # a spawn in flight: look again next time
         try:
             for job_id in await find_own_orphans(control, hub_id, user, site_user, known_here):
-                app.log.warning("Job %s of %s on %s is a job of this hub no server owns: cancelling it",
-                                job_id, user, control.site_name)
+                app.log.warning(
+                    "Job %s of %s on %s is a job of this hub no server owns: cancelling it",
+                    job_id,
+                    user,
+                    control.site_name,
+                )
                 await control.cancel(user, job_id)
                 cancelled.append((job_id, user))
         except SiteError as e:
@@ -121,8 +126,11 @@ async def _run(hub, controls, hub_id: str, interval: float, identities=None, tun
                     orphans = await reconcile_once(app, control, hub_id)
                 else:
                     orphans = await reconcile_users_once(app, control, hub_id, identities)
-                app.log.info("Reconciled Slurm on %s with the hub: %d unknown job(s) of this hub cancelled",
-                             control.site_name, len(orphans))
+                app.log.info(
+                    "Reconciled Slurm on %s with the hub: %d unknown job(s) of this hub cancelled",
+                    control.site_name,
+                    len(orphans),
+                )
             except Exception:
                 app.log.exception("Reconciling Slurm on %s with the hub failed", control.site_name)
         if tunnels:
@@ -133,8 +141,9 @@ async def _run(hub, controls, hub_id: str, interval: float, identities=None, tun
         await asyncio.sleep(interval)
 
 
-def start_reconciler(hub, controls, hub_id: str, interval: float = 600, identities=None,
-                     tunnels: dict | None = None) -> None:
+def start_reconciler(
+    hub, controls, hub_id: str, interval: float = 600, identities=None, tunnels: dict | None = None
+) -> None:
     """Schedule reconciliation of every site, once `hub()` (the running JupyterHub app) has started:
     as the hub where it reads the whole queue (the local cluster), per user through their own logins
     elsewhere; and of the tunnels, with `tunnels` the arguments of tunnel_reconcile.reconcile_tunnels
@@ -143,4 +152,5 @@ def start_reconciler(hub, controls, hub_id: str, interval: float = 600, identiti
 
     log = logging.getLogger("JupyterHub")
     asyncio.get_event_loop().call_soon(
-        lambda: in_background(_run(hub, list(controls), hub_id, interval, identities, tunnels), "The reconciler", log))
+        lambda: in_background(_run(hub, list(controls), hub_id, interval, identities, tunnels), "The reconciler", log)
+    )

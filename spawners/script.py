@@ -1,5 +1,6 @@
 """Render the batch script of a notebook job: a pure function of the request, the site catalogue
 and the hub's own settings. One Jinja2 template per site family, StrictUndefined."""
+
 from __future__ import annotations
 
 import re
@@ -66,9 +67,9 @@ class ScriptContext:
 class RuntimePaths:
     """Where a job finds the workbench's software on its node."""
 
-    venv_bin: str                 # the runtime's bin: the job report, the starter notebooks
-    server_bin: str               # jupyterhub-singleuser's: venv_bin, or the runtime inside the image
-    container_runtime: str = ""   # a container environment's runtime (made inside its image)
+    venv_bin: str  # the runtime's bin: the job report, the starter notebooks
+    server_bin: str  # jupyterhub-singleuser's: venv_bin, or the runtime inside the image
+    container_runtime: str = ""  # a container environment's runtime (made inside its image)
     container_binds: tuple[str, ...] = ()
 
 
@@ -91,8 +92,12 @@ SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
 def server_launch_argv(venv_bin: str, *args: str) -> tuple[str, ...]:
     """The job's server: jupyterhub-singleuser on a port the OS picks, with the workbench's
     server extension, which reports that port to the hub once the server listens."""
-    return (f"{venv_bin}/jupyterhub-singleuser", "--ServerApp.port=0",
-            f"--ServerApp.jpserver_extensions={SERVER_EXTENSION}=True", *args)
+    return (
+        f"{venv_bin}/jupyterhub-singleuser",
+        "--ServerApp.port=0",
+        f"--ServerApp.jpserver_extensions={SERVER_EXTENSION}=True",
+        *args,
+    )
 
 
 def format_walltime(hours: float) -> str:
@@ -156,8 +161,15 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         hub_ca=ctx.hub_ca,
         # forward reach: JupyterLab trusts the hub's CA alone (in a container: the image's python,
         # from the runtime made there, which the wrapper has activated)
-        hub_trust_argv=(("python" if ctx.container_runtime else f"{ctx.venv_bin}/python", "-m",
-                         "aifa_workbench.extensions.hub_trust") if ctx.hub_ca else ()),
+        hub_trust_argv=(
+            (
+                "python" if ctx.container_runtime else f"{ctx.venv_bin}/python",
+                "-m",
+                "aifa_workbench.extensions.hub_trust",
+            )
+            if ctx.hub_ca
+            else ()
+        ),
         walltime=format_walltime(request.hours),
         job_name=job_name(ctx.hub_id, ctx.hub_user or ctx.username),
         log_path=f"{ctx.home}/.aifa-workbench-job-%j.log",

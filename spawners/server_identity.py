@@ -5,6 +5,7 @@ among them. The hub asks the address for `<base_url>api/me` with the server's ow
 only the user's own server, under its own base URL, answers with that user's name (another
 user's server answers 404 for a base URL that is not its own, or refuses the token).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,20 +35,25 @@ async def own_server_identity(url: str, token: str, timeout: float = 30) -> str 
     for attempt in range(CONNECT_TRIES):
         body = bytearray()
 
-        def keep(chunk: bytes, body=body) -> None:   # whatever answers may send gigabytes: keep the start only
+        def keep(chunk: bytes, body=body) -> None:  # whatever answers may send gigabytes: keep the start only
             if len(body) <= MAX_ANSWER_BYTES:
-                body.extend(chunk[:MAX_ANSWER_BYTES + 1 - len(body)])
+                body.extend(chunk[: MAX_ANSWER_BYTES + 1 - len(body)])
 
-        request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, request_timeout=timeout,
-                              follow_redirects=False, streaming_callback=keep)
+        request = HTTPRequest(
+            url,
+            headers={"Authorization": f"token {token}"},
+            request_timeout=timeout,
+            follow_redirects=False,
+            streaming_callback=keep,
+        )
         # a client of its own: a server holding its answer back must not take the hub's connections
         client = SimpleAsyncHTTPClient(force_instance=True)
         try:
             await client.fetch(request)
         except HTTPClientError:
-            return None            # it answered, but not as the user's server (404, 403, redirect…)
+            return None  # it answered, but not as the user's server (404, 403, redirect…)
         except OSError:
-            await asyncio.sleep(0.5 * (attempt + 1))   # reported after listening: rare, but retry
+            await asyncio.sleep(0.5 * (attempt + 1))  # reported after listening: rare, but retry
             continue
         finally:
             client.close()

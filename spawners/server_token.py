@@ -8,13 +8,14 @@ spawner's state, lets the token expire with the job's walltime, and revokes it w
 ends. Ids are reused by the database once a row is gone, so a token is revoked only if it is
 still the very row recorded: same id, same owner, same creation time.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
 
 from jupyterhub import orm
 
-GRACE_SECONDS = 600   # past the walltime: Slurm's KillWait, the end report, clock skew
+GRACE_SECONDS = 600  # past the walltime: Slurm's KillWait, the end report, clock skew
 
 
 def token_record(row) -> dict:
@@ -33,8 +34,13 @@ def limit_token(db, token: str, seconds: float) -> dict | None:
 
 
 def is_record(value) -> bool:
-    return (isinstance(value, dict) and set(value) == {"id", "user_id", "created"}
-            and type(value["id"]) is int and type(value["user_id"]) is int and isinstance(value["created"], str))
+    return (
+        isinstance(value, dict)
+        and set(value) == {"id", "user_id", "created"}
+        and type(value["id"]) is int
+        and type(value["user_id"]) is int
+        and isinstance(value["created"], str)
+    )
 
 
 def revoke_token(db, record: dict | None) -> bool:

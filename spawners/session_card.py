@@ -1,5 +1,6 @@
 """The session card of the hub's pages (pure): the live card of a server's job, when it started
 running (billed from there) and, once it is over, what ended, why and what it cost."""
+
 from __future__ import annotations
 
 from aifa_workbench.model import session as session_mod
@@ -46,10 +47,29 @@ def ended(site, request, job_id: str, final_state: str, started: float | None, n
     return session_mod.ended_summary(site, request, job_id, ending, started, now)
 
 
-def live(site, request, job_id: str, info: JobInfo | None, now: float, *, ready: bool, pending: str | None,
-         started: float | None, reservation_start: float | None) -> dict:
+def live(
+    site,
+    request,
+    job_id: str,
+    info: JobInfo | None,
+    now: float,
+    *,
+    ready: bool,
+    pending: str | None,
+    started: float | None,
+    reservation_start: float | None,
+) -> dict:
     """The live card, Slurm's reason for a waiting job in words."""
-    card = session_mod.live_card(site, request, job_id, info, now, ready=ready, pending=pending,
-                                 started_at=started, reservation_start=reservation_start)
+    card = session_mod.live_card(
+        site,
+        request,
+        job_id,
+        info,
+        now,
+        ready=ready,
+        pending=pending,
+        started_at=started,
+        reservation_start=reservation_start,
+    )
     card["reason"] = describe_reason(card["reason"]) if card["reason"] else ""
     return card

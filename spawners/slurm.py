@@ -14,6 +14,7 @@ tunnels, its address, its part of the state), submission and script (what goes t
 form, session_card and progress_wording (what the user sees). Every end of a job passes through
 _end_job.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,7 +89,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     default_site = Unicode("local", help="Site used when a request names none.").tag(config=True)
     site_users = Dict(
         help="Who each hub user is on each site: {user: {site: {'username': ..., 'accounts': [...]}}} "
-             "(the settings' site_users). Sites with accounts_from: settings take the accounts from here.",
+        "(the settings' site_users). Sites with accounts_from: settings take the accounts from here.",
     ).tag(config=True)
     venv_dir = Unicode(
         "/opt/aifa-workbench/venv",
@@ -96,82 +97,100 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     ).tag(config=True)
     slurm_bin = Unicode("/usr/bin", help="Directory of sbatch, squeue, scancel, sacctmgr, scontrol.").tag(config=True)
     accounts_cache_seconds = Float(
-        300, help="Seconds a user's Slurm accounts (sacctmgr, ~0.2 s a query) are reused between spawns; 0: never.",
+        300,
+        help="Seconds a user's Slurm accounts (sacctmgr, ~0.2 s a query) are reused between spawns; 0: never.",
     ).tag(config=True)
     command_timeout = Float(30, help="Seconds before a Slurm command is given up on.").tag(config=True)
     queue_interval = Float(
-        30, help="Seconds between the site's queue polls while every tracked job runs (one squeue for all jobs).",
+        30,
+        help="Seconds between the site's queue polls while every tracked job runs (one squeue for all jobs).",
     ).tag(config=True)
     queue_fast_interval = Float(
-        1, help="Seconds between queue polls while a tracked job waits to start, or Slurm does not answer.",
+        1,
+        help="Seconds between queue polls while a tracked job waits to start, or Slurm does not answer.",
     ).tag(config=True)
     walltime_warnings_minutes = List(
-        Integer(), default_value=[10, 2],
+        Integer(),
+        default_value=[10, 2],
         help="Minutes before a job's time limit at which JupyterLab warns the user and saves every open "
-             "notebook (after the last one it keeps saving every 10 s until the end).",
+        "notebook (after the last one it keeps saving every 10 s until the end).",
     ).tag(config=True)
-    log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(config=True)
+    log_tail_lines = Integer(15, help="Lines of a job's output shown when it dies before JupyterLab answers.").tag(
+        config=True
+    )
     log_tail_bytes = Integer(
-        16384, help="Bytes read from the end of a job's output for those lines (a job may write gigabytes, "
-                    "or one line of megabytes: only this much is ever read).",
+        16384,
+        help="Bytes read from the end of a job's output for those lines (a job may write gigabytes, "
+        "or one line of megabytes: only this much is ever read).",
     ).tag(config=True)
     log_tail_line_chars = Integer(300, help="Characters shown of each of those lines.").tag(config=True)
-    keys_page_url = Unicode("", help="The hub's page of each user's keys for the remote sites, named in "
-                                      "sentences about a refused or missing key.").tag(config=True)
+    keys_page_url = Unicode(
+        "",
+        help="The hub's page of each user's keys for the remote sites, named in "
+        "sentences about a refused or missing key.",
+    ).tag(config=True)
     hub_port = Integer(8081, help="The hub's API port, for the sites' reach.hub_url ({hub_port}).").tag(config=True)
     runtime_wheelhouse = Unicode(
         "/opt/aifa-workbench/wheelhouse",
         help="The job runtime this hub's code needs on remote sites (its id is checked before a spawn).",
     ).tag(config=True)
     workbench = Any(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help="The hub's runtime (hub_config.runtime.Workbench), set by the hub's configuration: who each user "
-             "is on each site (identities), each site's job control (controls) and the courses. Without it "
-             "(tests, render-script) the site_users setting says who users are and there are no courses.",
+        "is on each site (identities), each site's job control (controls) and the courses. Without it "
+        "(tests, render-script) the site_users setting says who users are and there are no courses.",
     ).tag(config=True)
     hub_id = Unicode(
-        "hub", help="This hub's id in its job names (aifa-wb-<hub id>-<user>): two hubs on one cluster "
-                    "then never take each other's jobs for orphans. Lowercase letters and digits, at most 12.",
+        "hub",
+        help="This hub's id in its job names (aifa-wb-<hub id>-<user>): two hubs on one cluster "
+        "then never take each other's jobs for orphans. Lowercase letters and digits, at most 12.",
     ).tag(config=True)
     tunnel_gateway = Dict(
-        {}, help="The hub's tunnel gateway, for sites in reverse reach (LUMI): port, user, ports (the "
-                 "range granted), host_key_file, grants_dir (the settings' tunnel_gateway), and ca_key_file.",
+        {},
+        help="The hub's tunnel gateway, for sites in reverse reach (LUMI): port, user, ports (the "
+        "range granted), host_key_file, grants_dir (the settings' tunnel_gateway), and ca_key_file.",
     ).tag(config=True)
     tunnel_open_seconds = Float(
-        60, help="How long a reverse-reach job may take to open its tunnel once JupyterLab listens.",
+        60,
+        help="How long a reverse-reach job may take to open its tunnel once JupyterLab listens.",
     ).tag(config=True)
     tunnel_daemon_socket = Unicode(
-        "", help="The unix socket of the tunnel daemon (`aifa-workbench tunneld`), for sites in forward "
-                 "reach (JUPITER).",
+        "",
+        help="The unix socket of the tunnel daemon (`aifa-workbench tunneld`), for sites in forward reach (JUPITER).",
     ).tag(config=True)
     support_contact = Unicode(
         "your trainer, or the BE-AIFA support desk",
         help="Whom users ask (the settings' support_contact), named where the form cannot help them.",
     ).tag(config=True)
     personal_named_servers = Integer(
-        0, help="How many named servers of their own a user may have (the settings' named_servers_per_user); "
-                "a course's session is a named server apart (course-<id>), whatever this says.",
+        0,
+        help="How many named servers of their own a user may have (the settings' named_servers_per_user); "
+        "a course's session is a named server apart (course-<id>), whatever this says.",
     ).tag(config=True)
     job_request = None
     _refused_form: dict | None = None  # the values of a form the hub refused, for the form shown again
-    job_site = ""   # the site the current job runs on; kept in the hub's state across restarts
-    api_token_record: dict | None = None   # which row the server's API token is (not the secret), kept likewise
+    job_site = ""  # the site the current job runs on; kept in the hub's state across restarts
+    api_token_record: dict | None = None  # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
-    started_at: float | None = None     # when the current job started running (epoch), kept likewise
-    _submitted_at = 0.0                 # monotonic: when the current job was submitted
-    _start_failed = False               # the current start raised (the hub stops the server next)
+    started_at: float | None = None  # when the current job started running (epoch), kept likewise
+    _submitted_at = 0.0  # monotonic: when the current job was submitted
+    _start_failed = False  # the current start raised (the hub stops the server next)
     # why the hub itself stops a server, when it says so on the ended card (one of session_card.HUB_STOP_REASONS)
     stop_reason: str | None = None
-    _reservation_start: float | None = None   # epoch: when the current job's reservation begins
-    last_session: dict | None = None    # what ended last, why and what it cost (session.ended_summary)
+    _reservation_start: float | None = None  # epoch: when the current job's reservation begins
+    last_session: dict | None = None  # what ended last, why and what it cost (session.ended_summary)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._own_controls: SiteControls | None = None
-        self._reaches: dict[str, Reach] = {}    # by site name: each site's reach strategy
+        self._reaches: dict[str, Reach] = {}  # by site name: each site's reach strategy
         for name in ignored_batchspawner_settings(self.config):
-            _warn_once(self.log, f"The setting {name!r} is batchspawner's and does nothing here: "
-                                 "WorkbenchSlurmSpawner builds its Slurm commands from the site catalogue.")
+            _warn_once(
+                self.log,
+                f"The setting {name!r} is batchspawner's and does nothing here: "
+                "WorkbenchSlurmSpawner builds its Slurm commands from the site catalogue.",
+            )
 
     @default("env_keep")
     def _default_env_keep(self):
@@ -208,7 +227,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def site_controls(self) -> SiteControls:
         if self.workbench is not None:
             return self.workbench.controls
-        if self._own_controls is None:      # a spawner without the hub (tests, render-script)
+        if self._own_controls is None:  # a spawner without the hub (tests, render-script)
             self._own_controls = SiteControls()
         return self._own_controls
 
@@ -229,11 +248,20 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     def _applicant(self) -> admission.Applicant:
         return admission.Applicant(
-            user=self.user.name, server_name=self.name, sites=self.sites, default_site=self.default_site,
+            user=self.user.name,
+            server_name=self.name,
+            sites=self.sites,
+            default_site=self.default_site,
             profiles={p.slug: p.options for p in self.quick_start_profiles},
-            personal_named_servers=self.personal_named_servers, from_the_form=self._from_the_form(),
-            local_username=self.local_username, site_account=self._site_account, facts_of=self.facts,
-            control_of=self.control_of, courses=self.courses, log=self.log)
+            personal_named_servers=self.personal_named_servers,
+            from_the_form=self._from_the_form(),
+            local_username=self.local_username,
+            site_account=self._site_account,
+            facts_of=self.facts,
+            control_of=self.control_of,
+            courses=self.courses,
+            log=self.log,
+        )
 
     async def apply_job_request(self, options):
         """The job request of `options` (spawners.admission); a refusal is HTTP 400 in the form's words."""
@@ -264,18 +292,31 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         applicant = self._applicant()
         try:
             context = await admission.user_context(applicant)
-        except SiteError as e:   # the form still shows; a spawn then says what is wrong
+        except SiteError as e:  # the form still shows; a spawn then says what is wrong
             self.log.warning("Spawn form of %s without live accounts: %s", self.user.name, e.detail or e)
             context = UserContext()
         book = self.courses.book if self.courses is not None else None
         context = form.without_course_reservations(context, book)
-        data = await form.site_data(self.sites, self.quick_start_profiles, context, self.facts,
-                                    functools.partial(admission.budgets, applicant), self.user.name, self.log)
+        data = await form.site_data(
+            self.sites,
+            self.quick_start_profiles,
+            context,
+            self.facts,
+            functools.partial(admission.budgets, applicant),
+            self.user.name,
+            self.log,
+        )
         courses = profiles_mod.course_cards(book.active_of(self.user.name) if book else [], self.sites)
         refused, self._refused_form = self._refused_form, None
-        return form.page(data, courses=courses, spawn_base=f"{self.hub.base_url}spawn/{self.user.escaped_name}/",
-                         support=self.support_contact, refused=refused, last_options=self.user_options or {},
-                         default_site=self.default_site)
+        return form.page(
+            data,
+            courses=courses,
+            spawn_base=f"{self.hub.base_url}spawn/{self.user.escaped_name}/",
+            support=self.support_contact,
+            refused=refused,
+            last_options=self.user_options or {},
+            default_site=self.default_site,
+        )
 
     def options_from_form(self, formdata):
         return form.options_from_form(formdata)
@@ -290,9 +331,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         """How the hub and the job reach each other on the job's site (spawners.reach)."""
         name = self.site_name
         if name not in self._reaches:
-            self._reaches[name] = reach_for(self.sites[name], self, tunnel_gateway=self.tunnel_gateway,
-                                            tunnel_open_seconds=self.tunnel_open_seconds,
-                                            tunnel_daemon_socket=self.tunnel_daemon_socket)
+            self._reaches[name] = reach_for(
+                self.sites[name],
+                self,
+                tunnel_gateway=self.tunnel_gateway,
+                tunnel_open_seconds=self.tunnel_open_seconds,
+                tunnel_daemon_socket=self.tunnel_daemon_socket,
+            )
         return self._reaches[name]
 
     # what spawners.tunnel_reconcile reads of a server: its reach mode, whose its address must be
@@ -362,7 +407,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             container_binds=paths.container_binds,
             export_names=export_names(env),
             warn_minutes=tuple(self.walltime_warnings_minutes),
-            catalogue_dir="" if self.remote else self.catalogue_dir,   # the runtime's own copy there
+            catalogue_dir="" if self.remote else self.catalogue_dir,  # the runtime's own copy there
             slurm_bin=site.paths.slurm_bin if self.remote else self.slurm_bin,
             hub_id=self.hub_id,
             env_file=env_file,
@@ -381,8 +426,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         env_file = None
         try:
             if self.remote:
-                await submission.check_runtime(self.sites[self.site_name], self.job_request.environment, self.control,
-                                               username, self.runtime_wheelhouse, self.log)
+                await submission.check_runtime(
+                    self.sites[self.site_name],
+                    self.job_request.environment,
+                    self.control,
+                    username,
+                    self.runtime_wheelhouse,
+                    self.log,
+                )
                 env_file = submission.env_file(self.user_home(), env, reach.job_env())
             script = self.batch_script(env, env_file[0] if env_file else None)
             self.log.debug("Batch script for %s:\n%s", username, script)
@@ -397,8 +448,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.job_id, self.job_site = job_id, self.job_request.site
         self._submitted_at = time.monotonic()
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
-        self.api_token_record = limit_token(self.user.db, self.api_token,
-                                            self.job_request.hours * 3600 + self.start_timeout)
+        self.api_token_record = limit_token(
+            self.user.db, self.api_token, self.job_request.hours * 3600 + self.start_timeout
+        )
         self.log.info("Submitted job %s for %s: %s", self.job_id, username, self.job_request)
         return self.job_id
 
@@ -411,7 +463,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             state["api_token"] = self.api_token_record
         for reach in self._reaches.values():
             reach.save(state)
-        if self.job_id and self.job_request is not None:     # for its card after a hub restart
+        if self.job_id and self.job_request is not None:  # for its card after a hub restart
             state["request"] = dataclasses.asdict(self.job_request)
         if self.started_at:
             state["started_at"] = self.started_at
@@ -428,7 +480,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             try:
                 self.job_request = JobRequest(**state["request"])
             except TypeError:
-                self.log.warning("The kept request of %s does not fit this version; its card shows less", self._log_name)
+                self.log.warning(
+                    "The kept request of %s does not fit this version; its card shows less", self._log_name
+                )
         if self.site_name in self.sites:
             self.reach.restore(state)
         started_at = state.get("started_at")
@@ -441,9 +495,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def monitor(self) -> QueueMonitor:
         control = self.control
         as_user = control.query_user(self.user.name)
-        return QueueMonitor.for_key((control.site_name, as_user or "hub"), control=control, as_user=as_user,
-                                    interval=self.queue_interval, fast_interval=self.queue_fast_interval,
-                                    logger=self.log)
+        return QueueMonitor.for_key(
+            (control.site_name, as_user or "hub"),
+            control=control,
+            as_user=as_user,
+            interval=self.queue_interval,
+            fast_interval=self.queue_fast_interval,
+            logger=self.log,
+        )
 
     def port_reported(self, port: int) -> bool:
         """Called by the job callback handler with the port the server reported. One report per
@@ -453,7 +512,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         self.port = port
         self._port_reported.set()
         if self.job_id:
-            self.monitor.hurry()   # the job runs: learn its node now, not at the next tick
+            self.monitor.hurry()  # the job runs: learn its node now, not at the next tick
         return True
 
     async def _wait_for_news(self, info: JobInfo | None, timeout: float) -> None:
@@ -469,11 +528,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     async def start(self):
         self._start_failed = False
-        self.stop_reason = None        # a culler's note from a stop that never came is not this session's
+        self.stop_reason = None  # a culler's note from a stop that never came is not this session's
         try:
             return await self._start_job()
         except Exception:
-            self._start_failed = True     # for the ended card: the hub stops it next, not the user
+            self._start_failed = True  # for the ended card: the hub stops it next, not the user
             raise
 
     async def _start_job(self):
@@ -494,16 +553,16 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                 info = monitor.info(job_id)
                 if info is not None and not info.active:
                     raise await self._died_early(info)
-                self._note_running(info)      # billed from here, JupyterLab up or not
+                self._note_running(info)  # billed from here, JupyterLab up or not
                 if info is not None and info.running and self.port:
                     break
                 await self._wait_for_news(info, timeout=5)
             ip, port = await reach.target(info.node, self.port)
-            await reach.prove_listener(ip, port)      # before the token goes there
+            await reach.prove_listener(ip, port)  # before the token goes there
             await self._check_server_is_own(ip, port)
         finally:
             monitor.started(job_id)
-        self.ip, self.port = ip, port   # exactly the address checked
+        self.ip, self.port = ip, port  # exactly the address checked
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, ip, port)
         return ip, port
 
@@ -520,13 +579,18 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return SpawnError(message)
 
     async def _job_output_tail(self, job_id: str) -> str:
-        output = await self.control.tail(self.user.name, f"{self.user_home()}/.aifa-workbench-job-{job_id}.log",
-                                         self.log_tail_bytes)
-        return output_tail(output, self.log_tail_lines, self.log_tail_line_chars,
-                           cut_at_start=len(output.encode()) >= self.log_tail_bytes)
+        output = await self.control.tail(
+            self.user.name, f"{self.user_home()}/.aifa-workbench-job-{job_id}.log", self.log_tail_bytes
+        )
+        return output_tail(
+            output,
+            self.log_tail_lines,
+            self.log_tail_line_chars,
+            cut_at_start=len(output.encode()) >= self.log_tail_bytes,
+        )
 
     async def progress(self):
-        yield dict(progress_wording.SUBMITTING)   # the hub may change the events it is given
+        yield dict(progress_wording.SUBMITTING)  # the hub may change the events it is given
         last = None
         while True:
             if self.job_id:
@@ -542,9 +606,13 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def _progress_event(self, info: JobInfo | None) -> dict:
         request = self.job_request
         return progress_wording.progress_event(
-            self.job_id, info, partition=request.partition if request else None,
+            self.job_id,
+            info,
+            partition=request.partition if request else None,
             zone=self.sites[request.site].timezone if request else None,
-            reservation_start=self._reservation_start, port=self.port)
+            reservation_start=self._reservation_start,
+            port=self.port,
+        )
 
     async def poll(self):
         if not self.job_id:
@@ -553,11 +621,11 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         monitor = self.monitor
         monitor.track(self.job_id)
         info = monitor.info(self.job_id)
-        if info is None:   # first look after a hub restart: wait for one queue poll
+        if info is None:  # first look after a hub restart: wait for one queue poll
             info = await monitor.wait_change(self.job_id, None, self.command_timeout)
         if info is None or info.active:
             self._note_running(info)
-            return None    # running, or Slurm did not answer: never "gone" on an error
+            return None  # running, or Slurm did not answer: never "gone" on an error
         self._end_job(self.job_id, info.state)
         return 1
 
@@ -570,7 +638,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if not job_id:
             return
         monitor = self.monitor
-        monitor.track(job_id)   # after a hub restart the job may not be tracked yet
+        monitor.track(job_id)  # after a hub restart the job may not be tracked yet
         monitor.hurry()
         info = monitor.info(job_id)
         deadline = time.monotonic() + END_CONFIRM_SECONDS
@@ -578,10 +646,10 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             info = await monitor.wait_change(job_id, info, 1.0)
             monitor.hurry()
         if self.job_id != job_id:
-            self._end_job(job_id)   # stopped (and maybe started anew) meanwhile: nobody waits for it
+            self._end_job(job_id)  # stopped (and maybe started anew) meanwhile: nobody waits for it
             return
         if self.pending:
-            return   # starting or stopping: start() and stop() see their own jobs
+            return  # starting or stopping: start() and stop() see their own jobs
         await self.poll_and_notify()
 
     async def stop(self, now=False):
@@ -599,8 +667,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     def _stop_ending(self) -> str:
         late = self.pending == "spawn" and time.monotonic() - self._submitted_at >= self.start_timeout - 1
-        return session_card.stop_ending(start_failed=self._start_failed, late=late, started=bool(self.started_at),
-                                        stop_reason=self.stop_reason)
+        return session_card.stop_ending(
+            start_failed=self._start_failed, late=late, started=bool(self.started_at), stop_reason=self.stop_reason
+        )
 
     async def _wait_until_over(self, job_id: str) -> None:
         """Until Slurm says the cancelled job is over, for at most about 20 s."""
@@ -639,8 +708,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         site = self._catalogue_site()
         if not self.job_id or site is None:
             return
-        self.last_session = session_card.ended(site, self.job_request, self.job_id, final_state, self.started_at,
-                                               time.time())
+        self.last_session = session_card.ended(
+            site, self.job_request, self.job_id, final_state, self.started_at, time.time()
+        )
         self.started_at = None
 
     def clear_state(self):
@@ -674,8 +744,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             return None
         site = self.sites[request.site]
         try:
-            windows = form.epoch_windows(site, await self.facts(site.name).reservation_windows(
-                self.user.name, [request.reservation]))
+            windows = form.epoch_windows(
+                site, await self.facts(site.name).reservation_windows(self.user.name, [request.reservation])
+            )
         except SiteError:
             return None
         return windows.get(request.reservation, {}).get("start")
@@ -692,5 +763,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         now = time.time() if now is None else now
         info = self.monitor.info(self.job_id) if self.job_id else None
         self._note_running(info, now)
-        return session_card.live(site, request, self.job_id, info, now, ready=self.ready, pending=self.pending,
-                                 started=self.started_at, reservation_start=self._reservation_start)
+        return session_card.live(
+            site,
+            request,
+            self.job_id,
+            info,
+            now,
+            ready=self.ready,
+            pending=self.pending,
+            started=self.started_at,
+            reservation_start=self._reservation_start,
+        )

@@ -1,5 +1,6 @@
 """What goes with a job to its site besides its batch script: the runtime check of a remote
 site, the job's private env file, and sbatch's failures in words."""
+
 from __future__ import annotations
 
 import secrets
@@ -34,14 +35,17 @@ async def check_runtime(site, environment: str, control, user: str, wheelhouse: 
     """A remote site must run the job runtime of this hub's code."""
     wanted = runtime.runtime_id(Path(wheelhouse))
     slugs = [environment] if site.environments[environment].container else []
-    found = await runtime.installed_runtimes(control.commands("reading the version of its workbench software"),
-                                             user, site.paths.runtime, slugs)
+    found = await runtime.installed_runtimes(
+        control.commands("reading the version of its workbench software"), user, site.paths.runtime, slugs
+    )
     if any(ident != wanted for ident in found.values()):
         log.error("Runtime on %s: %s, this hub's: %s", site.name, found, wanted)
         state = "outdated" if all(found.values()) else "missing"
-        raise SpawnError(f"The workbench's software on {site.title} is {state}, "
-                         "so your server was not started. Your workbench administrator fixes it with "
-                         f"`aifa-workbench install-runtime {site.name}`; try again after that.")
+        raise SpawnError(
+            f"The workbench's software on {site.title} is {state}, "
+            "so your server was not started. Your workbench administrator fixes it with "
+            f"`aifa-workbench install-runtime {site.name}`; try again after that."
+        )
 
 
 def refused_sentence(error: SiteError, keys_page_url: str) -> str:

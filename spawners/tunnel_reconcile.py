@@ -15,6 +15,7 @@ kernel says the daemon's account holds it; a reverse-reach server whose gateway 
 else bound while its tunnel was down, or a local cluster's server whose port someone else bound
 once its JupyterLab was gone, is stopped, and its card says why.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,15 +48,23 @@ def owned_forward_ids(app) -> tuple[set[tuple[str, str]], set[str], set[tuple[st
 def unused_hub_api(entries: list[dict], calling: set[tuple[str, str]], busy_users: set[str]) -> list[tuple[str, str]]:
     """Hub API forwards no job of this hub calls through, of users with nothing starting."""
     pairs = {(e.get("site"), e.get("user")) for e in entries if isinstance(e, dict)}
-    return sorted(p for p in pairs if all(isinstance(x, str) for x in p) and p not in calling
-                  and p[1] not in busy_users)
+    return sorted(
+        p for p in pairs if all(isinstance(x, str) for x in p) and p not in calling and p[1] not in busy_users
+    )
 
 
-def stale_forward_ids(listing: list[dict], owned: set[tuple[str, str]],
-                      busy_users: set[str] = frozenset()) -> list[str]:
+def stale_forward_ids(
+    listing: list[dict], owned: set[tuple[str, str]], busy_users: set[str] = frozenset()
+) -> list[str]:
     """Ids of the listed forwards whose (site, id) is not `owned`, of users with nothing busy."""
-    return sorted(f["id"] for f in listing if isinstance(f, dict) and isinstance(f.get("id"), str)
-                  and (f.get("site"), f["id"]) not in owned and f["id"].split("/", 1)[0] not in busy_users)
+    return sorted(
+        f["id"]
+        for f in listing
+        if isinstance(f, dict)
+        and isinstance(f.get("id"), str)
+        and (f.get("site"), f["id"]) not in owned
+        and f["id"].split("/", 1)[0] not in busy_users
+    )
 
 
 # Grants made before their files kept the certificate's expiry (gateway.mark_expiry): their
@@ -71,7 +80,7 @@ def expired_grants(grants_dir: str, grace_seconds: float, now: float | None = No
     for path in Path(grants_dir).iterdir():
         try:
             info = path.lstat()
-            marked = info.st_mtime > info.st_ctime + 60      # set into the future by mark_expiry
+            marked = info.st_mtime > info.st_ctime + 60  # set into the future by mark_expiry
             expires = info.st_mtime if marked else info.st_mtime + UNMARKED_LIFETIME_SECONDS
             if path.name.isdigit() and expires + grace_seconds < now:
                 expired.append(path)
@@ -93,14 +102,16 @@ async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grace_second
                     await ask(socket_path, {"op": "close", "id": forward_id})
                     app.log.warning("Forward %s belongs to no server of this hub: closed", forward_id)
                     closed.append(forward_id)
-            asked = {(e.get("site"), e.get("user")): e.get("asked") for e in answer.get("hub_api", [])
-                     if isinstance(e, dict)}
+            asked = {
+                (e.get("site"), e.get("user")): e.get("asked") for e in answer.get("hub_api", []) if isinstance(e, dict)
+            }
             for site, user in unused_hub_api(answer.get("hub_api", []), calling, busy):
                 _, busy_now, calling_now = owned_forward_ids(app)
                 if user not in busy_now and (site, user) not in calling_now:
                     # refused by the daemon if a spawn asked for it since the listing
-                    await ask(socket_path, {"op": "release_hub_api", "site": site, "user": user,
-                                            "asked": asked[(site, user)]})
+                    await ask(
+                        socket_path, {"op": "release_hub_api", "site": site, "user": user, "asked": asked[(site, user)]}
+                    )
         except TunnelDaemonError as e:
             app.log.warning("Reconciling the tunnel daemon's forwards skipped: %s", e.detail)
     deleted = []
@@ -112,8 +123,9 @@ async def reconcile_tunnels(app, socket_path: str, grants_dir: str, grace_second
             except OSError as e:
                 app.log.warning("Expired gateway grant %s not deleted: %s", path.name, e)
         if deleted:
-            app.log.warning("Deleted %d gateway grant(s) whose certificate has expired: ports %s",
-                            len(deleted), ", ".join(deleted))
+            app.log.warning(
+                "Deleted %d gateway grant(s) whose certificate has expired: ports %s", len(deleted), ", ".join(deleted)
+            )
     return closed, deleted
 
 
@@ -135,8 +147,13 @@ def routed_forward_servers(app) -> dict[str, tuple]:
     found = {}
     for user in list(app.users.values()):
         for spawner in list(user.spawners.values()):
-            if spawner.ready and not spawner.pending and getattr(spawner, "job_id", "") and \
-                    getattr(spawner, "job_site", "") and getattr(spawner, "forward", False):
+            if (
+                spawner.ready
+                and not spawner.pending
+                and getattr(spawner, "job_id", "")
+                and getattr(spawner, "job_site", "")
+                and getattr(spawner, "forward", False)
+            ):
                 found[spawner.forward_id] = (user, spawner)
     return found
 
@@ -155,8 +172,9 @@ async def reroute_moved_forwards(app, socket_path: str) -> list[str]:
         spawner.server.port = spawner.port = port
         app.db.commit()
         await app.proxy.add_user(user, spawner.name)
-        app.log.warning("Server %s moved to 127.0.0.1:%s: its forward's old port was taken by someone else",
-                        forward_id, port)
+        app.log.warning(
+            "Server %s moved to 127.0.0.1:%s: its forward's old port was taken by someone else", forward_id, port
+        )
         rerouted.append(forward_id)
     return rerouted
 
@@ -192,10 +210,14 @@ async def stop_taken_servers(app) -> list[str]:
     stopped = []
     if not any(watched_on_this_host(s) for u in list(app.users.values()) for s in list(u.spawners.values())):
         return stopped
-    snapshot = await asyncio.to_thread(socket_owner.all_listeners)     # one read of /proc for every server
+    snapshot = await asyncio.to_thread(socket_owner.all_listeners)  # one read of /proc for every server
     for user, spawner in taken_servers(app, snapshot):
-        app.log.error("The address %s:%s of %s's server is held by another account: stopping it",
-                      spawner.server.ip, spawner.server.port, user.name)
+        app.log.error(
+            "The address %s:%s of %s's server is held by another account: stopping it",
+            spawner.server.ip,
+            spawner.server.port,
+            user.name,
+        )
         spawner.stop_reason = "tunnel_taken"
         await app.proxy.delete_user(user, spawner.name)
         await user.stop(spawner.name)

@@ -1,4 +1,5 @@
 """Shared test set-up. Markers: unit (no Slurm), slurm (local cluster), browser, ansible."""
+
 import pathlib
 
 import pytest
@@ -11,6 +12,7 @@ def pytest_collection_modifyitems(items):
         path = pathlib.Path(str(item.fspath))
         if "unit" in path.parts:
             item.add_marker(pytest.mark.unit)
+
 
 VENV_MARKER = pathlib.Path("/opt/aifa-workbench/venv/.aifa-workbench-source")
 
@@ -29,7 +31,8 @@ def pytest_collection_finish(session):
     if installed != digest:
         raise pytest.UsageError(
             "The venv at /opt/aifa-workbench/venv holds another copy of the code than this checkout: "
-            "run `make install` (or `make test`, which does it) first; `make test-unit` needs neither.")
+            "run `make install` (or `make test`, which does it) first; `make test-unit` needs neither."
+        )
 
 
 def imports_this_checkout() -> bool:

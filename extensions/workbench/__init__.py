@@ -1,10 +1,11 @@
 """AIFA Workbench, from your notebook.
 
-    import workbench
-    workbench.job_panel()                                  # your job: GPUs, time left, cost
-    cluster = workbench.dask_cluster("cpu-workers", workers=4)
-    workbench.dask_presets()                               # the presets of this site
+import workbench
+workbench.job_panel()                                  # your job: GPUs, time left, cost
+cluster = workbench.dask_cluster("cpu-workers", workers=4)
+workbench.dask_presets()                               # the presets of this site
 """
+
 from aifa_workbench.extensions.dask_presets import dask_cluster, default_cluster
 from aifa_workbench.extensions.job_context import NotebookJob, WorkbenchError, current_status
 from aifa_workbench.extensions.panel import job_panel

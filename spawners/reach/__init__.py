@@ -1,6 +1,7 @@
 """How the hub and a job reach each other, one strategy per mode of the site catalogue's `reach`
 (local cluster, direct, reverse, forward): where the job listens and calls the hub, where the hub
 routes to, and the tunnels each mode opens and gives back."""
+
 from __future__ import annotations
 
 from .base import Job, Reach

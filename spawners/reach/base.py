@@ -1,4 +1,5 @@
 """What every reach strategy does, and what it reads of the spawner it serves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,17 +15,17 @@ from ..server_identity import own_server_identity
 class Job(Protocol):
     """What a reach strategy reads of its spawner: the current job and its user."""
 
-    user: object          # .name: the hub user
-    name: str             # the server's name
+    user: object  # .name: the hub user
+    name: str  # the server's name
     job_id: str
-    job_request: object   # model.request.JobRequest
+    job_request: object  # model.request.JobRequest
     start_timeout: int
     log: object
-    control: object       # sites.control.JobControl of the job's site
-    monitor: object       # spawners.queue_monitor.QueueMonitor of the job's site
-    _log_name: str        # the server, as the hub's log names it
-    server: object        # .base_url: the server's URL prefix
-    api_token: str        # the server's token
+    control: object  # sites.control.JobControl of the job's site
+    monitor: object  # spawners.queue_monitor.QueueMonitor of the job's site
+    _log_name: str  # the server, as the hub's log names it
+    server: object  # .base_url: the server's URL prefix
+    api_token: str  # the server's token
     command_timeout: float
 
     def local_username(self) -> str: ...
@@ -38,9 +39,9 @@ class Reach:
     Subclasses replace what their mode does otherwise."""
 
     mode = ""
-    listen_ip = "0.0.0.0"     # where JupyterLab listens on the node
-    tunnel_in_job = False     # the batch script opens the job's tunnel (reverse)
-    hub_ca_in_job = False     # the job trusts the hub's own CA (forward)
+    listen_ip = "0.0.0.0"  # where JupyterLab listens on the node
+    tunnel_in_job = False  # the batch script opens the job's tunnel (reverse)
+    hub_ca_in_job = False  # the job trusts the hub's own CA (forward)
 
     def __init__(self, site, job: Job):
         self.site, self.job = site, job
@@ -87,13 +88,22 @@ class Reach:
         if owners == {expected}:
             return
         job = self.job
-        job.log.error("Job %s of %s: %s:%s is held by uid %s, not %s: not sending it the server's token",
-                      job.job_id, job.user.name, ip, port, sorted(owners) or "nobody", expected)
+        job.log.error(
+            "Job %s of %s: %s:%s is held by uid %s, not %s: not sending it the server's token",
+            job.job_id,
+            job.user.name,
+            ip,
+            port,
+            sorted(owners) or "nobody",
+            expected,
+        )
         self.release()
-        raise SpawnError(f"Your server on {self.site.title} could not be connected safely: "
-                         "another program on the workbench's host holds the address meant for it, so the "
-                         "workbench sent it nothing and stopped your job. Start your server again; if it "
-                         "keeps happening, tell your workbench administrator.")
+        raise SpawnError(
+            f"Your server on {self.site.title} could not be connected safely: "
+            "another program on the workbench's host holds the address meant for it, so the "
+            "workbench sent it nothing and stopped your job. Start your server again; if it "
+            "keeps happening, tell your workbench administrator."
+        )
 
     async def check_own_server(self, ip: str, port: int) -> None:
         """Before the route is added: the server at the reported address must be this user's,
@@ -102,8 +112,16 @@ class Reach:
         url = f"http://{ip}:{port}{job.server.base_url}api/me"
         identity = await own_server_identity(url, job.api_token, timeout=min(job.command_timeout, 10))
         if identity != job.user.name:
-            job.log.warning("Job %s of %s reported %s:%s, where %s answers: not routing it", job.job_id,
-                            job.user.name, ip, port, shown(identity) if identity else "no server of theirs")
-            raise SpawnError("Your job reported an address where your own server does not answer, so the "
-                             "workbench did not connect you to it. Start your server again; if it keeps "
-                             "happening, tell your workbench administrator.")
+            job.log.warning(
+                "Job %s of %s reported %s:%s, where %s answers: not routing it",
+                job.job_id,
+                job.user.name,
+                ip,
+                port,
+                shown(identity) if identity else "no server of theirs",
+            )
+            raise SpawnError(
+                "Your job reported an address where your own server does not answer, so the "
+                "workbench did not connect you to it. Start your server again; if it keeps "
+                "happening, tell your workbench administrator."
+            )

@@ -1,4 +1,5 @@
 """Direct reach: the hub routes to the compute node's address, as the site names it."""
+
 from __future__ import annotations
 
 from aifa_workbench.sites import reach as site_reach

@@ -1,5 +1,6 @@
 """Forward reach: the hub's tunnel daemon (sites.tunneld) forwards to the node through the
 user's login-node connection, and holds the forward on the login node by which jobs call the hub."""
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,16 @@ class ForwardReach(Reach):
     def __init__(self, site, job, daemon_socket: str):
         super().__init__(site, job)
         self.daemon_socket = daemon_socket
-        self.hub_base: str | None = None   # where the job calls the hub (the login node's forward)
-        self.hub_ca = ""                   # the CA the job trusts for the hub there
+        self.hub_base: str | None = None  # where the job calls the hub (the login node's forward)
+        self.hub_ca = ""  # the CA the job trusts for the hub there
 
     def job_hub_base(self, hub_port: int) -> str | None:
         return self.hub_base
 
     async def prepare(self) -> None:
-        answer = await self._ask("the hub API forward", {"op": "hub_api", "site": self.site.name,
-                                                         "user": self.job.user.name})
+        answer = await self._ask(
+            "the hub API forward", {"op": "hub_api", "site": self.site.name, "user": self.job.user.name}
+        )
         ca = answer.get("ca")
         if not (isinstance(ca, str) and ca.startswith("-----BEGIN CERTIFICATE-----") and len(ca) < 8192):
             raise self._error("the hub API forward", TunnelDaemonError("no CA for the hub API's TLS"))
@@ -43,12 +45,18 @@ class ForwardReach(Reach):
 
     async def target(self, node: str, port: int) -> tuple[str, int]:
         job = self.job
-        request = {"op": "open", "id": forward_id(job.user.name, job.name, job.job_id), "site": self.site.name,
-                   "user": job.user.name, "host": node, "port": port}
+        request = {
+            "op": "open",
+            "id": forward_id(job.user.name, job.name, job.job_id),
+            "site": self.site.name,
+            "user": job.user.name,
+            "host": node,
+            "port": port,
+        }
         return "127.0.0.1", int((await self._ask("a forward", request))["local_port"])
 
     def listener_uid(self) -> int | None:
-        return os.geteuid()      # the tunnel daemon's, which is this hub's
+        return os.geteuid()  # the tunnel daemon's, which is this hub's
 
     def end_job(self) -> None:
         ident = forward_id(self.job.user.name, self.job.name, self.job.job_id)
@@ -69,7 +77,9 @@ class ForwardReach(Reach):
     def _error(self, action: str, error: TunnelDaemonError) -> SpawnError:
         title, job = self.site.title, self.job
         job.log.error("Tunnel daemon, %s for %s on %s: %s", action, job.user.name, self.site.name, error.detail)
-        return SpawnError(f"Servers on {title} cannot be reached right now: the workbench's tunnel to "
-                          f"{title} is not working, so your server was not started (or was stopped). Try again "
-                          "in a few minutes, or choose another site; if it persists, tell your workbench "
-                          "administrator.")
+        return SpawnError(
+            f"Servers on {title} cannot be reached right now: the workbench's tunnel to "
+            f"{title} is not working, so your server was not started (or was stopped). Try again "
+            "in a few minutes, or choose another site; if it persists, tell your workbench "
+            "administrator."
+        )

@@ -1,4 +1,5 @@
 """The local cluster: the hub routes to the node's address, which the job's user must hold."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,4 +26,4 @@ class LocalReach(Reach):
         try:
             return pwd.getpwnam(self.job.local_username()).pw_uid
         except (KeyError, TypeError):
-            return -1             # an account that does not exist here owns nothing
+            return -1  # an account that does not exist here owns nothing

@@ -5,6 +5,7 @@ Prints "ready" once COUNT attempts were made, then at the end one JSON line: wha
 
     python3 flooder.py HOST PORT COUNT SOURCE PAYLOAD
 """
+
 import json
 import resource
 import selectors
@@ -16,8 +17,8 @@ import time
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 source = None if sys.argv[4] == "-" else sys.argv[4]
 payload = sys.argv[5].encode().decode("unicode_escape").encode("latin-1")
-CONNECT_WAIT = 3          # a SYN the firewall dropped: give up on it after this
-NEW_PER_TICK = 100        # each 10 ms at most: 10,000 a second, as fast as a shared node lets it
+CONNECT_WAIT = 3  # a SYN the firewall dropped: give up on it after this
+NEW_PER_TICK = 100  # each 10 ms at most: 10,000 a second, as fast as a shared node lets it
 
 stats = {"attempts": 0, "connected": 0, "refused": 0, "unanswered": 0, "closed_by_peer": 0, "most_held": 0}
 selector = selectors.DefaultSelector()
@@ -35,7 +36,7 @@ def open_one():
     stats["attempts"] += 1
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError:        # out of descriptors: hold what is held
+    except OSError:  # out of descriptors: hold what is held
         return
     sock.setblocking(False)
     if source:

@@ -1,5 +1,6 @@
 """Start real hubs for tests: the project's jupyterhub_config.py, run by the hub's service user,
 each hub with its own ports, base URL, state directory and secrets."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ import requests
 import urllib3
 import yaml
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)   # test hubs with self-signed TLS
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # test hubs with self-signed TLS
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB_USER = "aifa-hub"
@@ -70,18 +71,18 @@ def _own(path: Path, mode: int) -> None:
 @dataclass
 class Hub:
     name: str
-    url: str                       # the hub's public URL with base path, ending in "/"
-    home: Path                     # state dir, settings and secrets of this hub
+    url: str  # the hub's public URL with base path, ending in "/"
+    home: Path  # state dir, settings and secrets of this hub
     admin_token: str
-    passwords: dict                # each demo user's own password
+    passwords: dict  # each demo user's own password
     admin_users: tuple = ()
-    hub_id: str = ""               # in its job names: aifa-wb-<hub_id>-<user>
-    subdomains: bool = True        # each user's server on <user>.localhost (the benchmark's baseline: False)
+    hub_id: str = ""  # in its job names: aifa-wb-<hub_id>-<user>
+    subdomains: bool = True  # each user's server on <user>.localhost (the benchmark's baseline: False)
     proc: subprocess.Popen | None = None
     proxy_proc: subprocess.Popen | None = None
     tunneld_proc: subprocess.Popen | None = None
     tokens: dict = field(default_factory=dict)
-    client_secret: str = ""        # the hub's secret at the suite's OIDC provider
+    client_secret: str = ""  # the hub's secret at the suite's OIDC provider
 
     @property
     def log_path(self) -> Path:
@@ -95,8 +96,14 @@ class Hub:
 
     def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
         headers = {"Authorization": f"token {token or self.admin_token}"}
-        return requests.request(method, self.url + "hub/api/" + path.lstrip("/"), headers=headers,
-                                timeout=kwargs.pop("timeout", 30), verify=False, **kwargs)
+        return requests.request(
+            method,
+            self.url + "hub/api/" + path.lstrip("/"),
+            headers=headers,
+            timeout=kwargs.pop("timeout", 30),
+            verify=False,
+            **kwargs,
+        )
 
     def user_token(self, username: str) -> str:
         if username not in self.tokens:
@@ -133,14 +140,20 @@ def test_hub_id(name: str) -> str:
     return "t" + re.sub(r"[^a-z0-9]", "", name.lower())[:11]
 
 
-def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | None = None,
-                    config_source: Path | None = None) -> Hub:
+def write_hub_files(
+    name: str, base_path: str = "/", settings_overrides: dict | None = None, config_source: Path | None = None
+) -> Hub:
     home = TEST_HUBS_DIR / f"{name}-{secrets.token_hex(3)}"
     (home / "secrets").mkdir(parents=True)
-    values = {"proxy-auth-token": secrets.token_hex(32), "admin-api-token": secrets.token_hex(32),
-              "demo-password": secrets.token_urlsafe(9), "admin-password": secrets.token_urlsafe(24),
-              "site-keys-secret": secrets.token_hex(32), "oidc-client-secret": secrets.token_hex(32),
-              "auth-state-key": secrets.token_hex(32)}
+    values = {
+        "proxy-auth-token": secrets.token_hex(32),
+        "admin-api-token": secrets.token_hex(32),
+        "demo-password": secrets.token_urlsafe(9),
+        "admin-password": secrets.token_urlsafe(24),
+        "site-keys-secret": secrets.token_hex(32),
+        "oidc-client-secret": secrets.token_hex(32),
+        "auth-state-key": secrets.token_hex(32),
+    }
     for key, value in values.items():
         (home / "secrets" / key).write_text(value + "\n")
         _own(home / "secrets" / key, 0o400)
@@ -161,8 +174,8 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
         state_dir=str(home),
         secrets_dir=str(home / "secrets"),
         hub_id=test_hub_id(name),
-        login="per-user-password",     # tests log in with passwords unless they start a provider (oidc_provider.py)
-        idle_culler={"enabled": False},   # one process fewer per hub; test_idle_culler turns it on
+        login="per-user-password",  # tests log in with passwords unless they start a provider (oidc_provider.py)
+        idle_culler={"enabled": False},  # one process fewer per hub; test_idle_culler turns it on
     )
     settings.pop("oidc", None)
     settings.update(settings_overrides or {})
@@ -170,10 +183,19 @@ def write_hub_files(name: str, base_path: str = "/", settings_overrides: dict | 
     shutil.copy(config_source or ROOT / "hub_config" / "jupyterhub_config.py", home / "jupyterhub_config.py")
     for path in (home / "secrets", home):
         _own(path, 0o700)
-    url = settings.get("public_host", "").rstrip("/") + base_path if settings.get("public_host") else settings["bind_url"]
-    return Hub(name=name, url=url, home=home, admin_token=values["admin-api-token"], passwords=passwords,
-               client_secret=values["oidc-client-secret"],
-               admin_users=tuple(settings.get("admin_users", ())), hub_id=settings["hub_id"])
+    url = (
+        settings.get("public_host", "").rstrip("/") + base_path if settings.get("public_host") else settings["bind_url"]
+    )
+    return Hub(
+        name=name,
+        url=url,
+        home=home,
+        admin_token=values["admin-api-token"],
+        passwords=passwords,
+        client_secret=values["oidc-client-secret"],
+        admin_users=tuple(settings.get("admin_users", ())),
+        hub_id=settings["hub_id"],
+    )
 
 
 def write_passwords(directory: Path, usernames) -> dict:
@@ -187,15 +209,32 @@ def write_passwords(directory: Path, usernames) -> dict:
 
 
 def _as_hub_user(hub: Hub, command: list[str]) -> list[str]:
-    return ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", "env", "-i",
-            "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={hub.home}", "LANG=C.UTF-8",
-            f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml", *command]
+    return [
+        "setpriv",
+        f"--reuid={HUB_USER}",
+        f"--regid={HUB_USER}",
+        "--init-groups",
+        "--",
+        "env",
+        "-i",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        f"HOME={hub.home}",
+        "LANG=C.UTF-8",
+        f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+        *command,
+    ]
 
 
 def _spawn(hub: Hub, command: list[str], log_name: str) -> subprocess.Popen:
     log = open(hub.home / log_name, "ab")
-    return subprocess.Popen(_as_hub_user(hub, command), cwd=hub.home, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        _as_hub_user(hub, command),
+        cwd=hub.home,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def start_proxy_process(hub: Hub) -> subprocess.Popen:
@@ -210,8 +249,7 @@ def start_tunneld_process(hub: Hub) -> subprocess.Popen:
 
 
 def start_hub_process(hub: Hub) -> subprocess.Popen:
-    hub.proc = _spawn(hub, [str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")],
-                      "hub.log")
+    hub.proc = _spawn(hub, [str(VENV / "bin" / "jupyterhub"), "-f", str(hub.home / "jupyterhub_config.py")], "hub.log")
     return hub.proc
 
 
@@ -262,8 +300,9 @@ def stop_hub(hub: Hub, timeout: float = 30) -> None:
     _terminate(hub.tunneld_proc, timeout)
 
 
-def running_hub(name: str, base_path: str = "/", settings_overrides: dict | None = None,
-                config_source: Path | None = None) -> Hub:
+def running_hub(
+    name: str, base_path: str = "/", settings_overrides: dict | None = None, config_source: Path | None = None
+) -> Hub:
     hub = write_hub_files(name, base_path, settings_overrides, config_source)
     start_proxy_process(hub)
     start_tunneld_process(hub)
@@ -284,9 +323,16 @@ def login(hub: Hub, username: str, password: str | None = None) -> requests.Sess
     page = session.get(hub.url + "hub/login", timeout=30)
     page.raise_for_status()
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    r = session.post(hub.url + "hub/login", timeout=30, allow_redirects=False,
-                     data={"username": username, "_xsrf": xsrf,
-                           "password": hub.passwords[username] if password is None else password})
+    r = session.post(
+        hub.url + "hub/login",
+        timeout=30,
+        allow_redirects=False,
+        data={
+            "username": username,
+            "_xsrf": xsrf,
+            "password": hub.passwords[username] if password is None else password,
+        },
+    )
     if r.status_code != 302:
         raise AssertionError(f"login of {username} answered {r.status_code}")
     return session
@@ -315,8 +361,12 @@ def progress_events(hub: Hub, username: str, token: str, timeout: float = 120, s
     import json
 
     events = []
-    with requests.get(hub.url + f"hub/api/users/{username}/server/progress", stream=True,
-                      headers={"Authorization": f"token {token}"}, timeout=timeout) as r:
+    with requests.get(
+        hub.url + f"hub/api/users/{username}/server/progress",
+        stream=True,
+        headers={"Authorization": f"token {token}"},
+        timeout=timeout,
+    ) as r:
         for line in r.iter_lines(decode_unicode=True):
             if line and line.startswith("data:"):
                 event = json.loads(line[5:])

@@ -1,4 +1,5 @@
 """Talk to a running Jupyter server as a person's notebook would: a kernel over a websocket."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,26 @@ import websocket
 
 def _message(code: str, session: str) -> dict:
     return {
-        "header": {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "session": session,
-                   "username": "test", "version": "5.3", "date": datetime.now(timezone.utc).isoformat()},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "session": session,
+            "username": "test",
+            "version": "5.3",
+            "date": datetime.now(timezone.utc).isoformat(),
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
     }
 
 
@@ -55,8 +71,9 @@ class Kernel:
         r.raise_for_status()
         self.kernel_id = r.json()["id"]
         ws_url = self.server_url.replace("http://", "ws://", 1) + f"api/kernels/{self.kernel_id}/channels"
-        self.ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"],
-                                              timeout=self.timeout)
+        self.ws = websocket.create_connection(
+            ws_url, header=[f"Authorization: token {self.token}"], timeout=self.timeout
+        )
         self.session = uuid.uuid4().hex
         return self
 

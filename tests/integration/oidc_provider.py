@@ -1,6 +1,7 @@
 """The suite's own OpenID Connect provider: the demo's (ansible role oidc_provider, npm's
 oidc-provider with its own login and consent forms), one process per test module, with people
 shaped like MyAccessID's (opaque sub, email, entitlement URNs)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ from .hubs import _HANDED_OUT
 
 OP_DIR = Path("/opt/aifa-workbench/oidc-provider")
 OP_USER = "aifa-oidc"
-PROVIDERS_DIR = Path("/var/lib/aifa-oidc/test-providers")    # the provider's user reaches no hub's state
+PROVIDERS_DIR = Path("/var/lib/aifa-oidc/test-providers")  # the provider's user reaches no hub's state
 AUTHORITY = "aifa-test.example"
 PREFIX = "urn:geant:aifa-test.example:group:aifa:"
 
@@ -39,7 +40,7 @@ class Person:
     email: str
     groups: list[str]
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
-    hpc_infos: list[str] | None = None      # JSC's site accounts claim
+    hpc_infos: list[str] | None = None  # JSC's site accounts claim
 
 
 def person(login: str, groups: list[str], email: str | None = None) -> Person:
@@ -61,10 +62,18 @@ class Provider:
     proc: subprocess.Popen | None = None
 
     def write_users(self) -> None:
-        users = [{"login": p.login, "sub": p.sub, "email": p.email, "name": p.login.capitalize(),
-                  "entitlements": [entitlement(g) for g in p.groups], "password_scrypt": scrypt(p.password),
-                  **({"hpc_infos": p.hpc_infos} if p.hpc_infos else {})}
-                 for p in self.people.values()]
+        users = [
+            {
+                "login": p.login,
+                "sub": p.sub,
+                "email": p.email,
+                "name": p.login.capitalize(),
+                "entitlements": [entitlement(g) for g in p.groups],
+                "password_scrypt": scrypt(p.password),
+                **({"hpc_infos": p.hpc_infos} if p.hpc_infos else {}),
+            }
+            for p in self.people.values()
+        ]
         path = self.home / "users.json"
         (self.home / "users.json.new").write_text(json.dumps({"users": users}))
         _readable_by_provider(self.home / "users.json.new")
@@ -77,11 +86,29 @@ class Provider:
     def start(self) -> None:
         log = open(self.home / "provider.log", "ab")
         self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={OP_USER}", f"--regid={OP_USER}", "--init-groups", "--inh-caps=+net_bind_service",
-             "--ambient-caps=+net_bind_service", "--bounding-set=-all,+net_bind_service", "--", "env", "-i",
-             "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", shutil.which("node"), str(OP_DIR / "provider.mjs"),
-             str(self.config_path)], cwd="/", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                "setpriv",
+                f"--reuid={OP_USER}",
+                f"--regid={OP_USER}",
+                "--init-groups",
+                "--inh-caps=+net_bind_service",
+                "--ambient-caps=+net_bind_service",
+                "--bounding-set=-all,+net_bind_service",
+                "--",
+                "env",
+                "-i",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "LANG=C.UTF-8",
+                shutil.which("node"),
+                str(OP_DIR / "provider.mjs"),
+                str(self.config_path),
+            ],
+            cwd="/",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -131,6 +158,7 @@ def free_privileged_port() -> int:
     """A port below 1024, as the demo's provider has: no job on this host can take its place."""
     import random
     import socket
+
     for port in random.sample(range(900, 1000), 100):
         if port in _HANDED_OUT:
             continue
@@ -160,9 +188,16 @@ def make_provider(people: list[Person], access_token_seconds: int = 3600, clock_
     provider = Provider(url=url, home=home, people={p.login: p for p in people}, config_path=home / "config.json")
     provider.write_users()
     provider.make_state_dir()
-    provider.config = {"issuer": url, "listen_host": "127.0.0.1", "port": port, "users_file": str(home / "users.json"),
-                       "access_token_seconds": access_token_seconds, "clock_tolerance_seconds": clock_tolerance,
-                       "state_dir": str(home / "state"), "clients": []}
+    provider.config = {
+        "issuer": url,
+        "listen_host": "127.0.0.1",
+        "port": port,
+        "users_file": str(home / "users.json"),
+        "access_token_seconds": access_token_seconds,
+        "clock_tolerance_seconds": clock_tolerance,
+        "state_dir": str(home / "state"),
+        "clients": [],
+    }
     return provider
 
 
@@ -170,28 +205,44 @@ def add_client(provider: Provider, hub_url: str, client_secret: str, client_id: 
     secret_file = provider.home / f"{client_id}.secret"
     secret_file.write_text(client_secret + "\n")
     _readable_by_provider(secret_file)
-    provider.config["clients"].append({"client_id": client_id, "client_secret_file": str(secret_file),
-                                       "redirect_uris": [hub_url + "hub/oauth_callback"]})
+    provider.config["clients"].append(
+        {
+            "client_id": client_id,
+            "client_secret_file": str(secret_file),
+            "redirect_uris": [hub_url + "hub/oauth_callback"],
+        }
+    )
     provider.config_path.write_text(json.dumps(provider.config))
     _readable_by_provider(provider.config_path)
 
 
 def hub_settings(provider: Provider, people: dict[str, str], **extra) -> dict:
     """The settings' oidc section for a test hub of this provider; `people`: {login: hub name}."""
-    return {"login": "oidc", "oidc": {
-        "authorize_url": provider.url + "/auth", "token_url": provider.url + "/token",
-        "userdata_url": provider.url + "/me", "client_id": "aifa-workbench",
-        "login_service": "the test identity provider", "entitlement_prefix": PREFIX,
-        "allowed_groups": ["workbench"], "admin_groups": ["admins"],
-        "sub_pattern": r"^[0-9a-f]{32}@" + re.escape(AUTHORITY) + "$",
-        "people": {provider.people[login].sub: name for login, name in people.items()}, **extra}}
+    return {
+        "login": "oidc",
+        "oidc": {
+            "authorize_url": provider.url + "/auth",
+            "token_url": provider.url + "/token",
+            "userdata_url": provider.url + "/me",
+            "client_id": "aifa-workbench",
+            "login_service": "the test identity provider",
+            "entitlement_prefix": PREFIX,
+            "allowed_groups": ["workbench"],
+            "admin_groups": ["admins"],
+            "sub_pattern": r"^[0-9a-f]{32}@" + re.escape(AUTHORITY) + "$",
+            "people": {provider.people[login].sub: name for login, name in people.items()},
+            **extra,
+        },
+    }
 
 
-def start_oidc_hub(name: str, provider: Provider, people: dict[str, str], settings_overrides: dict | None = None,
-                   **oidc_extra):
+def start_oidc_hub(
+    name: str, provider: Provider, people: dict[str, str], settings_overrides: dict | None = None, **oidc_extra
+):
     """A test hub logging in through `provider` (started too); `people`: {login: hub name}.
     Returns the hub; stop it with hubs.stop_hub and the provider with provider.stop()."""
     from . import hubs
+
     hub = hubs.write_hub_files(name, "/", dict(settings_overrides or {}))
     add_client(provider, hub.url, hub.client_secret)
     settings = hubs.yaml.safe_load((hub.home / "workbench.yaml").read_text())
@@ -213,8 +264,14 @@ def start_oidc_hub(name: str, provider: Provider, people: dict[str, str], settin
 FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 
 
-def login_through(hub_url: str, provider: Provider, login: str, password: str | None = None,
-                  session: requests.Session | None = None, next_path: str = "") -> requests.Response:
+def login_through(
+    hub_url: str,
+    provider: Provider,
+    login: str,
+    password: str | None = None,
+    session: requests.Session | None = None,
+    next_path: str = "",
+) -> requests.Response:
     """Click through as a person does: the hub's login button, the provider's sign-in form, its
     consent form; returns the last answer (the hub's page, or its refusal). The session keeps cookies.
     `next_path`: the hub page the login was asked for (a course's invite link)."""
@@ -225,8 +282,11 @@ def login_through(hub_url: str, provider: Provider, login: str, password: str | 
         action = FORM_ACTION.search(page.text) if page.url.startswith(provider.url) else None
         if not action:
             break
-        form = {"login": login, "password": person_.password if password is None else password} \
-            if action.group(1).endswith("/login") else {}
+        form = (
+            {"login": login, "password": person_.password if password is None else password}
+            if action.group(1).endswith("/login")
+            else {}
+        )
         page = session.post(urljoin(page.url, action.group(1)), data=form, timeout=30)
     share_session_cookie(session)
     return page

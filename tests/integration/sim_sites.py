@@ -1,4 +1,5 @@
 """The simulated sites `make sites` starts: what a test needs to reach them as the hub does."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,11 @@ SITE_USERS = {
     "jupiter": {"alice": "alice1", "bob": "bob7"},
     "lucia": {"alice": "acolin", "bob": "bdurand"},
 }
-SITE_ACCOUNTS = {"lumi": {"alice": ("project_465000123",)}, "jupiter": {"alice": ("aifa-be",)},
-                 "lucia": {"alice": ("aifa_cat1",)}}
+SITE_ACCOUNTS = {
+    "lumi": {"alice": ("project_465000123",)},
+    "jupiter": {"alice": ("aifa-be",)},
+    "lucia": {"alice": ("aifa_cat1",)},
+}
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
 
 
@@ -38,14 +42,16 @@ def partition(name: str) -> None:
 
 
 def heal(name: str) -> None:
-    subprocess.run(["ip", "netns", "exec", f"aifa-{name}", "nft", "delete", "table", "inet", "aifa_partition"],
-                   check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", f"aifa-{name}", "nft", "delete", "table", "inet", "aifa_partition"], check=True
+    )
 
 
 def answers_through_the_proxy(hub, token, timeout=3, user="alice") -> bool:
     try:
-        r = requests.get(hub.server_url(user) + "api/status", headers={"Authorization": f"token {token}"},
-                         timeout=timeout)
+        r = requests.get(
+            hub.server_url(user) + "api/status", headers={"Authorization": f"token {token}"}, timeout=timeout
+        )
         return r.status_code == 200
     except requests.RequestException:
         return False
@@ -84,7 +90,7 @@ def site_is_up(name: str) -> bool:
 class SimSite:
     name: str
     login: LoginNode
-    keys: dict          # hub user -> private key, authorized on the site for their site user
+    keys: dict  # hub user -> private key, authorized on the site for their site user
 
     def credential(self, hub_user: str) -> Credential:
         return Credential(SITE_USERS[self.name][hub_user], self.keys[hub_user])
@@ -93,8 +99,9 @@ class SimSite:
         return SshRunner(f"Simulated {self.name}", self.login, self.credential, **options)
 
     def control(self, **options) -> JobControl:
-        return JobControl(self.name, f"Simulated {self.name}", self.runner(**options), "/usr/bin", timeout=20,
-                          shared_queries=False)
+        return JobControl(
+            self.name, f"Simulated {self.name}", self.runner(**options), "/usr/bin", timeout=20, shared_queries=False
+        )
 
     def home(self, hub_user: str) -> str:
         return site_env(self.name)["HOME_PATTERN"].replace("{user}", SITE_USERS[self.name][hub_user])
@@ -106,8 +113,13 @@ def authorize(name: str, site_user: str, key: asyncssh.SSHKey) -> None:
 
 def authorize_line(name: str, site_user: str, public_key: str) -> None:
     """What the site's portal does with a public key a user gives it (aifa-simsite authorize)."""
-    subprocess.run([SIMSITE, "authorize", str(SITES_ROOT / name), site_user], input=public_key, text=True,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [SIMSITE, "authorize", str(SITES_ROOT / name), site_user],
+        input=public_key,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
 
 
 def sim_site(name: str) -> SimSite:

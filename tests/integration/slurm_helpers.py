@@ -1,4 +1,5 @@
 """Read the real Slurm state for assertions."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,16 +33,20 @@ def wait_for_job_end(job_id: str, timeout: float = 30) -> str:
     return state
 
 
-TEST_JOB_PREFIX = "aifa-wb-t"   # test hubs' ids start with "t" (hubs.test_hub_id); a demo hub's jobs are left alone
+TEST_JOB_PREFIX = "aifa-wb-t"  # test hubs' ids start with "t" (hubs.test_hub_id); a demo hub's jobs are left alone
 
 
 def cancel_left_test_jobs(prefix_argv=()) -> list[str]:
     """Cancel the jobs an earlier, killed test run left on a cluster (its hubs died, its jobs did not):
     they would hold GPUs and course limits the tests expect free. prefix_argv runs the tools in a site."""
-    listed = subprocess.run([*prefix_argv, "squeue", "--noheader", "--all", "--format=%i|%j"],
-                            capture_output=True, text=True)
-    left = [job_id for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
-            if name.startswith(TEST_JOB_PREFIX)]
+    listed = subprocess.run(
+        [*prefix_argv, "squeue", "--noheader", "--all", "--format=%i|%j"], capture_output=True, text=True
+    )
+    left = [
+        job_id
+        for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
+        if name.startswith(TEST_JOB_PREFIX)
+    ]
     if left:
         subprocess.run([*prefix_argv, "scancel", *left], capture_output=True)
     return left

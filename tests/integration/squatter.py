@@ -2,6 +2,7 @@
 attack of issue 21): `python3 squatter.py HOST PORT`, run as an unprivileged user. It binds the
 port as soon as it can (trying every 10 ms), listens, and reports on stdout, one line each:
 `ready`, then `accepted` for each connection that completed and `bytes N` for what it received."""
+
 import socket
 import sys
 import time
@@ -11,7 +12,7 @@ def main(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
         server = socket.socket(family, socket.SOCK_STREAM)
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # past the proxy's TIME_WAITs
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the proxy's TIME_WAITs
         try:
             server.bind((host, port))
             break

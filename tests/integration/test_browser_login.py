@@ -1,6 +1,7 @@
 """A person with a real browser (Debian's chromium): logs in, fills the spawn form, sees the cost
 line follow the GPU count, starts the server and lands in JupyterLab; another submits a bad value
 and reads the sentence. The hub runs under a hostile base URL."""
+
 import re
 import shutil
 import subprocess
@@ -16,8 +17,15 @@ from .test_profiles import reservation  # noqa: F401  (the fixture: alice's rese
 pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -60,10 +68,12 @@ def test_fill_the_form_see_the_cost_start_and_land_in_jupyterlab(hub_under_hosti
     page = logged_in_page(browser, hub, "carol")
     choose_custom(page, "small-g", 1)
     expect(page.locator("#aifa-cost")).to_have_text(
-        "Cost: Local cluster small-g, 1 GPU, 2 h ≈ 1.0 GPU-hours, charged to proj_training")
+        "Cost: Local cluster small-g, 1 GPU, 2 h ≈ 1.0 GPU-hours, charged to proj_training"
+    )
     page.fill("#aifa-gpus", "2")
     expect(page.locator("#aifa-cost")).to_have_text(
-        "Cost: Local cluster small-g, 2 GPUs, 2 h ≈ 2.0 GPU-hours, charged to proj_training")
+        "Cost: Local cluster small-g, 2 GPUs, 2 h ≈ 2.0 GPU-hours, charged to proj_training"
+    )
     expect(page.locator("#aifa-limits")).to_contain_text("up to 7 cores and 60 GB per GPU, at most 72 h")
     expect(page.locator("#aifa-load")).to_contain_text("small-g now:")
     page.screenshot(path=str(tmp_path / "spawn-form.png"))
@@ -93,17 +103,18 @@ def test_the_gpu_count_chosen_survives_whole_node_and_cpu_partitions(hub_under_h
         page.select_option("#aifa-partition", "small-g")
         expect(page.locator("#aifa-gpus")).to_have_value("2")
         expect(page.locator("#aifa-cost")).to_contain_text("small-g, 2 GPUs, 2 h")
-    expect(page.locator("#aifa-cost-hint")).to_contain_text("one GPU is 0.5 GPU-hour per hour")   # LUMI's rule
+    expect(page.locator("#aifa-cost-hint")).to_contain_text("one GPU is 0.5 GPU-hour per hour")  # LUMI's rule
     page.select_option("#aifa-partition", "booster")
     expect(page.locator("#aifa-cost")).to_contain_text("booster, 1 node, 2 h ≈ 2.0 node-hours")
-    expect(page.locator("#aifa-cost-hint")).to_have_text("Whole nodes are charged by the node-hour, whatever of "
-                                                         "the node you use.")
+    expect(page.locator("#aifa-cost-hint")).to_have_text(
+        "Whole nodes are charged by the node-hour, whatever of the node you use."
+    )
     page.select_option("#aifa-partition", "cpu")
     expect(page.locator("#aifa-gpus")).to_have_value("0")
     expect(page.locator("#aifa-gpus")).to_be_disabled()
     page.select_option("#aifa-partition", "small-g")
     page.fill("#aifa-gpus", "8")
-    page.select_option("#aifa-partition", "gpu")          # 4 GPUs a node: as many as it has
+    page.select_option("#aifa-partition", "gpu")  # 4 GPUs a node: as many as it has
     expect(page.locator("#aifa-gpus")).to_have_value("4")
 
 
@@ -118,12 +129,12 @@ def test_a_bad_value_is_named_as_it_is_typed_and_start_sends_nothing(hub_under_h
     choose_custom(page, "small-g", 99)
     expect(page.locator("#aifa-check")).to_contain_text("GPUs must be a whole number from 1 to 8 on ")
     expect(page.locator("#aifa-gpus")).to_have_attribute("aria-invalid", "true")
-    expect(page.locator("#aifa-cost")).to_have_text("")          # no cost for what cannot be asked
+    expect(page.locator("#aifa-cost")).to_have_text("")  # no cost for what cannot be asked
     page.fill("#aifa-hours", "9999")
     expect(page.locator("#aifa-check")).to_contain_text("Hours must be from 0.25 to 72 on ")
     page.fill("#aifa-hours", "1.3")
     expect(page.locator("#aifa-check")).to_contain_text("in quarter hours (0.25, 0.5, 1.5, …)")
-    for _ in range(2):                 # Start stays there to be pressed again once it is right
+    for _ in range(2):  # Start stays there to be pressed again once it is right
         page.click("button[type=submit]")
         page.wait_for_timeout(500)
         expect(page.locator("button[type=submit]")).to_be_visible()
@@ -135,7 +146,8 @@ def test_a_bad_value_is_named_as_it_is_typed_and_start_sends_nothing(hub_under_h
 
 
 def test_a_refusal_from_the_hub_keeps_every_value_and_marks_the_field_in_the_forms_words(
-        hub_under_hostile_base_url, browser):
+    hub_under_hostile_base_url, browser
+):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
     choose_custom(page, "small-g", 99)
@@ -152,8 +164,10 @@ def test_a_refusal_from_the_hub_keeps_every_value_and_marks_the_field_in_the_for
     expect(page.locator("#aifa-gpus")).to_be_focused()
     # a choice the hub refuses that the form could not know (a project taken away meanwhile)
     page.fill("#aifa-gpus", "1")
-    page.evaluate("const s = document.querySelector('#aifa-account'); s.add(new Option('proj_gone', 'proj_gone'));"
-                  " s.value = 'proj_gone'")
+    page.evaluate(
+        "const s = document.querySelector('#aifa-account'); s.add(new Option('proj_gone', 'proj_gone'));"
+        " s.value = 'proj_gone'"
+    )
     page.click("button[type=submit]")
     expect(page.locator(".spawn-error-msg")).to_contain_text("Error: Project (account) must be one of:")
     expect(page.locator("#aifa-account")).to_have_value("proj_gone")
@@ -169,15 +183,16 @@ def test_a_form_number_such_as_superscript_two_gets_a_sentence(hub_under_hostile
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
     choose_custom(page, "small-g", 1)
-    page.evaluate("document.querySelector('#aifa-gpus').type = 'text'")   # as a crafted form post could
-    page.fill("#aifa-gpus", "²")                                           # str.isdigit() says yes, int() no
+    page.evaluate("document.querySelector('#aifa-gpus').type = 'text'")  # as a crafted form post could
+    page.fill("#aifa-gpus", "²")  # str.isdigit() says yes, int() no
     submit_past_the_forms_checks(page)
     expect(page.locator(".spawn-error-msg")).to_have_text("Error: GPUs must be a whole number from 1 to 8.")
     assert not server_model(hub, "bob")
 
 
 def test_a_quick_start_profile_runs_in_the_users_reservation_charged_to_the_project_chosen(
-        hub_under_hostile_base_url, browser, reservation):
+    hub_under_hostile_base_url, browser, reservation
+):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "alice")
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
@@ -185,40 +200,65 @@ def test_a_quick_start_profile_runs_in_the_users_reservation_charged_to_the_proj
     card = page.locator("#aifa-reserved label.aifa-card").first
     expect(card.locator("input")).to_be_checked()
     expect(card).to_contain_text(f"Your reservation {reservation}: Fine-tune a model on an A100")
-    expect(card.locator("time.aifa-when").first).to_have_text(re.compile(r"[0-9]{2}:[0-9]{2}"))   # its window
+    expect(card.locator("time.aifa-when").first).to_have_text(re.compile(r"[0-9]{2}:[0-9]{2}"))  # its window
     expect(page.locator("#aifa-custom")).to_be_hidden()
     expect(page.locator("#aifa-reservation")).to_have_value(reservation)
     expect(page.locator("#aifa-reservation option:checked")).to_contain_text(f"{reservation} (gpu, ")
     page.select_option("#aifa-account", "proj_training")
     expect(card.locator(".aifa-card-payer")).to_have_text("Charged to proj_training")
     expect(page.locator("#aifa-cost")).to_have_text(
-        "Cost: Local cluster gpu, 1 GPU, 2 h ≈ 2.0 GPU-hours, charged to proj_training")
+        "Cost: Local cluster gpu, 1 GPU, 2 h ≈ 2.0 GPU-hours, charged to proj_training"
+    )
     page.click("button[type=submit]")
     page.wait_for_url("**/user/alice/lab**", timeout=120_000)
     job_id = server_model(hub, "alice")["state"]["job_id"]
     job = job_fields(job_id)
-    assert (job["Partition"], job["Account"], job["Reservation"], job["TresPerNode"]) == \
-        ("gpu", "proj_training", reservation, "gres:gpu:1")
+    assert (job["Partition"], job["Account"], job["Reservation"], job["TresPerNode"]) == (
+        "gpu",
+        "proj_training",
+        reservation,
+        "gres:gpu:1",
+    )
     hub.api("DELETE", "users/alice/server", token=hub.user_token("alice"))
     wait_for_job_end(job_id)
 
 
 def test_the_partitions_load_counts_cores_on_a_cpu_partition_and_follows_the_cluster(
-        hub_under_hostile_base_url, browser):
+    hub_under_hostile_base_url, browser
+):
     page = logged_in_page(browser, hub_under_hostile_base_url, "bob")
     choose_custom(page, "cpu", None)
     expect(page.locator("#aifa-load")).to_have_text(re.compile(r"cpu now: [0-9]+ of [0-9]+ cores idle, "))
     page.select_option("#aifa-partition", "gpu")
     expect(page.locator("#aifa-load")).to_have_text(re.compile(r"gpu now: [0-9]+ of [0-9]+ GPUs idle, "))
+
     def idle_gpus() -> int:
         return int(re.match(r"gpu now: ([0-9]+) of", page.locator("#aifa-load").text_content()).group(1))
 
     before = idle_gpus()
     assert before >= 1, "no idle GPU to take"
-    holder = subprocess.run(["sbatch", "--parsable", "--account=aifa", "-p", "gpu", "--gpus-per-node=1", "-t", "5",
-                             "-o", "/dev/null", "-J", "aifa-test-gpu-holder", "--wrap", "sleep 300"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    try:     # the form asks again every 20 s (Slurm's answers are kept 10 s)
+    holder = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--account=aifa",
+            "-p",
+            "gpu",
+            "--gpus-per-node=1",
+            "-t",
+            "5",
+            "-o",
+            "/dev/null",
+            "-J",
+            "aifa-test-gpu-holder",
+            "--wrap",
+            "sleep 300",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:  # the form asks again every 20 s (Slurm's answers are kept 10 s)
         deadline = time.monotonic() + 60
         while idle_gpus() >= before:
             assert time.monotonic() < deadline, f"the load line still says {before} idle GPUs"
@@ -235,7 +275,7 @@ def test_the_form_opens_on_the_last_choice(hub_under_hostile_base_url, browser):
     page.click("button[type=submit]")
     page.wait_for_url("**/user/bob/lab**", timeout=120_000)
     job_id = server_model(hub, "bob")["state"]["job_id"]
-    assert job_fields(job_id)["TimeLimit"] == "01:30:00"          # quarter hours reach Slurm as minutes
+    assert job_fields(job_id)["TimeLimit"] == "01:30:00"  # quarter hours reach Slurm as minutes
     hub.api("DELETE", "users/bob/server", token=hub.user_token("bob"))
     wait_for_job_end(job_id)
     deadline = time.monotonic() + 60
@@ -247,7 +287,7 @@ def test_the_form_opens_on_the_last_choice(hub_under_hostile_base_url, browser):
     expect(page.locator("#aifa-partition")).to_have_value("gpu")
     expect(page.locator("#aifa-gpus")).to_have_value("2")
     expect(page.locator("#aifa-hours")).to_have_value("1.5")
-    expect(page.locator("#aifa-gpus")).not_to_be_focused()          # nothing refused: nothing marked
+    expect(page.locator("#aifa-gpus")).not_to_be_focused()  # nothing refused: nothing marked
     expect(page.locator("#aifa-gpus")).to_have_attribute("aria-invalid", "false")
 
 

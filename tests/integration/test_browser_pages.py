@@ -4,6 +4,7 @@ left, cost so far, Open / Stop) and what ended, why and what it cost; the waitin
 the request, shows Slurm's expected start in the reader's zone and cancels the request; the
 admins' page shows everyone's. With AIFA_SCREENSHOTS=<dir> (make screenshots), each test also
 writes the README's screenshots there."""
+
 import os
 import re
 import subprocess
@@ -53,7 +54,7 @@ def test_the_spawn_page_says_what_this_is_whom_to_ask_and_offers_cards(hub_under
     expect(page.locator("#aifa-intro")).to_contain_text("Ask your trainer, or the BE-AIFA support desk")
     # a card per partition: what it is for, the hardware, what the job gets and its cost, who pays
     card = page.locator("label.aifa-card", has=page.locator("input[value='local-small-g-1gpu-2h']"))
-    expect(card.locator("input")).to_be_checked()          # opens on one GPU, not on the CPU profile
+    expect(card.locator("input")).to_be_checked()  # opens on one GPU, not on the CPU profile
     expect(card).to_contain_text("Try a model on one GPU")
     expect(card).to_contain_text("stand-in GCD, 8 GPUs per node")
     expect(card).to_contain_text("1 GPU, 7 cores, 60 GB, 2 h · ≈ 1.0 GPU-hours")
@@ -65,32 +66,32 @@ def test_the_spawn_page_says_what_this_is_whom_to_ask_and_offers_cards(hub_under
     expect(page.locator("#aifa-cost-hint")).to_contain_text("one node-hour is 4 GPU-hours")
 
 
-def test_a_session_card_shows_the_job_and_after_stop_what_ended_and_what_it_cost(
-        hub_under_hostile_base_url, browser):
+def test_a_session_card_shows_the_job_and_after_stop_what_ended_and_what_it_cost(hub_under_hostile_base_url, browser):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
-    page.click("button[type=submit]")                       # the card it opened on: one GPU on small-g
+    page.click("button[type=submit]")  # the card it opened on: one GPU on small-g
     page.wait_for_url("**/user/bob/lab**", timeout=120_000)
     job_id = server_model(hub, "bob")["state"]["job_id"]
     node = job_fields(job_id)["NodeList"]
     # inside JupyterLab, the status bar says how long the session has left and what it cost so far
     status = page.locator("#aifa-workbench-session")
-    expect(status).to_have_text(re.compile(r"^Session: (1 h 5[0-9]|2 h 00) min left · 0\.[0-9]{2} GPU-hours so far$"),
-                                timeout=60_000)
+    expect(status).to_have_text(
+        re.compile(r"^Session: (1 h 5[0-9]|2 h 00) min left · 0\.[0-9]{2} GPU-hours so far$"), timeout=60_000
+    )
     snap_element(status.locator("xpath=ancestor::*[contains(@class, 'jp-StatusBar-Widget')][1]"), "lab-status-bar")
     # a cluster made in a notebook is in JupyterLab's Dask tab, named after its preset and partition
     with Kernel(hub.server_url("bob"), hub.user_token("bob"), timeout=120) as kernel:
         kernel.run("import workbench\ncluster = workbench.dask_cluster('cpu-workers', workers=0)")
         tab = page.locator("li[data-id='dask-dashboard-launcher']")
         expect(tab).to_be_visible()
-        if tab.get_attribute("aria-selected") != "true":   # the user's saved layout may have it open already
+        if tab.get_attribute("aria-selected") != "true":  # the user's saved layout may have it open already
             tab.click()
         expect(page.locator(".dask-DaskClusterManager")).to_be_visible()
         item = page.locator(".dask-ClusterListingItem", has=page.get_by_text("cpu-workers on cpu", exact=True))
         expect(item).to_be_visible(timeout=30_000)
         snap_element(page.locator(".dask-DaskClusterManager"), "dask-tab")
-        item.locator(".dask-ClusterListingItem-title").click()       # its dashboard, through the hub
+        item.locator(".dask-ClusterListingItem-title").click()  # its dashboard, through the hub
         expect(page.locator(".dask-URLInput-wrapper input")).to_have_value(re.compile(r"/proxy/[0-9]+/[^/]+/status$"))
         kernel.run("cluster.close()")
         expect(item).to_have_count(0, timeout=30_000)
@@ -137,9 +138,21 @@ def later_reservation():
     """alice's reservation on gpu, starting in an hour: a job in it waits, with Slurm's estimate."""
     name = "workshop-later"
     subprocess.run(["scontrol", "delete", f"reservationname={name}"], capture_output=True)
-    subprocess.run(["scontrol", "create", "reservation", f"reservationname={name}", "users=alice",
-                    "starttime=now+3600", "duration=60", "nodecnt=1", "partitionname=gpu"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "scontrol",
+            "create",
+            "reservation",
+            f"reservationname={name}",
+            "users=alice",
+            "starttime=now+3600",
+            "duration=60",
+            "nodecnt=1",
+            "partitionname=gpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield name
     # a job still waiting in it keeps Slurm from deleting it (the hub's servers stop after this)
     waiting = subprocess.run(["squeue", "-h", "-R", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
@@ -151,7 +164,8 @@ def later_reservation():
 
 
 def test_the_waiting_page_sums_up_shows_the_expected_start_in_the_readers_zone_and_cancels(
-        hub_under_hostile_base_url, browser, later_reservation):
+    hub_under_hostile_base_url, browser, later_reservation
+):
     hub = hub_under_hostile_base_url
     page = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo").new_page()
     page.goto(hub.url + "hub/login")
@@ -162,18 +176,18 @@ def test_the_waiting_page_sums_up_shows_the_expected_start_in_the_readers_zone_a
     card = page.locator("#aifa-reserved label.aifa-card").first
     expect(card).to_contain_text(f"Your reservation {later_reservation}")
     expect(card).to_contain_text("(not started yet)")
-    expect(card.locator("time.aifa-when").first).to_contain_text("GMT+9")     # the reader's zone
-    expect(card.locator("input")).not_to_be_checked()       # not chosen for you before it starts
+    expect(card.locator("time.aifa-when").first).to_contain_text("GMT+9")  # the reader's zone
+    expect(card.locator("input")).not_to_be_checked()  # not chosen for you before it starts
     card.click()
     expect(page.locator("#aifa-reservation")).to_have_value(later_reservation)
     page.locator("label.aifa-card", has=page.locator("input[value='local-cpu-1core-2h']")).click()
-    expect(page.locator("#aifa-reservation")).to_have_value("")     # another card: no reservation
+    expect(page.locator("#aifa-reservation")).to_have_value("")  # another card: no reservation
     card.click()
     page.click("button[type=submit]")
     page.wait_for_url("**/spawn-pending/alice**", timeout=30_000)
     summary = page.locator("#aifa-pending-summary .aifa-session")
     expect(summary.locator(".aifa-cancel")).to_have_text("Cancel request")
-    expect(page.locator("#stop-server-btn")).to_be_hidden()      # it would stop the reader's default server
+    expect(page.locator("#stop-server-btn")).to_be_hidden()  # it would stop the reader's default server
     expect(summary).to_contain_text(f"in reservation {later_reservation}")
     expect(summary).to_contain_text("≈ 2.00 GPU-hours")
     # Slurm's estimate (the reservation's start) in Tokyo time, and how far away it is
@@ -191,17 +205,18 @@ def test_the_waiting_page_sums_up_shows_the_expected_start_in_the_readers_zone_a
     expect(ended.locator(".aifa-cost")).to_contain_text("0.00 GPU-hours")
 
 
-def test_a_site_named_like_an_object_property_is_refused_and_the_form_still_works(
-        hub_under_hostile_base_url, browser):
+def test_a_site_named_like_an_object_property_is_refused_and_the_form_still_works(hub_under_hostile_base_url, browser):
     hub = hub_under_hostile_base_url
     page = logged_in_page(browser, hub, "bob")
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.wait_for_url("**/hub/spawn**", timeout=30_000)
     page.check("#aifa-profile input[value=custom]")
-    page.evaluate("const s = document.querySelector('#aifa-site'); s.add(new Option('__proto__', '__proto__'));"
-                  " s.value = '__proto__'; document.querySelector('#aifa-profile').closest('form').submit()")
+    page.evaluate(
+        "const s = document.querySelector('#aifa-site'); s.add(new Option('__proto__', '__proto__'));"
+        " s.value = '__proto__'; document.querySelector('#aifa-profile').closest('form').submit()"
+    )
     expect(page.locator(".spawn-error-msg")).to_contain_text("Error: Site must be one of: local")
-    expect(page.locator("#aifa-site")).to_have_value("local")       # the form's own sites only
+    expect(page.locator("#aifa-site")).to_have_value("local")  # the form's own sites only
     expect(page.locator("#aifa-cost")).to_contain_text("Cost: Local cluster")
     assert not errors and not server_model(hub, "bob")

@@ -5,6 +5,7 @@ account of the pool; the materials are pulled into a participant's home; alice o
 participant's notebook and runs a cell; an instructor of another course sees none of them; a
 participant of a course over its budget is refused with a sentence; at the window's end every
 server stops, the reservation goes, and the guest accounts are wiped."""
+
 import concurrent.futures
 import os
 import pwd
@@ -45,28 +46,43 @@ def make_materials() -> str:
 
 def course_request(ident: str, **overrides) -> dict:
     now = time.time()
-    return {"id": ident, "title": f"Intro to LLMs ({ident})", "site": "local", "partition": "cpu", "gpus": 0,
-            "hours": 1, "starts_at": now - 60, "ends_at": now + WINDOW_SECONDS, "size": 25,
-            "project": "proj_training", **overrides}
+    return {
+        "id": ident,
+        "title": f"Intro to LLMs ({ident})",
+        "site": "local",
+        "partition": "cpu",
+        "gpus": 0,
+        "hours": 1,
+        "starts_at": now - 60,
+        "ends_at": now + WINDOW_SECONDS,
+        "size": 25,
+        "project": "proj_training",
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="module")
 def course_hub(cluster):
     from .hubs import running_hub, stop_hub, stop_servers
-    hub = running_hub("courses", settings_overrides={
-        "courses": {"trainers": ["alice"], "guest_count": 40, "every_seconds": 3, "last_start_minutes": 0},
-        # servers report activity every 5 s: a course may stop its idle sessions after a minute
-        "idle_culler": {"enabled": False, "activity_interval_seconds": 5}})
+
+    hub = running_hub(
+        "courses",
+        settings_overrides={
+            "courses": {"trainers": ["alice"], "guest_count": 40, "every_seconds": 3, "last_start_minutes": 0},
+            # servers report activity every 5 s: a course may stop its idle sessions after a minute
+            "idle_culler": {"enabled": False, "activity_interval_seconds": 5},
+        },
+    )
     yield hub
     stop_servers(hub)
     for course in hub.api("GET", "courses", token=hub.user_token("alice")).json()["courses"]:
-        if course["state"] != "ended":      # what a failed test left: the next run makes them again
+        if course["state"] != "ended":  # what a failed test left: the next run makes them again
             hub.api("POST", f"courses/{course['id']}/end", token=hub.user_token("alice"), timeout=300)
     stop_hub(hub)
 
 
 def create_user(hub, name: str) -> str:
-    r = hub.api("POST", f"users/{name}", token=hub.user_token("alice"))   # a hub admin makes users
+    r = hub.api("POST", f"users/{name}", token=hub.user_token("alice"))  # a hub admin makes users
     assert r.status_code in (201, 409), r.text
     return hub.user_token(name)
 
@@ -77,8 +93,12 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     # only trainers make courses
     r = hub.api("POST", "courses", token=hub.user_token("bob"), json=course_request("ws0"))
     assert r.status_code == 403
-    r = hub.api("POST", "courses", token=alice, json=course_request("ws1", materials_repo=make_materials(),
-                                                                    materials_branch="main", instructors=["bob"]))
+    r = hub.api(
+        "POST",
+        "courses",
+        token=alice,
+        json=course_request("ws1", materials_repo=make_materials(), materials_branch="main", instructors=["bob"]),
+    )
     assert r.status_code == 201, r.text
     course = r.json()
     code = course["code"]
@@ -90,14 +110,21 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     r = hub.api("POST", "courses/join", token=tokens[PARTICIPANTS[0]], json={"code": "WRONG-CODE"})
     assert r.status_code == 400 and "No course has this code" in r.json()["message"]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        joined = list(pool.map(lambda n: hub.api("POST", "courses/join", token=tokens[n],
-                                                 json={"code": code.lower()}), PARTICIPANTS))
+        joined = list(
+            pool.map(
+                lambda n: hub.api("POST", "courses/join", token=tokens[n], json={"code": code.lower()}), PARTICIPANTS
+            )
+        )
     assert all(r.status_code == 200 for r in joined), [r.text for r in joined if r.status_code != 200]
 
     # everyone starts at once, in the course's locked profile
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        started = list(pool.map(lambda n: hub.api("POST", f"users/{n}/servers/course-ws1", token=tokens[n],
-                                                  json={"course": "ws1"}), PARTICIPANTS))
+        started = list(
+            pool.map(
+                lambda n: hub.api("POST", f"users/{n}/servers/course-ws1", token=tokens[n], json={"course": "ws1"}),
+                PARTICIPANTS,
+            )
+        )
     assert all(r.status_code in (201, 202) for r in started), [r.text for r in started if r.status_code >= 300]
     models = wait_all_ready(hub, PARTICIPANTS, timeout=300, server="course-ws1")
     guests = set()
@@ -107,15 +134,33 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
         guest = fields["UserId"].split("(")[0]
         assert guest.startswith("aifa-guest"), fields["UserId"]
         guests.add(guest)
-    assert len(guests) == len(PARTICIPANTS)     # one guest account per person
+    assert len(guests) == len(PARTICIPANTS)  # one guest account per person
 
     first = PARTICIPANTS[0]
     # from a shell, as the participant's account: Slurm itself refuses the course's account for
     # anything but one session in its partition (another partition, GPUs, a second job)
     guest = job_fields(models[first]["state"]["job_id"])["UserId"].split("(")[0]
     for extra in (["-p", "small-g", "--gres=gpu:1"], ["-p", "cpu", "--gres=gpu:1"], ["-p", "cpu"]):
-        by_hand = subprocess.run(["runuser", "-u", guest, "--", "sbatch", "--parsable", "-A", "course-ws1", *extra,
-                                  "-t", "10", "--wrap", "sleep 60"], capture_output=True, text=True, cwd="/tmp")
+        by_hand = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                guest,
+                "--",
+                "sbatch",
+                "--parsable",
+                "-A",
+                "course-ws1",
+                *extra,
+                "-t",
+                "10",
+                "--wrap",
+                "sleep 60",
+            ],
+            capture_output=True,
+            text=True,
+            cwd="/tmp",
+        )
         assert by_hand.returncode != 0, (extra, by_hand.stdout)
         assert "sbatch: error" in by_hand.stderr, by_hand.stderr
 
@@ -123,9 +168,13 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     # another user owns: this on-machine one is made the participant's; courses use https ones)
     guest_home = f"/home/{job_fields(models[first]['state']['job_id'])['UserId'].split('(')[0]}"
     subprocess.run(["chown", "-R", guest_home.rsplit("/", 1)[1], MATERIALS], check=True)
-    pulled = requests.get(hub.server_url(first, "course-ws1") + "git-pull/api", timeout=120, stream=True,
-                          headers={"Authorization": f"token {tokens[first]}"},
-                          params={"repo": f"file://{MATERIALS}", "branch": "main", "targetpath": "intro-llm"})
+    pulled = requests.get(
+        hub.server_url(first, "course-ws1") + "git-pull/api",
+        timeout=120,
+        stream=True,
+        headers={"Authorization": f"token {tokens[first]}"},
+        params={"repo": f"file://{MATERIALS}", "branch": "main", "targetpath": "intro-llm"},
+    )
     assert pulled.status_code == 200 and '"finished"' in pulled.text, pulled.text[-500:]
     assert os.path.exists(f"{guest_home}/intro-llm/welcome.ipynb")
 
@@ -133,26 +182,37 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     bob = hub.user_token("bob")
     # (a server resolves no group in a token's scopes: the hub makes bob a token for that server,
     # as its OAuth flow does when he opens it in a browser)
-    r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": [f"access:servers!server={first}/course-ws1"],
-                                                             "expires_in": 600, "note": "open a participant's server"})
+    r = hub.api(
+        "POST",
+        "users/bob/tokens",
+        token=bob,
+        json={
+            "scopes": [f"access:servers!server={first}/course-ws1"],
+            "expires_in": 600,
+            "note": "open a participant's server",
+        },
+    )
     assert r.status_code == 201, r.text
     assert execute(hub.server_url(first, "course-ws1"), r.json()["token"], "6 * 7") == "42"
     r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": ["access:servers!server=alice/"]})
-    assert r.status_code == 400 and "not held" in r.text         # nobody outside his course
+    assert r.status_code == 400 and "not held" in r.text  # nobody outside his course
     r = hub.api("POST", "users/bob/tokens", token=bob, json={"scopes": [f"access:servers!server={first}/"]})
-    assert r.status_code == 400 and "not held" in r.text         # nor a participant's own server
+    assert r.status_code == 400 and "not held" in r.text  # nor a participant's own server
     visible = {u["name"] for u in hub.api("GET", "users", token=bob).json()}
     assert set(PARTICIPANTS) <= visible and not {"alice", "carol"} & visible, visible
     assert hub.api("DELETE", f"users/{PARTICIPANTS[1]}/servers/course-ws1", token=bob).status_code in (202, 204)
-    wait_all_stopped(hub, [PARTICIPANTS[1]], timeout=60, server="course-ws1")     # and stop one
+    wait_all_stopped(hub, [PARTICIPANTS[1]], timeout=60, server="course-ws1")  # and stop one
 
     # an instructor of another course sees none of this course's people, and cannot open them
-    r = hub.api("POST", "courses", token=alice, json=course_request("ws2", instructors=["carol"], idle_minutes=1, size=5))
+    r = hub.api(
+        "POST", "courses", token=alice, json=course_request("ws2", instructors=["carol"], idle_minutes=1, size=5)
+    )
     assert r.status_code == 201, r.text
     carol = hub.user_token("carol")
     assert hub.api("GET", f"users/{first}", token=carol).status_code == 404
-    r = requests.get(hub.server_url(first, "course-ws1") + "api/contents", timeout=30,
-                     headers={"Authorization": f"token {carol}"})
+    r = requests.get(
+        hub.server_url(first, "course-ws1") + "api/contents", timeout=30, headers={"Authorization": f"token {carol}"}
+    )
     assert r.status_code == 403
 
     # a participant of another course cannot start this one's session
@@ -165,7 +225,7 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     assert r.status_code == 400 and "is a course's" in r.json()["message"], r.text
 
     # ws2 stops its sessions after a minute without use: the outsider's, started and left alone
-    r = hub.api("POST", "users/ws-outsider/servers/course-ws2", token=outsider, json={})   # its name says which
+    r = hub.api("POST", "users/ws-outsider/servers/course-ws2", token=outsider, json={})  # its name says which
     assert r.status_code in (201, 202), r.text
     idle_since = time.monotonic()
 
@@ -178,8 +238,9 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     assert r.status_code == 400
     assert "Project course-ws3 has" in r.json()["message"], r.json()["message"]
 
-    wait_all_stopped(hub, ["ws-outsider"], timeout=max(60 + 30 - (time.monotonic() - idle_since), 10),
-                     server="course-ws2")
+    wait_all_stopped(
+        hub, ["ws-outsider"], timeout=max(60 + 30 - (time.monotonic() - idle_since), 10), server="course-ws2"
+    )
     # ws2's instructor sees on the sessions page why it ended, and none of ws1's people
     page = login(hub, "carol").get(hub.url + "hub/sessions", timeout=30).text
     assert "ws-outsider" in page and "Nobody used it for a while" in page and first not in page
@@ -189,26 +250,40 @@ def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
     # every place users may write, SysV IPC objects, a POSIX message queue, a crontab, and a loop
     # that forks while the course ends
     planted = plant_for_the_next_holder(guest)
-    forker = subprocess.Popen(["runuser", "-u", guest, "--", "prlimit", "--nproc=400", "sh", "-c",
-                               "while :; do sleep 600 & sleep 0.02; done"], stderr=subprocess.DEVNULL)
+    forker = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            guest,
+            "--",
+            "prlimit",
+            "--nproc=400",
+            "sh",
+            "-c",
+            "while :; do sleep 600 & sleep 0.02; done",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
 
     # the window's end: every server of the course stops, and what it leaves is cleared
     wait_all_stopped(hub, PARTICIPANTS, timeout=max(r_end(hub, "ws1") - time.time() + 90, 60), server="course-ws1")
-    deadline = time.monotonic() + 180          # then the participations end, each guest account wiped
+    deadline = time.monotonic() + 180  # then the participations end, each guest account wiped
     while course_state(hub, "ws1") != "ended" and time.monotonic() < deadline:
         time.sleep(2)
     assert course_state(hub, "ws1") == "ended", hub.log_tail(40)
     assert "aifa-ws1" not in subprocess.run(["scontrol", "show", "reservation"], capture_output=True, text=True).stdout
-    assoc = subprocess.run(["sacctmgr", "-nP", "show", "assoc", "account=course-ws1", "format=user"],
-                           capture_output=True, text=True).stdout.split()
+    assoc = subprocess.run(
+        ["sacctmgr", "-nP", "show", "assoc", "account=course-ws1", "format=user"], capture_output=True, text=True
+    ).stdout.split()
     assert not [u for u in assoc if u], assoc
     assert not os.path.exists(f"{guest_home}/intro-llm")
-    forker.wait(timeout=30)        # killed by the release
+    forker.wait(timeout=30)  # killed by the release
     assert nothing_of(guest, planted) == [], "the guest account kept what its first holder left"
-    page = login(hub, "alice").get(hub.url + "hub/sessions", timeout=30).text   # alice: an admin
+    page = login(hub, "alice").get(hub.url + "hub/sessions", timeout=30).text  # alice: an admin
     assert "Your course ended" in page
-    home = requests.get(hub.url + "hub/api/users/" + first, timeout=30,
-                        headers={"Authorization": f"token {hub.admin_token}"}).json()
+    home = requests.get(
+        hub.url + "hub/api/users/" + first, timeout=30, headers={"Authorization": f"token {hub.admin_token}"}
+    ).json()
     assert not home["servers"]
 
 
@@ -220,10 +295,13 @@ def plant_for_the_next_holder(guest: str) -> list[str]:
     a POSIX message queue and a crontab line (when cron is there); the paths planted."""
     home = f"/home/{guest}"
     places = [home if p == "HOME" else p for p in SETUID_PLACES]
-    script = "set -e; " + "; ".join(f"cp /bin/sh {p}/.aifa-sh && chmod 4755 {p}/.aifa-sh" for p in places) + \
-        "; ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; ipcmk -S 1 >/dev/null" \
-        "; python3 -c \"import os; os.close(os.open('/dev/mqueue/aifa-left', os.O_CREAT | os.O_RDWR, 0o600))\"" \
+    script = (
+        "set -e; "
+        + "; ".join(f"cp /bin/sh {p}/.aifa-sh && chmod 4755 {p}/.aifa-sh" for p in places)
+        + "; ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; ipcmk -S 1 >/dev/null"
+        "; python3 -c \"import os; os.close(os.open('/dev/mqueue/aifa-left', os.O_CREAT | os.O_RDWR, 0o600))\""
         "; if command -v crontab >/dev/null; then echo '* * * * * true' | crontab -; fi"
+    )
     done = subprocess.run(["runuser", "-u", guest, "--", "sh", "-c", script], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr
     uid = pwd.getpwnam(guest).pw_uid
@@ -241,8 +319,11 @@ def nothing_of(guest: str, planted: list[str]) -> list[str]:
     left += [f"{p} (in the home)" for p in planted if p.startswith(f"/home/{guest}/") and os.path.exists(p)]
     if subprocess.run(["pgrep", "-U", str(uid)], capture_output=True).returncode == 0:
         left.append("processes")
-    found = subprocess.run(["find", "/tmp", "/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue", "-xdev", "-user", str(uid)],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        ["find", "/tmp", "/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue", "-xdev", "-user", str(uid)],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     left += found
     for table in ("shm", "sem", "msg"):
         rows = open(f"/proc/sysvipc/{table}").read().splitlines()
@@ -296,24 +377,74 @@ def test_a_trainer_makes_a_course_from_the_command_line(course_hub):
     hub = course_hub
     env = {**os.environ, "AIFA_WORKBENCH_TOKEN": hub.user_token("alice")}
     cli = ["/opt/aifa-workbench/venv/bin/aifa-workbench", "course"]
-    start, end = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 600)), \
-        time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 3600))
-    made = subprocess.run([*cli, "create", "--hub", hub.url, "--id", "cli-ws", "--title", "From a terminal",
-                           "--partition", "cpu", "--hours", "0.5", "--size", "3", "--project", "proj_training",
-                           "--start", start, "--end", end], env=env, capture_output=True, text=True, timeout=120)
+    start, end = (
+        time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 600)),
+        time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 3600)),
+    )
+    made = subprocess.run(
+        [
+            *cli,
+            "create",
+            "--hub",
+            hub.url,
+            "--id",
+            "cli-ws",
+            "--title",
+            "From a terminal",
+            "--partition",
+            "cpu",
+            "--hours",
+            "0.5",
+            "--size",
+            "3",
+            "--project",
+            "proj_training",
+            "--start",
+            start,
+            "--end",
+            end,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0 and "Course cli-ws is ready: code " in made.stdout, made.stderr
     assert "/hub/courses/join/" in made.stdout and hub.user_token("alice") not in made.stdout
     listed = subprocess.run([*cli, "list", "--hub", hub.url], env=env, capture_output=True, text=True, timeout=60)
     assert "cli-ws: From a terminal (scheduled)" in listed.stdout and "0/3 joined" in listed.stdout
-    refused = subprocess.run([*cli, "create", "--hub", hub.url, "--id", "cli-ws", "--title", "Again", "--partition",
-                              "cpu", "--project", "proj_training", "--start", start, "--end", end],
-                             env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [
+            *cli,
+            "create",
+            "--hub",
+            hub.url,
+            "--id",
+            "cli-ws",
+            "--title",
+            "Again",
+            "--partition",
+            "cpu",
+            "--project",
+            "proj_training",
+            "--start",
+            start,
+            "--end",
+            end,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0 and "exists already" in refused.stderr
-    ended = subprocess.run([*cli, "end", "--hub", hub.url, "cli-ws"], env=env, capture_output=True, text=True,
-                           timeout=120)
+    ended = subprocess.run(
+        [*cli, "end", "--hub", hub.url, "cli-ws"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert ended.returncode == 0 and "has ended" in ended.stdout
-    assert "aifa-cli-ws" not in subprocess.run(["scontrol", "show", "reservation"], capture_output=True,
-                                               text=True).stdout
+    assert (
+        "aifa-cli-ws" not in subprocess.run(["scontrol", "show", "reservation"], capture_output=True, text=True).stdout
+    )
 
 
 @pytest.mark.browser
@@ -321,28 +452,38 @@ def test_in_chromium_a_trainer_makes_a_course_a_participant_joins_by_its_link_an
     hub = course_hub
     trainer = logged_in_page(browser, hub, "alice")
     trainer.goto(hub.url + "hub/courses")
-    fill = {"#aifa-c-title": "Hands-on in the browser", "#aifa-c-id": "page-ws", "#aifa-c-gpus": "0",
-            "#aifa-c-hours": "0.5", "#aifa-c-size": "4",
-            "#aifa-c-start": time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 120)),
-            "#aifa-c-end": time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 1800))}
+    fill = {
+        "#aifa-c-title": "Hands-on in the browser",
+        "#aifa-c-id": "page-ws",
+        "#aifa-c-gpus": "0",
+        "#aifa-c-hours": "0.5",
+        "#aifa-c-size": "4",
+        "#aifa-c-start": time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 120)),
+        "#aifa-c-end": time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 1800)),
+    }
     for selector, value in fill.items():
         trainer.fill(selector, value)
     trainer.select_option("#aifa-c-partition", "cpu")
     trainer.select_option("#aifa-c-project", "proj_training")
     trainer.get_by_role("button", name="Make the course").click()
     trainer.wait_for_load_state()
-    assert "is ready. Its code is" in trainer.locator("#aifa-message").inner_text(timeout=60_000), \
-        trainer.content()[-3000:]
+    assert "is ready. Its code is" in trainer.locator("#aifa-message").inner_text(timeout=60_000), trainer.content()[
+        -3000:
+    ]
     row = trainer.locator('tr[data-course="page-ws"]')
     link = row.locator("small").filter(has_text="/hub/courses/join/").inner_text().strip()
-    participant = logged_in_page(browser, hub, "carol")       # she has an account here: she keeps it
+    participant = logged_in_page(browser, hub, "carol")  # she has an account here: she keeps it
     participant.goto(link)
     participant.get_by_role("button", name="Join the course").click()
     participant.wait_for_url("**/hub/spawn")
     participant.get_by_role("button", name="Start my course session").click()
     participant.wait_for_url("**/user/carol/course-page-ws/**", timeout=120_000)
     job = job_fields(server_model(hub, "carol", "course-page-ws")["state"]["job_id"])
-    assert (job["Reservation"], job["Account"], job["UserId"].split("(")[0]) == ("aifa-page-ws", "course-page-ws", "carol")
+    assert (job["Reservation"], job["Account"], job["UserId"].split("(")[0]) == (
+        "aifa-page-ws",
+        "course-page-ws",
+        "carol",
+    )
     trainer.reload()
     assert "1 of 4" in trainer.locator('tr[data-course="page-ws"]').inner_text()
     trainer.locator('tr[data-course="page-ws"]').get_by_role("button", name="End now").click()

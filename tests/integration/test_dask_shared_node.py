@@ -4,6 +4,7 @@ job while carol, on the same node, has planted 0777 directories where scratch sp
 and tries alice's dashboard port on the loopback: carol reads nothing and finds the secret
 nowhere; alice's worker serves no HTTP and works in a fresh 0700 directory of its own, removed
 when its job ends. Then, through a real hub: the dashboard link works for alice's login only."""
+
 import ast
 import json
 import os
@@ -29,12 +30,31 @@ ALICE = pwd.getpwnam("alice")
 CAROL_UID = pwd.getpwnam("carol").pw_uid
 VENV_PYTHON = "/opt/aifa-workbench/venv/bin/python"
 # Paths a Dask cluster with a fixed scratch name would adopt, and guesses at the new names.
-PLANTED = ["/tmp/dask-scratch-space", f"/tmp/dask-scratch-space-{ALICE.pw_uid}", "/tmp/aifa-dask-XXXXXXXXXX",
-           *(f"/tmp/aifa-dask-{secrets.token_hex(5)}" for _ in range(3)),
-           f"/tmp/aifa-dask-scheduler-{secrets.token_hex(4)}"]
-OUTSIDE = ["/", "/status", "/info", "/info/main/workers.html", "/info/main/logs.html", "/json/index.html",
-           "/json/identity.json", "/metrics", "/sitemap.json", "/statics/css/base.css", "/individual-plots.json",
-           "/health", "/api/v1", "/api/v1/version", "/static/js/bokeh.min.js", "/status/ws"]
+PLANTED = [
+    "/tmp/dask-scratch-space",
+    f"/tmp/dask-scratch-space-{ALICE.pw_uid}",
+    "/tmp/aifa-dask-XXXXXXXXXX",
+    *(f"/tmp/aifa-dask-{secrets.token_hex(5)}" for _ in range(3)),
+    f"/tmp/aifa-dask-scheduler-{secrets.token_hex(4)}",
+]
+OUTSIDE = [
+    "/",
+    "/status",
+    "/info",
+    "/info/main/workers.html",
+    "/info/main/logs.html",
+    "/json/index.html",
+    "/json/identity.json",
+    "/metrics",
+    "/sitemap.json",
+    "/statics/css/base.css",
+    "/individual-plots.json",
+    "/health",
+    "/api/v1",
+    "/api/v1/version",
+    "/static/js/bokeh.min.js",
+    "/status/ws",
+]
 
 # Run by carol on the node: {path: [status, whether the answer names the secret]} for each path.
 CAROL_PROBE = r"""
@@ -98,13 +118,16 @@ cluster.close()
 
 
 def as_user(user: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=120,
-                          **kwargs)
+    return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=120, **kwargs)
 
 
 def user_jobs(user: str, name: str) -> list[str]:
-    out = subprocess.run(["squeue", "--noheader", f"--user={user}", f"--name={name}", "--format=%i"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", f"--user={user}", f"--name={name}", "--format=%i"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()
 
 
@@ -132,8 +155,9 @@ def job_pids(job_id: str) -> set[int]:
 def listening_addresses(pids: set[int]) -> set[str]:
     """'address:port' of every listening TCP socket of `pids` (ss as root sees every process)."""
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[3] for line in out.splitlines()
-            if any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", line))}
+    return {
+        line.split()[3] for line in out.splitlines() if any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", line))
+    }
 
 
 @pytest.fixture
@@ -154,18 +178,40 @@ def carols_directories():
 def alices_notebook(cluster):
     """Start ALICE_NOTEBOOK in a Slurm job of alice's; yields (facts, done) once her cluster is up."""
     folder = Path(ALICE.pw_dir) / ".aifa-workbench" / f"test-dask-node-{secrets.token_hex(4)}"
-    made = as_user("alice", "mkdir", "-p", "-m", "0700", str(folder))   # as alice: root must not own her ~/.aifa-workbench
+    made = as_user(
+        "alice", "mkdir", "-p", "-m", "0700", str(folder)
+    )  # as alice: root must not own her ~/.aifa-workbench
     assert made.returncode == 0, made.stderr
     script, facts, done = folder / "notebook.py", folder / "facts.json", folder / "done"
     script.write_text(ALICE_NOTEBOOK)
     os.chown(script, ALICE.pw_uid, ALICE.pw_gid)
-    env = (f"HOME={ALICE.pw_dir} USER=alice PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/bin "
-           "AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench AIFA_WORKBENCH_SLURM_BIN=/usr/bin "
-           "JUPYTERHUB_SERVICE_PREFIX=/user/alice/")
-    submitted = as_user("alice", "sbatch", "--parsable", "-J", "aifa-test-dask-node", "-p", "cpu", "-A", "proj_sme",
-                        "-c", "1", "--mem=2G", "-t", "00:20:00", "--export=NONE", "-D", str(folder),
-                        "-o", str(folder / "job.log"),
-                        f"--wrap=env {env} {VENV_PYTHON} {script} {facts} {done}")
+    env = (
+        f"HOME={ALICE.pw_dir} USER=alice PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/bin "
+        "AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench AIFA_WORKBENCH_SLURM_BIN=/usr/bin "
+        "JUPYTERHUB_SERVICE_PREFIX=/user/alice/"
+    )
+    submitted = as_user(
+        "alice",
+        "sbatch",
+        "--parsable",
+        "-J",
+        "aifa-test-dask-node",
+        "-p",
+        "cpu",
+        "-A",
+        "proj_sme",
+        "-c",
+        "1",
+        "--mem=2G",
+        "-t",
+        "00:20:00",
+        "--export=NONE",
+        "-D",
+        str(folder),
+        "-o",
+        str(folder / "job.log"),
+        f"--wrap=env {env} {VENV_PYTHON} {script} {facts} {done}",
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
     try:
@@ -182,12 +228,13 @@ def alices_notebook(cluster):
 
 
 def test_carol_on_the_node_can_neither_read_alices_dashboard_nor_hand_her_workers_a_directory(
-        carols_directories, alices_notebook):
+    carols_directories, alices_notebook
+):
     assert carols_directories, "carol could not plant a single directory"
     facts, done = alices_notebook
     prefix, port, worker = facts["prefix"], facts["port"], facts["worker"]
     secret = prefix.strip("/")
-    assert len(secret) >= 24 and facts["own"] == [200, True]          # alice, on the node, with the prefix
+    assert len(secret) >= 24 and facts["own"] == [200, True]  # alice, on the node, with the prefix
     assert facts["link"] == f"/user/alice/proxy/{port}/{secret}/status"
 
     # (a) carol on the loopback: 404 for every path, nothing that names the secret
@@ -203,16 +250,28 @@ def test_carol_on_the_node_can_neither_read_alices_dashboard_nor_hand_her_worker
         except (FileNotFoundError, ProcessLookupError):
             pass
     assert secret not in as_user("carol", "ps", "-eo", "args").stdout
-    found = as_user("carol", "grep", "-rlFs", "-D", "skip", secret, "/tmp", "/var/tmp", "/dev/shm", "/home",
-                    "/var/log", "/var/lib/aifa-workbench")
+    found = as_user(
+        "carol",
+        "grep",
+        "-rlFs",
+        "-D",
+        "skip",
+        secret,
+        "/tmp",
+        "/var/tmp",
+        "/dev/shm",
+        "/home",
+        "/var/log",
+        "/var/lib/aifa-workbench",
+    )
     assert found.stdout == "", found.stdout
     assert secret not in facts["script"]
 
     # (b) the worker job listens on nothing but the worker's and the nanny's TLS ports, on loopback
-    command = facts["script"].replace(" \\\n    --", " --").strip().splitlines()[-1]   # one option per line
+    command = facts["script"].replace(" \\\n    --", " --").strip().splitlines()[-1]  # one option per line
     assert "--no-dashboard --dashboard-address 127.0.0.1:0" in command and not facts["worker_services"]
     pids = job_pids(worker["job"])
-    assert worker["pid"] in pids and len(pids) >= 3, pids                # batch shell, nanny, worker
+    assert worker["pid"] in pids and len(pids) >= 3, pids  # batch shell, nanny, worker
     listening = listening_addresses(pids)
     ports = {facts["worker_address"].rsplit(":", 1)[1], facts["nanny_address"].rsplit(":", 1)[1]}
     assert {a.rsplit(":", 1)[1] for a in listening} == ports, (listening, ports)
@@ -227,14 +286,14 @@ def test_carol_on_the_node_can_neither_read_alices_dashboard_nor_hand_her_worker
     top, uid, mode = facts["scheduler_top"]
     assert top.startswith("/tmp/aifa-dask-scheduler-") and top not in PLANTED
     assert (uid, mode) == (ALICE.pw_uid, "0o700")
-    for path in carols_directories:                                      # untouched by alice's cluster
+    for path in carols_directories:  # untouched by alice's cluster
         assert os.listdir(path) == [] and stat.S_IMODE(os.stat(path).st_mode) == 0o777, path
 
-    done.touch()                                                         # alice closes her cluster
+    done.touch()  # alice closes her cluster
     assert wait_until(lambda: not user_jobs("alice", "aifa-dask-alice"), 90, 1)
-    assert wait_until(lambda: not os.path.exists(scratch), 30)          # the job removed its scratch
+    assert wait_until(lambda: not os.path.exists(scratch), 30)  # the job removed its scratch
     assert wait_until(lambda: not user_jobs("alice", "aifa-test-dask-node"), 60, 1)
-    assert not os.path.exists(top)                                       # and the notebook side its own
+    assert not os.path.exists(top)  # and the notebook side its own
 
 
 @pytest.fixture
@@ -248,28 +307,37 @@ def alice_server(hub):
 
 def test_through_the_hub_the_dashboard_answers_alices_login_under_its_secret_only(hub, alice_server):
     server, token = alice_server
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(server))   # the link is a path on alice's server's origin
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(server))  # the link is a path on alice's server's origin
     alice = {"Authorization": f"token {token}"}
     with Kernel(server, token, timeout=240) as kernel:
         kernel.run("import json, workbench\ncluster = workbench.dask_cluster('cpu-workers', workers=0)")
-        link, port = json.loads(ast.literal_eval(kernel.run(
-            "json.dumps([cluster.dashboard_link, cluster.scheduler.http_server.port])")))
+        link, port = json.loads(
+            ast.literal_eval(kernel.run("json.dumps([cluster.dashboard_link, cluster.scheduler.http_server.port])"))
+        )
         try:
             assert re.fullmatch(rf"{urlsplit(server).path}proxy/{port}/[A-Za-z0-9_-]{{32}}/status", link), link
             page = requests.get(origin + link, headers=alice, timeout=30)
             assert page.status_code == 200 and "Dask" in page.text, (page.url, page.text[:300])
             script = re.search(r'<script src="([^"]*bokeh\.min\.js[^"]*)"', page.text).group(1)
             js = requests.get(urljoin(origin + link, script), headers=alice, timeout=30)
-            assert js.status_code == 200 and len(js.content) > 100_000   # the page's scripts load through the hub
+            assert js.status_code == 200 and len(js.content) > 100_000  # the page's scripts load through the hub
             workers = requests.get(urljoin(origin + link, "info/main/workers.html"), headers=alice, timeout=30)
             assert workers.status_code == 200
-            carol = requests.get(origin + link, headers={"Authorization": f"token {hub.user_token('carol')}"},
-                                 timeout=30, allow_redirects=False)
+            carol = requests.get(
+                origin + link,
+                headers={"Authorization": f"token {hub.user_token('carol')}"},
+                timeout=30,
+                allow_redirects=False,
+            )
             assert carol.status_code in (302, 403) and "Dask" not in carol.text
             anonymous = requests.get(origin + link, timeout=30, allow_redirects=False)
             assert anonymous.status_code in (302, 403) and "Dask" not in anonymous.text
-            for path in ("status", "info/main/workers.html", "metrics", "sitemap.json"):   # without the secret
-                assert requests.get(f"{origin}{urlsplit(server).path}proxy/{port}/{path}", headers=alice,
-                                    timeout=30).status_code == 404, path
+            for path in ("status", "info/main/workers.html", "metrics", "sitemap.json"):  # without the secret
+                assert (
+                    requests.get(
+                        f"{origin}{urlsplit(server).path}proxy/{port}/{path}", headers=alice, timeout=30
+                    ).status_code
+                    == 404
+                ), path
         finally:
             kernel.run("cluster.close()")

@@ -1,5 +1,6 @@
 """The spawner under faults: a job cancelled behind the hub's back, a job that dies at once, a
 pending spawn cancelled, Slurm not answering while servers run."""
+
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_a_job_cancelled_behind_the_hubs_back_is_noticed_at_once(hub):
     job_id = wait_ready(hub, "alice")["state"]["job_id"]
     cancelled = time.monotonic()
     subprocess.run(["scancel", job_id], check=True)
-    deadline = cancelled + 20   # the queue poll alone would take up to 30 s: this is the job's own report
+    deadline = cancelled + 20  # the queue poll alone would take up to 30 s: this is the job's own report
     while server_model(hub, "alice") and time.monotonic() < deadline:
         time.sleep(0.1)
     noticed = time.monotonic() - cancelled
@@ -49,7 +50,7 @@ def test_a_job_that_dies_at_once_ends_the_spawn_with_its_reason_and_output(start
     assert events[-1].get("failed"), events
     message = events[-1]["message"]
     assert "ended before JupyterLab started" in message and "a broken environment" in message, message
-    assert time.monotonic() - started < 30   # not the 300 s start timeout
+    assert time.monotonic() - started < 30  # not the 300 s start timeout
     assert not server_model(hub, "bob")
 
 
@@ -57,9 +58,22 @@ def test_a_job_that_dies_at_once_ends_the_spawn_with_its_reason_and_output(start
 def future_reservation():
     name = "tomorrow"
     subprocess.run(["scontrol", "delete", f"reservationname={name}"], capture_output=True)
-    subprocess.run(["scontrol", "create", "reservation", f"reservationname={name}", "users=carol",
-                    "starttime=now+2hours", "duration=30", "corecnt=4", "nodecnt=1", "partitionname=cpu"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "scontrol",
+            "create",
+            "reservation",
+            f"reservationname={name}",
+            "users=carol",
+            "starttime=now+2hours",
+            "duration=30",
+            "corecnt=4",
+            "nodecnt=1",
+            "partitionname=cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield name
     subprocess.run(["scontrol", "delete", f"reservationname={name}"], capture_output=True)
 
@@ -93,7 +107,7 @@ def test_slurm_not_answering_keeps_running_servers(hub):
         # asking to start it again makes the hub poll the server now: it must not call it gone
         r = hub.api("POST", "users/alice/server", token=token, json={"partition": "cpu"}, timeout=120)
         assert r.status_code == 400 and "already running" in r.text, r.text
-        time.sleep(45)   # longer than the queue poll interval (30 s) + squeue giving up (~10 s)
+        time.sleep(45)  # longer than the queue poll interval (30 s) + squeue giving up (~10 s)
         assert server_model(hub, "alice").get("ready")
         assert execute(hub.server_url("alice"), token, "6 * 7") == "42"
     finally:
@@ -126,9 +140,9 @@ def test_a_late_end_report_of_the_last_job_does_not_stop_the_next_server(hub):
     r = hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
     assert r.status_code in (201, 202), r.text
     model = wait_ready(hub, "bob")
-    for job_id in old_jobs:     # a job sends its end report before it leaves Slurm (or is killed first)
+    for job_id in old_jobs:  # a job sends its end report before it leaves Slurm (or is killed first)
         assert wait_for_job_end(job_id, timeout=90) not in ("RUNNING", "PENDING", "COMPLETING"), job_id
-    settled = time.monotonic() + 5      # the hub acts on a report in the background, within a poll
+    settled = time.monotonic() + 5  # the hub acts on a report in the background, within a poll
     while time.monotonic() < settled:
         assert server_model(hub, "bob").get("ready") and server_model(hub, "bob")["state"] == model["state"]
         time.sleep(0.5)

@@ -7,6 +7,7 @@ may hold, and the hub closes a connection idle for seconds, not an hour.
 
 On LUMI a compute node leaves through one of a few NAT addresses; here the attacker's node has an
 address of its own on the simulated LUMI's network (ATTACKER), the victim's job the usual one."""
+
 from __future__ import annotations
 
 import json
@@ -26,28 +27,34 @@ from .untrusted_helpers import HostileProgram
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 FLOODER = Path(__file__).with_name("flooder.py")
-HUB_SIDE, ATTACKER = "10.77.1.1", "10.77.1.3"   # hub-gateway, the hub's host on LUMI's network; another node's NAT address
+HUB_SIDE, ATTACKER = (
+    "10.77.1.1",
+    "10.77.1.3",
+)  # hub-gateway, the hub's host on LUMI's network; another node's NAT address
 GATEWAY_PORT = 2222
 # the limits as the roles set them: tunnel_gateway_per_source_connections, workbench_hub_api_per_*
 GATEWAY_PER_SOURCE, API_PER_SOURCE, API_PER_ACCOUNT = 256, 128, 32
 HALF_A_REQUEST = r"GET /hub/api/ HTTP/1.1\r\nHost: hub\r\n"
-LUMI_ATTACKER = "carollum"                        # a LUMI user with no server of hers here
-HOST_ATTACKER = "bob"                             # a user of the hub's host (the demo's shared node)
+LUMI_ATTACKER = "carollum"  # a LUMI user with no server of hers here
+HOST_ATTACKER = "bob"  # a user of the hub's host (the demo's shared node)
 
 
 @pytest.fixture
 def attacker_address():
-    added = subprocess.run(["ip", "-n", "aifa-lumi", "addr", "add", f"{ATTACKER}/24", "dev", "eth0"],
-                           capture_output=True, text=True)
+    added = subprocess.run(
+        ["ip", "-n", "aifa-lumi", "addr", "add", f"{ATTACKER}/24", "dev", "eth0"], capture_output=True, text=True
+    )
     assert added.returncode == 0 or "File exists" in added.stderr, added.stderr
     yield ATTACKER
     subprocess.run(["ip", "-n", "aifa-lumi", "addr", "del", f"{ATTACKER}/24", "dev", "eth0"], capture_output=True)
 
 
-def flood(argv_prefix: list[str], host: str, port: int, count: int, source: str = "-",
-          payload: str = "") -> HostileProgram:
-    program = HostileProgram(argv_prefix, FLOODER, host, str(port), str(count), source, payload,
-                             python="/usr/bin/python3")
+def flood(
+    argv_prefix: list[str], host: str, port: int, count: int, source: str = "-", payload: str = ""
+) -> HostileProgram:
+    program = HostileProgram(
+        argv_prefix, FLOODER, host, str(port), str(count), source, payload, python="/usr/bin/python3"
+    )
     if not program.wait_ready(30):
         program.stop()
         pytest.fail(f"the flood of {host}:{port} did not start")
@@ -79,7 +86,7 @@ def test_a_lumi_user_flooding_the_tunnel_gateway_leaves_another_jobs_tunnel_alon
     hub, token = remote_hub, remote_hub.user_token("alice")
     attack = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, GATEWAY_PORT, 400, ATTACKER)
     try:
-        time.sleep(3)     # the flood holds what it can before alice asks
+        time.sleep(3)  # the flood holds what it can before alice asks
         started = time.monotonic()
         assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
         model = wait_ready(hub, "alice", timeout=240)
@@ -93,7 +100,8 @@ def test_a_lumi_user_flooding_the_tunnel_gateway_leaves_another_jobs_tunnel_alon
 
 
 def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_descriptors_for_seconds(
-        remote_hub, attacker_address):
+    remote_hub, attacker_address
+):
     """Before: 2,000 half-sent requests were all held (descriptors 28 -> 1,876, for an hour each)."""
     hub, port = remote_hub, remote_hub.api_port
     token = hub.user_token("alice")
@@ -108,16 +116,28 @@ def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_des
     try:
         time.sleep(3)
         during = hub.open_descriptors()
-        took = api_answers(hub, token, 30)           # through the proxy, as users call it
-        direct = in_site("lumi", ["runuser", "-u", "alicelum", "--", "python3", "-c",
-                                  f"import urllib.request; urllib.request.urlopen('http://hub-gateway:{port}/hub/api/', "
-                                  "timeout=10)"], timeout=30)
+        took = api_answers(hub, token, 30)  # through the proxy, as users call it
+        direct = in_site(
+            "lumi",
+            [
+                "runuser",
+                "-u",
+                "alicelum",
+                "--",
+                "python3",
+                "-c",
+                f"import urllib.request; urllib.request.urlopen('http://hub-gateway:{port}/hub/api/', timeout=10)",
+            ],
+            timeout=30,
+        )
         assert direct.returncode == 0, f"a job's call from LUMI's usual address failed: {direct.stderr}"
-        time.sleep(FIRST_REQUEST_SECONDS + 5)                 # the hub closes what sent half a request
+        time.sleep(FIRST_REQUEST_SECONDS + 5)  # the hub closes what sent half a request
     finally:
         remote_report, local_report = flood_report(remote), flood_report(local)
-    print(f"hub descriptors {before} -> {during} during the floods; alice's API calls (N=30): "
-          f"max {max(took) * 1000:.0f} ms; floods: LUMI {remote_report}, local {local_report}")
+    print(
+        f"hub descriptors {before} -> {during} during the floods; alice's API calls (N=30): "
+        f"max {max(took) * 1000:.0f} ms; floods: LUMI {remote_report}, local {local_report}"
+    )
     assert remote_report["most_held"] <= API_PER_SOURCE and local_report["most_held"] <= API_PER_ACCOUNT
     assert during - before <= API_PER_SOURCE + API_PER_ACCOUNT + 20, (before, during)
     assert remote_report["closed_by_peer"] >= 1 and local_report["closed_by_peer"] >= 1, "idle connections kept"

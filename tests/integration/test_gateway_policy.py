@@ -1,6 +1,7 @@
 """The tunnel gateway's policy, proven against the running gateway (ansible role tunnel_gateway)
 from inside the simulated LUMI, whose firewall is closed like the real one: a job's certificate
 lets it listen on its own granted port and nothing else."""
+
 from __future__ import annotations
 
 import socket
@@ -20,18 +21,35 @@ GRANTS = "/var/lib/aifa-tunnel-grants"
 PORTS = (42000, 42999)
 CA = "/etc/aifa-workbench/secrets/tunnel-ca"
 HOST_KEY = "/etc/aifa-workbench/gateway/ssh_host_ed25519_key.pub"
-NOTEBOOK = 18888     # a stand-in server on the LUMI node, bound to every address
+NOTEBOOK = 18888  # a stand-in server on the LUMI node, bound to every address
 
 
 @pytest.fixture(scope="module")
 def lumi_notebook():
     if not site_is_up("lumi"):
         pytest.fail("the simulated site lumi is not up: run `make sites`")
-    server = subprocess.Popen(["ip", "netns", "exec", "aifa-lumi", "python3", "-m", "http.server", str(NOTEBOOK),
-                               "--bind", "0.0.0.0", "--directory", "/var/empty"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            "aifa-lumi",
+            "python3",
+            "-m",
+            "http.server",
+            str(NOTEBOOK),
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            "/var/empty",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
-    while in_site("lumi", ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {NOTEBOOK}), 1)"]).returncode:
+    while in_site(
+        "lumi", ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {NOTEBOOK}), 1)"]
+    ).returncode:
         assert time.monotonic() < deadline, "the stand-in server on the LUMI node did not start"
         time.sleep(0.2)
     yield
@@ -48,8 +66,11 @@ class Job:
         credential = gateway.job_credential(CA, self.grant, valid_seconds)
         directory.mkdir(mode=0o700)
         self.dir = directory
-        for name, text in (("key", credential.private_key), ("key-cert.pub", credential.certificate),
-                           ("known_hosts", gateway.known_hosts_line("hub-gateway", 2222, HOST_KEY))):
+        for name, text in (
+            ("key", credential.private_key),
+            ("key-cert.pub", credential.certificate),
+            ("known_hosts", gateway.known_hosts_line("hub-gateway", 2222, HOST_KEY)),
+        ):
             (directory / name).write_text(text if text.endswith("\n") else text + "\n")
             (directory / name).chmod(0o600)
 
@@ -97,15 +118,36 @@ def holds_forward(job: Job, port: int, seconds: float = 8) -> bool:
 
 
 def background_ssh(job: Job, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", "aifa-lumi", "ssh", *job_ssh_options(job), *args,
-                             "aifa-tunnel@hub-gateway"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", "aifa-lumi", "ssh", *job_ssh_options(job), *args, "aifa-tunnel@hub-gateway"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def job_ssh_options(job: Job) -> list[str]:
-    return ["-F", "/dev/null", "-p", "2222", "-i", str(job.dir / "key"),
-            "-o", f"CertificateFile={job.dir / 'key-cert.pub'}", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={job.dir / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=5"]
+    return [
+        "-F",
+        "/dev/null",
+        "-p",
+        "2222",
+        "-i",
+        str(job.dir / "key"),
+        "-o",
+        f"CertificateFile={job.dir / 'key-cert.pub'}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={job.dir / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "ConnectTimeout=5",
+    ]
 
 
 def test_the_site_is_closed_but_for_its_login_node_and_its_nodes_dial_only_the_gateway(lumi_notebook):
@@ -133,8 +175,11 @@ def test_another_jobs_port_and_port_zero_are_refused(lumi_notebook, jobs):
         assert done.returncode == 255 and "remote port forwarding failed" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("forward", [["-W", "127.0.0.1:8081"], ["-W", "127.0.0.1:2222"], ["-W", "10.77.1.1:22"]],
-                         ids=["hub-api", "gateway-itself", "hub-host-sshd"])
+@pytest.mark.parametrize(
+    "forward",
+    [["-W", "127.0.0.1:8081"], ["-W", "127.0.0.1:2222"], ["-W", "10.77.1.1:22"]],
+    ids=["hub-api", "gateway-itself", "hub-host-sshd"],
+)
 def test_local_forwarding_to_anything_is_refused(lumi_notebook, jobs, forward):
     done = jobs().ssh(*forward)
     assert done.returncode == 255 and "administratively prohibited" in done.stderr, done.stderr

@@ -2,6 +2,7 @@
 log through a link that user planted, signals no process a PID file names unless it is the hub's
 own, and reads secrets as the hub's user. Runs the demo hub (its state, its port): stopped before
 each test and again after it."""
+
 import pwd
 import stat
 import subprocess
@@ -28,8 +29,12 @@ def hubctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def as_hub(*command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--",
-                           *command], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def hub_uid() -> int:
@@ -52,7 +57,7 @@ def demo_hub(cluster):
     if not HUBCTL.exists():
         pytest.skip("aifa-hubctl is not installed (make install)")
     settings = yaml.safe_load(Path("/etc/aifa-workbench/workbench.yaml").read_text())
-    url = settings["public_host"] + urlsplit(settings["bind_url"]).path   # the hub's public URL
+    url = settings["public_host"] + urlsplit(settings["bind_url"]).path  # the hub's public URL
     hubctl("stop")
     assert hubctl("status").returncode == 3, "the demo hub is still running"
     yield url
@@ -86,8 +91,9 @@ def test_the_pid_directory_is_written_by_root_only(demo_hub):
 
 def test_stop_signals_no_process_that_is_not_the_hubs_and_says_so(demo_hub):
     root_sleep = subprocess.Popen(["sleep", "300"])
-    hub_user_sleep = subprocess.Popen(["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}",
-                                       "--init-groups", "--", "sleep", "300"])
+    hub_user_sleep = subprocess.Popen(
+        ["setpriv", f"--reuid={HUB_USER}", f"--regid={HUB_USER}", "--init-groups", "--", "sleep", "300"]
+    )
     try:
         (RUN / "hub.pid").write_text(f"{root_sleep.pid}\n")
         (RUN / "proxy.pid").write_text(f"{hub_user_sleep.pid}\n")
@@ -136,16 +142,21 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_wr
     assert f"AIFA Workbench is running at {demo_hub}" in started.stdout
     assert requests.get(demo_hub + "hub/api/", timeout=10).status_code == 200
     pids = {}
-    for name, command in (("hub.pid", "bin/jupyterhub"), ("proxy.pid", "configurable-http-proxy"),
-                          ("tunneld.pid", "bin/aifa-workbench tunneld")):
+    for name, command in (
+        ("hub.pid", "bin/jupyterhub"),
+        ("proxy.pid", "configurable-http-proxy"),
+        ("tunneld.pid", "bin/aifa-workbench tunneld"),
+    ):
         assert (RUN / name).stat().st_uid == 0
         pid = pids[name] = int((RUN / name).read_text())
         assert uids_of(pid) == [hub_uid()] * 4
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         assert command in cmdline and "log-to" not in cmdline  # the process itself, not its log writer
     assert hubctl("status").stdout.splitlines() == [
-        f"The proxy is running (pid {pids['proxy.pid']}).", f"The tunnel daemon is running (pid {pids['tunneld.pid']}).",
-        f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}."]
+        f"The proxy is running (pid {pids['proxy.pid']}).",
+        f"The tunnel daemon is running (pid {pids['tunneld.pid']}).",
+        f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}.",
+    ]
     for log in (STATE / "hub.log", STATE / "proxy.log", STATE / "tunneld.log"):
         assert not log.is_symlink() and log.stat().st_uid == hub_uid()
         assert len(writers(log)) == 1
@@ -157,8 +168,10 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_wr
     assert restarted.returncode == 0 and "The tunnel daemon has restarted" in restarted.stdout, restarted.stderr
     new_tunneld = int((RUN / "tunneld.pid").read_text())
     assert new_tunneld != pids["tunneld.pid"] and uids_of(new_tunneld) == [hub_uid()] * 4
-    assert not Path(f"/proc/{pids['tunneld.pid']}/cmdline").exists() or \
-        not Path(f"/proc/{pids['tunneld.pid']}/cmdline").read_bytes()
+    assert (
+        not Path(f"/proc/{pids['tunneld.pid']}/cmdline").exists()
+        or not Path(f"/proc/{pids['tunneld.pid']}/cmdline").read_bytes()
+    )
     pids["tunneld.pid"] = new_tunneld
     assert hubctl("status").stdout.splitlines()[2] == f"The hub is running (pid {pids['hub.pid']}) at {demo_hub}."
 
@@ -166,7 +179,9 @@ def test_start_logs_as_the_hub_user_and_stop_ends_hub_proxy_tunnel_daemon_and_wr
     assert stopped.returncode == 0 and "The hub has stopped" in stopped.stdout, stopped.stderr
     for pid in pids.values():
         assert not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
-    assert writers(STATE / "hub.log") == [] and writers(STATE / "proxy.log") == [] and writers(STATE / "tunneld.log") == []
+    assert (
+        writers(STATE / "hub.log") == [] and writers(STATE / "proxy.log") == [] and writers(STATE / "tunneld.log") == []
+    )
     # the writer outlived the hub: the hub's last words are in the log when stop returns
     assert (STATE / "hub.log").read_text().rstrip().endswith("...done")
     assert not (RUN / "hub.pid").exists() and not (RUN / "proxy.pid").exists()
@@ -194,8 +209,7 @@ def parent_of(pid: int) -> int:
 def gone(pids, seconds: float = 15) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes()
-                   for pid in pids):
+        if not any(Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids):
             return True
         time.sleep(0.2)
     return False

@@ -1,6 +1,7 @@
 """An idle server gives its GPUs back: jupyterhub-idle-culler, run by the hub as a service, stops
 it; the Slurm job ends, and the user's home page says it was stopped for being idle and that the
 files are kept. A server in use beside it is not stopped."""
+
 import time
 
 import pytest
@@ -26,8 +27,11 @@ def test_the_culler_stops_an_idle_server_keeps_a_used_one_and_the_home_page_says
     deadline = time.monotonic() + 90
     while server_model(hub, "carol") and time.monotonic() < deadline:
         # alice works: requests through the proxy, which the hub reads as activity
-        requests.get(hub.server_url("alice") + "api/contents", timeout=10,
-                     headers={"Authorization": f"token {hub.user_token('alice')}"})
+        requests.get(
+            hub.server_url("alice") + "api/contents",
+            timeout=10,
+            headers={"Authorization": f"token {hub.user_token('alice')}"},
+        )
         time.sleep(2)
     assert not server_model(hub, "carol"), f"not culled:\n{hub.log_tail()}"
     assert "Culling server carol" in (hub.home / "hub.log").read_text(errors="replace")

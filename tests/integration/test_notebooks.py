@@ -1,5 +1,6 @@
 """Each starter notebook runs top to bottom inside a real Slurm job, as a user, CPU-only here
 (it uses a GPU where one is present). Dask notebooks start their workers as real jobs."""
+
 import json
 import pwd
 import shutil
@@ -46,8 +47,13 @@ def workdir():
 
 
 def errors_in(notebook: dict) -> list[str]:
-    return [f"{o['ename']}: {o['evalue']}" for cell in notebook["cells"] if cell["cell_type"] == "code"
-            for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"{o['ename']}: {o['evalue']}"
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -57,8 +63,13 @@ def test_starter_notebook_runs_top_to_bottom_in_a_slurm_job(name, workdir):
     shutil.chown(target, USER)
     script = JOB.format(user=USER, home=pwd.getpwnam(USER).pw_dir, venv=VENV, workdir=workdir, notebook=name)
     started = time.monotonic()
-    run = subprocess.run(["sudo", "-u", USER, "sbatch", "--wait", "--parsable"], input=script, text=True,
-                         capture_output=True, timeout=900)
+    run = subprocess.run(
+        ["sudo", "-u", USER, "sbatch", "--wait", "--parsable"],
+        input=script,
+        text=True,
+        capture_output=True,
+        timeout=900,
+    )
     log = (workdir / "job.log").read_text() if (workdir / "job.log").exists() else ""
     if run.returncode != 0 and "Timeout waiting for execute reply" in log:
         # nbclient and a fresh kernel have been seen (once in many runs) to wait on each other
@@ -66,8 +77,13 @@ def test_starter_notebook_runs_top_to_bottom_in_a_slurm_job(name, workdir):
         print(f"{name}: the first run hung before a cell answered ({log.splitlines()[-1][:200]}); running it again")
         shutil.copyfile(ROOT / "notebooks" / name, target)
         started = time.monotonic()
-        run = subprocess.run(["sudo", "-u", USER, "sbatch", "--wait", "--parsable"], input=script, text=True,
-                             capture_output=True, timeout=900)
+        run = subprocess.run(
+            ["sudo", "-u", USER, "sbatch", "--wait", "--parsable"],
+            input=script,
+            text=True,
+            capture_output=True,
+            timeout=900,
+        )
         log = (workdir / "job.log").read_text() if (workdir / "job.log").exists() else ""
     took = time.monotonic() - started
     assert run.returncode == 0, f"{run.stderr}\n{log[-3000:]}"

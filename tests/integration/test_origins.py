@@ -3,6 +3,7 @@ admin, opens carol's link in chromium: the page runs on carol's origin (carol.lo
 cannot read the hub's pages for their XSRF token, nor create a token of alice's, by any route
 a page has. The same script run on the hub's own origin does create one: what one shared origin
 allowed before."""
+
 import json
 from urllib.parse import quote, urlsplit
 
@@ -51,7 +52,7 @@ ATTACK = r"""async ([hub, victim]) => {
   return out;
 }"""
 
-CONFIG = 'c.ServerApp.extra_static_paths = ["/home/carol/attack"]\n'   # carol serves any file she likes
+CONFIG = 'c.ServerApp.extra_static_paths = ["/home/carol/attack"]\n'  # carol serves any file she likes
 
 
 def takeover_tokens(hub, username):
@@ -69,9 +70,13 @@ def test_a_page_on_a_users_server_cannot_act_on_the_hub_for_its_visitor(start_hu
         carol_host = hub.user_origin("carol") + urlsplit(hub.url).path
         page = browser.new_context().new_page()
         page.goto(carol_host + "hub/login?next=" + quote(urlsplit(hub.server_url("carol")).path + "static/attack.html"))
-        assert page.url.startswith(hub.url + "hub/login"), page.url   # sent to the hub's own host
-        assert requests.post(carol_host + "hub/login", data={"username": "alice", "password": "x"},
-                             allow_redirects=False, timeout=30).status_code == 403
+        assert page.url.startswith(hub.url + "hub/login"), page.url  # sent to the hub's own host
+        assert (
+            requests.post(
+                carol_host + "hub/login", data={"username": "alice", "password": "x"}, allow_redirects=False, timeout=30
+            ).status_code
+            == 403
+        )
 
         page = logged_in_page(browser, hub, "alice")
         page.wait_for_url("**/hub/**", timeout=30_000)
@@ -79,14 +84,14 @@ def test_a_page_on_a_users_server_cannot_act_on_the_hub_for_its_visitor(start_hu
         attack_url = hub.server_url("carol") + "static/attack.html"
         assert attack_url.startswith("http://carol.localhost:")
         page.goto(attack_url)
-        assert page.title() == "carol's notes"                   # served by carol's own server, to alice
+        assert page.title() == "carol's notes"  # served by carol's own server, to alice
         outcome = page.evaluate(ATTACK, [hub.url, "alice"])
         print("on carol's origin:", json.dumps(outcome))
         assert outcome["read_home"] == "blocked" and outcome["post_json"] == "blocked"
         assert outcome["read_frame"] == "blocked"
         assert takeover_tokens(hub, "alice") == []
 
-        page.goto(hub.url + "hub/home")                          # the same script on the hub's origin
+        page.goto(hub.url + "hub/home")  # the same script on the hub's origin
         outcome = page.evaluate(ATTACK, [hub.url, "alice"])
         print("on the hub's origin:", json.dumps(outcome))
         assert outcome["read_home"] == "read the XSRF token" and outcome["post_json"] == "status 201"

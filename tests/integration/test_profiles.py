@@ -1,5 +1,6 @@
 """Every quick-start profile of the local site, and a custom request, start a real job in the intended
 partition with the intended GRES, CPUs, memory and time limit, and JupyterLab answers."""
+
 import subprocess
 
 import pytest
@@ -20,7 +21,7 @@ PROFILES = quick_start_profiles(LOCAL)
 def expected_resources(profile):
     part = LOCAL["local"].partitions[profile.options["partition"]]
     if part.whole_node:
-        return part.gpus_per_node, None, part.memory_gb_per_node   # --exclusive: Slurm gives every CPU
+        return part.gpus_per_node, None, part.memory_gb_per_node  # --exclusive: Slurm gives every CPU
     if not part.has_gpus:
         return 0, part.default_cpus, part.default_memory_gb
     gpus = profile.options["gpus"]
@@ -33,8 +34,7 @@ def start_and_check(hub, user, options):
     assert r.status_code in (201, 202), r.text
     model = wait_ready(hub, user)
     job = job_fields(model["state"]["job_id"])
-    status = requests.get(hub.server_url(user) + "api/status", headers={"Authorization": f"token {token}"},
-                          timeout=30)
+    status = requests.get(hub.server_url(user) + "api/status", headers={"Authorization": f"token {token}"}, timeout=30)
     assert status.status_code == 200
     return job, model
 
@@ -52,9 +52,9 @@ def test_every_local_quick_start_profile_starts_the_intended_job(hub):
         assert job["JobState"] == "RUNNING" and job["Partition"] == profile.options["partition"], where
         assert job["TimeLimit"] == f"0{profile.options['hours']}:00:00", where
         part = LOCAL["local"].partitions[profile.options["partition"]]
-        whole_jupiter_node = part.family == "jupiter" and part.whole_node   # --mem=0: the node's all
+        whole_jupiter_node = part.family == "jupiter" and part.whole_node  # --mem=0: the node's all
         assert job["MinMemoryNode"] == ("0" if whole_jupiter_node else f"{memory_gb}G"), where
-        assert job["Requeue"] == ("0" if part.family == "lumi" else "1"), where   # LUMI's --no-requeue
+        assert job["Requeue"] == ("0" if part.family == "lumi" else "1"), where  # LUMI's --no-requeue
         if gpus:
             assert job.get("TresPerNode") == f"gres:gpu:{gpus}", where
         else:
@@ -71,20 +71,45 @@ def test_every_local_quick_start_profile_starts_the_intended_job(hub):
 def reservation():
     name = "intro-to-llms"
     subprocess.run(["scontrol", "delete", f"reservationname={name}"], capture_output=True)
-    subprocess.run(["scontrol", "create", "reservation", f"reservationname={name}", "users=alice",
-                    "starttime=now", "duration=30", "corecnt=16", "nodecnt=1", "partitionname=gpu"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "scontrol",
+            "create",
+            "reservation",
+            f"reservationname={name}",
+            "users=alice",
+            "starttime=now",
+            "duration=30",
+            "corecnt=16",
+            "nodecnt=1",
+            "partitionname=gpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield name
     subprocess.run(["scontrol", "delete", f"reservationname={name}"], capture_output=True)
 
 
 def test_a_custom_request_gets_exactly_what_it_asked_for(hub, reservation):
-    options = {"site": "local", "partition": "gpu", "gpus": 2, "cpus": 10, "memory_gb": 100, "hours": 3,
-               "account": "proj_training", "reservation": reservation}
+    options = {
+        "site": "local",
+        "partition": "gpu",
+        "gpus": 2,
+        "cpus": 10,
+        "memory_gb": 100,
+        "hours": 3,
+        "account": "proj_training",
+        "reservation": reservation,
+    }
     job, model = start_and_check(hub, "alice", options)
     assert (job["Partition"], job["Account"], job["Reservation"]) == ("gpu", "proj_training", reservation)
-    assert (job["TresPerNode"], job["NumCPUs"], job["MinMemoryNode"], job["TimeLimit"]) == \
-        ("gres:gpu:2", "10", "100G", "03:00:00")
+    assert (job["TresPerNode"], job["NumCPUs"], job["MinMemoryNode"], job["TimeLimit"]) == (
+        "gres:gpu:2",
+        "10",
+        "100G",
+        "03:00:00",
+    )
     stop(hub, "alice", model["state"]["job_id"])
 
 

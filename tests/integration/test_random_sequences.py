@@ -1,6 +1,7 @@
 """A randomized sequence of starts, stops, restarts of the hub and cancellations behind its back;
 after each step settles, the set of running workbench jobs in Slurm equals the set of servers
 the hub runs."""
+
 import os
 import random
 import signal
@@ -19,8 +20,12 @@ STEPS = int(os.environ.get("AIFA_RANDOM_STEPS", "12"))
 
 def slurm_jobs(hub) -> dict[str, str]:
     """user -> job id of running/pending workbench jobs."""
-    out = subprocess.run(["squeue", "--noheader", "--format=%i|%j|%u", "--states=PENDING,CONFIGURING,RUNNING"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", "--format=%i|%j|%u", "--states=PENDING,CONFIGURING,RUNNING"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     jobs = {}
     for line in out.split():
         job_id, name, user = line.split("|")
@@ -69,5 +74,6 @@ def test_random_starts_stops_restarts_and_cancels_leave_no_orphan(hub):
             hubs.start_hub_process(hub)
             wait_until_up(hub)
         servers, jobs = settle(hub)
-        assert {u: {j} for u, j in servers.items()} == jobs, \
+        assert {u: {j} for u, j in servers.items()} == jobs, (
             f"seed {seed}, after {history}: hub runs {servers}, Slurm runs {jobs}\n{hub.log_tail()}"
+        )

@@ -1,6 +1,7 @@
 """From the hub outside the sites: a quick spawn on each simulated site starts JupyterLab as a
 Slurm job of that site's user, in that site's namespace and cluster, with the site's runtime and
 home; a kernel computes through the proxy; stop ends the job there."""
+
 import ast
 import json
 import re
@@ -16,13 +17,26 @@ import yaml
 from .hubs import server_model, wait_ready
 from .test_browser_login import browser  # noqa: F401  (the chromium fixture)
 from .jupyter_client_helpers import Kernel, execute
-from .sim_sites import (SITE_NODES, SITE_USERS, SITES_ROOT, answers_through_the_proxy, authorize_line,
-                        bring_up, heal, in_site, partition, site_env, site_runtime)
+from .sim_sites import (
+    SITE_NODES,
+    SITE_USERS,
+    SITES_ROOT,
+    answers_through_the_proxy,
+    authorize_line,
+    bring_up,
+    heal,
+    in_site,
+    partition,
+    site_env,
+    site_runtime,
+)
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
-REQUESTS = {"lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
-            "jupiter": {"site": "jupiter", "partition": "booster"},
-            "lucia": {"site": "lucia", "partition": "gpu", "gpus": 1}}
+REQUESTS = {
+    "lumi": {"site": "lumi", "partition": "small-g", "gpus": 1},
+    "jupiter": {"site": "jupiter", "partition": "booster"},
+    "lucia": {"site": "lucia", "partition": "gpu", "gpus": 1},
+}
 SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address", "hub_egress_addresses")
 
 
@@ -32,7 +46,7 @@ def remote_hub(cluster):
 
     simulated = yaml.safe_load((SITES_ROOT / "workbench-sites.yaml").read_text())
     hub = hubs.running_hub("remote", "/", {key: simulated[key] for key in SIM_KEYS})
-    for site in REQUESTS:   # alice gives the site the key the hub made for her (the site's portal)
+    for site in REQUESTS:  # alice gives the site the key the hub made for her (the site's portal)
         authorize_line(site, SITE_USERS[site]["alice"], hub_cli(hub, "user-key", "alice", site))
         # and the antenna the key of the runtime's owner, with which the hub checks the runtime
         authorize_line(site, simulated["runtime_owners"][site], hub_cli(hub, "runtime-key", site))
@@ -43,9 +57,21 @@ def remote_hub(cluster):
 
 def hub_cli(hub, *args: str) -> str:
     """`aifa-workbench ARGS` as the hub's user, with this hub's settings."""
-    return subprocess.run(["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-                           "/opt/aifa-workbench/venv/bin/aifa-workbench", *args],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "aifa-hub",
+            "--",
+            "env",
+            f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
+            "/opt/aifa-workbench/venv/bin/aifa-workbench",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def site_job(site: str, job_id: str) -> dict:
@@ -66,16 +92,24 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     assert model["state"]["site"] == site
     on_site = site_job(site, job_id)
     home = site_env(site)["HOME_PATTERN"].replace("{user}", SITE_USERS[site]["alice"])
-    assert on_site == {"user": SITE_USERS[site]["alice"], "state": "RUNNING", "node": SITE_NODES[site],
-                       "workdir": home}, on_site
+    assert on_site == {
+        "user": SITE_USERS[site]["alice"],
+        "state": "RUNNING",
+        "node": SITE_NODES[site],
+        "workdir": home,
+    }, on_site
     url = hub.server_url("alice")
     assert execute(url, token, "5 * 4") == "20"
     where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
     assert home in where
-    if site in ("jupiter", "lucia"):     # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
-        seen = execute(url, token, "import os; (os.environ['JUPYTERHUB_API_URL'].split(':')[0], "
-                                   "os.environ.get('SSL_CERT_FILE'), os.environ.get('AIFA_WORKBENCH_HUB_CA_PEM'))")
-        assert seen == "('https', None, None)"      # and its kernels keep the node's usual trust
+    if site in ("jupiter", "lucia"):  # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
+        seen = execute(
+            url,
+            token,
+            "import os; (os.environ['JUPYTERHUB_API_URL'].split(':')[0], "
+            "os.environ.get('SSL_CERT_FILE'), os.environ.get('AIFA_WORKBENCH_HUB_CA_PEM'))",
+        )
+        assert seen == "('https', None, None)"  # and its kernels keep the node's usual trust
     # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
     # the server does not notice, and the hub's next command (the stop) logs in again
     # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
@@ -92,7 +126,7 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     assert moved.status_code == 409 and f"(job {job_id}) as {me}; stop it first" in moved.json()["message"]
     kept = hub.api("PUT", "site-accounts/alice", json={site: {"username": me, "accounts": ["extra_project"]}})
     assert kept.status_code == 200 and kept.json()[site]["accounts"] == ["extra_project"]
-    assert hub.api("DELETE", f"site-accounts/alice/{site}").status_code == 204      # the settings' again
+    assert hub.api("DELETE", f"site-accounts/alice/{site}").status_code == 204  # the settings' again
     stop_and_see_the_job_end(hub, token, site, job_id)
 
 
@@ -102,7 +136,7 @@ def stop_and_see_the_job_end(hub, token, site, job_id):
     while site_job(site, job_id).get("state") in ("RUNNING", "COMPLETING", "PENDING"):
         assert time.monotonic() < deadline, site_job(site, job_id)
         time.sleep(1)
-    while server_model(hub, "alice").get("pending"):      # the hub's own stop ends too
+    while server_model(hub, "alice").get("pending"):  # the hub's own stop ends too
         assert time.monotonic() < deadline + 30, server_model(hub, "alice")
         time.sleep(0.5)
     assert not server_model(hub, "alice").get("ready")
@@ -117,11 +151,16 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
         url = hub.server_url("alice")
         asked = "import os, sys; (os.environ.get('SINGULARITY_CONTAINER'), sys.prefix)"
         image, prefix = ast.literal_eval(execute(url, token, asked))
-        assert image.endswith(".sif") and "latest" not in image     # the catalogue's dated image
+        assert image.endswith(".sif") and "latest" not in image  # the catalogue's dated image
         assert prefix.startswith(f"{site_runtime('lumi')}/containers/pytorch-container/"), prefix
         assert execute(url, token, "5 * 4") == "20"
-        log = in_site("lumi", ["cat", f"{site_env('lumi')['HOME_PATTERN'].replace('{user}', 'alicelum')}"
-                                      f"/.aifa-workbench-job-{job_id}.log"]).stdout
+        log = in_site(
+            "lumi",
+            [
+                "cat",
+                f"{site_env('lumi')['HOME_PATTERN'].replace('{user}', 'alicelum')}/.aifa-workbench-job-{job_id}.log",
+            ],
+        ).stdout
         assert "module purge" in log and "module load lumi-aif-singularity-bindings" in log, log
     finally:
         stop_and_see_the_job_end(hub, token, "lumi", job_id)
@@ -140,18 +179,20 @@ def test_the_keys_page_shows_each_sites_key_and_tests_the_connection(remote_hub,
     hub = remote_hub
     page = logged_in_page(browser, hub, "alice")
     page.goto(hub.url + "hub/site-keys")
-    for site in REQUESTS:      # the line the page shows is the one the site got (its portal)
+    for site in REQUESTS:  # the line the page shows is the one the site got (its portal)
         expect(page.locator(f"#key-{site}")).to_have_value(user_key_line(hub, "alice", site))
     assert page.locator("#key-jupiter").input_value().startswith('from="10.77.1.1,10.77.2.1,10.77.3.1" ssh-ed25519 ')
     expect(page.locator("#site-lumi")).to_contain_text("MyAccessID")
     page.click("#site-lucia button.aifa-test")
-    expect(page.locator("#result-lucia")).to_have_text(re.compile(r"logged in to .* as acolin and Slurm answered\."),
-                                                       timeout=30000)
-    carol = logged_in_page(browser, hub, "carol")   # the site never got carol's key
+    expect(page.locator("#result-lucia")).to_have_text(
+        re.compile(r"logged in to .* as acolin and Slurm answered\."), timeout=30000
+    )
+    carol = logged_in_page(browser, hub, "carol")  # the site never got carol's key
     carol.goto(hub.url + "hub/site-keys")
     carol.click("#site-lucia button.aifa-test")
-    expect(carol.locator("#result-lucia")).to_contain_text("refused the workbench's login for your account",
-                                                           timeout=30000)
+    expect(carol.locator("#result-lucia")).to_contain_text(
+        "refused the workbench's login for your account", timeout=30000
+    )
 
 
 def test_a_refused_key_fails_the_spawn_at_once_naming_the_keys_page(remote_hub):
@@ -160,6 +201,7 @@ def test_a_refused_key_fails_the_spawn_at_once_naming_the_keys_page(remote_hub):
     r = hub.api("POST", "users/carol/server", token=token, json=REQUESTS["lumi"])
     if r.status_code == 202:
         from .hubs import progress_events
+
         message = progress_events(hub, "carol", token, timeout=60)[-1]["message"]
     else:
         message = r.json()["message"]
@@ -186,7 +228,7 @@ def restart_keeps_the_server(hub, token, job_id, url):
     from . import hubs
     from .hubs import wait_until_up
 
-    hub.proc.send_signal(signal.SIGTERM)                  # the hub alone: the proxy and the job stay
+    hub.proc.send_signal(signal.SIGTERM)  # the hub alone: the proxy and the job stay
     hub.proc.wait(timeout=30)
     hubs.start_hub_process(hub)
     wait_until_up(hub)
@@ -195,21 +237,24 @@ def restart_keeps_the_server(hub, token, job_id, url):
     assert model.get("ready") and model["state"]["job_id"] == job_id, model
     assert execute(url, token, "6 * 7") == "42"
     sshd_pid = SITES_ROOT / "lumi" / "run" / "sshd.pid"
-    subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)   # LUMI's login node goes away
+    subprocess.run(["kill", sshd_pid.read_text().strip()], check=True)  # LUMI's login node goes away
     stopped = time.monotonic()
-    subprocess.run(["pkill", "-KILL", "-f", "^sshd: alicelum"])            # with the hub's connection to it
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: alicelum"])  # with the hub's connection to it
     try:
         bob = hub.user_token("bob")
         r = hub.api("POST", "users/bob/server", token=bob, json=REQUESTS["lumi"])
-        message = r.json().get("message", "") if r.status_code != 202 else \
-            hubs.progress_events(hub, "bob", bob, timeout=60)[-1]["message"]
+        message = (
+            r.json().get("message", "")
+            if r.status_code != 202
+            else hubs.progress_events(hub, "bob", bob, timeout=60)[-1]["message"]
+        )
         assert "cannot be reached right now" in message, message
-        time.sleep(max(0.0, stopped + 60 - time.monotonic()))   # a minute without the login node
+        time.sleep(max(0.0, stopped + 60 - time.monotonic()))  # a minute without the login node
         assert server_model(hub, "alice").get("ready")
-        assert execute(url, token, "2 + 2") == "4"        # reverse reach: the server never depends on the login node
+        assert execute(url, token, "2 + 2") == "4"  # reverse reach: the server never depends on the login node
     finally:
         bring_up("lumi")
-    in_site("lumi", ["scancel", job_id])                # ended on the site, behind the hub's back:
+    in_site("lumi", ["scancel", job_id])  # ended on the site, behind the hub's back:
     # its end report reaches the restarted hub, which confirms it with Slurm through the login
     # node: at the latest once the pause after the last failed login (30 s at most) is over
     deadline = time.monotonic() + 45
@@ -251,8 +296,14 @@ def spawns_again_once_the_login_node_is_back(hub, token):
     stop_and_see_the_job_end(hub, token, "lumi", job_id)
 
 
-HOSTILE = [{"partition": "small-g\n#SBATCH --qos=admin"}, {"account": "project_465000123;id"},
-           {"gpus": "1e3"}, {"reservation": "../../etc"}, {"environment": "$(id)"}, {"exec_prefix": "sh"}]
+HOSTILE = [
+    {"partition": "small-g\n#SBATCH --qos=admin"},
+    {"account": "project_465000123;id"},
+    {"gpus": "1e3"},
+    {"reservation": "../../etc"},
+    {"environment": "$(id)"},
+    {"exec_prefix": "sh"},
+]
 
 
 @pytest.mark.parametrize("site", list(REQUESTS))
@@ -266,8 +317,6 @@ def test_hostile_spawn_options_are_refused_for_every_site_and_submit_nothing(rem
     assert in_site(site, ["squeue", "-h", "-o", "%i"]).stdout.split() == before
 
 
-
-
 def test_lumis_billing_file_is_the_projects_budget_in_the_form_and_at_the_spawn(remote_hub):
     """LUMI publishes each project's allocation in a file (what lumi-allocations shows): read there
     as the user, shown in the spawn form, and a request over what is left is refused in words."""
@@ -279,13 +328,19 @@ def test_lumis_billing_file_is_the_projects_budget_in_the_form_and_at_the_spawn(
     billing.write_text(json.dumps(data))
     try:
         before = in_site("lumi", ["squeue", "-h", "-o", "%i"]).stdout.split()
-        r = hub.api("POST", "users/alice/server", token=token,
-                    json={**REQUESTS["lumi"], "gpus": 2, "hours": 1, "account": "project_465000123"})
+        r = hub.api(
+            "POST",
+            "users/alice/server",
+            token=token,
+            json={**REQUESTS["lumi"], "gpus": 2, "hours": 1, "account": "project_465000123"},
+        )
         assert r.status_code == 400, r.text
-        assert r.json()["message"].startswith("Project project_465000123 has 0.2 GPU-hours left, and this "
-                                              "session would use up to 1 GPU-hours.")
+        assert r.json()["message"].startswith(
+            "Project project_465000123 has 0.2 GPU-hours left, and this session would use up to 1 GPU-hours."
+        )
         assert in_site("lumi", ["squeue", "-h", "-o", "%i"]).stdout.split() == before
         from .hubs import login
+
         form = login(hub, "alice").get(hub.url + "hub/spawn", timeout=60).text
         assert "0.2 of 10 GPU-hours left in project_465000123" in form
     finally:
@@ -337,15 +392,24 @@ def test_a_tunnel_daemon_restart_makes_its_forwards_again_and_a_hub_restart_touc
         own = forward_ids(hub)
         assert len(own) == 1 and own[0].endswith(f".{job_id}")
         # a forward no server owns (the hub crashed between opening it and recording its job)
-        tunnel_daemon(hub, {"op": "open", "id": "alice/ghost.999999", "site": "jupiter", "user": "alice",
-                            "host": SITE_NODES["jupiter"], "port": 22})
+        tunnel_daemon(
+            hub,
+            {
+                "op": "open",
+                "id": "alice/ghost.999999",
+                "site": "jupiter",
+                "user": "alice",
+                "host": SITE_NODES["jupiter"],
+                "port": 22,
+            },
+        )
         hub.proc.send_signal(signal.SIGTERM)
         hub.proc.wait(timeout=30)
         hubs.start_hub_process(hub)
         hubs.wait_until_up(hub)
-        assert daemon.poll() is None and hub.tunneld_proc is daemon   # the hub's restart left it alone
+        assert daemon.poll() is None and hub.tunneld_proc is daemon  # the hub's restart left it alone
         assert answers_through_the_proxy(hub, token)
-        deadline = time.monotonic() + 30                 # the reconciler's first round closes the stray one
+        deadline = time.monotonic() + 30  # the reconciler's first round closes the stray one
         while forward_ids(hub) != own:
             assert time.monotonic() < deadline, forward_ids(hub)
             time.sleep(0.5)
@@ -357,13 +421,15 @@ def test_a_tunnel_daemon_restart_makes_its_forwards_again_and_a_hub_restart_touc
         while not answers_through_the_proxy(hub, token, timeout=1):
             assert time.monotonic() - stopped < 30, "the tunnel daemon did not make the forward again"
             time.sleep(0.1)
-        print(f"jupiter: the server answered {time.monotonic() - stopped:.1f} s after the tunnel daemon stopped "
-              "(restarted at once)")
+        print(
+            f"jupiter: the server answered {time.monotonic() - stopped:.1f} s after the tunnel daemon stopped "
+            "(restarted at once)"
+        )
         assert server_model(hub, "alice").get("ready")
         assert execute(hub.server_url("alice"), token, "5 * 4") == "20"
     finally:
         stop_and_see_the_job_end(hub, token, "jupiter", job_id)
-    deadline = time.monotonic() + 10                      # no tunnel outlives its server
+    deadline = time.monotonic() + 10  # no tunnel outlives its server
     while forward_ids(hub):
         assert time.monotonic() < deadline, forward_ids(hub)
         time.sleep(0.2)
@@ -394,25 +460,31 @@ def site_dask_workers(site: str, fields: str = "%i|%P|%T") -> list[str]:
 
 @pytest.mark.parametrize("site", list(REQUESTS))
 def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask_preset_work_through_its_reach(
-        remote_hub, site):
+    remote_hub, site
+):
     hub, token = remote_hub, remote_hub.user_token("alice")
     assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS[site]).status_code in (201, 202)
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     url = hub.server_url("alice")
     try:
         status = requests.get(url + "workbench/job", headers={"Authorization": f"token {token}"}, timeout=30).json()
-        assert (status["site"], status["partition"], status["node"]) == (site, REQUESTS[site]["partition"],
-                                                                        SITE_NODES[site]), status
-        assert 0 < status["seconds_left"] <= 3600 and status["warn_minutes"] == [10, 2]   # what the guard reads
+        assert (status["site"], status["partition"], status["node"]) == (
+            site,
+            REQUESTS[site]["partition"],
+            SITE_NODES[site],
+        ), status
+        assert 0 < status["seconds_left"] <= 3600 and status["warn_minutes"] == [10, 2]  # what the guard reads
         with Kernel(url, token, timeout=240) as kernel:
-            html = kernel.run("import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
-                              "render_html(workbench.job_status())")
+            html = kernel.run(
+                "import workbench\nfrom aifa_workbench.extensions.panel import render_html\n"
+                "render_html(workbench.job_status())"
+            )
             assert REQUESTS[site]["partition"] in html and job_id in html
-            if site == "lumi":     # the project's billing file, read there by the job itself
+            if site == "lumi":  # the project's billing file, read there by the job itself
                 assert re.search(r"[0-9.]+ of 5000 GPU-hours left in project_465000123", html), html
             if site == "jupiter":
                 kernel.run(f"import json\ncluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=1)")
-                deadline = time.monotonic() + 60       # Slurm gives its reason at its next scheduling pass
+                deadline = time.monotonic() + 60  # Slurm gives its reason at its next scheduling pass
                 while not [w for w in site_dask_workers(site, "%i|%P|%T|%r") if w.endswith("|PENDING|Resources")]:
                     assert time.monotonic() < deadline, site_dask_workers(site, "%i|%P|%T|%r")
                     time.sleep(1)
@@ -424,16 +496,24 @@ def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask
                 assert dashboard.status_code == 200 and "Dask" in dashboard.text
                 kernel.run("cluster.close()")
             else:
-                kernel.run("import json\nfrom distributed import Client\n"
-                           f"cluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=2)\n"
-                           "client = Client(cluster)\nclient.wait_for_workers(2, timeout=180)")
-                out = json.loads(ast.literal_eval(kernel.run(
-                    "json.dumps({'sum': sum(client.gather(client.map(lambda x: x * x, range(10)))),"
-                    " 'link': cluster.dashboard_link})")))
+                kernel.run(
+                    "import json\nfrom distributed import Client\n"
+                    f"cluster = workbench.dask_cluster({DASK_PRESETS[site]!r}, workers=2)\n"
+                    "client = Client(cluster)\nclient.wait_for_workers(2, timeout=180)"
+                )
+                out = json.loads(
+                    ast.literal_eval(
+                        kernel.run(
+                            "json.dumps({'sum': sum(client.gather(client.map(lambda x: x * x, range(10)))),"
+                            " 'link': cluster.dashboard_link})"
+                        )
+                    )
+                )
                 assert out["sum"] == 285
                 workers = site_dask_workers(site)
-                assert len(workers) == 2 and all(f"|{REQUESTS[site]['partition']}|RUNNING"
-                                                 in w for w in workers), workers
+                assert len(workers) == 2 and all(f"|{REQUESTS[site]['partition']}|RUNNING" in w for w in workers), (
+                    workers
+                )
                 origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
                 dashboard = requests.get(origin + out["link"], headers={"Authorization": f"token {token}"}, timeout=30)
                 assert dashboard.status_code == 200 and "Dask" in dashboard.text
@@ -443,7 +523,7 @@ def test_inside_a_remote_job_the_job_panel_the_walltime_guards_source_and_a_dask
             assert time.monotonic() < deadline, site_dask_workers(site)
             time.sleep(1)
     finally:
-        in_site(site, ["scancel", "-n", f"aifa-dask-{SITE_USERS[site]['alice']}"])   # none left on the one node
+        in_site(site, ["scancel", "-n", f"aifa-dask-{SITE_USERS[site]['alice']}"])  # none left on the one node
         stop_and_see_the_job_end(hub, token, site, job_id)
 
 
@@ -466,9 +546,11 @@ def drill_views(hub) -> tuple[dict, dict, dict]:
     jobs = {}
     for site in ("local", "lumi", "jupiter", "lucia"):
         for user in RANDOM_SITES:
-            name = hub.job_name(user)      # the hub user's name, whoever the job runs as there
+            name = hub.job_name(user)  # the hub user's name, whoever the job runs as there
             argv = ["squeue", "-h", "-n", name, "-t", "PENDING,CONFIGURING,RUNNING", "-o", "%i"]
-            out = (subprocess.run(argv, capture_output=True, text=True) if site == "local" else in_site(site, argv)).stdout
+            out = (
+                subprocess.run(argv, capture_output=True, text=True) if site == "local" else in_site(site, argv)
+            ).stdout
             for job_id in out.split():
                 jobs.setdefault(user, set()).add((site, job_id))
     tunnels = {}
@@ -480,8 +562,7 @@ def drill_views(hub) -> tuple[dict, dict, dict]:
     for forward_id in forward_ids(hub):
         user, _, job_id = forward_id.partition("/")
         site = servers.get(user, ("?",))[0]
-        tunnels.setdefault(user, set()).add((site if site in ("jupiter", "lucia") else "?",
-                                             job_id.rsplit(".", 1)[-1]))
+        tunnels.setdefault(user, set()).add((site if site in ("jupiter", "lucia") else "?", job_id.rsplit(".", 1)[-1]))
     return servers, jobs, tunnels
 
 
@@ -523,20 +604,22 @@ def test_random_starts_stops_restarts_and_cancels_across_four_sites_leave_server
             hub.api("POST", f"users/{user}/server", token=tokens[user], json=request)
         elif action == "stop":
             hub.api("DELETE", f"users/{user}/server", token=tokens[user])
-        elif action == "scancel":                      # behind the hub's back, on the job's site
+        elif action == "scancel":  # behind the hub's back, on the job's site
             state = server_model(hub, user).get("state") or {}
             if state.get("job_id"):
                 argv = ["scancel", state["job_id"]]
-                subprocess.run(argv, check=True) if (state.get("site") or "local") == "local" \
-                    else in_site(state["site"], argv, check=True)
-        else:                                          # the hub killed and started again
+                subprocess.run(argv, check=True) if (state.get("site") or "local") == "local" else in_site(
+                    state["site"], argv, check=True
+                )
+        else:  # the hub killed and started again
             hub.proc.send_signal(signal.SIGKILL)
             hub.proc.wait()
             hubs.start_hub_process(hub)
             hubs.wait_until_up(hub)
         settled, (servers, jobs, tunnels) = drill_settled(hub)
-        assert settled, (f"seed {seed}, after {history}: hub runs {servers}, Slurm runs {jobs}, "
-                         f"tunnels {tunnels}\n{hub.log_tail()}")
+        assert settled, (
+            f"seed {seed}, after {history}: hub runs {servers}, Slurm runs {jobs}, tunnels {tunnels}\n{hub.log_tail()}"
+        )
     print(f"seed {seed}: {len(history)} steps, ending with {servers}")
     for user in RANDOM_SITES:
         hub.api("DELETE", f"users/{user}/server", token=tokens[user])

@@ -2,6 +2,7 @@
 provider's claim (JSC's hpc_infos_attribute) fills them at login; admins set them on
 /hub/site-accounts and through the REST API (only admins: a user's own token cannot); the spawn
 form offers those projects, and the keys page shows them, or says what is missing."""
+
 import json
 import re
 
@@ -19,15 +20,26 @@ pytestmark = [pytest.mark.oidc, pytest.mark.sites, pytest.mark.slurm]
 
 @pytest.fixture(scope="module")
 def accounts_hub(cluster):
-    people = [person("alice", ["workbench", "admins"]), person("bob", ["workbench"], ),
-              person("carol", ["workbench"])]
+    people = [
+        person("alice", ["workbench", "admins"]),
+        person(
+            "bob",
+            ["workbench"],
+        ),
+        person("carol", ["workbench"]),
+    ]
     people[1].hpc_infos = ["bobjsc,jupiter,jsc_ai", "bobjsc,jupiter_booster,jsc_llm", "bobjsc,juwels,other"]
     provider = make_provider(people)
     simulated = yaml.safe_load((SITES_ROOT / "workbench-sites.yaml").read_text())
     overrides = {key: simulated[key] for key in SIM_KEYS}
     overrides["site_users"] = {"carol": {"lumi": {"username": "carollum", "accounts": ["project_465000123"]}}}
-    hub = start_oidc_hub("accounts", provider, {"alice": "alice", "bob": "bob", "carol": "carol"}, overrides,
-                         site_systems={"jupiter": "jupiter"})
+    hub = start_oidc_hub(
+        "accounts",
+        provider,
+        {"alice": "alice", "bob": "bob", "carol": "carol"},
+        overrides,
+        site_systems={"jupiter": "jupiter"},
+    )
     try:
         yield hub, provider
     finally:
@@ -45,7 +57,10 @@ def test_the_providers_claim_names_the_account_and_the_form_offers_its_projects(
     hub, provider = accounts_hub
     bob = signed_in(hub, provider, "bob")
     assert hub.api("GET", "site-accounts/bob").json()["jupiter"] == {
-        "username": "bobjsc", "accounts": ["jsc_ai", "jsc_llm"], "source": "identity provider"}
+        "username": "bobjsc",
+        "accounts": ["jsc_ai", "jsc_llm"],
+        "source": "identity provider",
+    }
     form = bob.get(hub.url + "hub/spawn", timeout=30).text
     data = json.loads(re.search(r'<script type="application/json" id="aifa-data">(.*?)</script>', form, re.S)[1])
     assert data["sites"]["jupiter"]["accounts"] == ["jsc_ai", "jsc_llm"]
@@ -61,18 +76,26 @@ def test_admins_set_accounts_through_the_api_and_a_users_own_token_cannot(accoun
     assert r.status_code == 200 and r.json()["lumi"]["source"] == "admins", r.text
     bad = hub.api("PUT", "site-accounts/carol", json={"lumi": {"username": "Carol;id", "accounts": []}})
     assert bad.status_code == 400 and "Username must be" in bad.json()["message"]
-    theirs = hub.api("PUT", "site-accounts/carol", token=hub.user_token("bob"),
-                     json={"lumi": {"username": "bobsown", "accounts": []}})
+    theirs = hub.api(
+        "PUT",
+        "site-accounts/carol",
+        token=hub.user_token("bob"),
+        json={"lumi": {"username": "bobsown", "accounts": []}},
+    )
     assert theirs.status_code in (403, 404)
-    own = hub.api("PUT", "site-accounts/bob", token=hub.user_token("bob"),
-                  json={"lumi": {"username": "bobsown", "accounts": ["project_465000123"]}})
+    own = hub.api(
+        "PUT",
+        "site-accounts/bob",
+        token=hub.user_token("bob"),
+        json={"lumi": {"username": "bobsown", "accounts": ["project_465000123"]}},
+    )
     assert own.status_code == 403
     carol = requests.Session()
     login_through(hub.url, provider, "carol", session=carol)
     assert "project_465000999" in carol.get(hub.url + "hub/spawn", timeout=30).text
     assert hub.api("DELETE", "site-accounts/carol/lumi").status_code == 204
     assert hub.api("DELETE", "site-accounts/carol/lumi").status_code == 404
-    assert hub.api("GET", "site-accounts/carol").json()["lumi"]["username"] == "carollum"   # the settings' again
+    assert hub.api("GET", "site-accounts/carol").json()["lumi"]["username"] == "carollum"  # the settings' again
 
 
 def test_the_admins_page_sets_an_account_and_says_what_is_wrong_in_its_words(accounts_hub):
@@ -81,13 +104,25 @@ def test_the_admins_page_sets_an_account_and_says_what_is_wrong_in_its_words(acc
     page = alice.get(hub.url + "hub/site-accounts", timeout=30)
     assert page.status_code == 200 and 'id="aifa-site-accounts"' in page.text
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    saved = alice.post(hub.url + "hub/site-accounts", timeout=30, data={
-        "_xsrf": xsrf, "user": "bob", "site": "lucia", "username": "bobluc", "accounts": "cat1_ai cat2_sme",
-        "action": "save"})
+    saved = alice.post(
+        hub.url + "hub/site-accounts",
+        timeout=30,
+        data={
+            "_xsrf": xsrf,
+            "user": "bob",
+            "site": "lucia",
+            "username": "bobluc",
+            "accounts": "cat1_ai cat2_sme",
+            "action": "save",
+        },
+    )
     assert saved.status_code == 200 and "bob is bobluc on" in saved.text
     assert hub.api("GET", "site-accounts/bob").json()["lucia"]["accounts"] == ["cat1_ai", "cat2_sme"]
-    wrong = alice.post(hub.url + "hub/site-accounts", timeout=30, data={
-        "_xsrf": xsrf, "user": "bob", "site": "lucia", "username": "<b>x", "accounts": "", "action": "save"})
+    wrong = alice.post(
+        hub.url + "hub/site-accounts",
+        timeout=30,
+        data={"_xsrf": xsrf, "user": "bob", "site": "lucia", "username": "<b>x", "accounts": "", "action": "save"},
+    )
     assert "Username must be" in wrong.text and "<b>x" not in wrong.text
     bob = signed_in(hub, provider, "bob")
     assert bob.get(hub.url + "hub/site-accounts", timeout=30).status_code == 403

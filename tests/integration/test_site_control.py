@@ -1,5 +1,6 @@
 """Job control of the simulated sites over SSH, from the hub's side (outside every site's
 namespace): real sshd login nodes, real Slurm clusters of their own, site users unlike the hub's."""
+
 import asyncio
 import os
 import signal
@@ -12,8 +13,7 @@ import pytest
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 
-from .sim_sites import (SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, bring_up, in_site, sim_site,
-                        site_runtime)
+from .sim_sites import SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, bring_up, in_site, sim_site, site_runtime
 
 pytestmark = pytest.mark.sites
 SITES = ("lumi", "jupiter", "lucia")
@@ -34,9 +34,11 @@ async def test_a_job_runs_as_the_sites_user_on_the_sites_node_with_the_sites_hom
     await control.ping("alice")
     assert await control.accounts("alice", SITE_USERS[site.name]["alice"]) == SITE_ACCOUNTS[site.name]["alice"]
     home = site.home("alice")
-    script = ("#!/bin/bash\n#SBATCH --time=1\n#SBATCH --gres=gpu:1\n"
-              f"#SBATCH --output={home}/probe-%j.out\n"
-              "echo \"$(id -un) $(hostname) $HOME $SLURM_CLUSTER_NAME\"; find /opt/aifa-workbench /home -mindepth 1 2>/dev/null | grep -q . && echo HUBPATH; true\n")
+    script = (
+        "#!/bin/bash\n#SBATCH --time=1\n#SBATCH --gres=gpu:1\n"
+        f"#SBATCH --output={home}/probe-%j.out\n"
+        "echo \"$(id -un) $(hostname) $HOME $SLURM_CLUSTER_NAME\"; find /opt/aifa-workbench /home -mindepth 1 2>/dev/null | grep -q . && echo HUBPATH; true\n"
+    )
     job_id = await control.submit("alice", script)
     for _ in range(60):
         info = (await control.jobs([job_id], as_user="alice"))[job_id]
@@ -59,10 +61,10 @@ async def test_argv_crosses_the_login_shell_intact_and_runs_nothing_else(lumi):
 
 async def test_a_users_commands_share_one_connection_below_max_sessions(lumi):
     runner = lumi.runner(max_channels=8)
-    for burst in range(3):   # bursts back to back: sshd frees a closed session's slot a moment late
+    for burst in range(3):  # bursts back to back: sshd frees a closed session's slot a moment late
         results = await asyncio.gather(*(runner.run(["true"], as_user="alice") for _ in range(40)))
         assert all(r.ok for r in results), burst
-    assert runner.connection_for("alice").connects == 1     # 120 commands, one login (sshd MaxSessions 10)
+    assert runner.connection_for("alice").connects == 1  # 120 commands, one login (sshd MaxSessions 10)
 
 
 async def test_a_changed_host_key_is_refused_with_a_sentence(lumi):
@@ -94,7 +96,7 @@ async def test_a_killed_connection_is_made_again_on_the_next_command(lumi):
         os.kill(pid, signal.SIGKILL)
     await asyncio.sleep(0.2)
     try:
-        await runner.run(["true"], as_user="bob")      # may notice the loss itself
+        await runner.run(["true"], as_user="bob")  # may notice the loss itself
     except SiteUnreachable:
         pass
     result = await runner.run(["echo", "back"], as_user="bob")
@@ -106,7 +108,7 @@ async def test_users_cannot_see_or_cancel_each_others_jobs(lumi):
     job_id = await control.submit("alice", "#!/bin/bash\n#SBATCH --time=2\n#SBATCH --output=/dev/null\nsleep 60\n")
     try:
         assert (await control.jobs([job_id], as_user="alice"))[job_id].active
-        assert (await control.jobs([job_id], as_user="bob"))[job_id].state == "GONE"   # PrivateData=jobs
+        assert (await control.jobs([job_id], as_user="bob"))[job_id].state == "GONE"  # PrivateData=jobs
         with pytest.raises(SlurmRefused):
             await control.cancel("bob", job_id)
         assert (await control.jobs([job_id], as_user="alice"))[job_id].active
@@ -152,7 +154,7 @@ async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_use
     from .sim_sites import SITES_ROOT as root, authorize_line
 
     store = SiteKeyStore(tmp_path / "keys", "a secret")
-    authorize_line("jupiter", "alice1", store.public_key("alice", "jupiter"))   # the user, in JuDoor
+    authorize_line("jupiter", "alice1", store.public_key("alice", "jupiter"))  # the user, in JuDoor
     controls = SiteControls(Identities({"alice": {"jupiter": {"username": "alice1", "accounts": ["aifa-be"]}}}, store))
     jupiter = load_catalogue(root / "catalogue", ["jupiter"])["jupiter"]
     control = controls.of(jupiter)
@@ -169,19 +171,56 @@ def test_each_site_runs_the_job_runtime_of_this_hubs_code():
     """make sites installed it (aifa-workbench install-runtime, over SSH as the runtime's owner)."""
     for name in SITES:
         result = subprocess.run(
-            ["runuser", "-u", "aifa-hub", "--", "env", f"AIFA_WORKBENCH_SETTINGS={SITES_ROOT}/workbench-sites.yaml",
-             "/opt/aifa-workbench/venv/bin/aifa-workbench", "check-runtime", name], capture_output=True, text=True)
+            [
+                "runuser",
+                "-u",
+                "aifa-hub",
+                "--",
+                "env",
+                f"AIFA_WORKBENCH_SETTINGS={SITES_ROOT}/workbench-sites.yaml",
+                "/opt/aifa-workbench/venv/bin/aifa-workbench",
+                "check-runtime",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
-        found = in_site(name, ["runuser", "-u", SITE_USERS[name]["alice"], "--",
-                               f"{site_runtime(name)}/current/bin/jupyterhub-singleuser", "--version"])
+        found = in_site(
+            name,
+            [
+                "runuser",
+                "-u",
+                SITE_USERS[name]["alice"],
+                "--",
+                f"{site_runtime(name)}/current/bin/jupyterhub-singleuser",
+                "--version",
+            ],
+        )
         assert found.stdout.strip() == "6.1.1", found.stderr
     in_image = f"{site_runtime('lumi')}/containers/pytorch-container/current/bin/jupyterhub-singleuser"
-    image = "/appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/" \
-            "lumi-multitorch-u24r70f21m50t210-20260415_130625.sif"
-    singularity = str(SITES_ROOT / "lumi" / "usr-local-bin" / "singularity")    # the site's own
-    found = in_site("lumi", ["runuser", "-u", SITE_USERS["lumi"]["alice"], "--", singularity, "exec",
-                             "--bind", site_runtime("lumi"), image, in_image, "--version"])
-    assert found.stdout.strip() == "6.1.1", found.stderr     # and LUMI's container environment its own, in the image
+    image = (
+        "/appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/"
+        "lumi-multitorch-u24r70f21m50t210-20260415_130625.sif"
+    )
+    singularity = str(SITES_ROOT / "lumi" / "usr-local-bin" / "singularity")  # the site's own
+    found = in_site(
+        "lumi",
+        [
+            "runuser",
+            "-u",
+            SITE_USERS["lumi"]["alice"],
+            "--",
+            singularity,
+            "exec",
+            "--bind",
+            site_runtime("lumi"),
+            image,
+            in_image,
+            "--version",
+        ],
+    )
+    assert found.stdout.strip() == "6.1.1", found.stderr  # and LUMI's container environment its own, in the image
 
 
 async def test_a_private_sites_orphans_are_found_through_the_users_own_login(lumi):
@@ -210,7 +249,7 @@ async def test_a_private_file_is_written_for_the_user_only_and_never_over_anothe
         mode = await runner.run(["stat", "-c", "%a %U", path, os.path.dirname(path)], as_user="alice")
         assert mode.stdout.split("\n")[:2] == ["600 alicelum", "700 alicelum"]
         with pytest.raises(OSError):
-            await runner.write_private("alice", path, "again")          # never over an existing file
+            await runner.write_private("alice", path, "again")  # never over an existing file
         ps = await runner.run(["ps", "-eo", "args"], as_user="alice")
         assert "s3cret" not in ps.stdout
     finally:
@@ -228,21 +267,29 @@ async def test_wheels_for_another_python_are_refused_on_the_site_before_any_uplo
     (tmp_path / "SOURCE").write_text("0123456789abcdef\n")
     runner = lumi.runner()
     runtime_dir = f"{lumi.home('alice')}/.aifa-workbench/test-runtime-{os.getpid()}"
-    this = runtime.this_interpreter().split()   # the simulated site's Python (and image's) is this host's
+    this = runtime.this_interpreter().split()  # the simulated site's Python (and image's) is this host's
     where = f"the site's Python {site.paths.python} is Python {' '.join(this)}"
     try:
-        for target in (f"3.6 {this[1]}", f"{this[0]} sparc64"):   # another version; another machine
+        for target in (f"3.6 {this[1]}", f"{this[0]} sparc64"):  # another version; another machine
             (tmp_path / runtime.TARGET).write_text(target + "\n")
             with pytest.raises(runtime.RuntimeError_) as refused:
-                await runtime.install_runtime(runner, "alice", site.title, runtime_dir, tmp_path, site.paths.python,
-                                              log=lambda line: None, containers=container_images(site))
+                await runtime.install_runtime(
+                    runner,
+                    "alice",
+                    site.title,
+                    runtime_dir,
+                    tmp_path,
+                    site.paths.python,
+                    log=lambda line: None,
+                    containers=container_images(site),
+                )
             assert where in refused.value.sentence and target in refused.value.sentence, refused.value.sentence
         # the image's own python3 answers too (inside the image, after its module lines)
         probes = runtime.probe_argvs(runtime_dir, site.paths.python, container_images(site))
         inside = await runner.run(probes[1], as_user="alice", timeout=60)
         assert inside.ok and inside.stdout.strip().splitlines()[-1] == " ".join(this), inside.stderr
         listed = await runner.run(["ls", "-A", f"{runtime_dir}/wheelhouse"], as_user="alice")
-        assert listed.ok and listed.stdout.strip() == ""                 # nothing was uploaded
+        assert listed.ok and listed.stdout.strip() == ""  # nothing was uploaded
     finally:
         await runner.run(["rm", "-rf", runtime_dir], as_user="alice")
         runner.close()

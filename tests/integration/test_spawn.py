@@ -1,4 +1,5 @@
 """A demo user logs in, starts JupyterLab as a Slurm job, runs code in it, and stops it."""
+
 import subprocess
 import threading
 
@@ -13,8 +14,9 @@ pytestmark = pytest.mark.slurm
 
 
 def squeue_ids(user: str) -> set[str]:
-    out = subprocess.run(["squeue", "--noheader", "--format=%i", f"--user={user}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", "--format=%i", f"--user={user}"], capture_output=True, text=True, check=True
+    ).stdout
     return set(out.split())
 
 
@@ -52,9 +54,14 @@ def test_user_logs_in_spawns_runs_code_and_stops(start_hub, base_path):
 
 def test_two_users_at_once_cannot_reach_each_other(hub):
     tokens = {u: hub.user_token(u) for u in ("alice", "bob")}
-    threads = [threading.Thread(target=hub.api, args=("POST", f"users/{u}/server"),
-                                kwargs={"token": tokens[u], "json": {"partition": "gpu", "gpus": 1}})
-               for u in tokens]
+    threads = [
+        threading.Thread(
+            target=hub.api,
+            args=("POST", f"users/{u}/server"),
+            kwargs={"token": tokens[u], "json": {"partition": "gpu", "gpus": 1}},
+        )
+        for u in tokens
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -66,13 +73,17 @@ def test_two_users_at_once_cannot_reach_each_other(hub):
 
     # bob's token and bob's browser session get nothing of alice's server
     alice_server = hub.server_url("alice")
-    r = requests.get(alice_server + "api/status", headers={"Authorization": f"token {tokens['bob']}"},
-                     timeout=30, allow_redirects=False)
+    r = requests.get(
+        alice_server + "api/status",
+        headers={"Authorization": f"token {tokens['bob']}"},
+        timeout=30,
+        allow_redirects=False,
+    )
     assert r.status_code in (302, 403), r.status_code
     bob = login(hub, "bob")
     r = bob.get(alice_server + "lab", timeout=30)
     assert r.status_code == 403, r.status_code
-    assert "jupyter-config-data" not in r.text     # no JupyterLab page (its config script) of alice's
+    assert "jupyter-config-data" not in r.text  # no JupyterLab page (its config script) of alice's
 
 
 def test_a_jobs_token_serves_only_its_own_server(hub):
@@ -84,7 +95,10 @@ def test_a_jobs_token_serves_only_its_own_server(hub):
     job_token = execute(hub.server_url("alice"), token, "import os; os.environ['JUPYTERHUB_API_TOKEN']").strip("'")
     auth = {"Authorization": f"token {job_token}"}
     bob_server = hub.server_url("bob")
-    assert requests.get(bob_server + "api/status", headers=auth, timeout=30, allow_redirects=False).status_code in (302, 403)
+    assert requests.get(bob_server + "api/status", headers=auth, timeout=30, allow_redirects=False).status_code in (
+        302,
+        403,
+    )
     assert hub.api("GET", "users", token=job_token).status_code == 403
     assert hub.api("POST", "users/bob/server", token=job_token).status_code == 403
     # the port callback: only while starting, only a port

@@ -1,4 +1,5 @@
 """Bad input at the hub's level: a broken settings file, Slurm down at start, a spawn while Slurm is down."""
+
 import subprocess
 import time
 from pathlib import Path
@@ -28,12 +29,18 @@ def cannot_start_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if line.startswith("AIFA Workbench cannot start:")]
 
 
-@pytest.mark.parametrize("override, expected", [
-    ({"hub_port": "eighty"}, "workbench.yaml: hub_port: 'eighty' is not of type 'integer'."),
-    ({"sitez": ["local"]}, "workbench.yaml: (top level): Additional properties are not allowed ('sitez' was unexpected)."),
-    ({"default_site": "lumi"}, "workbench.yaml: default_site: 'lumi' is not one of the enabled sites (local)."),
-    ({"sites": ["local", "mars"]}, "enabled site(s) mars have no file there."),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"hub_port": "eighty"}, "workbench.yaml: hub_port: 'eighty' is not of type 'integer'."),
+        (
+            {"sitez": ["local"]},
+            "workbench.yaml: (top level): Additional properties are not allowed ('sitez' was unexpected).",
+        ),
+        ({"default_site": "lumi"}, "workbench.yaml: default_site: 'lumi' is not one of the enabled sites (local)."),
+        ({"sites": ["local", "mars"]}, "enabled site(s) mars have no file there."),
+    ],
+)
 def test_broken_settings_stop_the_hub_with_one_sentence(cluster, override, expected):
     hub = hubs.write_hub_files("broken", settings_overrides=override)
     log = start_expecting_exit(hub)
@@ -63,12 +70,20 @@ def custom_catalogue(hub: hubs.Hub, edit) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda d: d["partitions"]["gpu"].update(gpus_per_node="four"),
-     "local.yaml: partitions.gpu.gpus_per_node: 'four' is not of type 'integer'."),
-    (lambda d: d["partitions"].update(h100=d["partitions"]["gpu"]),
-     "local.yaml: partitions: Slurm here has no partition h100"),
-], ids=["wrong-type", "unknown-partition"])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            lambda d: d["partitions"]["gpu"].update(gpus_per_node="four"),
+            "local.yaml: partitions.gpu.gpus_per_node: 'four' is not of type 'integer'.",
+        ),
+        (
+            lambda d: d["partitions"].update(h100=d["partitions"]["gpu"]),
+            "local.yaml: partitions: Slurm here has no partition h100",
+        ),
+    ],
+    ids=["wrong-type", "unknown-partition"],
+)
 def test_a_bad_catalogue_stops_the_hub_with_file_key_and_reason(cluster, edit, expected):
     hub = hubs.write_hub_files("badcatalogue")
     custom_catalogue(hub, edit)
@@ -86,6 +101,7 @@ def test_unreadable_secret_names_the_file(cluster):
 @pytest.fixture
 def slurmctld_stopped(cluster):
     """Stop the Slurm controller for the test, and start it again afterwards."""
+
     def stop():
         pid = int(SLURMCTLD_PIDFILE.read_text())
         subprocess.run(["kill", str(pid)], check=True)
@@ -123,6 +139,8 @@ def test_spawn_while_slurm_is_down_fails_with_a_readable_message(start_hub, slur
     assert r.status_code == 202 or (r.status_code == 500 and "is not answering" in r.json()["message"]), r.text
     events = hubs.progress_events(hub, "bob", token, timeout=60)
     assert events and events[-1].get("failed"), events
-    assert "The Slurm scheduler of Local cluster" in events[-1]["message"] and "is not answering" in events[-1]["message"]
+    assert (
+        "The Slurm scheduler of Local cluster" in events[-1]["message"] and "is not answering" in events[-1]["message"]
+    )
     assert time.monotonic() - started < 45
     assert not hubs.server_model(hub, "bob")

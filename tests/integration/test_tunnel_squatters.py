@@ -5,6 +5,7 @@ taker receive a byte (no token, no cookie): the hub proves whose socket an addre
 sends anything (the kernel's uid), and the tunnels' firewall on this host lets no other account's
 socket of those ranges complete a handshake. The victim's server is moved to a fresh port, or
 stopped with a sentence."""
+
 from __future__ import annotations
 
 import signal
@@ -24,7 +25,7 @@ from .untrusted_helpers import HostileProgram, route_target, spawn_outcome
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
 GRANTS = Path("/var/lib/aifa-tunnel-grants")
 SQUATTER = Path(__file__).with_name("squatter.py")
-TAKER = "bob"     # a user of the hub's host (the demo's shared node), with no server of his own here
+TAKER = "bob"  # a user of the hub's host (the demo's shared node), with no server of his own here
 
 
 def Squatter(host: str, port: int) -> HostileProgram:
@@ -60,6 +61,7 @@ def test_a_user_who_binds_a_lumi_servers_port_as_it_is_granted_gets_nothing_and_
     def ask_for_a_server():
         failed, message, _ = spawn_outcome(hub, "alice", token, REQUESTS["lumi"], timeout=240)
         outcome.update(failed=failed, message=message)
+
     spawn = threading.Thread(target=ask_for_a_server)
     spawn.start()
     deadline = time.monotonic() + 60
@@ -86,12 +88,12 @@ def test_a_user_who_takes_a_lumi_servers_port_after_its_tunnel_dropped_gets_noth
     assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["lumi"]).status_code in (201, 202)
     model = wait_ready(hub, "alice", timeout=180)
     job_id, port = model["state"]["job_id"], model["state"]["tunnel"]["port"]
-    squatter = Squatter("127.0.0.1", port)       # waits until the gateway lets go of the port
+    squatter = Squatter("127.0.0.1", port)  # waits until the gateway lets go of the port
     try:
-        partition("lumi")      # the gateway's sshd gives up on the job's session within ~8 s
+        partition("lumi")  # the gateway's sshd gives up on the job's session within ~8 s
         try:
             assert squatter.wait_ready(30), "the gateway kept the port"
-            answers_through_the_proxy(hub, token, timeout=2)          # alice's browser tries meanwhile
+            answers_through_the_proxy(hub, token, timeout=2)  # alice's browser tries meanwhile
             deadline = time.monotonic() + 20
             while server_model(hub, "alice").get("ready"):
                 assert time.monotonic() < deadline, "the server whose port was taken was not stopped"
@@ -111,12 +113,13 @@ def test_a_user_who_takes_a_lumi_servers_port_after_its_tunnel_dropped_gets_noth
     while site_job("lumi", job_id).get("state") in ("RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline, "the stopped server's job still runs on LUMI"
         time.sleep(1)
-    page = login(hub, "alice").get(hub.url + "hub/sessions", timeout=30).text     # alice: an admin
+    page = login(hub, "alice").get(hub.url + "hub/sessions", timeout=30).text  # alice: an admin
     assert "took the place meant for it" in page
 
 
 def test_a_user_who_holds_a_forwards_old_port_across_a_tunnel_daemon_restart_gets_nothing_and_the_route_moves(
-        remote_hub):
+    remote_hub,
+):
     from . import hubs
 
     hub, token = remote_hub, remote_hub.user_token("alice")
@@ -130,7 +133,7 @@ def test_a_user_who_holds_a_forwards_old_port_across_a_tunnel_daemon_restart_get
         hub.tunneld_proc.wait(timeout=30)
         squatter = Squatter("127.0.0.1", old_port)
         assert squatter.wait_ready(10)
-        assert not answers_through_the_proxy(hub, token, timeout=2)     # through the old route: nothing
+        assert not answers_through_the_proxy(hub, token, timeout=2)  # through the old route: nothing
         hubs.start_tunneld_process(hub)
         restarted = time.monotonic()
         while not answers_through_the_proxy(hub, token, timeout=1):

@@ -1,6 +1,7 @@
 """Carol attacks through what her jobs do: a job name that forges squeue lines, output that is
 gigabytes long, a port report naming alice's server. And server tokens live exactly as long as
 their server, across a hub restart. Real Slurm, real hubs, real JupyterLab servers."""
+
 import signal
 import subprocess
 import time
@@ -28,22 +29,24 @@ def jobs_to_cancel():
 def test_a_job_name_forging_squeue_lines_makes_the_reconciler_cancel_no_one_elses_job(start_hub, jobs_to_cancel):
     hub_id = hubs.test_hub_id("forged")
     alices, bobs, carols_name = (f"aifa-wb-{hub_id}-{u}" for u in ("alice", "bob", "carol"))
-    victim = sbatch_as("alice", "aifa-dask-alice")          # alice's Dask worker, say
+    victim = sbatch_as("alice", "aifa-dask-alice")  # alice's Dask worker, say
     jobs_to_cancel.append(victim)
-    forged_names = [f"x\n{victim}|{alices}|alice\ny",   # the line format of the reconciler before
-                    f"x\n{victim}|alice|{alices}\ny",   # and its format now
-                    alices,                              # carol's job named as alice's server
-                    f"{carols_name}\n{victim}|alice|{alices}",
-                    f"x\n{victim}|alice|{alices}\n99|carol|z"]   # only well-formed lines
+    forged_names = [
+        f"x\n{victim}|{alices}|alice\ny",  # the line format of the reconciler before
+        f"x\n{victim}|alice|{alices}\ny",  # and its format now
+        alices,  # carol's job named as alice's server
+        f"{carols_name}\n{victim}|alice|{alices}",
+        f"x\n{victim}|alice|{alices}\n99|carol|z",
+    ]  # only well-formed lines
     carols = [sbatch_as("carol", name) for name in forged_names]
     jobs_to_cancel.extend(carols)
-    orphan = sbatch_as("bob", bobs)                      # a real job of this hub no server owns
-    others = sbatch_as("bob", "aifa-wb-otherhub-bob")   # a job of another hub on the same cluster
+    orphan = sbatch_as("bob", bobs)  # a real job of this hub no server owns
+    others = sbatch_as("bob", "aifa-wb-otherhub-bob")  # a job of another hub on the same cluster
     jobs_to_cancel.extend([orphan, others])
 
-    hub = start_hub("forged")                                 # reconciles once it has started
+    hub = start_hub("forged")  # reconciles once it has started
     assert wait_for_job_end(orphan, timeout=60) in ("CANCELLED", "GONE"), hub.log_tail()
-    alive = ("PENDING", "RUNNING")   # not cancelled (on a busy node a job may still wait to start)
+    alive = ("PENDING", "RUNNING")  # not cancelled (on a busy node a job may still wait to start)
     assert job_state(victim) in alive, (job_state(victim), hub.log_tail())
     assert all(job_state(j) in alive for j in carols), [job_state(j) for j in carols]
     assert job_state(others) in alive
@@ -71,7 +74,7 @@ def test_a_job_writing_gigabytes_and_dying_costs_the_hub_a_bounded_tail(hub):
     assert "carol's last words" in message and "\x1b" not in message
     assert len(message) < 6000 and "z" * 300 + "… (700 more characters)" in message and "y" * 301 not in message
     assert all(len(e.get("message", "")) < 6000 for e in events)
-    assert hub.log_path.stat().st_size - log_size < 100_000   # not the 5 MB line, three times over
+    assert hub.log_path.stat().st_size - log_size < 100_000  # not the 5 MB line, three times over
 
 
 def port_report_config(port: int) -> str:
@@ -102,20 +105,24 @@ def test_a_port_report_naming_another_users_server_is_not_routed(hub):
     with own_jupyter_config("carol", port_report_config(alice_port)) as files:
         failed, message, _ = spawn_outcome(hub, "carol", carol_token, {"partition": "cpu"})
         second = next(iter(files)).parent / "second-report"
-        assert second.read_text() == "409"   # one report per start
+        assert second.read_text() == "409"  # one report per start
         second.unlink()
     # the kernel says alice's uid holds that port: carol's server token is not even sent there
     assert failed and "could not be connected safely" in message, message
     assert route_target(hub, "carol") == ""
     assert "not sending it the server's token" in hub.log_path.read_text()
-    deadline = time.monotonic() + 30          # the failed spawn's job is being cancelled
+    deadline = time.monotonic() + 30  # the failed spawn's job is being cancelled
     while server_model(hub, "carol") and time.monotonic() < deadline:
         time.sleep(0.3)
     assert not server_model(hub, "carol") and route_target(hub, "carol") == ""
     # alice's server is untouched and still hers alone
     assert execute(hub.server_url("alice"), alice_token, "6 * 7") == "42"
-    r = requests.get(hub.server_url("alice") + "api/status", headers={"Authorization": f"token {carol_token}"},
-                     timeout=30, allow_redirects=False)
+    r = requests.get(
+        hub.server_url("alice") + "api/status",
+        headers={"Authorization": f"token {carol_token}"},
+        timeout=30,
+        allow_redirects=False,
+    )
     assert r.status_code in (302, 403)
 
 
@@ -135,9 +142,9 @@ def test_a_server_token_lives_exactly_as_long_as_its_server_across_a_restart(hub
     assert token_works(hub, server_token)
     listed = hub.api("GET", "users/alice/tokens").json()["api_tokens"]
     expires = [t["expires_at"] for t in listed if t["note"].startswith("Server at")]
-    assert expires and all(expires), listed          # it ends with the job's walltime at the latest
+    assert expires and all(expires), listed  # it ends with the job's walltime at the latest
 
-    hub.proc.send_signal(signal.SIGKILL)             # the hub forgets what it held in memory
+    hub.proc.send_signal(signal.SIGKILL)  # the hub forgets what it held in memory
     hub.proc.wait()
     hubs.start_hub_process(hub)
     wait_until_up(hub)
@@ -147,8 +154,8 @@ def test_a_server_token_lives_exactly_as_long_as_its_server_across_a_restart(hub
     subprocess.run(["scancel", job_id], check=True)  # behind the hub's back: the job reports its end
     while server_model(hub, "alice") and time.monotonic() - cancelled < 20:
         time.sleep(0.2)
-    assert not server_model(hub, "alice"), hub.log_tail()   # the end report was accepted, not 403
-    assert not token_works(hub, server_token)        # and the token ended with the server
+    assert not server_model(hub, "alice"), hub.log_tail()  # the end report was accepted, not 403
+    assert not token_works(hub, server_token)  # and the token ended with the server
     print(f"scancel after a hub restart noticed after {time.monotonic() - cancelled:.1f} s")
 
 

@@ -1,6 +1,7 @@
 """The walltime guard, with a real short job and a real browser: JupyterLab warns before the time
 limit, and an edit typed after the last warning, never saved by the person, is on disk after
 Slurm has ended the job."""
+
 import json
 import re
 import subprocess
@@ -22,7 +23,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 def end_job_in_about_five_minutes(job_id: str) -> None:
     """Shorten the running job's time limit (as a Slurm admin would): it ends 4-5 minutes from now,
     so the guard knows the new end well before its 2-minute warning, however slowly the page loads."""
-    run_time = job_fields(job_id)["RunTime"]             # [D-]HH:MM:SS
+    run_time = job_fields(job_id)["RunTime"]  # [D-]HH:MM:SS
     hours, minutes, _ = (int(v) for v in re.split("[:-]", run_time)[-3:])
     limit = hours * 60 + minutes + 5
     subprocess.run(["scontrol", "update", f"jobid={job_id}", f"timelimit={limit}"], check=True)
@@ -34,16 +35,23 @@ def test_an_unsaved_edit_after_the_last_warning_is_on_disk_after_the_job_ends(st
     hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
     job_id = wait_ready(hub, "bob")["state"]["job_id"]
     server, name = hub.server_url("bob"), f"guard-{uuid.uuid4().hex[:8]}.ipynb"
-    notebook = {"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [],
-                           "execution_count": None}], "nbformat": 4, "nbformat_minor": 5,
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
-    r = requests.put(server + f"api/contents/{name}", json={"type": "notebook", "content": notebook},
-                     headers={"Authorization": f"token {token}"}, timeout=30)
+    notebook = {
+        "cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None}],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    }
+    r = requests.put(
+        server + f"api/contents/{name}",
+        json={"type": "notebook", "content": notebook},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     end_job_in_about_five_minutes(job_id)
 
     page = logged_in_page(browser, hub, "bob")
-    page.goto(server + f"lab/tree/{name}?reset")          # a fresh workspace: only this notebook open
+    page.goto(server + f"lab/tree/{name}?reset")  # a fresh workspace: only this notebook open
     editor = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content").first
     editor.wait_for(timeout=120_000)
     accept_kernel = page.locator(".jp-Dialog .jp-mod-accept")

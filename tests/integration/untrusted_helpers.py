@@ -1,5 +1,6 @@
 """What a user who attacks others can do on the demo without any privilege: submit Slurm jobs of
 their own, and put a Jupyter config in their own home that their own server then runs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,28 @@ import requests
 
 
 def sbatch_as(user: str, name: str, seconds: int = 600) -> str:
-    out = subprocess.run(["sudo", "-u", user, "sbatch", "--parsable", f"--job-name={name}", "-p", "cpu",
-                          "-t", "15", "-o", "/dev/null", "--chdir=/tmp", "--wrap", f"sleep {seconds}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "sudo",
+            "-u",
+            user,
+            "sbatch",
+            "--parsable",
+            f"--job-name={name}",
+            "-p",
+            "cpu",
+            "-t",
+            "15",
+            "-o",
+            "/dev/null",
+            "--chdir=/tmp",
+            "--wrap",
+            f"sleep {seconds}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.strip().split(";")[0]
 
 
@@ -31,9 +51,11 @@ def own_jupyter_config(user: str, source: str, extra_files: dict[str, str] | Non
     config_dir = Path(entry.pw_dir) / ".jupyter"
     created = [] if config_dir.exists() else [config_dir]
     config_dir.mkdir(exist_ok=True)
-    files = {config_dir / "jupyter_server_config.py": source,
-             **{Path(entry.pw_dir) / rel: text for rel, text in (extra_files or {}).items()}}
-    kept = {path: path.read_bytes() for path in files if path.is_file()}   # the user's own, put back after
+    files = {
+        config_dir / "jupyter_server_config.py": source,
+        **{Path(entry.pw_dir) / rel: text for rel, text in (extra_files or {}).items()},
+    }
+    kept = {path: path.read_bytes() for path in files if path.is_file()}  # the user's own, put back after
     for path, text in files.items():
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
@@ -97,8 +119,9 @@ class HostileProgram:
     user would run it; what it prints is read as it comes. It prints "ready" once in place."""
 
     def __init__(self, argv_prefix: list[str], source: Path, *args: str, python: str = sys.executable):
-        self.proc = subprocess.Popen([*argv_prefix, python, "-I", "-c", source.read_text(), *args],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*argv_prefix, python, "-I", "-c", source.read_text(), *args], stdout=subprocess.PIPE, text=True
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -1,4 +1,5 @@
 """Fakes for unit tests: a runner that answers from a script, as a site's commands would."""
+
 from aifa_workbench.sites.commands import CommandResult, CommandTimeout
 from aifa_workbench.sites.control import JobControl
 

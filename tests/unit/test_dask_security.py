@@ -1,6 +1,7 @@
 """Dask on a shared node, without Slurm: the scheduler's dashboard answers only under its secret
 prefix (a real Scheduler on loopback), workers serve no HTTP (a real Worker with the preload),
 each worker job makes its own 0700 scratch directory (the job-script lines run by bash)."""
+
 import contextlib
 import os
 import signal
@@ -20,31 +21,69 @@ from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.request import UserContext
 
 SITES = load_catalogue()
-ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "AIFA_WORKBENCH_ENVIRONMENT": "workbench",
-       "SLURM_JOB_ACCOUNT": "proj_sme", "SLURM_JOB_PARTITION": "cpu", "SLURMD_NODENAME": "vm"}
+ENV = {
+    "SLURM_JOB_ID": "42",
+    "USER": "alice",
+    "AIFA_WORKBENCH_SITE": "local",
+    "AIFA_WORKBENCH_ENVIRONMENT": "workbench",
+    "SLURM_JOB_ACCOUNT": "proj_sme",
+    "SLURM_JOB_PARTITION": "cpu",
+    "SLURMD_NODENAME": "vm",
+}
 ALICE = UserContext(accounts={"local": ("proj_sme",)}, reservations={"local": ()})
 SECRET = "Zq3-uX_9kLw2PmR7vT5yB8nC1dF4gH6j"
 # Everything Dask's scheduler serves, at the root and where a guess would put it.
-OUTSIDE = ["/", "/status", "/info", "/info/main/workers.html", "/info/main/logs.html", "/json/index.html",
-           "/json/counts.json", "/json/identity.json", "/metrics", "/sitemap.json", "/statics/css/base.css",
-           "/individual-plots.json", "/individual-progress", "/health", "/api/v1", "/api/v1/version",
-           "/static/js/bokeh.min.js", "/status/ws", f"/{SECRET[:-1]}/status", f"/{SECRET.lower()}/status",
-           f"/{SECRET}x/status", f"//{SECRET}/status", f"/x/{SECRET}/status", "/proxy/8787/127.0.0.1/status"]
+OUTSIDE = [
+    "/",
+    "/status",
+    "/info",
+    "/info/main/workers.html",
+    "/info/main/logs.html",
+    "/json/index.html",
+    "/json/counts.json",
+    "/json/identity.json",
+    "/metrics",
+    "/sitemap.json",
+    "/statics/css/base.css",
+    "/individual-plots.json",
+    "/individual-progress",
+    "/health",
+    "/api/v1",
+    "/api/v1/version",
+    "/static/js/bokeh.min.js",
+    "/status/ws",
+    f"/{SECRET[:-1]}/status",
+    f"/{SECRET.lower()}/status",
+    f"/{SECRET}x/status",
+    f"//{SECRET}/status",
+    f"/x/{SECRET}/status",
+    "/proxy/8787/127.0.0.1/status",
+]
 INSIDE = ["/status", "/info/main/workers.html", "/json/index.html", "/metrics", "/health", "/individual-plots.json"]
 
 
 def kwargs_for(home: str, secret: str = SECRET, scheduler_directory: str = "/tmp/s", site: str = "local") -> dict:
     job = NotebookJob.from_environ(ENV)
     request = dp.preset_request(SITES[site], "cpu-workers", job, ALICE, {})
-    return dp.cluster_kwargs(SITES[site], request, job, 45, home, "/opt/v/bin/python",
-                             dashboard_secret=secret, scheduler_directory=scheduler_directory)
+    return dp.cluster_kwargs(
+        SITES[site],
+        request,
+        job,
+        45,
+        home,
+        "/opt/v/bin/python",
+        dashboard_secret=secret,
+        scheduler_directory=scheduler_directory,
+    )
 
 
 def get(url: str):
     """(status, headers, body) without following redirects."""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
+
     try:
         with urllib.request.build_opener(NoRedirect).open(url, timeout=10) as r:
             return r.status, dict(r.headers), r.read().decode(errors="replace")
@@ -64,9 +103,11 @@ def test_the_arguments_seal_the_dashboard_and_give_workers_no_dashboard_and_thei
     assert args[args.index("--preload") + 1] == "/home/alice/.aifa-workbench/dask-tls/aifa_dask_worker_setup.py"
     prologue = "\n".join(kwargs["job_script_prologue"])
     assert 'mktemp -d "/tmp/aifa-dask-XXXXXXXXXX"' in prologue and 'export TMPDIR="$AIFA_DASK_SCRATCH"' in prologue
-    assert SECRET not in repr({k: v for k, v in kwargs.items() if k != "scheduler_options"})   # not for the job
-    assert dp.dashboard_link(4321, f"/{SECRET}", {"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}) == \
-        f"/user/alice/proxy/4321/{SECRET}/status"
+    assert SECRET not in repr({k: v for k, v in kwargs.items() if k != "scheduler_options"})  # not for the job
+    assert (
+        dp.dashboard_link(4321, f"/{SECRET}", {"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"})
+        == f"/user/alice/proxy/4321/{SECRET}/status"
+    )
 
 
 def test_the_job_script_has_no_secret_and_the_worker_command_no_dashboard(tmp_path):
@@ -74,7 +115,7 @@ def test_the_job_script_has_no_secret_and_the_worker_command_no_dashboard(tmp_pa
     (home / dp.PRIVATE_DIRECTORY).mkdir(parents=True, mode=0o700)
     cluster = dp.cluster_class()(**kwargs_for(str(home), scheduler_directory=str(tmp_path / "s")))
     try:
-        assert type(cluster).__name__ == "SLURMCluster"       # dask-labextension lists it by this name
+        assert type(cluster).__name__ == "SLURMCluster"  # dask-labextension lists it by this name
         script = cluster.job_script()
         port = cluster.scheduler.http_server.port
         assert cluster.dashboard_link == f"/proxy/{port}/{SECRET}/status"
@@ -85,7 +126,7 @@ def test_the_job_script_has_no_secret_and_the_worker_command_no_dashboard(tmp_pa
     lines = script.strip().splitlines()
     note = lines.index(dp.WORKER_COMMAND_NOTE)
     assert "distributed.cli.dask_worker" in lines[note + 1]
-    assert max(map(len, lines[note + 1:])) < 200            # one option per line, not 400 characters
+    assert max(map(len, lines[note + 1 :])) < 200  # one option per line, not 400 characters
     command = script.strip().split(dp.WORKER_COMMAND_NOTE)[1].replace(" \\\n    --", " --").strip()
     assert "--no-dashboard --dashboard-address 127.0.0.1:0" in command
     assert '--local-directory "$AIFA_DASK_SCRATCH"' in command
@@ -93,10 +134,12 @@ def test_the_job_script_has_no_secret_and_the_worker_command_no_dashboard(tmp_pa
 
 async def test_the_scheduler_dashboard_answers_only_under_its_secret_prefix(tmp_path):
     Scheduler = dp.sealed_scheduler_class()
-    async with Scheduler(dashboard_address="127.0.0.1:0", http_prefix=f"/{SECRET}", host="127.0.0.1",
-                         local_directory=str(tmp_path)) as scheduler:
+    async with Scheduler(
+        dashboard_address="127.0.0.1:0", http_prefix=f"/{SECRET}", host="127.0.0.1", local_directory=str(tmp_path)
+    ) as scheduler:
         base = f"http://127.0.0.1:{scheduler.http_server.port}"
         import asyncio
+
         for path in OUTSIDE:
             code, headers, body = await asyncio.to_thread(get, base + path)
             assert code == 404, (path, code, headers)
@@ -130,14 +173,21 @@ async def test_a_worker_with_the_preload_serves_no_http(tmp_path):
     setup = dp.write_worker_setup(str(tmp_path))
     assert stat.S_IMODE(os.stat(setup).st_mode) == 0o600
     async with Scheduler(dashboard_address="127.0.0.1:0", host="127.0.0.1", local_directory=str(tmp_path)) as s:
-        async with Worker(s.address, dashboard=False, dashboard_address="127.0.0.1:0", preload=[setup],
-                          local_directory=str(tmp_path / "w"), host="127.0.0.1") as worker:
+        async with Worker(
+            s.address,
+            dashboard=False,
+            dashboard_address="127.0.0.1:0",
+            preload=[setup],
+            local_directory=str(tmp_path / "w"),
+            host="127.0.0.1",
+        ) as worker:
             port = worker.http_server.port
             assert not listening(port) and "dashboard" not in worker.service_ports
             assert "dashboard" not in s.workers[worker.address].services
-        async with Worker(s.address, dashboard=False, dashboard_address="127.0.0.1:0",
-                          local_directory=str(tmp_path / "w")) as plain:
-            assert listening(plain.http_server.port)        # what Dask does without it
+        async with Worker(
+            s.address, dashboard=False, dashboard_address="127.0.0.1:0", local_directory=str(tmp_path / "w")
+        ) as plain:
+            assert listening(plain.http_server.port)  # what Dask does without it
 
 
 def run_prologue(base, then: str = "") -> subprocess.CompletedProcess:
@@ -146,7 +196,7 @@ def run_prologue(base, then: str = "") -> subprocess.CompletedProcess:
 
 
 def test_each_worker_job_makes_its_own_0700_scratch_removes_it_and_never_takes_an_existing_one(tmp_path):
-    (tmp_path / "dask-scratch-space").mkdir(mode=0o777)     # another user's directories at fixed names
+    (tmp_path / "dask-scratch-space").mkdir(mode=0o777)  # another user's directories at fixed names
     (tmp_path / "aifa-dask-XXXXXXXXXX").mkdir(mode=0o777)
     shown = [run_prologue(tmp_path, 'stat -c "%n %a %u" "$AIFA_DASK_SCRATCH"; echo "$TMPDIR"') for _ in range(3)]
     assert all(r.returncode == 0 for r in shown), [r.stderr for r in shown]
@@ -155,7 +205,7 @@ def test_each_worker_job_makes_its_own_0700_scratch_removes_it_and_never_takes_a
         (name, mode, uid), tmpdir = result.stdout.split("\n")[0].split(), result.stdout.split("\n")[1]
         assert name.startswith(f"{tmp_path}/aifa-dask-") and name != f"{tmp_path}/aifa-dask-XXXXXXXXXX"
         assert (mode, int(uid), tmpdir) == ("700", os.getuid(), name)
-        assert not os.path.exists(name)                     # removed when the job ended
+        assert not os.path.exists(name)  # removed when the job ended
         dirs.add(name)
     assert len(dirs) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aifa-dask-XXXXXXXXXX", "dask-scratch-space"]
@@ -168,16 +218,19 @@ def test_a_job_that_cannot_make_its_scratch_stops_with_a_sentence(tmp_path):
 
 
 def test_a_killed_worker_job_still_removes_its_scratch(tmp_path):
-    proc = subprocess.Popen(["bash", "-c", "\n".join([*dp.scratch_prologue(str(tmp_path)),
-                                                      'echo "$AIFA_DASK_SCRATCH"', "sleep 30"])],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", "\n".join([*dp.scratch_prologue(str(tmp_path)), 'echo "$AIFA_DASK_SCRATCH"', "sleep 30"])],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         scratch = proc.stdout.readline().strip()
         assert os.path.isdir(scratch)
-        deadline = time.monotonic() + 10                   # the job's command (here: sleep) is running
+        deadline = time.monotonic() + 10  # the job's command (here: sleep) is running
         while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)               # what Slurm sends every process of the job first
+        os.killpg(proc.pid, signal.SIGTERM)  # what Slurm sends every process of the job first
         proc.wait(timeout=10)
         assert not os.path.exists(scratch)
     finally:

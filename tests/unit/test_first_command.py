@@ -1,4 +1,5 @@
 """The README's first command works on a Debian 12 that has no `make` yet: it installs it."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -12,19 +13,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_without_make_the_first_command_installs_it_then_runs_the_target(tmp_path):
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
-    for tool in ("bash", "dirname", "id"):                 # what a minimal Debian has; no make
-        (bin_dir / tool).symlink_to(subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
-                                                   text=True, check=True).stdout.strip())
-    (tmp_path / "make").write_text(f'#!{bin_dir}/bash\necho "make $*" >> {calls}\n')    # what apt-get brings
-    (bin_dir / "apt-get").write_text(f'#!{bin_dir}/bash\necho "apt-get $*" >> {calls}\n'
-                                     f'[ "$1" = install ] && /bin/cp {tmp_path}/make {bin_dir}/make && '
-                                     f'/bin/chmod +x {bin_dir}/make\nexit 0\n')
+    for tool in ("bash", "dirname", "id"):  # what a minimal Debian has; no make
+        (bin_dir / tool).symlink_to(
+            subprocess.run(
+                ["bash", "-c", f"command -v {tool}"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+    (tmp_path / "make").write_text(f'#!{bin_dir}/bash\necho "make $*" >> {calls}\n')  # what apt-get brings
+    (bin_dir / "apt-get").write_text(
+        f'#!{bin_dir}/bash\necho "apt-get $*" >> {calls}\n'
+        f'[ "$1" = install ] && /bin/cp {tmp_path}/make {bin_dir}/make && '
+        f'/bin/chmod +x {bin_dir}/make\nexit 0\n'
+    )
     (bin_dir / "apt-get").chmod(0o755)
-    done = subprocess.run([str(bin_dir / "bash"), str(ROOT / "workbench.sh"), "test"], env={"PATH": str(bin_dir)},
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [str(bin_dir / "bash"), str(ROOT / "workbench.sh"), "test"],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines() == [
-        "apt-get update -q", "apt-get install -y -q --no-install-recommends make", "make test"]
+        "apt-get update -q",
+        "apt-get install -y -q --no-install-recommends make",
+        "make test",
+    ]
 
 
 def test_ci_runs_the_readmes_test_command():
@@ -47,4 +61,6 @@ def test_sshd_configs_are_validated_only_once_sshds_own_directory_exists():
                 made = True
             checks = [m.get("validate", "") for m in task.values() if isinstance(m, dict)]
             if any("sshd -t" in check for check in checks):
-                assert made, f"{tasks_file.relative_to(ROOT)}: '{task.get('name')}' runs sshd -t before /run/sshd exists"
+                assert made, (
+                    f"{tasks_file.relative_to(ROOT)}: '{task.get('name')}' runs sshd -t before /run/sshd exists"
+                )

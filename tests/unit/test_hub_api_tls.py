@@ -1,6 +1,7 @@
 """Forward reach: a job's calls to the hub through the login node's port are TLS, trusting the
 hub's own CA alone, so whoever takes that port while the tunnel is down never gets a token.
 (End to end through the simulated JUPITER: tests/integration/test_remote_spawn.py.)"""
+
 import asyncio
 import ipaddress
 import os
@@ -26,13 +27,16 @@ def test_the_ca_is_made_once_and_the_server_certificate_follows_the_login_node_n
     assert first == again and first.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
     server_pem = first.cert_file.read_bytes()
     grown = ensure_certificates(tmp_path / "tls", ["jpbl-login01", "lucia-login", "10.0.0.7"])
-    assert grown.ca_pem == first.ca_pem                 # running jobs keep trusting the hub
+    assert grown.ca_pem == first.ca_pem  # running jobs keep trusting the hub
     assert grown.cert_file.read_bytes() != server_pem
     for path in (tmp_path / "tls").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
-    names = x509.load_pem_x509_certificate(grown.cert_file.read_bytes()).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName).value
+    names = (
+        x509.load_pem_x509_certificate(grown.cert_file.read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert set(names.get_values_for_type(x509.DNSName)) == {"jpbl-login01", "lucia-login"}
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.7")]
     context = ssl.create_default_context(cafile=tmp_path / "tls" / "ca.pem")
@@ -68,8 +72,11 @@ def self_signed_context(tmp_path, name="localhost") -> ssl.SSLContext:
 
 
 async def post_report_to(port: int, ca_file) -> int:
-    env = {"JUPYTERHUB_API_URL": f"https://localhost:{port}/hub/api", "JUPYTERHUB_API_TOKEN": TOKEN,
-           "AIFA_WORKBENCH_HUB_CA": str(ca_file)}
+    env = {
+        "JUPYTERHUB_API_URL": f"https://localhost:{port}/hub/api",
+        "JUPYTERHUB_API_TOKEN": TOKEN,
+        "AIFA_WORKBENCH_HUB_CA": str(ca_file),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -108,6 +115,7 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
             ports["squatter"] = await Listener(self_signed_context(tmp_path)).start()
             ready.set()
             await asyncio.sleep(30)
+
         asyncio.run(main())
 
     threading.Thread(target=serve, daemon=True).start()
@@ -117,8 +125,9 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
     node_dir = tmp_path / "node-certs"
     node_dir.mkdir()
     other_ca = tmp_path / "other-ca" / "ca.pem"
-    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(other_ca)],
-                                  capture_output=True, text=True, check=True).stdout.strip()
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(other_ca)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (node_dir / f"{subject_hash}.0").write_bytes(other_ca.read_bytes())
     probe = (
         "import asyncio, os, sys\n"
@@ -136,33 +145,47 @@ def test_jupyterlab_trusts_the_hubs_ca_alone_and_its_kernels_the_nodes_usual_tru
         " os.environ.get('SSL_CERT_FILE'), os.environ.get('SSL_CERT_DIR'))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSL_CERT")}
-    env.update(AIFA_WORKBENCH_HUB_CA=ca_file, SSL_CERT_DIR=str(node_dir))   # the node's trust
-    env = pinned_environment(env)                     # as extensions.hub_trust starts JupyterLab
+    env.update(AIFA_WORKBENCH_HUB_CA=ca_file, SSL_CERT_DIR=str(node_dir))  # the node's trust
+    env = pinned_environment(env)  # as extensions.hub_trust starts JupyterLab
     assert env["SSL_CERT_FILE"] == ca_file and os.listdir(env["SSL_CERT_DIR"]) == []
-    out = subprocess.run([sys.executable, "-c", probe, str(ports["relay"]), str(ports["squatter"])], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(ports["relay"]), str(ports["squatter"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     relayed, squatted, file_for_kernels, dir_for_kernels = out.stdout.split()
     assert relayed == "202"
     assert squatted == "ClientConnectorCertificateError"
-    assert (file_for_kernels, dir_for_kernels) == ("None", str(node_dir))    # the node's own, back
+    assert (file_for_kernels, dir_for_kernels) == ("None", str(node_dir))  # the node's own, back
 
 
 def test_the_server_certificate_is_made_again_when_it_no_longer_fits(tmp_path):
     first = ensure_certificates(tmp_path / "tls", ["jpbl-login01"])
-    (tmp_path / "tls" / "server.key").write_bytes((tmp_path / "tls" / "ca.key").read_bytes())   # torn write
+    (tmp_path / "tls" / "server.key").write_bytes((tmp_path / "tls" / "ca.key").read_bytes())  # torn write
     again = ensure_certificates(tmp_path / "tls", ["jpbl-login01"])
-    again.server_context()                                   # key and certificate go together again
-    for name in ("ca.key", "ca.pem"):                         # the CA lost: a new one, and a new certificate
+    again.server_context()  # key and certificate go together again
+    for name in ("ca.key", "ca.pem"):  # the CA lost: a new one, and a new certificate
         (tmp_path / "tls" / name).unlink()
     renewed = ensure_certificates(tmp_path / "tls", ["JPBL-login01"])
     assert renewed.ca_pem != first.ca_pem
-    subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.pem"), str(renewed.cert_file)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.pem"), str(renewed.cert_file)],
+        check=True,
+        capture_output=True,
+    )
 
 
-@pytest.mark.parametrize("env", [{}, {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
-                                 {"AIFA_WORKBENCH_HUB_CA": "/x/ca.pem", "SSL_CERT_FILE": "/y.pem"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+        {"AIFA_WORKBENCH_HUB_CA": "/x/ca.pem", "SSL_CERT_FILE": "/y.pem"},
+    ],
+)
 def test_other_jobs_keep_their_ssl_cert_file(env):
     from aifa_workbench.extensions.server_extension import keep_the_hubs_ca_to_this_process
 
@@ -173,11 +196,21 @@ def test_other_jobs_keep_their_ssl_cert_file(env):
 def test_hub_trust_keeps_the_nodes_values_and_pins_the_hubs_ca(tmp_path):
     ca = str(tmp_path / "hub-ca-x" / "ca.pem")
     (tmp_path / "hub-ca-x").mkdir()
-    env = pinned_environment({"AIFA_WORKBENCH_HUB_CA": ca, "SSL_CERT_FILE": "/etc/ssl/node.pem", "PATH": "/bin",
-                              "AIFA_WORKBENCH_NODE_SSL_CERT_DIR": "/forged"})
-    assert env == {"AIFA_WORKBENCH_HUB_CA": ca, "PATH": "/bin", "SSL_CERT_FILE": ca,
-                   "SSL_CERT_DIR": str(tmp_path / "hub-ca-x" / "no-other-ca"),
-                   "AIFA_WORKBENCH_NODE_SSL_CERT_FILE": "/etc/ssl/node.pem"}
+    env = pinned_environment(
+        {
+            "AIFA_WORKBENCH_HUB_CA": ca,
+            "SSL_CERT_FILE": "/etc/ssl/node.pem",
+            "PATH": "/bin",
+            "AIFA_WORKBENCH_NODE_SSL_CERT_DIR": "/forged",
+        }
+    )
+    assert env == {
+        "AIFA_WORKBENCH_HUB_CA": ca,
+        "PATH": "/bin",
+        "SSL_CERT_FILE": ca,
+        "SSL_CERT_DIR": str(tmp_path / "hub-ca-x" / "no-other-ca"),
+        "AIFA_WORKBENCH_NODE_SSL_CERT_FILE": "/etc/ssl/node.pem",
+    }
     assert stat.S_IMODE((tmp_path / "hub-ca-x" / "no-other-ca").stat().st_mode) == 0o700
 
 
@@ -185,7 +218,7 @@ async def test_the_relay_listens_on_a_socket_only_the_hubs_user_reaches(tmp_path
     certificates = ensure_certificates(tmp_path / "tls", ["localhost"])
     hub = Listener()
     path = await HubApiRelay(certificates, await hub.start()).start(tmp_path / "relay.sock")
-    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0      # nobody but the hub's user
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0  # nobody but the hub's user
     context = ssl.create_default_context(cafile=tmp_path / "tls" / "ca.pem")
     reader, writer = await asyncio.open_unix_connection(str(path), ssl=context, server_hostname="localhost")
     writer.write(b"GET /hub/api HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,5 +1,6 @@
 """The hub's runtime (hub_config.runtime.Workbench): built once, handed to the pages through
 tornado's settings and to the federated login through its trait, the same object everywhere."""
+
 import asyncio
 from types import SimpleNamespace
 from unittest import mock
@@ -16,21 +17,32 @@ from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites.registry import Identities, SiteControls
 from aifa_workbench.spawners import reconcile
 
-SITES = load_catalogue()     # jupiter, lucia and lumi over SSH; local
+SITES = load_catalogue()  # jupiter, lucia and lumi over SSH; local
 
 
 def runtime_of(tmp_path, site_users=None, course_book=None) -> Workbench:
     registry = SiteAccounts(site_users or {}, tmp_path / "site-accounts.json")
     hub_courses = courses.Courses(course_book, courses.CoursesConfig()) if course_book is not None else None
     identities = Identities(registry, SiteKeyStore(tmp_path, "s3cret"))
-    return Workbench(settings=None, sites=SITES, identities=identities, controls=SiteControls(identities),
-                     site_accounts=registry, courses=hub_courses, hub_egress=("192.0.2.7",), support="the desk")
+    return Workbench(
+        settings=None,
+        sites=SITES,
+        identities=identities,
+        controls=SiteControls(identities),
+        site_accounts=registry,
+        courses=hub_courses,
+        hub_egress=("192.0.2.7",),
+        support="the desk",
+    )
 
 
 def handler(handler_class, runtime):
     application = web.Application(**{TORNADO_KEY: runtime, "hub": SimpleNamespace(base_url="/hub/")})
-    request = httputil.HTTPServerRequest(start_line=httputil.RequestStartLine("GET", "/hub/site-keys", "HTTP/1.1"),
-                                         headers=httputil.HTTPHeaders({"Host": "hub.example"}), connection=mock.Mock())
+    request = httputil.HTTPServerRequest(
+        start_line=httputil.RequestStartLine("GET", "/hub/site-keys", "HTTP/1.1"),
+        headers=httputil.HTTPHeaders({"Host": "hub.example"}),
+        connection=mock.Mock(),
+    )
     return handler_class(application, request)
 
 
@@ -40,9 +52,14 @@ def test_the_hubs_tornado_settings_hand_every_page_the_one_runtime(tmp_path):
     runtime = runtime_of(tmp_path, course_book=courses.CourseBook(None))
     c = Config()
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 5, TORNADO_KEY: runtime}
-    assert JupyterHub(config=c).tornado_settings[TORNADO_KEY] is runtime      # not a copy
-    for page in (keys_page.SiteKeysHandler, keys_page.SiteKeyTestHandler, site_accounts_page.SiteAccountsPageHandler,
-                 site_accounts_page.SiteAccountsAPIHandler, site_accounts_page.SiteAccountAPIHandler):
+    assert JupyterHub(config=c).tornado_settings[TORNADO_KEY] is runtime  # not a copy
+    for page in (
+        keys_page.SiteKeysHandler,
+        keys_page.SiteKeyTestHandler,
+        site_accounts_page.SiteAccountsPageHandler,
+        site_accounts_page.SiteAccountsAPIHandler,
+        site_accounts_page.SiteAccountAPIHandler,
+    ):
         assert handler(page, runtime).workbench is runtime
     for page in (courses_page.CoursesPageHandler, courses_page.CourseInviteHandler, courses_page.CoursesAPIHandler):
         assert handler(page, runtime).hub_courses is runtime.courses
@@ -58,10 +75,12 @@ def test_the_keys_page_lists_the_remote_sites_of_the_runtime_with_its_support_an
 
 
 def test_the_site_accounts_page_reads_and_changes_the_runtimes_registry(tmp_path):
-    runtime = runtime_of(tmp_path, {"bob": {"lumi": {"username": "bob1", "accounts": []},
-                                            "local": {"username": "bob", "accounts": []}}})
+    runtime = runtime_of(
+        tmp_path, {"bob": {"lumi": {"username": "bob1", "accounts": []}, "local": {"username": "bob", "accounts": []}}}
+    )
     assert site_accounts_page.user_accounts(runtime, "bob") == {
-        "lumi": {"username": "bob1", "accounts": [], "source": "settings"}}
+        "lumi": {"username": "bob1", "accounts": [], "source": "settings"}
+    }
     runtime.site_accounts.set_kept("bob", "lumi", {"username": "bob2", "accounts": ["p1"]})
     assert runtime.identities.site_username("bob", "lumi") == "bob2"
     running = SimpleNamespace(spawners={"": SimpleNamespace(job_site="lumi", job_id="42", active=True)})
@@ -91,8 +110,9 @@ def test_the_spawner_gets_the_runtime_through_its_trait_and_asks_it_who_users_ar
     spawner = WorkbenchSlurmSpawner(config=c, user=user, enabled_sites=["local", "lumi"])
     assert spawner.workbench is runtime and spawner.courses is None
     assert spawner.local_username() == "guest07" and spawner._site_account("lumi")["username"] == "alice1"
-    assert spawner.control_of("lumi") is runtime.controls.of(runtime.sites["lumi"], spawner.slurm_bin,
-                                                             spawner.command_timeout)
+    assert spawner.control_of("lumi") is runtime.controls.of(
+        runtime.sites["lumi"], spawner.slurm_bin, spawner.command_timeout
+    )
     alone = WorkbenchSlurmSpawner(user=user, site_users={"alice": {"lumi": {"username": "al"}}})
     assert alone.local_username() == "alice" and alone._site_account("lumi") == {"username": "al"}
 
@@ -120,6 +140,7 @@ async def test_the_loops_ask_the_hub_callable_they_are_handed_and_wait_for_it_to
     async def end_due(app_, control, hub_courses, now=None):
         rounds.append((app_, hub_courses))
         return []
+
     monkeypatch.setattr(courses, "end_due_courses", end_due)
     hub_courses = courses.Courses(courses.CourseBook(None), courses.CoursesConfig(every_seconds=3600))
     courses.start_window_keeper(hub, None, hub_courses)

@@ -1,22 +1,31 @@
 """Pure parts of what runs inside the job: job context, status, Dask preset arguments, panel, notebooks copy."""
+
 import json
 from datetime import datetime
 
 import pytest
 
 from aifa_workbench.extensions import dask_presets as dp
-from aifa_workbench.extensions.job_context import (NotebookJob, WorkbenchError, job_status, memory_gb,
-                                                    parse_scontrol_job)
+from aifa_workbench.extensions.job_context import NotebookJob, WorkbenchError, job_status, memory_gb, parse_scontrol_job
 from aifa_workbench.extensions.panel import panel_rows, render_html
 from aifa_workbench.extensions.starter_notebooks import MANIFEST, TARGET_DIR, copy_starter_notebooks
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue, site_from_dict
 from aifa_workbench.model.request import UserContext
 
 SITES = load_catalogue()
-ENV = {"SLURM_JOB_ID": "42", "USER": "alice", "AIFA_WORKBENCH_SITE": "local", "AIFA_WORKBENCH_ENVIRONMENT": "workbench",
-       "SLURM_JOB_ACCOUNT": "proj_sme", "SLURM_JOB_PARTITION": "gpu", "SLURMD_NODENAME": "vm"}
-SCONTROL = ("JobId=42 JobName=aifa-wb-alice JobState=RUNNING StartTime=2026-11-22T10:00:00 "
-            "EndTime=2026-11-22T12:00:00 NodeList=vm TRES=cpu=8,mem=60G,node=1,billing=8,gres/gpu=1")
+ENV = {
+    "SLURM_JOB_ID": "42",
+    "USER": "alice",
+    "AIFA_WORKBENCH_SITE": "local",
+    "AIFA_WORKBENCH_ENVIRONMENT": "workbench",
+    "SLURM_JOB_ACCOUNT": "proj_sme",
+    "SLURM_JOB_PARTITION": "gpu",
+    "SLURMD_NODENAME": "vm",
+}
+SCONTROL = (
+    "JobId=42 JobName=aifa-wb-alice JobState=RUNNING StartTime=2026-11-22T10:00:00 "
+    "EndTime=2026-11-22T12:00:00 NodeList=vm TRES=cpu=8,mem=60G,node=1,billing=8,gres/gpu=1"
+)
 ALICE = UserContext(accounts={"local": ("proj_sme", "proj_training")}, reservations={"local": ("workshop",)})
 PRIVATE = {"dashboard_secret": "s3cr3t-s3cr3t-s3cr3t", "scheduler_directory": "/tmp/aifa-dask-scheduler-x"}
 
@@ -45,36 +54,65 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
     request = dp.preset_request(SITES["local"], "gpu-workers", job, ALICE, {})
     kwargs = dp.cluster_kwargs(SITES["local"], request, job, 45, "/home/alice", "/opt/v/bin/python", **PRIVATE)
     assert (kwargs["queue"], kwargs["account"], kwargs["cores"], kwargs["memory"]) == ("gpu", "proj_sme", 2, "8GB")
-    assert kwargs["walltime"] == "00:45:00"           # capped by the notebook's own job
+    assert kwargs["walltime"] == "00:45:00"  # capped by the notebook's own job
     assert kwargs["job_mem"] == "8G" and kwargs["death_timeout"] == 60
     assert kwargs["interface"] == "lo" and kwargs["job_name"] == "aifa-dask-alice"
     assert kwargs["job_extra_directives"] == ["--export=NONE", "--gres=gpu:1", "--reservation=workshop"]
     lumi = SITES["lumi"]
-    lumi_job = NotebookJob.from_environ({**ENV, "AIFA_WORKBENCH_SITE": "lumi", "SLURM_JOB_ACCOUNT": "project_465000001",
-                                         "AIFA_WORKBENCH_ENVIRONMENT": "lumi-stack"})
+    lumi_job = NotebookJob.from_environ(
+        {
+            **ENV,
+            "AIFA_WORKBENCH_SITE": "lumi",
+            "SLURM_JOB_ACCOUNT": "project_465000001",
+            "AIFA_WORKBENCH_ENVIRONMENT": "lumi-stack",
+        }
+    )
     user = UserContext(accounts={"lumi": ("project_465000001",)})
-    lumi_kwargs = dp.cluster_kwargs(lumi, dp.preset_request(lumi, "gpu-workers", lumi_job, user, {}), lumi_job,
-                                    None, "/users/a", "/opt/v/bin/python", **PRIVATE)
+    lumi_kwargs = dp.cluster_kwargs(
+        lumi,
+        dp.preset_request(lumi, "gpu-workers", lumi_job, user, {}),
+        lumi_job,
+        None,
+        "/users/a",
+        "/opt/v/bin/python",
+        **PRIVATE,
+    )
     assert "--gpus-per-node=1" in lumi_kwargs["job_extra_directives"] and lumi_kwargs["interface"] == "hsn0"
     assert lumi_kwargs["walltime"] == "02:00:00"
-    in_image = NotebookJob.from_environ({**ENV, "AIFA_WORKBENCH_SITE": "lumi", "SLURM_JOB_ACCOUNT": "project_465000001",
-                                         "AIFA_WORKBENCH_ENVIRONMENT": "pytorch-container"})
+    in_image = NotebookJob.from_environ(
+        {
+            **ENV,
+            "AIFA_WORKBENCH_SITE": "lumi",
+            "SLURM_JOB_ACCOUNT": "project_465000001",
+            "AIFA_WORKBENCH_ENVIRONMENT": "pytorch-container",
+        }
+    )
     runtime_python = "/appl/local/aifa-workbench/containers/pytorch-container/current/bin/python"
-    container_kwargs = dp.cluster_kwargs(lumi, dp.preset_request(lumi, "gpu-workers", in_image, user, {}), in_image,
-                                         None, "/users/a", runtime_python, **PRIVATE)
+    container_kwargs = dp.cluster_kwargs(
+        lumi,
+        dp.preset_request(lumi, "gpu-workers", in_image, user, {}),
+        in_image,
+        None,
+        "/users/a",
+        runtime_python,
+        **PRIVATE,
+    )
     # workers run in the notebook's image, from the runtime made inside it, bound in
     image = lumi.environments["pytorch-container"].container
     assert container_kwargs["python"] == f"singularity run --bind /appl/local/aifa-workbench {image} {runtime_python}"
     # with --export=NONE the workers' `module` lines need Lmod, from the site's profile if missing
     assert container_kwargs["job_script_prologue"][0] == dp.MODULE_FALLBACK
-    assert dp.MODULE_FALLBACK not in kwargs["job_script_prologue"]   # the local site loads no modules
+    assert dp.MODULE_FALLBACK not in kwargs["job_script_prologue"]  # the local site loads no modules
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"gpus": 9}, "'gpus' must be from 1 to 4"),
-    ({"account": "proj_research"}, "'account' must be one of"),
-    ({"nodes": 2}, "does not take nodes"),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"gpus": 9}, "'gpus' must be from 1 to 4"),
+        ({"account": "proj_research"}, "'account' must be one of"),
+        ({"nodes": 2}, "does not take nodes"),
+    ],
+)
 def test_a_preset_asking_what_is_not_allowed_is_a_sentence(overrides, words):
     job = NotebookJob.from_environ(ENV)
     with pytest.raises(WorkbenchError, match=words):
@@ -90,13 +128,19 @@ def test_another_partition_takes_its_own_shape_and_workers_talk_tls():
     assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
 
 
-@pytest.mark.parametrize("name", ["x EndTime=2030-01-01T00:00:00",
-                                  "x UserId=alice(1000) JobState=RUNNING StartTime=2030-01-01T00:00:00 "
-                                  "EndTime=2030-01-01T00:00:00 NodeList=elsewhere"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x EndTime=2030-01-01T00:00:00",
+        "x UserId=alice(1000) JobState=RUNNING StartTime=2030-01-01T00:00:00 "
+        "EndTime=2030-01-01T00:00:00 NodeList=elsewhere",
+    ],
+)
 def test_neither_a_job_name_nor_a_comment_can_shadow_a_slurm_field(name):
     forged = SCONTROL.replace("JobName=aifa-wb-alice", f"JobName={name} UserId=alice(1000)") + (
-        " Comment=EndTime=2031-01-01T00:00:00 NodeList=nowhere")
-    for job_name in (name, "renamed-since"):        # the job's own name known, or not what it was
+        " Comment=EndTime=2031-01-01T00:00:00 NodeList=nowhere"
+    )
+    for job_name in (name, "renamed-since"):  # the job's own name known, or not what it was
         slurm = parse_scontrol_job(forged, job_name)
         assert (slurm["end"], slurm["node"]) == (datetime(2026, 11, 22, 12, 0), "vm")
     assert NotebookJob.from_environ({**ENV, "SLURM_JOB_NAME": name}).name == name
@@ -111,6 +155,7 @@ def test_workers_need_time_left_in_the_session():
 
 def test_a_catalogue_preset_beyond_its_partition_stops_the_hub(tmp_path):
     import yaml
+
     data = yaml.safe_load((SITES["local"].path and open(SITES["local"].path).read()))
     data["dask_presets"]["gpu-workers"]["gpus"] = 99
     with pytest.raises(CatalogueError, match=r"local.yaml: dask_presets.gpu-workers: 'gpus' must be from 1 to 4"):
@@ -130,7 +175,7 @@ def test_starter_notebooks_are_copied_once_and_never_over_edits(tmp_path):
     (home / TARGET_DIR / "a.ipynb").write_text("my edits")
     assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == ["b.ipynb"]
     assert (home / TARGET_DIR / "a.ipynb").read_text() == "my edits"
-    (home / TARGET_DIR / "b.ipynb").unlink()                                   # deleted stays deleted
+    (home / TARGET_DIR / "b.ipynb").unlink()  # deleted stays deleted
     assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == []
     assert sorted(json.loads((home / MANIFEST).read_text())) == ["a.ipynb", "b.ipynb"]
 

@@ -1,5 +1,6 @@
 """A site's job control: the Slurm argv it builds and what each failure means (typed errors with
 sentences), with a scripted runner in place of the site."""
+
 import pytest
 
 from aifa_workbench.sites.errors import CredentialRefused, SlurmNotAnswering, SlurmRefused
@@ -17,16 +18,29 @@ async def test_submit_sends_the_script_on_stdin_and_reads_the_job_id():
     assert call["stdin"] == "#!/bin/bash\n" and "s3cret" not in " ".join(call["argv"])
 
 
-@pytest.mark.parametrize("answer, error, words", [
-    ((1, "", "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"),
-     SlurmNotAnswering, "The Slurm scheduler of Test site is not answering"),
-    (TIMEOUT, SlurmNotAnswering, "is not answering"),
-    ((1, "", "sudo: a password is required"), CredentialRefused, "may not act as 'eve'"),
-    ((1, "", "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified"),
-     SlurmRefused, "Slurm on Test site refused to start your server: Invalid account or account/partition "
-                   "combination specified."),
-    ((0, "Submitted batch job 5\n", ""), SlurmRefused, "not a job id"),
-])
+@pytest.mark.parametrize(
+    "answer, error, words",
+    [
+        (
+            (1, "", "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"),
+            SlurmNotAnswering,
+            "The Slurm scheduler of Test site is not answering",
+        ),
+        (TIMEOUT, SlurmNotAnswering, "is not answering"),
+        ((1, "", "sudo: a password is required"), CredentialRefused, "may not act as 'eve'"),
+        (
+            (
+                1,
+                "",
+                "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+            ),
+            SlurmRefused,
+            "Slurm on Test site refused to start your server: Invalid account or account/partition "
+            "combination specified.",
+        ),
+        ((0, "Submitted batch job 5\n", ""), SlurmRefused, "not a job id"),
+    ],
+)
 async def test_submit_failures_are_typed_with_a_sentence(answer, error, words):
     control, _ = scripted_control([answer])
     with pytest.raises(error) as raised:
@@ -42,8 +56,12 @@ async def test_accounts_down_is_an_error_not_no_accounts():
 
 
 async def test_cancelling_an_ended_job_is_not_an_error():
-    control, runner = scripted_control([(1, "", "scancel: error: Kill job error on job id 7: Invalid job id specified"),
-                                        (1, "", "scancel: error: Unable to contact slurm controller")])
+    control, runner = scripted_control(
+        [
+            (1, "", "scancel: error: Kill job error on job id 7: Invalid job id specified"),
+            (1, "", "scancel: error: Unable to contact slurm controller"),
+        ]
+    )
     await control.cancel("alice", "7")
     assert runner.argvs[0] == ["/bin-dir/scancel", "7"]
     with pytest.raises(SlurmNotAnswering):
@@ -66,24 +84,30 @@ async def test_the_tail_of_an_unreadable_output_is_empty():
 
 
 def test_slurm_output_parsers():
-    assert parse_user_accounts("proj_training|proj_sme\nproj_training|proj_training\nbad line\n") == \
-        ("proj_training", "proj_sme")
-    res = ("ReservationName=intro-to-llms StartTime=x Users=alice,bob Accounts=(null) State=ACTIVE\n"
-           "ReservationName=other Users=(null) Accounts=proj_research State=ACTIVE\n"
-           "ReservationName=old Users=alice State=INACTIVE_OTHER\n")
+    assert parse_user_accounts("proj_training|proj_sme\nproj_training|proj_training\nbad line\n") == (
+        "proj_training",
+        "proj_sme",
+    )
+    res = (
+        "ReservationName=intro-to-llms StartTime=x Users=alice,bob Accounts=(null) State=ACTIVE\n"
+        "ReservationName=other Users=(null) Accounts=proj_research State=ACTIVE\n"
+        "ReservationName=old Users=alice State=INACTIVE_OTHER\n"
+    )
     assert parse_reservations(res, "alice", ("proj_sme",)) == ("intro-to-llms",)
     assert parse_reservations(res, "bob", ("proj_research",)) == ("intro-to-llms", "other")
-    load = parse_partition_load("small-g  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\ncpu  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\n",
-                                "small-g\nsmall-g\n")
+    load = parse_partition_load(
+        "small-g  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\ncpu  gpu:8  gpu:2(IDX:0-1)  14/42/0/56\n", "small-g\nsmall-g\n"
+    )
     assert load["small-g"] == {"idle_gpus": 6, "total_gpus": 8, "idle_cpus": 42, "total_cpus": 56, "pending": 2}
 
 
 async def test_a_users_accounts_are_reused_for_the_ttl_but_a_failed_query_is_not():
     slurm_facts._ACCOUNTS_CACHE.clear()
-    control, runner = scripted_control([(1, "", "sacctmgr: error: Problem talking to the database"),
-                                        ok("a|a\na|b\n"), ok("x|x\n")])
+    control, runner = scripted_control(
+        [(1, "", "sacctmgr: error: Problem talking to the database"), ok("a|a\na|b\n"), ok("x|x\n")]
+    )
     facts = slurm_facts.SlurmFacts(control, accounts_ttl=60)
-    with pytest.raises(SlurmNotAnswering):    # slurmdbd down: said, not read as "no project"
+    with pytest.raises(SlurmNotAnswering):  # slurmdbd down: said, not read as "no project"
         await facts.user_accounts("dora")
     assert await facts.user_accounts("dora") == ("a", "b")
     assert await facts.user_accounts("dora") == ("a", "b")
@@ -95,7 +119,7 @@ async def test_a_site_without_pinned_host_keys_is_not_logged_in_to():
     from aifa_workbench.model.catalogue import load_catalogue
     from aifa_workbench.sites.registry import NoHostKey, SiteControls
 
-    lumi = load_catalogue()["lumi"]             # the bundled file pins no key yet
+    lumi = load_catalogue()["lumi"]  # the bundled file pins no key yet
     with pytest.raises(NoHostKey) as refused:
         await SiteControls().of(lumi).ping("alice")
     assert "has no host key for LUMI" in refused.value.sentence

@@ -8,11 +8,21 @@ def test_a_port_is_accepted():
     assert parse_report({"port": 8888}) == {"port": 8888}
 
 
-@pytest.mark.parametrize("body", [
-    {"port": 0}, {"port": 70000}, {"port": "8888"}, {"port": True}, {},
-    {"port": 8888, "cmd": ["/bin/sh"]}, {"port": 8888, "batch_submit_cmd": "id"}, {"port": 8888, "ip": "evil"},
-    [8888], "port",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"port": 0},
+        {"port": 70000},
+        {"port": "8888"},
+        {"port": True},
+        {},
+        {"port": 8888, "cmd": ["/bin/sh"]},
+        {"port": 8888, "batch_submit_cmd": "id"},
+        {"port": 8888, "ip": "evil"},
+        [8888],
+        "port",
+    ],
+)
 def test_anything_else_is_refused(body):
     with pytest.raises(ValueError):
         parse_report(body)

@@ -3,6 +3,7 @@
 loaded. No module imports, however indirectly, itself: no cycle between packages or inside one.
 Beside our own packages: the model imports no framework (the job on any site uses it), and
 neither site control nor the code inside a job imports anything of the hub's side."""
+
 import ast
 import re
 import tomllib
@@ -58,7 +59,7 @@ def imported_names(name: str, path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join([*base, *([node.module] if node.module else [])])
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
@@ -131,9 +132,15 @@ def test_no_module_imports_itself_round_a_cycle():
 
 def test_the_rule_sees_relative_package_and_lazy_imports(tmp_path):
     source = tmp_path / "mod.py"
-    source.write_text("from . import b\nfrom ..sites import ssh\nfrom aifa_workbench import hub_config\n"
-                      "def f():\n    from .c import d\n")
+    source.write_text(
+        "from . import b\nfrom ..sites import ssh\nfrom aifa_workbench import hub_config\n"
+        "def f():\n    from .c import d\n"
+    )
     names = imported_names("aifa_workbench.spawners.mod", source)
-    assert {"aifa_workbench.spawners.b", "aifa_workbench.sites.ssh", "aifa_workbench.hub_config",
-            "aifa_workbench.spawners.c"} <= names
+    assert {
+        "aifa_workbench.spawners.b",
+        "aifa_workbench.sites.ssh",
+        "aifa_workbench.hub_config",
+        "aifa_workbench.spawners.c",
+    } <= names
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

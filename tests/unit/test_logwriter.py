@@ -1,4 +1,5 @@
 """The hub's log writer (`aifa-workbench log-to`): rotation, the line cap, and no symlink followed."""
+
 import io
 import os
 import subprocess
@@ -34,7 +35,7 @@ def test_rotates_before_passing_max_bytes_and_keeps_k_backups(tmp_path):
     lines = [b"line %02d ......\n" % n for n in range(20)]  # 16 bytes each
     logwriter.copy_lines(lines_of(*lines), str(log), max_bytes=40, backups=3)
     files = [log, *(tmp_path / f"hub.log.{n}" for n in (1, 2, 3))]
-    assert [f.read_bytes() for f in files] == [b"".join(lines[i:i + 2]) for i in (18, 16, 14, 12)]
+    assert [f.read_bytes() for f in files] == [b"".join(lines[i : i + 2]) for i in (18, 16, 14, 12)]
     assert all(f.stat().st_size <= 40 for f in files)
     assert not (tmp_path / "hub.log.4").exists()  # older lines are gone, not kept in a fifth file
 
@@ -48,19 +49,26 @@ def test_rotation_without_backups_starts_the_file_again(tmp_path):
 
 def test_a_long_line_keeps_its_start_and_says_how_much_was_cut(tmp_path):
     log = tmp_path / "hub.log"
-    logwriter.copy_lines(lines_of(b"short\n", b"x" * 100 + b"\n", b"y" * 10 + b"\n", b"z" * 30),
-                         str(log), max_line_bytes=10)
+    logwriter.copy_lines(
+        lines_of(b"short\n", b"x" * 100 + b"\n", b"y" * 10 + b"\n", b"z" * 30), str(log), max_line_bytes=10
+    )
     assert log.read_bytes().decode().splitlines() == [
-        "short", "x" * 10 + " … (90 bytes cut)", "y" * 10, "z" * 10 + " … (20 bytes cut)"]
+        "short",
+        "x" * 10 + " … (90 bytes cut)",
+        "y" * 10,
+        "z" * 10 + " … (20 bytes cut)",
+    ]
 
 
 def feed(fd: int, data: bytes) -> threading.Thread:
     """Write `data` into the pipe `fd` from a thread, in slices of one buffer (no copies of it)."""
+
     def run():
         view = memoryview(data)
         for start in range(0, len(view), 65536):
-            os.write(fd, view[start:start + 65536])
+            os.write(fd, view[start : start + 65536])
         os.close(fd)
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread
@@ -78,7 +86,11 @@ def test_a_5_mb_line_costs_no_more_than_the_cap_in_memory_and_becomes_one_cut_li
         tracemalloc.stop()
         thread.join()
     assert log.read_bytes().split(b"\n") == [
-        b"before", b"x" * cap + f" … ({5 * 1024 * 1024 - cap} bytes cut)".encode(), b"after", b""]
+        b"before",
+        b"x" * cap + f" … ({5 * 1024 * 1024 - cap} bytes cut)".encode(),
+        b"after",
+        b"",
+    ]
     # the kept start, one 8 KiB piece being read (twice, inside readline) and small change; not 5 MB
     assert peak < cap + 48 * 1024, f"{peak} bytes held for a line capped at {cap}"
 
@@ -109,8 +121,12 @@ def test_rotation_moves_a_planted_backup_link_instead_of_writing_through_it(tmp_
 
 def test_the_command_line_copies_stdin_with_its_options(tmp_path):
     log = tmp_path / "proxy.log"
-    done = subprocess.run([sys.executable, "-m", "aifa_workbench.hub_config.cli", "log-to", str(log),
-                           "--max-line-bytes", "4"], input=b"hello\nok\n", capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "aifa_workbench.hub_config.cli", "log-to", str(log), "--max-line-bytes", "4"],
+        input=b"hello\nok\n",
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert log.read_bytes() == "hell … (1 bytes cut)\nok\n".encode()
 

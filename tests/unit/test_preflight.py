@@ -1,4 +1,5 @@
 """The hub's checks before it starts: a check whose command fails or hangs is a sentence, never a pass."""
+
 import os
 from types import SimpleNamespace
 
@@ -18,7 +19,9 @@ def slurm_bin(tmp_path, name: str, body: str) -> str:
 
 
 def test_partitions_sinfo_cannot_list_is_slurm_failing_not_a_missing_partition(tmp_path):
-    bin_dir = slurm_bin(tmp_path, "sinfo", "echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1")
+    bin_dir = slurm_bin(
+        tmp_path, "sinfo", "echo 'slurm_load_partitions: Unable to contact slurm controller' >&2; exit 1"
+    )
     with pytest.raises(PreflightError) as failed:
         check_local_partitions(SITES, bin_dir)
     message = str(failed.value)

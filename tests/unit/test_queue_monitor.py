@@ -9,14 +9,16 @@ UNKNOWN = (1, "", "slurm_load_jobs error: Invalid job id specified")
 
 
 def test_parse_squeue():
-    jobs = parse_squeue("12|PENDING|Resources|n/a|2026-11-22T10:00:00|2:00:00\n"
-                        "13|RUNNING|None|vm|2026-11-22T09:00:00|1:58:30\n"
-                        "14|CANCELLED|None|vm|2026-11-22T09:00:01|0:00\nnoise\n15|RUNNING|None|vm|N/A\n")
+    jobs = parse_squeue(
+        "12|PENDING|Resources|n/a|2026-11-22T10:00:00|2:00:00\n"
+        "13|RUNNING|None|vm|2026-11-22T09:00:00|1:58:30\n"
+        "14|CANCELLED|None|vm|2026-11-22T09:00:01|0:00\nnoise\n15|RUNNING|None|vm|N/A\n"
+    )
     assert jobs["12"] == JobInfo("12", "PENDING", "Resources", "", "2026-11-22T10:00:00")
     assert jobs["12"].waiting and not jobs["12"].running and jobs["12"].time_left is None
     assert jobs["13"].running and jobs["13"].active and jobs["13"].time_left == 7110
     assert not jobs["14"].active
-    assert "15" not in jobs   # a line of another shape is not read
+    assert "15" not in jobs  # a line of another shape is not read
 
 
 def test_durations_as_slurm_prints_them():
@@ -43,15 +45,20 @@ def monitor_of(answers, **kwargs):
 
 
 async def test_one_squeue_covers_every_tracked_job_and_errors_are_not_gone():
-    monitor, runner = monitor_of([ok("1|RUNNING|None|vm|x|1:00:00\n2|PENDING|Priority|n/a|N/A|2:00:00\n"), DOWN,
-                                  ok("1|RUNNING|None|vm|x|1:00:00\n")])
+    monitor, runner = monitor_of(
+        [
+            ok("1|RUNNING|None|vm|x|1:00:00\n2|PENDING|Priority|n/a|N/A|2:00:00\n"),
+            DOWN,
+            ok("1|RUNNING|None|vm|x|1:00:00\n"),
+        ]
+    )
     monitor.jobs = {"1": None, "2": None}
     await monitor.poll()
     assert len(runner.calls) == 1 and "--jobs=1,2" in runner.argvs[0]
     assert monitor.info("2").reason == "Priority"
-    await monitor.poll()                      # Slurm does not answer: nothing is gone
+    await monitor.poll()  # Slurm does not answer: nothing is gone
     assert not monitor.slurm_ok and monitor.info("1").running and monitor.info("2").waiting
-    await monitor.poll()                      # job 2 left the queue
+    await monitor.poll()  # job 2 left the queue
     assert monitor.slurm_ok and monitor.info("2").state == "GONE"
 
 
@@ -61,7 +68,7 @@ async def test_a_single_purged_job_is_gone_not_slurm_down():
     monitor.jobs = {"41": JobInfo("41", "RUNNING", "None", "vm")}
     await monitor.poll()
     assert monitor.slurm_ok and monitor.info("41").state == "GONE"
-    assert monitor._next_delay() == 30       # and the queue is not asked every second for it
+    assert monitor._next_delay() == 30  # and the queue is not asked every second for it
 
 
 async def test_waiters_wake_on_change():
@@ -103,6 +110,7 @@ async def test_a_bug_in_a_poll_is_logged_and_polling_goes_on(caplog):
         if next(broken, False):
             raise KeyError("a bug")
         return await QueueMonitor.poll(monitor)
+
     monitor.poll = poll_once_broken
     monitor.track("9")
     info = await monitor.wait_change("9", None, timeout=5)
@@ -135,7 +143,7 @@ async def test_a_monitor_whose_last_job_left_stops_polling_and_leaves_the_regist
                 await asyncio.sleep(0.01)
         assert not monitor.slurm_ok
         monitor.untrack("3")
-        await asyncio.wait_for(asyncio.shield(monitor._task), 1)   # its loop ended
+        await asyncio.wait_for(asyncio.shield(monitor._task), 1)  # its loop ended
         assert key not in QueueMonitor._registry
         assert QueueMonitor.for_key(key, control=control) is not monitor
     finally:

@@ -1,5 +1,6 @@
 """`aifa-workbench render-script` prints exactly the batch script the hub submits: the spawner,
 configured from the same settings file, started as the hub starts it, hands the same script to sbatch."""
+
 import asyncio
 from types import SimpleNamespace
 
@@ -17,11 +18,20 @@ from aifa_workbench.spawners.reach import ReverseReach
 from aifa_workbench.spawners.slurm import WorkbenchSlurmSpawner
 
 SETTINGS = {
-    "bind_url": "https://workbench.example.org/", "hub_port": 8081, "proxy_api_port": 8001,
-    "tls_cert_file": "/etc/aifa-workbench/tls.pem", "tls_key_file": "/etc/aifa-workbench/tls.key",
-    "state_dir": "/var/lib/aifa-workbench", "secrets_dir": "/etc/aifa-workbench/secrets",
-    "venv_dir": "/srv/workbench-venv", "demo_users": ["alice"], "admin_users": ["alice"],
-    "sites": ["local", "lumi"], "default_site": "local", "hub_id": "test1", "walltime_warnings_minutes": [15, 5],
+    "bind_url": "https://workbench.example.org/",
+    "hub_port": 8081,
+    "proxy_api_port": 8001,
+    "tls_cert_file": "/etc/aifa-workbench/tls.pem",
+    "tls_key_file": "/etc/aifa-workbench/tls.key",
+    "state_dir": "/var/lib/aifa-workbench",
+    "secrets_dir": "/etc/aifa-workbench/secrets",
+    "venv_dir": "/srv/workbench-venv",
+    "demo_users": ["alice"],
+    "admin_users": ["alice"],
+    "sites": ["local", "lumi"],
+    "default_site": "local",
+    "hub_id": "test1",
+    "walltime_warnings_minutes": [15, 5],
     "site_users": {"alice": {"lumi": {"username": "alicelum", "accounts": ["project_465000123"]}}},
 }
 
@@ -81,10 +91,16 @@ def submitted_by_the_hub(settings_path, options: dict) -> Submitted:
     """The script the hub's spawner submits for alice's `options`, configured as jupyterhub_config.py does."""
     traits = spawner_traits(load_settings(settings_path))
     user = SimpleNamespace(name="alice", escaped_name="alice", url="/user/alice/", db=None, groups=[])
-    hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/",
-                          public_host="workbench.example.org")
-    spawner = HubsSpawner(config=Config({"WorkbenchSlurmSpawner": traits}), user=user, hub=hub,
-                          cookie_options={"secure": True}, api_token="the-token")
+    hub = SimpleNamespace(
+        api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/", public_host="workbench.example.org"
+    )
+    spawner = HubsSpawner(
+        config=Config({"WorkbenchSlurmSpawner": traits}),
+        user=user,
+        hub=hub,
+        cookie_options={"secure": True},
+        api_token="the-token",
+    )
     spawner.server = Server(base_url="/user/alice/")
     spawner.user_options = options
     with pytest.raises(Submitted) as submitted:
@@ -95,14 +111,16 @@ def submitted_by_the_hub(settings_path, options: dict) -> Submitted:
 def rendered(capsys, settings_path, *args) -> str:
     assert main(["render-script", "--settings", str(settings_path), "--user", "alice", *args]) == 0
     out, err = capsys.readouterr()
-    assert err.startswith("# ") or "\n# " in err          # the request's cost
+    assert err.startswith("# ") or "\n# " in err  # the request's cost
     return out
 
 
 def test_a_lumi_script_is_the_one_the_hub_submits(capsys, settings_file):
     options = {"site": "lumi", "partition": "small-g", "gpus": 2, "hours": 3}
     hubs = submitted_by_the_hub(settings_file, options)
-    out = rendered(capsys, settings_file, "--site", "lumi", "--options", '{"partition": "small-g", "gpus": 2, "hours": 3}')
+    out = rendered(
+        capsys, settings_file, "--site", "lumi", "--options", '{"partition": "small-g", "gpus": 2, "hours": 3}'
+    )
     random_part = hubs.env_file[0].rsplit("job-env-", 1)[1]
     assert out == hubs.script.replace(random_part, ENV_FILE_PLACEHOLDER)
     assert "#SBATCH --export=NONE\n" in out and "#SBATCH --chdir=/users/alicelum\n" in out
@@ -122,8 +140,22 @@ def test_a_local_script_is_the_one_the_hub_submits(capsys, settings_file):
 
 
 def test_without_a_settings_file_it_says_so_and_uses_the_spawners_defaults(capsys, tmp_path):
-    assert main(["render-script", "--settings", str(tmp_path / "none.yaml"), "--user", "alice", "--site", "lumi",
-                 "--options", '{"partition": "small-g"}']) == 0
+    assert (
+        main(
+            [
+                "render-script",
+                "--settings",
+                str(tmp_path / "none.yaml"),
+                "--user",
+                "alice",
+                "--site",
+                "lumi",
+                "--options",
+                '{"partition": "small-g"}',
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert f"no readable settings file {tmp_path / 'none.yaml'}: the spawner's defaults" in err
     assert "#SBATCH --chdir=/users/alice\n" in out and "#SBATCH --account=project_465000123\n" in out
@@ -131,9 +163,37 @@ def test_without_a_settings_file_it_says_so_and_uses_the_spawners_defaults(capsy
 
 
 def test_the_admins_account_is_taken_and_a_refusal_is_the_hubs_sentence(capsys, settings_file):
-    assert main(["render-script", "--settings", str(settings_file), "--user", "alice", "--site", "lumi",
-                 "--options", '{"partition": "small-g", "account": "project_1"}']) == 0
-    assert "#SBATCH --account=project_1\n" in capsys.readouterr().out      # the admin's word: her project
-    assert main(["render-script", "--settings", str(settings_file), "--user", "alice", "--site", "lumi",
-                 "--options", '{"partition": "small-g", "gpus": 99}']) == 2
+    assert (
+        main(
+            [
+                "render-script",
+                "--settings",
+                str(settings_file),
+                "--user",
+                "alice",
+                "--site",
+                "lumi",
+                "--options",
+                '{"partition": "small-g", "account": "project_1"}',
+            ]
+        )
+        == 0
+    )
+    assert "#SBATCH --account=project_1\n" in capsys.readouterr().out  # the admin's word: her project
+    assert (
+        main(
+            [
+                "render-script",
+                "--settings",
+                str(settings_file),
+                "--user",
+                "alice",
+                "--site",
+                "lumi",
+                "--options",
+                '{"partition": "small-g", "gpus": 99}',
+            ]
+        )
+        == 2
+    )
     assert "aifa-workbench: 'gpus' must be from" in capsys.readouterr().err

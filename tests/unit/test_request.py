@@ -7,12 +7,18 @@ from aifa_workbench.model.request import RequestError, UserContext, parse_job_re
 from aifa_workbench.spawners.script import ScriptContext, render_batch_script
 
 SITES = load_catalogue()
-USER = UserContext(accounts={"local": ("proj_sme", "proj_training"), "lumi": ("project_465000123",),
-                             "lucia": ("aifa_cat1",)},
-                   reservations={"local": ("intro-to-llms",), "lumi": ("AI_workshop_Day1",)})
+USER = UserContext(
+    accounts={"local": ("proj_sme", "proj_training"), "lumi": ("project_465000123",), "lucia": ("aifa_cat1",)},
+    reservations={"local": ("intro-to-llms",), "lumi": ("AI_workshop_Day1",)},
+)
 PROFILES = {p.slug: p.options for p in quick_start_profiles(SITES)}
-CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/v/bin",
-                    launch_argv=("/opt/v/bin/jupyterhub-singleuser",), export_names=("JUPYTERHUB_API_TOKEN",))
+CTX = ScriptContext(
+    username="alice",
+    home="/home/alice",
+    venv_bin="/opt/v/bin",
+    launch_argv=("/opt/v/bin/jupyterhub-singleuser",),
+    export_names=("JUPYTERHUB_API_TOKEN",),
+)
 
 
 def parse(options, user=USER):
@@ -21,8 +27,16 @@ def parse(options, user=USER):
 
 def test_defaults_on_the_local_site():
     req = parse({})
-    assert (req.site, req.partition, req.gpus, req.cpus, req.memory_gb, req.hours, req.account, req.environment) == \
-        ("local", "cpu", 0, 1, 2, 1, "proj_sme", "workbench")
+    assert (req.site, req.partition, req.gpus, req.cpus, req.memory_gb, req.hours, req.account, req.environment) == (
+        "local",
+        "cpu",
+        0,
+        1,
+        2,
+        1,
+        "proj_sme",
+        "workbench",
+    )
 
 
 def test_lumi_small_g_shares_follow_the_gpu_count():
@@ -39,7 +53,13 @@ def test_whole_node_partitions_force_whole_nodes():
 
 def test_a_profile_expands_to_its_request():
     req = parse({"profile": "lumi-small-g-1gcd-2h"})
-    assert (req.site, req.partition, req.gpus, req.hours, req.profile) == ("lumi", "small-g", 1, 2, "lumi-small-g-1gcd-2h")
+    assert (req.site, req.partition, req.gpus, req.hours, req.profile) == (
+        "lumi",
+        "small-g",
+        1,
+        2,
+        "lumi-small-g-1gcd-2h",
+    )
 
 
 def test_batchspawner_injection_regression():
@@ -57,31 +77,34 @@ def test_hours_come_in_quarter_hours_and_reach_slurm_as_minutes():
     assert parse({"partition": "small-g", "hours": 2.0}).hours == 2 and format_walltime(2) == "2:00:00"
     assert format_walltime(0.25) == "0:15:00"
     assert options_from_form({"profile": ["custom"], "hours": ["0.75"]})["hours"] == 0.75
-    assert options_from_form({"profile": ["custom"], "hours": ["1e3"]})["hours"] == "1e3"   # refused by the rules
+    assert options_from_form({"profile": ["custom"], "hours": ["1e3"]})["hours"] == "1e3"  # refused by the rules
 
 
-@pytest.mark.parametrize("options, sentence", [
-    ({"queue": "x"}, "Unknown option 'queue'; the options you may set are profile, site, partition"),
-    ({"partition": "small-g", "gpus": 9}, "'gpus' must be from 1 to 8; 9 is out of range."),
-    ({"partition": "small-g", "gpus": 2, "cpus": 15}, "'cpus' must be from 1 to 14; 15 is out of range."),
-    ({"partition": "gpu", "gpus": 1, "memory_gb": 61}, "'memory_gb' must be from 1 to 60; 61 is out of range."),
-    ({"partition": "cpu", "gpus": 1}, "'gpus' must be 0 on this partition: cpu has no GPUs."),
-    ({"partition": "small-g", "gpus": True}, "'gpus' must be a whole number from 1 to 8."),
-    ({"partition": "small-g", "gpus": "2"}, "'gpus' must be a whole number from 1 to 8."),
-    ({"partition": "dev-g", "hours": 4}, "'hours' must be from 0.25 to 3; 4 is out of range."),
-    ({"hours": 1.3}, "'hours' must be a number of hours from 0.25 to 48, in quarter hours (0.25, 0.5, 1.5, …)."),
-    ({"hours": "2"}, "'hours' must be a number of hours from 0.25 to 48"),
-    ({"hours": True}, "'hours' must be a number of hours from 0.25 to 48"),
-    ({"hours": float("nan")}, "'hours' must be a number of hours from 0.25 to 48"),
-    ({"hours": float("inf")}, "'hours' must be a number of hours from 0.25 to 48"),
-    ({"hours": 0}, "'hours' must be from 0.25 to 48; 0 is out of range."),
-    ({"account": "proj_research"}, "'account' must be one of: proj_sme, proj_training; 'proj_research' is not"),
-    ({"reservation": "other"}, "'reservation' must be one of: intro-to-llms; 'other' is not one of them."),
-    ({"environment": "conda"}, "'environment' must be one of: workbench; 'conda' is not one of them."),
-    ({"site": "lumi; id"}, "'site' must be one of: jupiter, local, lucia, lumi"),
-    ({"profile": "nope"}, "'profile' must be one of: jupiter-booster-1node-2h, local-cpu-1core-2h"),
-    ({"profile": "local-gpu-1gpu-2h", "gpus": 4}, "A profile sets the resources itself"),
-])
+@pytest.mark.parametrize(
+    "options, sentence",
+    [
+        ({"queue": "x"}, "Unknown option 'queue'; the options you may set are profile, site, partition"),
+        ({"partition": "small-g", "gpus": 9}, "'gpus' must be from 1 to 8; 9 is out of range."),
+        ({"partition": "small-g", "gpus": 2, "cpus": 15}, "'cpus' must be from 1 to 14; 15 is out of range."),
+        ({"partition": "gpu", "gpus": 1, "memory_gb": 61}, "'memory_gb' must be from 1 to 60; 61 is out of range."),
+        ({"partition": "cpu", "gpus": 1}, "'gpus' must be 0 on this partition: cpu has no GPUs."),
+        ({"partition": "small-g", "gpus": True}, "'gpus' must be a whole number from 1 to 8."),
+        ({"partition": "small-g", "gpus": "2"}, "'gpus' must be a whole number from 1 to 8."),
+        ({"partition": "dev-g", "hours": 4}, "'hours' must be from 0.25 to 3; 4 is out of range."),
+        ({"hours": 1.3}, "'hours' must be a number of hours from 0.25 to 48, in quarter hours (0.25, 0.5, 1.5, …)."),
+        ({"hours": "2"}, "'hours' must be a number of hours from 0.25 to 48"),
+        ({"hours": True}, "'hours' must be a number of hours from 0.25 to 48"),
+        ({"hours": float("nan")}, "'hours' must be a number of hours from 0.25 to 48"),
+        ({"hours": float("inf")}, "'hours' must be a number of hours from 0.25 to 48"),
+        ({"hours": 0}, "'hours' must be from 0.25 to 48; 0 is out of range."),
+        ({"account": "proj_research"}, "'account' must be one of: proj_sme, proj_training; 'proj_research' is not"),
+        ({"reservation": "other"}, "'reservation' must be one of: intro-to-llms; 'other' is not one of them."),
+        ({"environment": "conda"}, "'environment' must be one of: workbench; 'conda' is not one of them."),
+        ({"site": "lumi; id"}, "'site' must be one of: jupiter, local, lucia, lumi"),
+        ({"profile": "nope"}, "'profile' must be one of: jupiter-booster-1node-2h, local-cpu-1core-2h"),
+        ({"profile": "local-gpu-1gpu-2h", "gpus": 4}, "A profile sets the resources itself"),
+    ],
+)
 def test_refusals_name_the_field_and_the_allowed_values(options, sentence):
     with pytest.raises(RequestError) as info:
         parse(options)
@@ -103,17 +126,62 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=5,
 )
-names = st.sampled_from(["local", "lumi", "lucia", "jupiter", "cpu", "small-g", "standard-g", "gpu", "booster",
-                         "proj_sme", "intro-to-llms", "workbench", "lumi-stack", "local-gpu-1gpu-2h"])
+names = st.sampled_from(
+    [
+        "local",
+        "lumi",
+        "lucia",
+        "jupiter",
+        "cpu",
+        "small-g",
+        "standard-g",
+        "gpu",
+        "booster",
+        "proj_sme",
+        "intro-to-llms",
+        "workbench",
+        "lumi-stack",
+        "local-gpu-1gpu-2h",
+    ]
+)
 options_strategy = st.dictionaries(
-    st.sampled_from(["profile", "site", "partition", "gpus", "cpus", "memory_gb", "hours", "account",
-                     "reservation", "environment", "cmd"]) | st.text(max_size=8),
+    st.sampled_from(
+        [
+            "profile",
+            "site",
+            "partition",
+            "gpus",
+            "cpus",
+            "memory_gb",
+            "hours",
+            "account",
+            "reservation",
+            "environment",
+            "cmd",
+        ]
+    )
+    | st.text(max_size=8),
     json_values | names | st.integers(-3, 600),
     max_size=6,
 )
-SBATCH_OPTIONS = ("--job-name=", "--account=", "--partition=", "--time=", "--nodes=", "--ntasks=",
-                  "--cpus-per-task=", "--mem=", "--gpus-per-node=", "--gres=gpu:", "--exclusive",
-                  "--reservation=", "--chdir=", "--output=", "--export=", "--no-requeue")
+SBATCH_OPTIONS = (
+    "--job-name=",
+    "--account=",
+    "--partition=",
+    "--time=",
+    "--nodes=",
+    "--ntasks=",
+    "--cpus-per-task=",
+    "--mem=",
+    "--gpus-per-node=",
+    "--gres=gpu:",
+    "--exclusive",
+    "--reservation=",
+    "--chdir=",
+    "--output=",
+    "--export=",
+    "--no-requeue",
+)
 
 
 @settings(max_examples=300)

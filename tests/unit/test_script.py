@@ -1,5 +1,6 @@
 """Batch scripts: one golden file per partition of every site (diff them against the sites' docs),
 and the escaping rules."""
+
 import os
 from pathlib import Path
 
@@ -7,16 +8,25 @@ import pytest
 
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.request import JobRequest, UserContext, parse_job_request
-from aifa_workbench.spawners.script import (ScriptContext, ScriptError, render_batch_script, runtime_paths,
-                                           sbatch_value, server_launch_argv)
+from aifa_workbench.spawners.script import (
+    ScriptContext,
+    ScriptError,
+    render_batch_script,
+    runtime_paths,
+    sbatch_value,
+    server_launch_argv,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
 SITES = load_catalogue()
-CTX = ScriptContext(username="alice", home="/home/alice", venv_bin="/opt/aifa-workbench/venv/bin",
-                    launch_argv=server_launch_argv("/opt/aifa-workbench/venv/bin"),
-                    export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"))
-CASES = [(site, part, env) for site in SITES.values() for part in site.partitions
-         for env in site.environments]
+CTX = ScriptContext(
+    username="alice",
+    home="/home/alice",
+    venv_bin="/opt/aifa-workbench/venv/bin",
+    launch_argv=server_launch_argv("/opt/aifa-workbench/venv/bin"),
+    export_names=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"),
+)
+CASES = [(site, part, env) for site in SITES.values() for part in site.partitions for env in site.environments]
 
 
 def golden_context(site, environment) -> ScriptContext:
@@ -26,25 +36,35 @@ def golden_context(site, environment) -> ScriptContext:
         return CTX
     paths = runtime_paths(site, environment, "/opt/aifa-workbench/venv")
     home = site.home_of("alice")
-    return ScriptContext(username="alice", home=home, venv_bin=paths.venv_bin,
-                         launch_argv=server_launch_argv(paths.server_bin), export_names=CTX.export_names,
-                         slurm_bin=site.paths.slurm_bin, env_file=f"{home}/.aifa-workbench/job-env-0123456789abcdef",
-                         container_runtime=paths.container_runtime, container_binds=paths.container_binds,
-                         tunnel=site.reach is not None and site.reach.mode == "reverse")
+    return ScriptContext(
+        username="alice",
+        home=home,
+        venv_bin=paths.venv_bin,
+        launch_argv=server_launch_argv(paths.server_bin),
+        export_names=CTX.export_names,
+        slurm_bin=site.paths.slurm_bin,
+        env_file=f"{home}/.aifa-workbench/job-env-0123456789abcdef",
+        container_runtime=paths.container_runtime,
+        container_binds=paths.container_binds,
+        tunnel=site.reach is not None and site.reach.mode == "reverse",
+    )
 
 
 def golden_request(site, partition, environment) -> JobRequest:
-    user = UserContext(accounts={site.name: (site.account_example,)},
-                       reservations={site.name: ("course_day1",)})
-    options = {"site": site.name, "partition": partition, "environment": environment, "hours": 2,
-               "reservation": "course_day1"}
+    user = UserContext(accounts={site.name: (site.account_example,)}, reservations={site.name: ("course_day1",)})
+    options = {
+        "site": site.name,
+        "partition": partition,
+        "environment": environment,
+        "hours": 2,
+        "reservation": "course_day1",
+    }
     if site.partitions[partition].has_gpus and not site.partitions[partition].whole_node:
         options["gpus"] = 2
     return parse_job_request(options, SITES, user, site.name)
 
 
-@pytest.mark.parametrize("site, partition, environment", CASES,
-                         ids=[f"{s.name}-{p}-{e}" for s, p, e in CASES])
+@pytest.mark.parametrize("site, partition, environment", CASES, ids=[f"{s.name}-{p}-{e}" for s, p, e in CASES])
 def test_golden_script(site, partition, environment):
     script = render_batch_script(golden_request(site, partition, environment), site, golden_context(site, environment))
     path = GOLDEN / f"{site.name}-{partition}-{environment}.sh"
@@ -85,8 +105,9 @@ def test_environment_names_are_checked():
 
 def test_a_reverse_reach_job_hands_its_credential_to_the_tunnel_only():
     site = SITES["lumi"]
-    script = render_batch_script(golden_request(site, "small-g", "lumi-stack"), site,
-                                 golden_context(site, "lumi-stack"))
+    script = render_batch_script(
+        golden_request(site, "small-g", "lumi-stack"), site, golden_context(site, "lumi-stack")
+    )
     tunnel, unset = script.index("aifa_workbench.extensions.reverse_tunnel"), script.index("unset AIFA_TUNNEL_KEY")
     server = script.index("jupyterhub-singleuser")
     assert script.index(". /users/alice/.aifa-workbench/job-env-") < tunnel < unset < server
@@ -101,9 +122,9 @@ def test_a_forward_reach_job_trusts_the_hubs_ca_for_its_server_and_end_report_on
     sourced, written = script.index(". /e/home/jusers/alice/"), script.index('> "$hub_ca_dir/ca.pem"')
     unset, server = script.index("unset AIFA_WORKBENCH_HUB_CA_PEM"), script.index("jupyterhub-singleuser")
     assert sourced < written < unset < script.index("module load") and unset < server
-    server_line = script[script.rindex("\n", 0, server) + 1:script.index("\n", server)]
+    server_line = script[script.rindex("\n", 0, server) + 1 : script.index("\n", server)]
     assert server_line.startswith(f"{ctx.venv_bin}/python -m aifa_workbench.extensions.hub_trust ")
-    assert "SSL_CERT" not in script                   # hub_trust sets it for JupyterLab alone
+    assert "SSL_CERT" not in script  # hub_trust sets it for JupyterLab alone
     assert script.index("job_report") < script.index('rm -rf "$hub_ca_dir"')
 
 
@@ -112,5 +133,5 @@ def test_in_a_container_the_hubs_ca_is_pinned_inside_the_image_after_its_environ
     ctx = ScriptContext(**{**golden_context(site, "pytorch-container").__dict__, "hub_ca": True})
     script = render_batch_script(golden_request(site, "small-g", "pytorch-container"), site, ctx)
     assert "bash -c 'source \"$0/bin/activate\" && exec \"$@\"' " in script
-    launch = script[script.index("singularity run"):]
+    launch = script[script.index("singularity run") :]
     assert launch.index("python -m aifa_workbench.extensions.hub_trust") < launch.index("jupyterhub-singleuser")

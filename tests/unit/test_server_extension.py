@@ -1,4 +1,5 @@
 """The in-job server extension reports the port only once the server listens, and stops on a refusal."""
+
 import asyncio
 import logging
 import types
@@ -22,7 +23,7 @@ async def test_the_port_is_reported_after_the_server_listens(monkeypatch):
     monkeypatch.setattr(ext, "post_report", post)
     task = asyncio.ensure_future(ext.report_port_when_listening(app))
     await asyncio.sleep(0.05)
-    assert sent == []                                  # not listening yet: nothing sent
+    assert sent == []  # not listening yet: nothing sent
     app._http_server = types.SimpleNamespace(_sockets={3: object()})
     assert await asyncio.wait_for(task, 2) is True
     assert sent == [({"port": 43210}, True)]
@@ -38,14 +39,14 @@ async def test_an_unreachable_hub_is_retried_and_a_refusal_is_final(monkeypatch)
 
     answers = [409, 201]
     assert await ext.report_port_when_listening(app) is False and answers == [201]
-    assert app.stopped == 1   # the hub can never reach it: the server ends, the job with it
+    assert app.stopped == 1  # the hub can never reach it: the server ends, the job with it
 
 
 def test_outside_a_hub_job_only_the_status_route_is_added(monkeypatch):
     monkeypatch.delenv("JUPYTERHUB_API_URL", raising=False)
     routes = []
     web_app = types.SimpleNamespace(add_handlers=lambda host, handlers: routes.extend(handlers))
-    app = types.SimpleNamespace(io_loop=None, base_url="/user/a b/", web_app=web_app)   # io_loop would fail if used
+    app = types.SimpleNamespace(io_loop=None, base_url="/user/a b/", web_app=web_app)  # io_loop would fail if used
     ext._load_jupyter_server_extension(app)
     assert [r[0] for r in routes] == ["/user/a b/workbench/job"]
 

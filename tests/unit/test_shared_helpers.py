@@ -1,6 +1,7 @@
 """The idioms every layer shares, written once: atomic writes (model/files.py), YAML files with
 located errors (model/yaml_files.py), TTL caches (model/ttl_cache.py) and who a user is on a site
 (sites.registry.Identities.site_account)."""
+
 import os
 import stat
 
@@ -54,7 +55,7 @@ def test_a_link_at_the_path_is_replaced_not_followed(tmp_path):
     assert target.read_text() == "kept" and not link.is_symlink() and link.read_text() == "new"
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
-    with pytest.raises(FileExistsError):        # a claim is never made through a link
+    with pytest.raises(FileExistsError):  # a claim is never made through a link
         write_atomically(dangling, "x", replace=False)
     assert not (tmp_path / "nowhere").exists()
 
@@ -66,10 +67,16 @@ def _umask() -> int:
 
 
 # --- load_yaml / check_schema ---------------------------------------------------------------------
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["port"],
-          "properties": {"port": {"type": "integer", "minimum": 1},
-                         "users": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}},
-                         "billing": {"oneOf": [{"type": "object", "required": ["kind"]}, {"type": "number"}]}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["port"],
+    "properties": {
+        "port": {"type": "integer", "minimum": 1},
+        "users": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}},
+        "billing": {"oneOf": [{"type": "object", "required": ["kind"]}, {"type": "number"}]},
+    },
+}
 
 
 def test_yaml_errors_name_the_file_the_line_and_the_reason(tmp_path):
@@ -83,15 +90,18 @@ def test_yaml_errors_name_the_file_the_line_and_the_reason(tmp_path):
     assert load_yaml(path, Located) == {"port": 8}
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"port": 0}, "port: 0 is less than the minimum of 1."),
-    ({"port": 1, "users": ["ok", "Not OK"]}, "users.1: 'Not OK' does not match '^[a-z]+$'."),
-    ({"port": 1, "extra": 2}, "(top level): Additional properties are not allowed ('extra' was unexpected)."),
-    ({}, "(top level): 'port' is a required property."),
-    (None, "(top level): None is not of type 'object'."),
-    ({"port": 1, "billing": "x"}, "billing: 'x' is not of type 'number'; or 'x' is not of type 'object'."),
-    ({"port": "1", "users": [1]}, "port: '1' is not of type 'integer'."),      # the first key in order
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"port": 0}, "port: 0 is less than the minimum of 1."),
+        ({"port": 1, "users": ["ok", "Not OK"]}, "users.1: 'Not OK' does not match '^[a-z]+$'."),
+        ({"port": 1, "extra": 2}, "(top level): Additional properties are not allowed ('extra' was unexpected)."),
+        ({}, "(top level): 'port' is a required property."),
+        (None, "(top level): None is not of type 'object'."),
+        ({"port": 1, "billing": "x"}, "billing: 'x' is not of type 'number'; or 'x' is not of type 'object'."),
+        ({"port": "1", "users": [1]}, "port: '1' is not of type 'integer'."),  # the first key in order
+    ],
+)
 def test_schema_errors_name_the_file_the_key_path_and_the_reason(data, message):
     with pytest.raises(Located) as info:
         check_schema(data, SCHEMA, "/etc/x.yaml", Located)
@@ -115,7 +125,7 @@ def test_an_entry_lives_its_ttl_and_no_longer():
     clock = Clock()
     cache = TtlCache(60, clock)
     assert cache.get("job") is MISSING and cache.get("job", {}) == {}
-    cache.put("job", None)                     # None is a value, not a miss
+    cache.put("job", None)  # None is a value, not a miss
     clock.now += 59.9
     assert cache.get("job", "miss") is None
     clock.now += 0.1
@@ -126,7 +136,7 @@ def test_a_ttl_per_entry_max_age_and_forgetting():
     clock = Clock()
     cache = TtlCache(clock=clock)
     cache.put("accounts", ("a",), ttl=300)
-    cache.put("other", 1)                      # no ttl: expired at once
+    cache.put("other", 1)  # no ttl: expired at once
     clock.now += 5
     assert cache.get("accounts") == ("a",) and cache.get("other") is MISSING
     assert cache.get("accounts", max_age=2) is MISSING and cache.get("accounts", max_age=6) == ("a",)

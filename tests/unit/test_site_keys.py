@@ -1,4 +1,5 @@
 """The hub's SSH keys for its users: one per (user, site), encrypted at rest, private."""
+
 import stat
 
 import pytest
@@ -10,12 +11,12 @@ def test_a_key_is_made_once_per_user_and_site_and_kept_encrypted(tmp_path):
     store = SiteKeyStore(tmp_path, "secret-one")
     public = store.public_key("alice", "lumi")
     assert public.startswith("ssh-ed25519 ") and public.endswith(" aifa-workbench:alice@lumi")
-    assert store.public_key("alice", "lumi") == public                 # the same key again
-    assert store.public_key("alice", "jupiter") != public              # one per site
-    assert store.public_key("bob", "lumi") != public                   # one per user
+    assert store.public_key("alice", "lumi") == public  # the same key again
+    assert store.public_key("alice", "jupiter") != public  # one per site
+    assert store.public_key("bob", "lumi") != public  # one per user
     path = tmp_path / "alice" / "lumi.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert b"PRIVATE KEY" not in path.read_bytes()                     # encrypted at rest
+    assert b"PRIVATE KEY" not in path.read_bytes()  # encrypted at rest
     assert SiteKeyStore(tmp_path, "secret-one").public_key("alice", "lumi") == public
 
 

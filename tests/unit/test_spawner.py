@@ -1,5 +1,6 @@
 """The spawner class itself (start, poll, stop, progress, end report, restart) against a fake job
 control, as kubespawner tests its spawner; the integration tests run the same paths on Slurm."""
+
 import asyncio
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ class FakeJobControl:
         self.calls = {"submit": 0, "jobs": 0, "cancel": 0}
         self.next_id, self.down, self.output = 100, False, ""
         self.submitted = []
-        self.budget_minutes = {}          # {account: {"limit", "used", "running"}}: billing-minutes
+        self.budget_minutes = {}  # {account: {"limit", "used", "running"}}: billing-minutes
 
     def query_user(self, hub_user):
         return None
@@ -105,8 +106,12 @@ def fake(monkeypatch):
 
 def make_spawner(fake, **state):
     user = SimpleNamespace(name="alice", url="/user/alice/", escaped_name="alice", db=None, groups=[])
-    spawner = StubbedSpawner(user=user, hub=SimpleNamespace(api_url="http://127.0.0.1:1/hub/api/", base_url="/hub/"),
-                          queue_fast_interval=0.01, queue_interval=0.05)
+    spawner = StubbedSpawner(
+        user=user,
+        hub=SimpleNamespace(api_url="http://127.0.0.1:1/hub/api/", base_url="/hub/"),
+        queue_fast_interval=0.01,
+        queue_interval=0.05,
+    )
     spawner.fake = fake
     spawner.user_options = {"partition": "cpu"}
     if state:
@@ -127,11 +132,11 @@ async def test_start_waits_for_running_and_the_port_then_checks_that_address(fak
     await wait_for(lambda: spawner.job_id)
     user, script, env = fake.submitted[0]
     assert user == "alice" and "#SBATCH --partition=cpu" in script and "s3cret" not in script
-    assert env["JUPYTERHUB_API_TOKEN"] == "s3cret"          # to the runner, never into the script
+    assert env["JUPYTERHUB_API_TOKEN"] == "s3cret"  # to the runner, never into the script
     fake.run(spawner.job_id, "node7")
     await asyncio.sleep(0.05)
-    assert not start.done()                                   # running, but JupyterLab has not reported
-    assert spawner.port_reported(8123) and not spawner.port_reported(9999)   # one report per start
+    assert not start.done()  # running, but JupyterLab has not reported
+    assert spawner.port_reported(8123) and not spawner.port_reported(9999)  # one report per start
     assert await asyncio.wait_for(start, 5) == ("node7", 8123)
     assert spawner.checked == ("node7", 8123)
     assert spawner.get_state()["site"] == "local" and spawner.get_state()["job_id"] == spawner.job_id
@@ -149,14 +154,16 @@ async def test_a_reported_port_does_not_make_start_or_progress_spin(fake):
     def counting_info(job_id):
         looked["n"] += 1
         return real_info(job_id)
+
     monitor.info = counting_info
     events = []
 
     async def follow():
         async for event in spawner.progress():
             events.append(event)
+
     progress = asyncio.ensure_future(follow())
-    spawner.port_reported(8123)                               # the port before Slurm says RUNNING
+    spawner.port_reported(8123)  # the port before Slurm says RUNNING
     monitor.fast_interval = 0.2
     await asyncio.sleep(0.5)
     assert looked["n"] < 40, f"{looked['n']} looks in 0.5 s: a busy loop"
@@ -178,7 +185,7 @@ async def test_a_job_that_dies_before_jupyterlab_says_why_with_its_last_lines(fa
     message = failed.value.jupyterhub_message
     assert f"Your job {job_id} ended before JupyterLab started (failed: it ended with an error)" in message
     assert "ImportError: no module named jupyterhub" in message
-    assert not spawner.job_id                                 # nothing left to track
+    assert not spawner.job_id  # nothing left to track
 
 
 async def test_slurm_not_answering_at_submit_is_a_sentence_naming_the_site(fake):
@@ -196,9 +203,9 @@ async def test_poll_keeps_a_server_while_slurm_is_down_and_ends_it_when_the_job_
     fake.down = True
     spawner.monitor.hurry()
     await wait_for(lambda: not spawner.monitor.slurm_ok)
-    assert await spawner.poll() is None                       # never "gone" on an error
+    assert await spawner.poll() is None  # never "gone" on an error
     fake.down = False
-    del fake.states["55"]                                     # purged from Slurm
+    del fake.states["55"]  # purged from Slurm
     await wait_for(lambda: spawner.monitor.info("55").state == "GONE")
     assert await spawner.poll() == 1 and spawner.job_id == ""
 
@@ -229,7 +236,7 @@ async def test_after_a_restart_a_new_spawner_finds_its_running_job(fake):
     first.port_reported(8200)
     await asyncio.wait_for(start, 5)
     state = first.get_state()
-    QueueMonitor._registry.clear()                            # a new hub process
+    QueueMonitor._registry.clear()  # a new hub process
     again = make_spawner(fake, **state)
     assert again.job_id == first.job_id and again.job_site == "local"
     assert await again.poll() is None
@@ -242,12 +249,12 @@ async def test_the_session_card_survives_a_restart_and_what_ended_is_kept_with_w
     start = asyncio.ensure_future(first.start())
     await wait_for(lambda: first.job_id)
     assert first.session_card()["state"] in ("queued", "submitting")
-    fake.run(first.job_id, "node7", time_left=2 * 3600 - 1800)     # ran half an hour of 2 h
+    fake.run(first.job_id, "node7", time_left=2 * 3600 - 1800)  # ran half an hour of 2 h
     first.port_reported(8200)
     await asyncio.wait_for(start, 5)
     state = first.get_state()
     assert state["request"]["partition"] == "cpu" and state["started_at"]
-    QueueMonitor._registry.clear()                            # a new hub process
+    QueueMonitor._registry.clear()  # a new hub process
     again = make_spawner(fake, **state)
     assert await again.poll() is None
     card = again.session_card()
@@ -257,16 +264,29 @@ async def test_the_session_card_survives_a_restart_and_what_ended_is_kept_with_w
     again.monitor.hurry()
     await wait_for(lambda: again.monitor.info(first.job_id).state == "TIMEOUT")
     assert await again.poll() == 1 and again.session_card() is None
-    kept = again.get_state()["last_session"]               # JupyterHub stores the state after clear_state
+    kept = again.get_state()["last_session"]  # JupyterHub stores the state after clear_state
     assert kept["ending"] == "walltime" and kept["job_id"] == first.job_id and kept["ran"].startswith("30 min")
     assert kept["cost"].endswith("core-hours")
     assert make_spawner(fake, **again.get_state()).last_session == kept
 
 
 async def test_a_stop_from_the_hub_is_recorded_as_stopped(fake):
-    spawner = make_spawner(fake, job_id="58", site="local", started_at=1.0,
-                           request={"site": "local", "partition": "cpu", "gpus": 0, "cpus": 1, "memory_gb": 2,
-                                    "hours": 2, "account": "proj_sme", "environment": "workbench"})
+    spawner = make_spawner(
+        fake,
+        job_id="58",
+        site="local",
+        started_at=1.0,
+        request={
+            "site": "local",
+            "partition": "cpu",
+            "gpus": 0,
+            "cpus": 1,
+            "memory_gb": 2,
+            "hours": 2,
+            "account": "proj_sme",
+            "environment": "workbench",
+        },
+    )
     fake.run("58")
     assert await spawner.poll() is None
     await asyncio.wait_for(spawner.stop(), 5)
@@ -274,8 +294,10 @@ async def test_a_stop_from_the_hub_is_recorded_as_stopped(fake):
 
 
 def test_batchspawner_settings_that_do_nothing_are_named():
-    config = {"SlurmSpawner": {"req_partition": "gpu"}, "WorkbenchSlurmSpawner": {"exec_prefix": "ssh x",
-                                                                                 "venv_dir": "/v"}}
+    config = {
+        "SlurmSpawner": {"req_partition": "gpu"},
+        "WorkbenchSlurmSpawner": {"exec_prefix": "ssh x", "venv_dir": "/v"},
+    }
     assert ignored_batchspawner_settings(config) == ["exec_prefix", "req_partition"]
 
 
@@ -285,8 +307,7 @@ def test_a_job_calls_the_hub_where_its_sites_reach_says(site):
     under the hub's own base URL; the local cluster's, the hub's own address."""
     from aifa_workbench.model.catalogue import load_catalogue
 
-    user = SimpleNamespace(name="alice", url="/@/b/user/alice/", escaped_name="alice", db=None, groups=[],
-                           spawners={})
+    user = SimpleNamespace(name="alice", url="/@/b/user/alice/", escaped_name="alice", db=None, groups=[], spawners={})
     hub = SimpleNamespace(api_url="http://127.0.0.1:8081/@/b/hub/api", base_url="/@/b/hub/", public_host="")
     spawner = WorkbenchSlurmSpawner(user=user, hub=hub, enabled_sites=["local", "lumi"], hub_port=8081)
     spawner.job_site = site

@@ -1,5 +1,6 @@
 """A hub service tied to the hub's process (hub_config.tied): it ends when the hub ends, kill -9
 included, and does not start at all when the hub is already gone."""
+
 import os
 import subprocess
 import sys

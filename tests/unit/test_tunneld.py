@@ -1,5 +1,6 @@
 """Forward reach: the tunnel daemon's database and protocol (the forwards themselves are proven
 against the simulated JUPITER and Lucia in the integration tests)."""
+
 import asyncio
 import json
 import os
@@ -25,13 +26,16 @@ def test_the_wanted_forwards_outlive_the_daemon(tmp_path):
     assert tunneld.ForwardStore(tmp_path / "t.sqlite").forwards() == []
 
 
-@pytest.mark.parametrize("bad", [
-    {"id": "alice", "site": "jupiter", "user": "alice", "host": "n1", "port": 1},           # no server part
-    {"id": "alice/", "site": "jupiter", "user": "alice", "host": "-oProxyCommand=x", "port": 1},
-    {"id": "alice/", "site": "jupiter", "user": "alice", "host": "n1", "port": 0},
-    {"id": "alice/", "site": "jupiter", "user": "alice", "host": "n1", "port": "22"},
-    {"id": "../x/", "site": "jupiter", "user": "alice", "host": "n1", "port": 22},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"id": "alice", "site": "jupiter", "user": "alice", "host": "n1", "port": 1},  # no server part
+        {"id": "alice/", "site": "jupiter", "user": "alice", "host": "-oProxyCommand=x", "port": 1},
+        {"id": "alice/", "site": "jupiter", "user": "alice", "host": "n1", "port": 0},
+        {"id": "alice/", "site": "jupiter", "user": "alice", "host": "n1", "port": "22"},
+        {"id": "../x/", "site": "jupiter", "user": "alice", "host": "n1", "port": 22},
+    ],
+)
 def test_a_forward_request_out_of_shape_is_refused(bad):
     with pytest.raises(ValueError):
         tunneld.checked_forward(bad)
@@ -100,12 +104,14 @@ class FakeRunner:
                 if user == "bob":
                     await runner.hang.wait()
                 return FakeConnection()
+
         return Holder()
 
 
 async def test_a_login_that_hangs_for_one_user_holds_up_no_other_user(tmp_path):
-    d = tunneld.TunnelDaemon({"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081,
-                             {"jupiter": "jpbl-login01"})
+    d = tunneld.TunnelDaemon(
+        {"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081, {"jupiter": "jpbl-login01"}
+    )
     bob = asyncio.create_task(d.open(tunneld.Forward("bob/.1", "jupiter", "bob", "n1", 35000)))
     await asyncio.sleep(0.05)
     alice_port = await asyncio.wait_for(d.open(tunneld.Forward("alice/.2", "jupiter", "alice", "n1", 35001)), 2)
@@ -125,12 +131,18 @@ def test_forwards_no_server_owns_and_grants_past_their_certificate_are_found(tmp
 
     from aifa_workbench.spawners.tunnel_reconcile import expired_grants, stale_forward_ids
 
-    listing = [{"id": "alice/.12", "site": "lumi"}, {"id": "bob/.13", "site": "lumi"},
-               {"id": "carol/.14", "site": "lumi"}, {"id": 7}, "junk"]
+    listing = [
+        {"id": "alice/.12", "site": "lumi"},
+        {"id": "bob/.13", "site": "lumi"},
+        {"id": "carol/.14", "site": "lumi"},
+        {"id": 7},
+        "junk",
+    ]
     assert stale_forward_ids(listing, {("lumi", "alice/.12")}, busy_users={"carol"}) == ["bob/.13"]
     # each grant's file time is when its certificate expires (gateway.mark_expiry): in the future
     # when it was marked, so a time to come stands for one that has passed by now
     import time
+
     now = time.time()
     for port, expires in ((42001, now + 3600), (42002, now + 5000)):
         (tmp_path / str(port)).write_text("aifa-...\n")
@@ -139,8 +151,11 @@ def test_forwards_no_server_owns_and_grants_past_their_certificate_are_found(tmp
     (tmp_path / "README").write_text("not a grant")
     os.utime(tmp_path / "README", (0, 0))
     assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 4300)] == ["42001"]
-    assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 8 * 24 * 3600 + 700)] == \
-        ["42001", "42002", "42003"]
+    assert [p.name for p in expired_grants(str(tmp_path), 600, now=now + 8 * 24 * 3600 + 700)] == [
+        "42001",
+        "42002",
+        "42003",
+    ]
 
 
 def test_a_forward_to_one_sites_job_is_stale_while_a_job_of_the_same_id_runs_on_another_site():
@@ -160,16 +175,17 @@ def test_a_forward_to_one_sites_job_is_stale_while_a_job_of_the_same_id_runs_on_
 
 
 async def test_a_hub_api_forward_is_given_back_only_when_no_forward_of_that_user_and_site_is_there(tmp_path):
-    d = tunneld.TunnelDaemon({"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081,
-                             {"jupiter": "jpbl-login01"}, "CA")
+    d = tunneld.TunnelDaemon(
+        {"jupiter": FakeRunner()}, tunneld.ForwardStore(tmp_path / "t.sqlite"), 8081, {"jupiter": "jpbl-login01"}, "CA"
+    )
     assert await d.hub_api("jupiter", "alice") == ("jpbl-login01", 40123)
     await d.open(tunneld.Forward("alice/.5", "jupiter", "alice", "n1", 35000))
     release = {"op": "release_hub_api", "site": "jupiter", "user": "alice", "asked": 1}
-    assert (await d.answer(release))["released"] is False                 # a forward of hers is there
+    assert (await d.answer(release))["released"] is False  # a forward of hers is there
     await d.close("alice/.5")
     listed = await d.answer({"op": "list"})
     assert listed["hub_api"] == [{"site": "jupiter", "user": "alice", "port": 40123, "asked": 1}]
-    await d.hub_api("jupiter", "alice")              # a spawn asked for it after the listing
+    await d.hub_api("jupiter", "alice")  # a spawn asked for it after the listing
     assert (await d.answer(release))["released"] is False
     assert (await d.answer({**release, "asked": 2}))["released"] is True
     assert (await d.answer({"op": "list"}))["hub_api"] == [] and d.api_listeners == {}
@@ -178,9 +194,14 @@ async def test_a_hub_api_forward_is_given_back_only_when_no_forward_of_that_user
 def test_the_reconciler_gives_back_hub_api_forwards_no_job_calls_through():
     from aifa_workbench.spawners.tunnel_reconcile import unused_hub_api
 
-    entries = [{"site": "jupiter", "user": "alice", "port": 1}, {"site": "lucia", "user": "alice", "port": 2},
-               {"site": "jupiter", "user": "bob", "port": 3}, {"site": "jupiter", "user": "carol", "port": 4},
-               {"site": 7, "user": "x"}, "junk"]
+    entries = [
+        {"site": "jupiter", "user": "alice", "port": 1},
+        {"site": "lucia", "user": "alice", "port": 2},
+        {"site": "jupiter", "user": "bob", "port": 3},
+        {"site": "jupiter", "user": "carol", "port": 4},
+        {"site": 7, "user": "x"},
+        "junk",
+    ]
     calling = {("jupiter", "alice")}
     assert unused_hub_api(entries, calling, busy_users={"carol"}) == [("jupiter", "bob"), ("lucia", "alice")]
 
@@ -207,6 +228,7 @@ async def test_a_forward_whose_old_port_another_account_holds_moves_to_a_fresh_o
 
     async def _conn():
         return TakenPortConnection(43007)
+
     d = tunneld.TunnelDaemon({"jupiter": runner}, store, 8081, {"jupiter": "jpbl-login01"})
     holders = {43007: {os.geteuid() + 1}}
     monkeypatch.setattr(tunneld.socket_owner, "owners", lambda ip, port: holders.get(port, set()))
@@ -223,10 +245,11 @@ async def test_a_forward_whose_old_port_nobody_else_holds_keeps_it_and_is_tried_
 
     async def _conn():
         return TakenPortConnection(43007)
+
     runner = FakeRunner()
     runner.connection_for = lambda user: type("H", (), {"connection": lambda self: _conn()})()
     d = tunneld.TunnelDaemon({"jupiter": runner}, store, 8081, {"jupiter": "jpbl-login01"})
-    monkeypatch.setattr(tunneld.socket_owner, "owners", lambda ip, port: {os.geteuid()})   # our old socket
+    monkeypatch.setattr(tunneld.socket_owner, "owners", lambda ip, port: {os.geteuid()})  # our old socket
     await d.restore()
     assert store.forwards()[0].local_port == 43007 and d.listeners == {}
 
@@ -234,8 +257,13 @@ async def test_a_forward_whose_old_port_nobody_else_holds_keeps_it_and_is_tried_
 def test_the_hub_re_routes_only_forwards_that_are_up_on_another_port():
     from aifa_workbench.spawners.tunnel_reconcile import moved_forwards
 
-    listing = [{"id": "alice/.1", "up": True, "local_port": 43010}, {"id": "bob/.2", "up": True, "local_port": 43002},
-               {"id": "carol/.3", "up": False, "local_port": 43099}, {"id": "dave/.4", "up": True, "local_port": 43004},
-               {"id": "erin/.5", "up": True, "local_port": "43005"}, "junk"]
+    listing = [
+        {"id": "alice/.1", "up": True, "local_port": 43010},
+        {"id": "bob/.2", "up": True, "local_port": 43002},
+        {"id": "carol/.3", "up": False, "local_port": 43099},
+        {"id": "dave/.4", "up": True, "local_port": 43004},
+        {"id": "erin/.5", "up": True, "local_port": "43005"},
+        "junk",
+    ]
     routed = {"alice/.1": 43001, "bob/.2": 43002, "carol/.3": 43003, "erin/.5": 43000}
     assert moved_forwards(listing, routed) == {"alice/.1": 43010}

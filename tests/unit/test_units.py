@@ -1,4 +1,5 @@
 """The systemd units the roles install: rendered as Ansible would, and verified by systemd."""
+
 import re
 import shutil
 import subprocess
@@ -7,11 +8,18 @@ from pathlib import Path
 import pytest
 
 ROLES = Path(__file__).resolve().parents[2] / "ansible" / "roles"
-FACTS = {"ansible_managed": "Ansible managed", "workbench_hub_user": "aifa-hub", "workbench_etc": "/etc/aifa-workbench",
-         "workbench_state_dir": "/var/lib/aifa-workbench", "workbench_venv": "/opt/aifa-workbench/venv",
-         "tunnel_gateway_etc": "/etc/aifa-workbench/gateway"}
-UNITS = ["workbench_hub/templates/aifa-workbench-tunneld.service.j2",
-         "tunnel_gateway/templates/aifa-tunnel-gateway.service.j2"]
+FACTS = {
+    "ansible_managed": "Ansible managed",
+    "workbench_hub_user": "aifa-hub",
+    "workbench_etc": "/etc/aifa-workbench",
+    "workbench_state_dir": "/var/lib/aifa-workbench",
+    "workbench_venv": "/opt/aifa-workbench/venv",
+    "tunnel_gateway_etc": "/etc/aifa-workbench/gateway",
+}
+UNITS = [
+    "workbench_hub/templates/aifa-workbench-tunneld.service.j2",
+    "tunnel_gateway/templates/aifa-tunnel-gateway.service.j2",
+]
 
 
 @pytest.mark.parametrize("template", UNITS)

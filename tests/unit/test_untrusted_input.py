@@ -1,5 +1,6 @@
 """What users and jobs send, bounded and unforgeable: the reconciler's squeue lines, job output
 tails, echoed values, form numbers, shared Slurm answers, logins, origins, body caps."""
+
 import asyncio
 
 import pytest
@@ -20,12 +21,12 @@ from .test_settings import GOOD, write
 
 
 # --- the reconciler: no field a user chooses can forge a line ---------------------------------
-H = "h1"   # the hub's id in its job names
+H = "h1"  # the hub's id in its job names
 
 
 def test_only_exact_id_user_name_lines_count():
     out = "17|alice|aifa-wb-h1-alice\n18|bob|aifa-wb-h1-bob\n19|carol|aifa-wb-h1-alice\n"
-    assert unknown_jobs(out, H, known_job_ids={"18"}) == [("17", "alice")]   # 19: carol's job named for alice
+    assert unknown_jobs(out, H, known_job_ids={"18"}) == [("17", "alice")]  # 19: carol's job named for alice
 
 
 def test_another_hubs_jobs_are_not_this_hubs_orphans():
@@ -33,15 +34,18 @@ def test_another_hubs_jobs_are_not_this_hubs_orphans():
     assert unknown_jobs(out, H, known_job_ids=set()) == [("19", "bob")]
 
 
-@pytest.mark.parametrize("forged", [
-    "x\n17|aifa-wb-h1-alice|alice\ny",        # the old %i|%j|%u format
-    "x\n17|alice|aifa-wb-h1-alice\ny",        # the new one
-    "17|alice|aifa-wb-h1-alice",              # a whole line as a name
-])
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "x\n17|aifa-wb-h1-alice|alice\ny",  # the old %i|%j|%u format
+        "x\n17|alice|aifa-wb-h1-alice\ny",  # the new one
+        "17|alice|aifa-wb-h1-alice",  # a whole line as a name
+    ],
+)
 def test_a_forged_line_cancels_nothing_of_others(forged):
     # squeue's --name filter never prints such a name; were one printed, its lines still name 17 twice
     out = f"17|alice|aifa-wb-h1-alice\n20|carol|{forged}\n21|bob|aifa-wb-h1-bob\n"
-    assert unknown_jobs(out, H, known_job_ids={"17"}) == [("21", "bob")]   # and each is confirmed: confirm_argv
+    assert unknown_jobs(out, H, known_job_ids={"17"}) == [("21", "bob")]  # and each is confirmed: confirm_argv
 
 
 def test_odd_lines_are_skipped_not_a_reason_to_stop():
@@ -56,7 +60,13 @@ def test_a_job_id_seen_twice_is_not_cancelled():
 
 def test_each_orphan_is_confirmed_by_a_query_no_name_can_forge():
     assert confirm_argv("/usr/bin", "17", job_name(H, "alice"), "alice") == [
-        "/usr/bin/squeue", "--noheader", "--jobs=17", "--name=aifa-wb-h1-alice", "--user=alice", "--format=%i"]
+        "/usr/bin/squeue",
+        "--noheader",
+        "--jobs=17",
+        "--name=aifa-wb-h1-alice",
+        "--user=alice",
+        "--format=%i",
+    ]
 
 
 def test_the_name_filter_holds_plain_names_only_in_batches():
@@ -92,7 +102,7 @@ def test_many_unknown_keys_are_named_briefly(sites, user):
 
 @pytest.mark.parametrize("typed", ["²", "٣", "1e3", "-1", "1234567"])
 def test_form_numbers_are_ascii_digits_or_left_for_the_sentence(typed):
-    assert options_from_form({"profile": ["custom"], "gpus": [typed]}) == {"gpus": typed}   # no crash
+    assert options_from_form({"profile": ["custom"], "gpus": [typed]}) == {"gpus": typed}  # no crash
 
 
 async def test_the_runner_keeps_only_the_start_of_a_huge_output():
@@ -142,6 +152,7 @@ async def test_a_failed_query_is_not_kept():
 
     async def good():
         return "ok"
+
     assert await answers.get(("k",), good) == "ok"
 
 
@@ -158,8 +169,10 @@ async def test_a_users_password_logs_in_that_user_only(tmp_path):
 
 def test_the_shared_password_needs_the_setting_that_says_single_person(tmp_path):
     assert load_settings(write(tmp_path, GOOD)).login == "per-user-password"
-    assert load_settings(write(tmp_path, {**GOOD, "login": "shared-password-single-person-demo"})).login \
+    assert (
+        load_settings(write(tmp_path, {**GOOD, "login": "shared-password-single-person-demo"})).login
         == "shared-password-single-person-demo"
+    )
     with pytest.raises(SettingsError, match="login: 'shared-password' is not one of"):
         load_settings(write(tmp_path, {**GOOD, "login": "shared-password"}))
 
@@ -174,18 +187,24 @@ def test_a_missing_password_file_names_it(tmp_path):
 def test_servers_get_hosts_of_their_own():
     hook = user_host_hook("users.example-usercontent.be")
     assert hook("alice", "workbench.example.be", "user") == "alice.users.example-usercontent.be"
-    assert hook("a.b", "x", "user").endswith(".users.example-usercontent.be") and "." not in hook("a.b", "x", "user").split(".")[0]
+    assert (
+        hook("a.b", "x", "user").endswith(".users.example-usercontent.be")
+        and "." not in hook("a.b", "x", "user").split(".")[0]
+    )
 
 
-@pytest.mark.parametrize("host, path, allowed", [
-    ("localhost:8000", "/hub/login", True),
-    ("carol.localhost:8000", "/hub/login", False),      # the hub's pages are not served on a user's host
-    ("carol.localhost:8000", "/hub/api/users/alice/tokens", False),
-    ("carol.localhost:8000", "/user/carol/lab", True),  # JupyterHub redirects these to the hub's host
-    ("127.0.0.1:8081", "/hub/api/job-report", True),  # jobs and the proxy, on the internal address
-    ("127.0.0.1:8000", "/hub/home", False),
-    ("LOCALHOST:8000", "/hub/home", True),
-])
+@pytest.mark.parametrize(
+    "host, path, allowed",
+    [
+        ("localhost:8000", "/hub/login", True),
+        ("carol.localhost:8000", "/hub/login", False),  # the hub's pages are not served on a user's host
+        ("carol.localhost:8000", "/hub/api/users/alice/tokens", False),
+        ("carol.localhost:8000", "/user/carol/lab", True),  # JupyterHub redirects these to the hub's host
+        ("127.0.0.1:8081", "/hub/api/job-report", True),  # jobs and the proxy, on the internal address
+        ("127.0.0.1:8000", "/hub/home", False),
+        ("LOCALHOST:8000", "/hub/home", True),
+    ],
+)
 def test_the_hub_answers_on_its_own_host_only(host, path, allowed):
     assert hub_page_allowed(host, path, "http://localhost:8000", "/hub/", {"127.0.0.1:8081"}) is allowed
     assert hub_page_allowed("hub.example.be:443", "/hub/", "https://hub.example.be", "/hub/", set())
@@ -219,14 +238,15 @@ def test_the_identity_answer_names_the_user_or_nothing():
 @pytest.fixture
 def sites():
     from aifa_workbench.model.catalogue import load_catalogue
+
     return load_catalogue(None, ("local",))
 
 
 @pytest.fixture
 def user():
     from aifa_workbench.model.request import UserContext
-    return UserContext(accounts={"local": ("proj_sme",)}, reservations={"local": ()})
 
+    return UserContext(accounts={"local": ("proj_sme",)}, reservations={"local": ()})
 
 
 async def test_a_server_reports_its_port_once_per_start():
@@ -243,6 +263,8 @@ async def test_a_server_reports_its_port_once_per_start():
 def test_on_a_private_site_only_the_users_own_well_formed_lines_count():
     from aifa_workbench.sites.slurm_cli import own_unknown_jobs
 
-    out = ("17|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n"
-           "19|boblumi|aifa-wb-h1-alice\n20|alicelum|aifa-wb-h2-alice\n21|alicelum|aifa-wb-h1-alice\n")
+    out = (
+        "17|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n18|alicelum|aifa-wb-h1-alice\n"
+        "19|boblumi|aifa-wb-h1-alice\n20|alicelum|aifa-wb-h2-alice\n21|alicelum|aifa-wb-h1-alice\n"
+    )
     assert own_unknown_jobs(out, H, "alice", "alicelum", known_job_ids={"21"}) == ["17"]

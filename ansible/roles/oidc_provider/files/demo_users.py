@@ -4,6 +4,7 @@
 SPEC: [{"login", "sub", "email", "name", "entitlements"}]. Each password is kept as a scrypt hash
 (node's crypto.scryptSync defaults: N=16384, r=8, p=1); a hash that still matches its password is
 kept, so that the file changes only when a user, a group or a password does. Prints CHANGED then."""
+
 import grp
 import hashlib
 import json
@@ -45,7 +46,7 @@ def main(spec_path, passwords_dir, users_path, group):
     tmp = users_path + ".new"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w") as f:
         f.write(text)
-    os.chown(tmp, 0, grp.getgrnam(group).gr_gid)      # readable by the provider from the first moment
+    os.chown(tmp, 0, grp.getgrnam(group).gr_gid)  # readable by the provider from the first moment
     os.replace(tmp, users_path)
     print("CHANGED")
 

@@ -4,12 +4,13 @@
 Ansible reinstalls the package into the venv when this changes, and the test suite refuses
 to run against a venv whose installed copy is older than the checkout.
 """
+
 import hashlib
 import sys
 from pathlib import Path
 
 PARTS = ("pyproject.toml", "README.md", "model", "hub_config", "spawners", "sites", "extensions", "notebooks")
-SKIPPED = ("__pycache__", "node_modules")   # node_modules: only for `make labextension`, never shipped
+SKIPPED = ("__pycache__", "node_modules")  # node_modules: only for `make labextension`, never shipped
 
 
 def source_digest(root: Path) -> str:
