@@ -80,6 +80,14 @@ def test_the_map_names_every_package_and_only_what_exists():
         assert may <= set(rules), f"{folder}: the map lets it import what is not a package: {may - set(rules)}"
 
 
+def test_the_wheel_lists_every_package_of_ours():
+    """setuptools installs the packages pyproject lists, no more: a subpackage left out is missing
+    from the hub's venv (and from every site's runtime), though the checkout's tests import it."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, (_, path) in modules().items() if path.name == "__init__.py"}
+    assert found == listed
+
+
 @pytest.mark.parametrize("folder", sorted(module_map()))
 def test_a_package_imports_only_what_the_map_lets_it(folder):
     may, ours = module_map()[folder], modules()
