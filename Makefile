@@ -60,7 +60,7 @@ test-unit: dev           ## the fast tests alone, against this checkout as it is
 
 dev: $(DEV)/.installed    ## a developer's venv in .venv: this checkout installed editable, with the test tools and ruff (a minute or two, once)
 $(DEV)/.installed: pyproject.toml
-	ansible/bootstrap.sh
+	python3 -c 'import ensurepip' 2>/dev/null || ansible/bootstrap.sh     # Debian's python3-venv, as root, once
 	python3 -m venv $(DEV)
 	$(DEV)/bin/pip install -q -e '.[test,dev]'
 	touch $@

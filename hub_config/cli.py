@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from aifa_workbench.hub_config import course_cli, logwriter, script_preview, site_admin
+from aifa_workbench.hub_config import course_cli, logwriter, site_admin
 from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings
@@ -35,15 +35,27 @@ from aifa_workbench.model.request import RequestError, UserContext, parse_job_re
 from aifa_workbench.spawners.script import ScriptError
 
 
+# what the help says of a remote site's env file (script_preview.ENV_FILE_PLACEHOLDER, which a test holds to it)
+ENV_FILE_SHOWN = "X" * 16
+
+
 def _render_script(args) -> int:
+    # the hub's own spawner (jupyterhub, batchspawner, tornado): loaded for this command alone,
+    # not by the long-lived ones (log-to, tunneld, run-proxy)
+    from aifa_workbench.hub_config import script_preview
+
     options = json.loads(args.options)
     if not isinstance(options, dict):
         raise RequestError("--options must be a JSON object.")
     if args.site:
         options["site"] = args.site
     traits, bind_url, https = _hub_spawner_settings(args.settings, args.catalogue)
-    spawner = script_preview.preview_spawner(traits, args.user, options, bind_url, https, args.home or "")
-    sys.stdout.write(asyncio.run(script_preview.render(spawner, options)))
+    try:
+        spawner = script_preview.preview_spawner(traits, args.user, options, bind_url, https, args.home or "")
+        sys.stdout.write(asyncio.run(script_preview.render(spawner, options)))
+    except script_preview.PreviewError as e:
+        print(f"aifa-workbench: {e}", file=sys.stderr)
+        return 2
     request = spawner.job_request
     site = spawner.sites[request.site]
     cost = describe_cost(
@@ -136,7 +148,7 @@ def main(argv=None) -> int:
         description="Prints the batch script the hub would submit for USER's request, made by the hub's spawner "
         "with the settings file's values. No site is asked anything: the account and reservation in "
         "--options are taken as the user's own, and no budget is checked. A remote site's env file "
-        f"is named job-env-{script_preview.ENV_FILE_PLACEHOLDER} (the hub draws that part at random "
+        f"is named job-env-{ENV_FILE_SHOWN} (the hub draws that part at random "
         "for each job).",
     )
     render.add_argument("--site", help="the request's site (default: the settings' default_site)")
@@ -184,7 +196,6 @@ def main(argv=None) -> int:
         RequestError,
         ScriptError,
         SettingsError,
-        script_preview.PreviewError,
         FileNotFoundError,
         json.JSONDecodeError,
     ) as e:

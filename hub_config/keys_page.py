@@ -11,9 +11,10 @@ from tornado import web
 
 from aifa_workbench.hub_config.runtime import Workbench, WorkbenchHandler
 from aifa_workbench.hub_config.site_keys import public_key_line
+from aifa_workbench.hub_config.spawner_settings import KEYS_PAGE_PATH
 from aifa_workbench.sites.errors import SiteError
 
-PATH = "/site-keys"
+PATH = KEYS_PAGE_PATH
 
 
 def site_rows(workbench: Workbench, user: str) -> list[dict]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import urlsplit
 
-from aifa_workbench.hub_config import keys_page
 from aifa_workbench.model.settings import Settings
+
+KEYS_PAGE_PATH = "/site-keys"  # where hub_config.keys_page serves each user's keys, under /hub
 
 
 def spawner_traits(settings: Settings) -> dict:
@@ -21,7 +22,7 @@ def spawner_traits(settings: Settings) -> dict:
         "default_site": settings.default_site,
         "site_users": settings.site_users or {},
         "hub_port": settings.hub_port,
-        "keys_page_url": settings.public_host + urlsplit(settings.bind_url).path + "hub" + keys_page.PATH,
+        "keys_page_url": settings.public_host + urlsplit(settings.bind_url).path + "hub" + KEYS_PAGE_PATH,
         "walltime_warnings_minutes": list(settings.walltime_warnings_minutes),
         "hub_id": settings.hub_id,
         "support_contact": settings.support_contact,

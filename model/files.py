@@ -30,6 +30,6 @@ def write_atomically(path, data: bytes | str, *, mode: int = 0o600, fsync: bool 
         if replace:
             os.replace(temporary, path)
         else:
-            os.link(temporary, path)  # fails where the name exists; a rename would overwrite it
+            os.link(temporary, path, follow_symlinks=False)  # fails where the name exists; a rename would overwrite it
     finally:
         temporary.unlink(missing_ok=True)

@@ -184,6 +184,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._own_controls: SiteControls | None = None
+        self._configured_hub_connect_url = self.hub_connect_url  # c.Spawner.hub_connect_url, if any
         self._reaches: dict[str, Reach] = {}  # by site name: each site's reach strategy
         for name in ignored_batchspawner_settings(self.config):
             _warn_once(
@@ -391,8 +392,9 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
 
     def get_env(self):
         """Jobs of a remote site call the hub where their reach says (the catalogue's reach.hub_url,
-        a forward's address): JupyterHub's hub_connect_url, set for this job."""
-        self.hub_connect_url = self.reach.job_hub_base(self.hub_port)
+        a forward's address): JupyterHub's hub_connect_url, set for this job; others where the
+        configuration says."""
+        self.hub_connect_url = self.reach.job_hub_base(self.hub_port) or self._configured_hub_connect_url
         return super().get_env()
 
     def batch_script(self, env: dict, env_file: str | None = None) -> str:

@@ -197,3 +197,26 @@ def test_the_admins_account_is_taken_and_a_refusal_is_the_hubs_sentence(capsys, 
         == 2
     )
     assert "aifa-workbench: 'gpus' must be from" in capsys.readouterr().err
+
+
+def test_only_render_script_loads_the_hubs_spawner():
+    """The long-lived commands (log-to, tunneld, run-proxy) stay light: the spawner, JupyterHub and
+    batchspawner load for render-script alone; its help names the env file as the script shows it."""
+    import subprocess
+    import sys
+
+    from aifa_workbench.hub_config import cli
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, aifa_workbench.hub_config.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jupyterhub', 'batchspawner')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert loaded == "[]"
+    assert cli.ENV_FILE_SHOWN == ENV_FILE_PLACEHOLDER

@@ -315,3 +315,11 @@ def test_a_job_calls_the_hub_where_its_sites_reach_says(site):
     base = load_catalogue()["lumi"].reach.hub_base(8081) if site == "lumi" else "http://127.0.0.1:8081"
     assert env["JUPYTERHUB_API_URL"] == base + "/@/b/hub/api"
     assert env["JUPYTERHUB_ACTIVITY_URL"] == base + "/@/b/hub/api/users/alice/activity"
+
+
+def test_a_configured_hub_connect_url_still_holds_where_no_reach_names_one():
+    user = SimpleNamespace(name="alice", url="/user/alice/", escaped_name="alice", db=None, groups=[], spawners={})
+    hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/", public_host="")
+    spawner = WorkbenchSlurmSpawner(user=user, hub=hub, hub_connect_url="http://hub.internal:8081")
+    spawner.job_site = "local"
+    assert spawner.get_env()["JUPYTERHUB_API_URL"] == "http://hub.internal:8081/hub/api"
