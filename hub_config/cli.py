@@ -26,7 +26,8 @@ import json
 import os
 import sys
 
-from aifa_workbench.hub_config import course_cli, logwriter, site_admin
+from aifa_workbench.hub_config import logwriter, site_admin
+from aifa_workbench.hub_config.courses import cli as course_cli
 from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings

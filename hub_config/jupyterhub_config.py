@@ -6,7 +6,6 @@
 import logging
 import os
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
@@ -17,11 +16,15 @@ from aifa_workbench.model.settings import OIDC
 from aifa_workbench.hub_config.origins import confine_hub_pages, user_host_hook
 from aifa_workbench.hub_config.preflight import PreflightError, check_local_partitions, check_slurm
 from aifa_workbench.model.settings import SettingsError, load_settings
-from aifa_workbench.hub_config import courses, courses_page, keys_page, session_pages, site_accounts_page
-from aifa_workbench.hub_config.runtime import TORNADO_KEY, Workbench
-from aifa_workbench.hub_config.site_accounts import registry_of
+from aifa_workbench.hub_config.courses import book as courses
+from aifa_workbench.hub_config.courses import page as courses_page
+from aifa_workbench.hub_config.site_keys import page as keys_page
+from aifa_workbench.hub_config.sessions import pages as session_pages
+from aifa_workbench.hub_config.site_accounts import page as site_accounts_page
+from aifa_workbench.hub_config.runtime import TORNADO_KEY, Workbench, template_paths
+from aifa_workbench.hub_config.site_accounts.registry import registry_of
 from aifa_workbench.hub_config.site_admin import check_runtimes_when_the_hub_starts
-from aifa_workbench.hub_config.site_keys import SiteKeyStore
+from aifa_workbench.hub_config.site_keys.store import SiteKeyStore
 from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.sites.registry import Identities, SiteControls
 from aifa_workbench.spawners import job_report, reconcile
@@ -136,7 +139,7 @@ for trait, value in spawner_traits(settings).items():
 site_accounts = registry_of(settings)
 identities = Identities(site_accounts, SiteKeyStore(state / "site-keys", site_keys_secret))
 # Courses (workshops) on the local cluster: trainers make them, participants join with a code,
-# instructors see their participants' servers; the window's end stops them (hub_config.courses).
+# instructors see their participants' servers; the window's end stops them (hub_config.courses.book).
 local_sites = {name: site for name, site in sites.items() if site.transport == "local"}
 hub_courses = None
 if settings.courses["enabled"] and local_sites:
@@ -191,7 +194,7 @@ c.JupyterHub.extra_handlers = (
     keys_page.handlers() + session_pages.handlers() + site_accounts_page.handlers() + course_handlers
 )
 # The hub's pages: the product and whom to ask, a card per session (home, waiting page, /hub/sessions).
-c.JupyterHub.template_paths = [str(Path(keys_page.__file__).parent / "templates")]
+c.JupyterHub.template_paths = template_paths()  # the hub's pages, then each feature's beside its handlers
 c.JupyterHub.template_vars = session_pages.template_vars(
     {
         "support": settings.support_contact,

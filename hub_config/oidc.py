@@ -17,7 +17,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
 from traitlets import Any, Bool, Dict, List, Unicode
 
-from aifa_workbench.hub_config.site_accounts import accounts_from_claims
+from aifa_workbench.hub_config.site_accounts.registry import accounts_from_claims
 from aifa_workbench.model.course import join_refusal
 from aifa_workbench.model.identity import groups_from_entitlements, hub_name, normal_sub, sub_accepted
 
@@ -75,12 +75,12 @@ class WorkbenchOAuthenticator(GenericOAuthenticator):
 
     @property
     def site_accounts(self):
-        """The hub's registry of site accounts (hub_config.site_accounts), or None."""
+        """The hub's registry of site accounts (hub_config.site_accounts.registry), or None."""
         return self.workbench.site_accounts if self.workbench is not None else None
 
     @property
     def course_book(self):
-        """The hub's course book (hub_config.courses.CourseBook), or None where courses are off."""
+        """The hub's course book (hub_config.courses.book.CourseBook), or None where courses are off."""
         courses = self.workbench.courses if self.workbench is not None else None
         return courses.book if courses is not None else None
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from aifa_workbench.hub_config.courses import Courses
-from aifa_workbench.hub_config.site_accounts import SiteAccounts
+from aifa_workbench.hub_config.courses.book import Courses
+from aifa_workbench.hub_config.site_accounts.registry import SiteAccounts
 from aifa_workbench.model.settings import Settings
 from aifa_workbench.sites.registry import Identities, SiteControls
 
@@ -55,3 +56,13 @@ class WorkbenchHandler:
     @property
     def workbench(self) -> Workbench:
         return self.settings[TORNADO_KEY]
+
+
+FEATURES_WITH_PAGES = ("courses", "site_keys", "site_accounts", "sessions")
+
+
+def template_paths() -> list[str]:
+    """Where JupyterHub finds the workbench's pages: its own (page, home, spawn, waiting) in
+    templates/, and each feature's in the templates/ beside its handlers."""
+    here = Path(__file__).parent
+    return [str(here / "templates"), *(str(here / feature / "templates") for feature in FEATURES_WITH_PAGES)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings
-from aifa_workbench.hub_config.site_keys import SiteKeyStore, public_key_line
+from aifa_workbench.hub_config.site_keys.store import SiteKeyStore, public_key_line
 from aifa_workbench.sites import runtime
 from aifa_workbench.sites.background import in_background
 from aifa_workbench.sites.errors import SiteError

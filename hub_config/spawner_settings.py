@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from aifa_workbench.model.settings import Settings
 
-KEYS_PAGE_PATH = "/site-keys"  # where hub_config.keys_page serves each user's keys, under /hub
+KEYS_PAGE_PATH = "/site-keys"  # where hub_config.site_keys.page serves each user's keys, under /hub
 
 
 def spawner_traits(settings: Settings) -> dict:

@@ -13,12 +13,12 @@ from pathlib import Path
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import Settings
 from aifa_workbench.sites.hub_api_tls import HubApiRelay, ensure_certificates
-from aifa_workbench.hub_config.site_accounts import registry_of
+from aifa_workbench.hub_config.site_accounts.registry import registry_of
 from aifa_workbench.sites.registry import Identities
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 from aifa_workbench.sites.tunneld import ForwardStore, TunnelDaemon
 
-from .site_keys import SiteKeyStore
+from aifa_workbench.hub_config.site_keys.store import SiteKeyStore
 
 # A dead link is noticed after 2 s x 3 keepalives; logins are tried again at once, with pauses
 # of at most a second, so a healed network carries the forwards again within about a second.

@@ -2,7 +2,7 @@
 
 Local sites run commands through sudo on this host. SSH sites log in to the site's login node as
 the user's own account there: the settings name it (site_users), the hub's key store holds the
-key (hub_config.site_keys)."""
+key (hub_config.site_keys.store)."""
 
 from __future__ import annotations
 

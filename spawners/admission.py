@@ -39,7 +39,7 @@ class Applicant:
     site_account: Callable[[str], dict]  # site name -> {username, accounts} of theirs there
     facts_of: Callable  # site name -> SlurmFacts
     control_of: Callable  # site name -> JobControl
-    courses: object  # the hub's courses (hub_config.courses.Courses: book, config), or None
+    courses: object  # the hub's courses (hub_config.courses.book.Courses: book, config), or None
     log: object
 
 

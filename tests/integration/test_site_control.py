@@ -148,7 +148,7 @@ async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi)
 
 async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_users_own_key(tmp_path):
     from aifa_workbench.model.catalogue import load_catalogue
-    from aifa_workbench.hub_config.site_keys import SiteKeyStore
+    from aifa_workbench.hub_config.site_keys.store import SiteKeyStore
     from aifa_workbench.sites.registry import Identities, NoSiteAccount, SiteControls
 
     from .sim_sites import SITES_ROOT as root, authorize_line

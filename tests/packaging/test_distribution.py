@@ -24,6 +24,10 @@ def test_wheel_holds_the_product_package_the_notebook_facade_and_their_data(tmp_
     assert top_level == {"aifa_workbench", "workbench"}  # `import workbench` in users' notebooks
     for expected in [
         "aifa_workbench/spawners/slurm.py",
+        "aifa_workbench/spawners/reach/reverse.py",
+        "aifa_workbench/hub_config/courses/templates/courses.html",
+        "aifa_workbench/hub_config/site_keys/templates/site_keys.html",
+        "aifa_workbench/hub_config/templates/page.html",
         "aifa_workbench/hub_config/jupyterhub_config.py",
         "aifa_workbench/model/catalogue.py",
         "aifa_workbench/sites/control.py",

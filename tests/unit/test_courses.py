@@ -3,7 +3,7 @@ code, who may join when, the locked profile, the instructors' role, and the gues
 
 import pytest
 
-from aifa_workbench.hub_config import courses
+from aifa_workbench.hub_config.courses import book as courses
 from aifa_workbench.model import course as model
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites import slurm_cli as cli

@@ -107,7 +107,7 @@ def test_the_workbenchs_commands_print_no_dsa_warnings_from_asyncssh():
             "-W",
             "default",
             "-c",
-            "import aifa_workbench.hub_config.cli, aifa_workbench.sites.tunneld, aifa_workbench.hub_config.site_keys",
+            "import aifa_workbench.hub_config.cli, aifa_workbench.sites.tunneld, aifa_workbench.hub_config.site_keys.store",
         ],
         capture_output=True,
         text=True,

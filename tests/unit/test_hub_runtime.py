@@ -8,11 +8,14 @@ from unittest import mock
 from tornado import httputil, web
 from traitlets.config import Config
 
-from aifa_workbench.hub_config import courses, courses_page, keys_page, site_accounts_page
+from aifa_workbench.hub_config.courses import book as courses
+from aifa_workbench.hub_config.courses import page as courses_page
+from aifa_workbench.hub_config.site_keys import page as keys_page
+from aifa_workbench.hub_config.site_accounts import page as site_accounts_page
 from aifa_workbench.hub_config.oidc import WorkbenchOAuthenticator
 from aifa_workbench.hub_config.runtime import TORNADO_KEY, Workbench
-from aifa_workbench.hub_config.site_accounts import SiteAccounts
-from aifa_workbench.hub_config.site_keys import SiteKeyStore
+from aifa_workbench.hub_config.site_accounts.registry import SiteAccounts
+from aifa_workbench.hub_config.site_keys.store import SiteKeyStore
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites.registry import Identities, SiteControls
 from aifa_workbench.spawners import reconcile
@@ -152,3 +155,28 @@ async def test_the_loops_ask_the_hub_callable_they_are_handed_and_wait_for_it_to
     assert rounds == [(app, hub_courses)]
     _cancel("keep")
     _cancel("_run")
+
+
+def test_every_page_a_handler_renders_is_on_jupyterhubs_template_paths():
+    """Each feature's pages live beside its handlers: the hub's template paths must hold each one
+    (and JupyterHub's own pages the workbench draws: page, home, spawn, the waiting page)."""
+    import re
+    from pathlib import Path
+
+    from aifa_workbench.hub_config.runtime import template_paths
+
+    hub_config = Path(__file__).resolve().parents[2] / "hub_config"
+    rendered = {
+        name
+        for path in hub_config.rglob("*.py")
+        for name in re.findall(r"render_template\(\s*\"([\w.]+\.html)\"", path.read_text())
+    }
+    included = {
+        name
+        for path in hub_config.rglob("*.html")
+        for name in re.findall(r"\{%-? (?:include|extends|import|from) \"([\w.]+\.html)\"", path.read_text())
+    }
+    found = {p.name for directory in template_paths() for p in Path(directory).glob("*.html")}
+    assert {"courses.html", "site_keys.html", "sessions.html"} <= rendered
+    missing = (rendered | included | {"home.html", "spawn.html", "spawn_pending.html"}) - found
+    assert not missing, missing

@@ -181,7 +181,7 @@ def test_an_oidc_section_the_hub_cannot_use_stops_it_with_the_key_and_reason(oid
 
 def test_site_accounts_the_provider_names_reach_the_registry_for_admitted_people_only(tmp_path):
     from aifa_workbench.hub_config.runtime import Workbench
-    from aifa_workbench.hub_config.site_accounts import SiteAccounts
+    from aifa_workbench.hub_config.site_accounts.registry import SiteAccounts
 
     registry = SiteAccounts({}, tmp_path / "site-accounts.json")
     runtime = Workbench(

@@ -6,7 +6,12 @@ import stat
 
 import pytest
 
-from aifa_workbench.hub_config.site_accounts import SiteAccountError, SiteAccounts, accounts_from_claims, checked_entry
+from aifa_workbench.hub_config.site_accounts.registry import (
+    SiteAccountError,
+    SiteAccounts,
+    accounts_from_claims,
+    checked_entry,
+)
 
 SITES = {"lumi": object(), "jupiter": object()}
 
@@ -86,7 +91,7 @@ def test_a_damaged_file_is_logged_and_the_last_good_accounts_kept(tmp_path):
 
 
 def test_who_someone_is_on_a_site_does_not_change_under_a_running_job():
-    from aifa_workbench.hub_config.site_accounts import change_refused
+    from aifa_workbench.hub_config.site_accounts.registry import change_refused
 
     current = {"username": "alicelum", "accounts": ["p1"]}
     assert change_refused("alice", "LUMI", "4242", current, {"username": "alicelum", "accounts": ["p2"]}) is None

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from aifa_workbench.hub_config.site_keys import SiteKeyError, SiteKeyStore
+from aifa_workbench.hub_config.site_keys.store import SiteKeyError, SiteKeyStore
 
 
 def test_a_key_is_made_once_per_user_and_site_and_kept_encrypted(tmp_path):

@@ -17,7 +17,7 @@ from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from aifa_workbench.hub_config.runtime import Workbench, WorkbenchHandler
-from aifa_workbench.hub_config.site_accounts import SiteAccountError, change_refused, checked_entry
+from aifa_workbench.hub_config.site_accounts.registry import SiteAccountError, change_refused, checked_entry
 
 PATH = "/site-accounts"
 USER = r"([a-z][a-z0-9_-]{0,31})"

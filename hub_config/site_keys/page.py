@@ -10,7 +10,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from aifa_workbench.hub_config.runtime import Workbench, WorkbenchHandler
-from aifa_workbench.hub_config.site_keys import public_key_line
+from aifa_workbench.hub_config.site_keys.store import public_key_line
 from aifa_workbench.hub_config.spawner_settings import KEYS_PAGE_PATH
 from aifa_workbench.sites.errors import SiteError
 

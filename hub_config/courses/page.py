@@ -17,7 +17,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from aifa_workbench.hub_config import courses
+from aifa_workbench.hub_config.courses import book as courses
 from aifa_workbench.hub_config.runtime import WorkbenchHandler
 from aifa_workbench.model import course as model
 from aifa_workbench.model.course import CourseError
@@ -89,7 +89,7 @@ class CourseMixin(WorkbenchHandler):
 
     async def trainer_projects(self) -> dict:
         """The trainer's projects on each site: Slurm's word on the local cluster, the registry's
-        (hub_config.site_accounts) on remote sites."""
+        (hub_config.site_accounts.registry) on remote sites."""
         found, identities = {}, self.workbench.identities
         config = self.hub_courses.config
         for name, site in config.sites.items():
