@@ -95,7 +95,7 @@ bench-courses:           ## 20 and 40 participants joining a course and starting
 bench-floods:            ## another user's API p50/p99 and the hub's descriptors while one account holds 2,000 half-sent requests, as shipped vs unguarded (about 2 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_floods $(BENCH_ARGS)
 
-bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 5 minutes)
+bench-dask:              ## Dask presets vs hand-written SLURMCluster, sweep throughput (about 3 minutes)
 	$(VENV)/bin/python -m benchmarks.bench_dask $(BENCH_ARGS)
 
 bench-ssh:               ## commands on a simulated site's login node: one persistent connection vs a new ssh each (needs make sites)

@@ -2,7 +2,7 @@
 GPUs, how long it has left and what it has cost so far.
 
 Pure parts (`NotebookJob.from_environ`, `parse_scontrol_job`, `job_status`) are tested without
-Slurm; `current_job` and `scontrol_job` are the thin glue that reads the real job.
+Slurm; `scontrol_job`, `cached_scontrol_job` and `current_status` are the thin glue that reads the real job.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ aifa-workbench log-to FILE [--max-bytes N] [--backups K] [--max-line-bytes L]
 aifa-workbench user-key | runtime-key | install-runtime | check-runtime ...
     remote sites' keys and job runtime (see site_admin.py)
 aifa-workbench course create|list|end --hub URL ...
-    a trainer's courses through the hub's REST API (see course_cli.py)
+    a trainer's courses through the hub's REST API (see courses/cli.py)
 """
 
 from __future__ import annotations

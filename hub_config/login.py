@@ -1,4 +1,4 @@
-"""Demo login until federated OIDC replaces it: each demo user has a password of their own.
+"""The login without an identity provider (the demo's, `login: per-user-password`): each user has a password of their own.
 
 JupyterHub's SharedPasswordAuthenticator lets anyone who knows the one password log in as any
 allowed user, and so run code as that unix user: fine for one person trying the demo alone,
@@ -13,7 +13,7 @@ import hmac
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode
 
-from aifa_workbench.model.settings import LOGIN_MODES, PER_USER, SHARED_SINGLE_PERSON, read_passwords  # noqa: F401
+from aifa_workbench.model.settings import SHARED_SINGLE_PERSON, read_passwords  # noqa: F401  (where the hub's config and tests read them)
 
 
 def password_matches(expected: str | None, given) -> bool:

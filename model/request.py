@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
@@ -28,7 +27,6 @@ ALLOWED_KEYS = (
     "reservation",
     "environment",
 )
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class RequestError(ValueError):
@@ -206,8 +204,3 @@ def parse_job_request(
 def resources_for(options: Mapping, site: Site, part) -> tuple[int, int, int]:
     """The GPUs, cores and GB a valid request of `options` gets on `part` (the defaults filled in)."""
     return _resources(options, site, part)
-
-
-def is_safe_name(value: str) -> bool:
-    """Account and reservation names as Slurm reports them (used when reading them from Slurm)."""
-    return bool(_SLUG.fullmatch(value))

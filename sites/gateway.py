@@ -91,7 +91,7 @@ def mark_expiry(grants_dir: str, grant: Grant, expires_at: float) -> None:
 
 
 def granted_ports(grants_dir: str) -> dict[int, str]:
-    """{port: key id} of every grant (the reconciler's view of the gateway)."""
+    """{port: key id} of every grant (what an admin or a test sees of the gateway)."""
     found = {}
     for path in Path(grants_dir).iterdir():
         if path.name.isdigit():

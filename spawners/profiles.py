@@ -2,7 +2,7 @@
 
 Profiles keep wrapspawner ProfilesSpawner's contract — a list of (display name, key) the form
 offers as `profile`, resolved by the hub to admin-owned settings — but all resolve to one
-spawner class, so there is no wrapper between the hub and the job's callback.
+spawner class, so there is no wrapper between the hub and the job's report of its port.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who each person is on each remote site (hub_config/site_accounts.py): admins' entries first,
+"""Who each person is on each remote site (hub_config/site_accounts/registry.py): admins' entries first,
 then the identity provider's claims, then the settings; kept private, re-read when changed."""
 
 import os
