@@ -28,6 +28,7 @@ import sys
 
 from aifa_workbench.hub_config import logwriter, site_admin
 from aifa_workbench.hub_config.courses import cli as course_cli
+from aifa_workbench.hub_config.site_accounts.registry import registry_of
 from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings
@@ -79,6 +80,15 @@ def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, 
     else:
         settings = load_settings(path)
         traits, bind_url, https = spawner_traits(settings), settings.bind_url, settings.https
+        # who users are on each site as the hub knows them: its registry (the settings' site_users,
+        # what admins and the identity provider added), not the settings alone
+        try:
+            registry = registry_of(settings)
+            traits["site_users"] = {user: registry[user] for user in registry}
+        except OSError as e:
+            print(
+                f"aifa-workbench: the hub's site accounts are not readable ({e}): the settings' alone", file=sys.stderr
+            )
     if catalogue:
         traits["catalogue_dir"] = catalogue
     return traits, bind_url, https

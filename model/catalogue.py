@@ -311,7 +311,26 @@ def _check_presets(site: "Site") -> None:
             raise CatalogueError(f"{site.path}: dask_presets.{preset.name}: {e}") from None
 
 
+# Fields an earlier release's site files had and nothing read: a file that keeps one is refused
+# with what to do, rather than with the schema's "Additional properties are not allowed".
+REMOVED_FIELDS = {"": ("account_pattern",), "partitions": ("gpu_request", "cpu_bind")}
+
+
+def _check_removed_fields(data: dict, path) -> None:
+    partitions = data.get("partitions") if isinstance(data.get("partitions"), dict) else {}
+    places = [("", data)] + [(f"partitions.{name}.", part) for name, part in partitions.items()]
+    for where, fields in places:
+        for field in REMOVED_FIELDS["partitions" if where else ""]:
+            if isinstance(fields, dict) and field in fields:
+                raise CatalogueError(
+                    f"{path}: {where}{field}: no longer used (an earlier release's field, which nothing read): "
+                    "delete the line."
+                )
+
+
 def site_from_dict(data, path) -> Site:
+    if isinstance(data, dict):
+        _check_removed_fields(data, path)
     check_schema(data, SITE_SCHEMA, path, CatalogueError)
     _check_consistency(data, path)
     stem = Path(str(path)).stem

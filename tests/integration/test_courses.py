@@ -18,6 +18,7 @@ import requests
 
 from .hubs import login, server_model
 from .jupyter_client_helpers import execute
+from . import walltime_guard_drill as walltime_guard
 from .test_browser_login import browser, logged_in_page  # noqa: F401  (the fixture: Debian's chromium)
 from .slurm_helpers import job_fields
 
@@ -87,8 +88,30 @@ def create_user(hub, name: str) -> str:
     return hub.user_token(name)
 
 
-def test_a_workshop_from_making_the_course_to_the_end_of_its_window(course_hub):
-    hub = course_hub
+@pytest.mark.browser
+def test_a_workshop_and_the_walltime_guard_each_to_the_end_of_its_clock_side_by_side(
+    course_hub,
+    start_hub,
+    browser,  # noqa: F811
+):
+    """The suite's two drills that wait on a clock, about five minutes each (this course's window;
+    a job's time limit in walltime_guard_drill), share nothing but the local cluster: they run
+    together. The browser's drill keeps this thread (Playwright's sync API is bound to it); the
+    workshop starts beside it once its notebook is open, so that 20 sessions starting at once do
+    not slow the page the guard's clock is measured in."""
+    with concurrent.futures.ThreadPoolExecutor(1) as beside:
+        workshop = []
+        try:
+            walltime_guard.an_unsaved_edit_after_the_last_warning_is_on_disk_after_the_job_ends(
+                start_hub, browser, once_open=lambda: workshop.append(beside.submit(a_workshop_to_its_end, course_hub))
+            )
+        finally:
+            for drill in workshop:
+                drill.result()  # its failure, if any, is raised (after the guard's, when both fail)
+
+
+def a_workshop_to_its_end(hub) -> None:
+    """From making the course to the end of its window (the drill)."""
     alice = hub.user_token("alice")
     # only trainers make courses
     r = hub.api("POST", "courses", token=hub.user_token("bob"), json=course_request("ws0"))

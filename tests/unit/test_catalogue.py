@@ -121,6 +121,19 @@ def mutated(change):
         (lambda d: d.update(name="lumi2"), "name: 'lumi2' must match the file name ('lumi')."),
         (lambda d: d["paths"].pop("runtime"), "environments[1].container: a container environment needs a remote site"),
         (lambda d: d["partitions"]["small-g"]["billing"].update(kind="euros"), "partitions.small-g.billing:"),
+        # an earlier release's site file: its dead fields are named, with what to do
+        (
+            lambda d: d.update(account_pattern="^project_46[25][0-9]{6}$"),
+            "account_pattern: no longer used (an earlier release's field, which nothing read): delete the line.",
+        ),
+        (
+            lambda d: d["partitions"]["small-g"].update(gpu_request="gpus_per_node"),
+            "partitions.small-g.gpu_request: no longer used",
+        ),
+        (
+            lambda d: d["partitions"]["dev-g"].update(cpu_bind="mask_cpu:7e"),
+            "partitions.dev-g.cpu_bind: no longer used",
+        ),
     ],
 )
 def test_bad_site_files_name_file_key_and_reason(tmp_path, change, message):

@@ -11,6 +11,7 @@ from traitlets.config import Config
 
 from aifa_workbench.hub_config.cli import main
 from aifa_workbench.hub_config.script_preview import ENV_FILE_PLACEHOLDER
+from aifa_workbench.hub_config.site_accounts.registry import registry_of
 from aifa_workbench.hub_config.spawner_settings import spawner_traits
 from aifa_workbench.model.settings import load_settings
 from aifa_workbench.spawners import slurm as slurm_mod, submission
@@ -220,3 +221,18 @@ def test_only_render_script_loads_the_hubs_spawner():
     ).stdout.strip()
     assert loaded == "[]"
     assert cli.ENV_FILE_SHOWN == ENV_FILE_PLACEHOLDER
+
+
+def test_a_site_account_the_hubs_registry_holds_is_the_one_rendered(capsys, settings_file, tmp_path):
+    """An admin gave alice another LUMI username on /hub/site-accounts: the hub submits as that one,
+    and so does render-script (it reads the hub's registry, not the settings' site_users alone)."""
+    settings = yaml.safe_load(settings_file.read_text())
+    settings["state_dir"] = str(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    settings_file.write_text(yaml.safe_dump(settings))
+    registry_of(load_settings(settings_file)).set_kept(
+        "alice", "lumi", {"username": "alice2lum", "accounts": ["project_465000999"]}
+    )
+    out = rendered(capsys, settings_file, "--site", "lumi", "--options", '{"partition": "small-g", "gpus": 1}')
+    assert "#SBATCH --chdir=/users/alice2lum\n" in out and "#SBATCH --account=project_465000999\n" in out
+    assert "alicelum" not in out

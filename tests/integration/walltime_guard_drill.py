@@ -1,22 +1,25 @@
 """The walltime guard, with a real short job and a real browser: JupyterLab warns before the time
 limit, and an edit typed after the last warning, never saved by the person, is on disk after
-Slurm has ended the job."""
+Slurm has ended the job.
+
+A drill that waits about five minutes on a clock (Slurm's time limits are whole minutes): it runs
+beside the workshop drill, which waits as long on a course's window, in
+test_courses.test_a_workshop_and_the_walltime_guard_each_to_the_end_of_its_clock_side_by_side."""
 
 import json
 import re
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 from playwright.sync_api import expect
 
 from .hubs import wait_ready
 from .slurm_helpers import job_fields, wait_for_job_end
-from .test_browser_login import browser, logged_in_page  # noqa: F401  (fixture)
+from .test_browser_login import logged_in_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -29,7 +32,10 @@ def end_job_in_about_five_minutes(job_id: str) -> None:
     subprocess.run(["scontrol", "update", f"jobid={job_id}", f"timelimit={limit}"], check=True)
 
 
-def test_an_unsaved_edit_after_the_last_warning_is_on_disk_after_the_job_ends(start_hub, browser):  # noqa: F811
+def an_unsaved_edit_after_the_last_warning_is_on_disk_after_the_job_ends(
+    start_hub, browser, once_open: Callable[[], None] = lambda: None
+) -> None:
+    """The drill; once_open is called when the notebook is open in the page, the guard's clock set."""
     hub = start_hub("guard", settings_overrides={"walltime_warnings_minutes": [2, 1]})
     token = hub.user_token("bob")
     hub.api("POST", "users/bob/server", token=token, json={"partition": "cpu"})
@@ -57,6 +63,7 @@ def test_an_unsaved_edit_after_the_last_warning_is_on_disk_after_the_job_ends(st
     accept_kernel = page.locator(".jp-Dialog .jp-mod-accept")
     if accept_kernel.is_visible():
         accept_kernel.click()
+    once_open()
     toasts = page.locator(".Toastify__toast")
     expect(toasts.filter(has_text="session ends in 2 minutes")).to_be_visible(timeout=240_000)
     expect(toasts.filter(has_text="session ends in about 1 minute")).to_be_visible(timeout=90_000)
