@@ -64,3 +64,16 @@ def test_sshd_configs_are_validated_only_once_sshds_own_directory_exists():
                 assert made, (
                     f"{tasks_file.relative_to(ROOT)}: '{task.get('name')}' runs sshd -t before /run/sshd exists"
                 )
+
+
+def test_the_demos_identity_provider_is_one_that_runs_on_debian_12s_nodejs():
+    """A fresh Debian 12 has Node.js 18 (its own nodejs package). oidc-provider 9 calls URL.parse and
+    crypto.hash (Node.js >= 20.18) and stopped the demo's first start there (fresh-debian.sh);
+    8.8.1, the last 8.x, runs on 18. A newer one needs a newer Node.js installed by the roles first."""
+    import json
+
+    files = ROOT / "ansible" / "roles" / "oidc_provider" / "files"
+    wanted = json.loads((files / "package.json").read_text())["dependencies"]["oidc-provider"]
+    locked = json.loads((files / "package-lock.json").read_text())["packages"]["node_modules/oidc-provider"]
+    assert wanted == locked["version"] == "8.8.1"
+    assert "nodejs" in (ROOT / "ansible" / "roles" / "workbench_hub" / "tasks" / "main.yml").read_text()
