@@ -313,19 +313,23 @@ def _check_presets(site: "Site") -> None:
 
 # Fields an earlier release's site files had and nothing read: a file that keeps one is refused
 # with what to do, rather than with the schema's "Additional properties are not allowed".
-REMOVED_FIELDS = {"": ("account_pattern",), "partitions": ("gpu_request", "cpu_bind")}
+REMOVED_SITE_FIELDS = ("account_pattern",)
+REMOVED_PARTITION_FIELDS = ("gpu_request", "cpu_bind")
 
 
 def _check_removed_fields(data: dict, path) -> None:
     partitions = data.get("partitions") if isinstance(data.get("partitions"), dict) else {}
-    places = [("", data)] + [(f"partitions.{name}.", part) for name, part in partitions.items()]
-    for where, fields in places:
-        for field in REMOVED_FIELDS["partitions" if where else ""]:
-            if isinstance(fields, dict) and field in fields:
-                raise CatalogueError(
-                    f"{path}: {where}{field}: no longer used (an earlier release's field, which nothing read): "
-                    "delete the line."
-                )
+    found = [field for field in REMOVED_SITE_FIELDS if field in data] + [
+        f"partitions.{name}.{field}"
+        for name, part in partitions.items()
+        if isinstance(part, dict)
+        for field in REMOVED_PARTITION_FIELDS
+        if field in part
+    ]
+    if found:
+        raise CatalogueError(
+            f"{path}: {found[0]}: no longer used (an earlier release's field, which nothing read): delete the line."
+        )
 
 
 def site_from_dict(data, path) -> Site:
