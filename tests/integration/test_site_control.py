@@ -201,7 +201,7 @@ def test_each_site_runs_the_job_runtime_of_this_hubs_code():
     in_image = f"{site_runtime('lumi')}/containers/pytorch-container/current/bin/jupyterhub-singleuser"
     image = (
         "/appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/"
-        "lumi-multitorch-u24r70f21m50t210-20260415_130625.sif"
+        "lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif"
     )
     singularity = str(SITES_ROOT / "lumi" / "usr-local-bin" / "singularity")  # the site's own
     found = in_site(

@@ -142,12 +142,16 @@ def test_each_partition_is_costed_in_its_own_unit_with_a_hint_where_the_rule_is_
 
     sites = load_catalogue()
     local, lumi = sites["local"], sites["lumi"]
-    assert cost_unit(local.partitions["booster"]) == "node-hours"  # like JUPITER's, not GPU-hours
+    assert cost_unit(local.partitions["booster"]) == "node-hours"  # whole nodes, not GPU-hours
     assert (
         describe_cost(local, local.partitions["booster"], 4, 64, 480, 2)
         == "Local cluster booster, 1 node, 2 h ≈ 2.0 node-hours"
     )
-    assert cost_unit(sites["jupiter"].partitions["booster"]) == "node-hours"
+    # JUPITER: JSC grants and reports core-hours, 288 to a node-hour
+    jupiter = sites["jupiter"]
+    assert cost_unit(jupiter.partitions["booster"]) == "core-hours"
+    assert describe_cost(jupiter, jupiter.partitions["booster"], 4, 288, 480, 2).endswith("≈ 576.0 core-hours")
+    assert "one node-hour is 288 core-hours" in cost_hint(jupiter, jupiter.partitions["booster"])
     assert cost_unit(sites["lucia"].partitions["gpu"]) == "billing-unit hours"
     assert "one GCD is 0.5 GPU-hour per hour" in cost_hint(lumi, lumi.partitions["small-g"])
     assert cost_hint(local, local.partitions["gpu"]) == ""
@@ -167,4 +171,4 @@ def test_quick_start_cards_say_what_for_on_what_and_at_what_cost():
     assert small_g["purpose"] == "Try a model on one GPU" and small_g["hardware"].startswith("AMD MI250X")
     assert small_g["what"] == "1 GCD, 7 cores, 60 GB, 2 h" and small_g["cost"] == "≈ 1.0 GPU-hours"
     assert cards["local-cpu-1core-2h"]["what"] == "1 core, 2 GB, 2 h"
-    assert cards["jupiter-booster-1node-2h"]["cost"] == "≈ 2.0 node-hours"
+    assert cards["jupiter-booster-1node-2h"]["cost"] == "≈ 576.0 core-hours"

@@ -117,8 +117,8 @@ def test_a_reverse_reach_job_hands_its_credential_to_the_tunnel_only():
 
 def test_a_forward_reach_job_trusts_the_hubs_ca_for_its_server_and_end_report_only():
     site = SITES["jupiter"]
-    ctx = ScriptContext(**{**golden_context(site, "stages-2025").__dict__, "hub_ca": True})
-    script = render_batch_script(golden_request(site, "booster", "stages-2025"), site, ctx)
+    ctx = ScriptContext(**{**golden_context(site, "stages-2026").__dict__, "hub_ca": True})
+    script = render_batch_script(golden_request(site, "booster", "stages-2026"), site, ctx)
     sourced, written = script.index(". /e/home/jusers/alice/"), script.index('> "$hub_ca_dir/ca.pem"')
     unset, server = script.index("unset AIFA_WORKBENCH_HUB_CA_PEM"), script.index("jupyterhub-singleuser")
     assert sourced < written < unset < script.index("module load") and unset < server

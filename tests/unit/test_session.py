@@ -52,7 +52,7 @@ def test_whole_nodes_are_described_and_costed_as_nodes():
     info = JobInfo("7", "RUNNING", "None", "jpbo-001-01", "", time_left=3600)
     card = session.live_card(jupiter, request, "7", info, NOW, ready=True, pending=None, started_at=None)
     assert card["resources"].startswith("1 whole node (4 GPUs")
-    assert card["cost_so_far"] == "1.00 node-hours"
+    assert card["cost_so_far"] == "288.00 core-hours"  # an hour of a node: JSC counts its 288 cores
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,20 @@
 set -euo pipefail
 export HOME=/home/alice USER=alice
 export PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+# srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
+# Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
+export SLURM_EXPORT_ENV=ALL
+[ -z "${SLURM_CPUS_PER_TASK:-}" ] || export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
+# The login session's runtime directory, which does not exist on the node (as LUMI's own Jupyter app).
+unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
+# One task sees one GPU unless told otherwise (JSC's GPU page): this job's one task, the server,
+# and its kernels get every GPU the job holds.
+export CUDA_VISIBLE_DEVICES=0,1,2,3
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e

@@ -16,6 +16,12 @@
 set -euo pipefail
 export HOME=/home/alice USER=alice
 export PATH=/opt/aifa-workbench/venv/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+# srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
+# Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
+export SLURM_EXPORT_ENV=ALL
+[ -z "${SLURM_CPUS_PER_TASK:-}" ] || export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
+# The login session's runtime directory, which does not exist on the node (as LUMI's own Jupyter app).
+unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin

@@ -23,12 +23,19 @@ set -a; . /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef; set +a
 type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/gpfs/home/acad/alice USER=alice
 export PATH=/gpfs/softs/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+# srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
+# Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
+export SLURM_EXPORT_ENV=ALL
+[ -z "${SLURM_CPUS_PER_TASK:-}" ] || export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
+# The login session's runtime directory, which does not exist on the node (as LUMI's own Jupyter app).
+unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lucia AIFA_WORKBENCH_ENVIRONMENT=easybuild-2023a
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-module load EasyBuild/2023a CUDA Python
+module purge
+module load EasyBuild/2023a CUDA/12.2.0 Python/3.11.3-GCCcore-12.3.0
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
