@@ -31,6 +31,7 @@ from datetime import datetime
 
 from aifa_workbench.model.catalogue import Site
 from aifa_workbench.model.files import write_atomically
+from aifa_workbench.model.job_env import site_job_lines
 from aifa_workbench.model.request import JobRequest, RequestError, UserContext, parse_job_request
 from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
@@ -166,6 +167,7 @@ def cluster_kwargs(
             f"export PATH={shlex.quote(os.path.dirname(python.split()[-1]) or '/usr/bin')}"
             ":/usr/local/bin:/usr/bin:/bin",
             *scratch_prologue(site.dask_local_directory),
+            *site_job_lines(site.partitions[request.partition].family, environment, request.whole_node, request.gpus),
             *environment.setup,
         ],
         "python": python,

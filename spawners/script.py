@@ -11,6 +11,7 @@ from importlib import resources
 import jinja2
 
 from aifa_workbench.model.catalogue import Site
+from aifa_workbench.model.job_env import site_job_lines
 from aifa_workbench.sites.runtime import container_runtime_dir
 from aifa_workbench.sites.slurm_cli import job_name
 
@@ -145,6 +146,9 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         site=site,
         partition=partition,
         environment=site.environments[request.environment],
+        site_job_lines=site_job_lines(
+            partition.family, site.environments[request.environment], request.whole_node, request.gpus
+        ),
         username=ctx.username,
         home=ctx.home,
         venv_bin=ctx.venv_bin,

@@ -103,6 +103,12 @@ def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
     # with --export=NONE the workers' `module` lines need Lmod, from the site's profile if missing
     assert container_kwargs["job_script_prologue"][0] == dp.MODULE_FALLBACK
     assert dp.MODULE_FALLBACK not in kwargs["job_script_prologue"]  # the local site loads no modules
+    # the workers get what the notebook's own job gets on that site (model.job_env), before the modules
+    prologue = container_kwargs["job_script_prologue"]
+    assert "export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3" in prologue and "export PYTHONNOUSERSITE=1" in prologue
+    assert prologue.index("export PYTHONNOUSERSITE=1") < prologue.index("module purge")
+    assert any("MIOPEN_USER_DB=" in line for line in prologue)
+    assert "export PYTHONNOUSERSITE=1" not in lumi_kwargs["job_script_prologue"]  # the site's stack: a venv
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ async def test_wheels_for_another_python_are_refused_with_a_sentence_before_anyt
             ScriptedRunner([ok("3.11 x86_64\n"), ok("3.11 aarch64\n")]),
             "ops",
             "JUPITER",
-            "/p/wb",
+            "/e/wb",
             "/usr/bin/python3",
             (IMAGE,),
             "3.11 x86_64",

@@ -35,8 +35,8 @@ export AIFA_WORKBENCH_SITE=jupiter AIFA_WORKBENCH_ENVIRONMENT=stages-2026
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-# One task sees one GPU unless told otherwise (JSC's GPU page): this job's one task, the server,
-# and its kernels get every GPU the job holds.
+# One task sees one GPU unless told otherwise (JSC's GPU page): the job's one task, and what
+# it starts, get every GPU of the node it holds alone.
 export CUDA_VISIBLE_DEVICES=0,1,2,3
 module load Stages/2026 GCC CUDA OpenMPI NCCL
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"

@@ -28,13 +28,12 @@ export AIFA_WORKBENCH_SITE=local AIFA_WORKBENCH_ENVIRONMENT=workbench
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-# Caches away from the 20 GB home: MIOpen's in a private temporary directory (on compute nodes /tmp
-# is memory, counted against the job), PyTorch's and Hugging Face's on the project's scratch.
-# The AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH: both are set.
-cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
-export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
 export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
+# MIOpen's caches in a private temporary directory (on compute nodes /tmp is memory, counted
+# against the job); LUMI's AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH.
+cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
+export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /opt/aifa-workbench/venv/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e

@@ -43,13 +43,17 @@ export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-# Caches away from the 20 GB home: MIOpen's in a private temporary directory (on compute nodes /tmp
-# is memory, counted against the job), PyTorch's and Hugging Face's on the project's scratch.
-# The AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH: both are set.
-cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
-export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
 export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
+# MIOpen's caches in a private temporary directory (on compute nodes /tmp is memory, counted
+# against the job); LUMI's AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH.
+cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
+export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
+# The runtime in the image sees the image's site packages, and with them the user's ~/.local,
+# where an old jupyter_server or distributed would shadow its own (LUMI's own Jupyter app sets
+# it too). Packages installed with pip --user are not seen in this environment.
+export PYTHONNOUSERSITE=1
+# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch.
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module purge
 module use /appl/local/laifs/modules
@@ -63,9 +67,6 @@ trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 for attempt in 1 2 3; do
 # JupyterLab inside the image, from the runtime install-runtime made there on the image's own
 # packages; the runtime directory is bound in (the container sees none of the node's /opt).
-# That runtime sees the image's site packages, and with them the user's ~/.local, where an old
-# jupyter_server would shadow its own (as LUMI's own Jupyter app, which sets it too).
-export PYTHONNOUSERSITE=1
 singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif \
   bash -c 'source "$0/bin/activate" && exec "$@"' /appl/local/aifa-workbench/containers/pytorch-container/current /appl/local/aifa-workbench/containers/pytorch-container/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!

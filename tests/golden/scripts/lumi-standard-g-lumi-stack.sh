@@ -44,13 +44,13 @@ export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=lumi-stack
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
-# Caches away from the 20 GB home: MIOpen's in a private temporary directory (on compute nodes /tmp
-# is memory, counted against the job), PyTorch's and Hugging Face's on the project's scratch.
-# The AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH: both are set.
-cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
-export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
 export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
+# MIOpen's caches in a private temporary directory (on compute nodes /tmp is memory, counted
+# against the job); LUMI's AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH.
+cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
+export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
+# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch.
 export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module load LUMI/25.03 partition/G
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
