@@ -1,9 +1,13 @@
 #!/bin/bash
 # simsite.sh up|status|down SITE_DIR — one simulated site: a network namespace holding its own
-# Slurm controller, compute node and login node (sshd), each in a UTS namespace with the site's
-# host name and a mount namespace where the hub host's own paths do not exist.
+# accounting daemon, Slurm controller, compute node and login node (sshd), each with the site's
+# host name, in a mount namespace of its own whose root is the site's userland (SITE_DIR/root,
+# made by siteroot.sh: another Debian release, another architecture where the site has one),
+# with the site's shared file systems (SITE_DIR/fs/<path>) mounted at their paths: nothing of the
+# hub host's files is there. The site's Slurm is the root's own (daemons and commands).
 # SITE_DIR/site.env (written by the sim_sites role) says NAME, NS, INDEX, CONTROLLER, NODE, LOGIN,
-# HIDDEN_PATHS, HOME_PATTERN. Daemons are found by PID file, never by name. Idempotent.
+# FILESYSTEMS. Daemons are found by PID file, never by name. Idempotent.
+# `exec SITE_DIR [-u USER] COMMAND...` runs a command on the site's login node (as USER).
 # `authorize SITE_DIR SITE_USER` (public key on stdin) plays the site's portal: the key is added
 # to that user's authorized_keys on the site.
 set -euo pipefail
@@ -11,6 +15,8 @@ action=${1:?usage: simsite.sh up|status|down SITE_DIR}
 DIR=${2:?usage: simsite.sh up|status|down SITE_DIR}
 # shellcheck disable=SC1091
 . "$DIR/site.env"
+ROOT=$DIR/root
+FS=$DIR/fs
 HOST_IP=10.77.$INDEX.1
 SITE_IP=10.77.$INDEX.2
 
@@ -28,6 +34,7 @@ ns_exists() { [ -e "/run/netns/$NS" ]; }
 # output_has TEXT COMMAND...: whether COMMAND prints TEXT. Not `COMMAND | grep -q` here: under
 # pipefail that fails when grep exits before COMMAND has written all (SIGPIPE), at random.
 output_has() { local text=$1 out; shift; out=$("$@" 2>/dev/null) || return 1; grep -qF -- "$text" <<<"$out"; }
+nonempty() { local out; out=$("$@" 2>/dev/null) && [ -n "$out" ]; }
 
 network_up() {
   ns_exists || ip netns add "$NS"
@@ -49,10 +56,8 @@ network_up() {
   fi
 }
 
-# A closed site (REACH=reverse: LUMI; forward: JUPITER, Lucia) lets in only its login node's sshd,
-# and slurmdbd's calls to the controller (the one accounting daemon of the host serves every
-# simulated cluster); its nodes dial out only to OPEN_OUT (slurmdbd; for LUMI the hub's tunnel
-# gateway and public URL too).
+# A closed site (REACH=reverse: LUMI; forward: JUPITER, Lucia) lets in only its login node's sshd;
+# its nodes dial out only to OPEN_OUT (for LUMI the hub's tunnel gateway and public URL).
 # An open site (direct) has no rules. Traffic inside the site (node, login, controller) is not
 # on eth0 and never filtered. One nft transaction: the table is replaced whole.
 firewall_up() {
@@ -70,7 +75,6 @@ table inet aifa_site {
     type filter hook input priority 0; policy accept;
     iifname "eth0" ct state established,related accept
     iifname "eth0" tcp dport 22 accept
-    iifname "eth0" ip saddr $HOST_IP tcp dport 6817 accept
     iifname "eth0" drop
   }
   chain out {
@@ -82,19 +86,40 @@ $out_rules    oifname "eth0" drop
 NFT
 }
 
-# Run a daemon as host HOSTNAME of the site: own UTS and mount namespaces, the hub host's paths
-# covered by empty tmpfs, and a cgroup mount slurmd 22.05 accepts (ip netns exec remounts /sys).
+# Run COMMAND as host HOSTNAME of the site: own UTS and mount namespaces, entered through
+# `enter` (this script again, inside them), which mounts the site's file systems into its root
+# and makes that root the namespace's.
 start_as() {
   local hostname=$1; shift
-  in_site unshare --uts --mount --propagation private /bin/sh -c '
-    set -e
-    hostname "$0"
-    for p in $HIDDEN_PATHS; do [ -d "$p" ] && mount -t tmpfs -o mode=0755,size=1m hidden "$p"; done
-    mount --bind "$SITE_DIR/usr-local-bin" /usr/local/bin   # the site'"'"'s own tools (its `module`)
-    mount -t tmpfs -o mode=0755 cgroup_root /sys/fs/cgroup
-    mkdir -p /sys/fs/cgroup/systemd
-    mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-    exec "$@"' "$hostname" "$@"
+  in_site unshare --uts --mount --propagation private "$0" enter "$DIR" "$hostname" "$@"
+}
+
+# Inside a fresh mount namespace: the root's /dev, /proc, /sys (ip netns exec remounted /sys for
+# the site's network), a /tmp of this host name's own, munge's socket (the hub host's munged:
+# one key for every simulated cluster), MariaDB's socket for the accounting daemon, the site's
+# shared file systems, and a cgroup mount slurmd accepts. Then the root becomes the namespace's
+# root (pivot_root, not chroot alone: a process in a chroot may not make user namespaces, which
+# the site's container runtime needs).
+enter() {
+  local hostname=$1; shift
+  hostname "$hostname"
+  mount --bind "$ROOT" "$ROOT"
+  mount --rbind /dev "$ROOT/dev"
+  mount -t proc proc "$ROOT/proc"
+  mount --rbind /sys "$ROOT/sys"
+  mount -t tmpfs -o mode=0755 cgroup_root "$ROOT/sys/fs/cgroup"
+  mkdir -p "$ROOT/sys/fs/cgroup/systemd"
+  mount -t cgroup -o none,name=systemd cgroup "$ROOT/sys/fs/cgroup/systemd"
+  mount -t tmpfs -o mode=1777,size=512m tmp "$ROOT/tmp"
+  mount --bind /run/munge "$ROOT/run/munge"
+  [ -z "${DB_SOCKET_DIR:-}" ] || mount --bind "$DB_SOCKET_DIR" "$ROOT/run/mysqld"
+  for p in $FILESYSTEMS; do mount --bind "$FS$p" "$ROOT$p"; done
+  mkdir -p "$ROOT/.host"
+  cd "$ROOT"
+  pivot_root . .host
+  # the host's tree leaves, by the root's own umount (the host's binaries are gone from here on)
+  exec /usr/sbin/chroot . /bin/sh -c 'umount -l /.host && exec /usr/bin/env -i "$@"' sh \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
 }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
@@ -104,20 +129,24 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 # Up and taking jobs; "resv": a reservation (a course's) holds it, as real sites' nodes often are.
-node_ready() { in_site sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc|resv)'; }
+node_ready() { local t; t=$(site_cmd sinfo -h -n "$NODE" -o %t) && grep -Eq '^(idle|mix|alloc|resv)' <<<"$t"; }
+# a command on the site (the login node's host name), as root
+site_cmd() { start_as "$LOGIN" "$@"; }
+pid_file() { echo "$ROOT/run/aifa/$1.pid"; }
 
 up() {
   network_up
   firewall_up
-  export HIDDEN_PATHS SITE_DIR=$DIR
-  alive "$DIR/run/slurmctld.pid" || start_as "$CONTROLLER" /usr/sbin/slurmctld
-  wait_for 30 "slurmctld answering" sh -c "ip netns exec '$NS' scontrol ping | grep -q UP"
-  alive "$DIR/run/slurmd.pid" || start_as "$NODE" /usr/sbin/slurmd -N "$NODE"
-  mkdir -p /run/sshd
-  alive "$DIR/run/sshd.pid" || start_as "$LOGIN" /usr/sbin/sshd -f "$DIR/sshd_config" -E "$DIR/log/sshd.log"
-  wait_for 20 "node $NODE registering" sh -c "ip netns exec '$NS' sinfo -h -n '$NODE' -o %t | grep -q ."
-  case "$(in_site sinfo -h -n "$NODE" -o %t | head -1)" in
-    drain*|down*|inval*|drng*) in_site scontrol update nodename="$NODE" state=resume ;;
+  mkdir -p "$ROOT/run/aifa" "$ROOT/run/sshd" "$ROOT/run/munge" "$ROOT/run/mysqld"
+  alive "$(pid_file slurmdbd)" || start_as "$CONTROLLER" /usr/sbin/slurmdbd
+  wait_for 30 "slurmdbd answering" in_site bash -c "exec 3<>/dev/tcp/$SITE_IP/6819"
+  alive "$(pid_file slurmctld)" || start_as "$CONTROLLER" /usr/sbin/slurmctld
+  wait_for 30 "slurmctld answering" output_has UP site_cmd scontrol ping
+  alive "$(pid_file slurmd)" || start_as "$NODE" /usr/sbin/slurmd -N "$NODE"
+  alive "$(pid_file sshd)" || start_as "$LOGIN" /usr/sbin/sshd -f /etc/ssh/aifa_sshd_config -E /var/log/aifa-sshd.log
+  wait_for 20 "node $NODE registering" nonempty site_cmd sinfo -h -n "$NODE" -o %t
+  case "$(site_cmd sinfo -h -n "$NODE" -o %t | head -1)" in
+    drain*|down*|inval*|drng*) site_cmd scontrol update nodename="$NODE" state=resume ;;
   esac
   wait_for 20 "node $NODE idle" node_ready
   wait_for 10 "the login node answering" bash -c "exec 3<>/dev/tcp/$SITE_IP/22"
@@ -127,20 +156,20 @@ up() {
 status() {
   local state=up ping
   ns_exists || { echo "$NAME: down (no namespace)"; return 3; }
-  for d in slurmctld slurmd sshd; do
-    if alive "$DIR/run/$d.pid"; then echo "$NAME: $d running (pid $(cat "$DIR/run/$d.pid"))"
+  for d in slurmdbd slurmctld slurmd sshd; do
+    if alive "$(pid_file $d)"; then echo "$NAME: $d running (pid $(cat "$(pid_file $d)"))"
     else echo "$NAME: $d not running"; state=degraded; fi
   done
-  ping=$(in_site scontrol ping 2>/dev/null) || state=degraded
+  ping=$(site_cmd scontrol ping 2>/dev/null) || state=degraded
   echo "$NAME: ${ping%%$'\n'*}"
-  in_site sinfo -h -o "$NAME: %P %a %D nodes %c cpus %G %t" 2>/dev/null || true
+  site_cmd sinfo -h -o "$NAME: %P %a %D nodes %c cpus %G %t" 2>/dev/null || true
   echo "$NAME: $state"
   [ "$state" = up ]
 }
 
 down() {
-  for d in sshd slurmd slurmctld; do
-    pf=$DIR/run/$d.pid
+  for d in sshd slurmd slurmctld slurmdbd; do
+    pf=$(pid_file $d)
     alive "$pf" || continue
     pid=$(cat "$pf"); kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -168,21 +197,34 @@ authorize() {
   line=$(head -c 16384 | head -n 1 | tr -d '\r')
   [[ "$line" =~ ^(from=\"[0-9a-f.:/,]+\"\ )?(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa)\ [A-Za-z0-9+/]+=*(\ [A-Za-z0-9@:._+-]*)?$ ]] &&
     ssh-keygen -l -f - <<<"${line#from=* }" >/dev/null || { echo "$NAME: not an OpenSSH public key line" >&2; return 2; }
-  uid=$(awk -F: -v u="$user" '$1 == u { print $3 }' "/etc/netns/$NS/passwd")
+  uid=$(awk -F: -v u="$user" '$1 == u { print $3 }' "$ROOT/etc/passwd")
   # site users only (uid 20000 and up), never the host's system accounts copied into the site
   [ -n "$uid" ] && [ "$uid" -ge 20000 ] || { echo "$NAME: no site user $user on this site" >&2; return 2; }
-  home=${HOME_PATTERN//\{user\}/$user}
+  home=$(awk -F: -v u="$user" '$1 == u { print $6 }' "$ROOT/etc/passwd")
   # as the user (runuser in the site): a home the user owns is never written through by root
-  in_site runuser -u "$user" -- sh -c 'umask 077; mkdir -p "$1/.ssh"; f="$1/.ssh/authorized_keys";
+  site_cmd runuser -u "$user" -- sh -c 'umask 077; mkdir -p "$1/.ssh"; f="$1/.ssh/authorized_keys";
     touch "$f"; [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ] && echo >> "$f"
     grep -qxF "$2" "$f" || printf "%s\n" "$2" >> "$f"' sh "$home" "$line"
   echo "$NAME: key authorized for $user"
 }
 
+# exec SITE_DIR [-u USER] COMMAND...: on the login node, as root or USER (a login shell's
+# environment is the command's business: `bash -l -c ...`)
+site_exec() {
+  if [ "${1:-}" = -u ]; then
+    local user=${2:?user}; shift 2
+    site_cmd runuser -u "$user" -- "$@"
+  else
+    site_cmd "$@"
+  fi
+}
+
 case "$action" in
   up) up ;;
+  enter) shift 2; enter "$@" ;;
+  exec) shift 2; site_exec "$@" ;;
   authorize) authorize "${3:-}" ;;
   status) status ;;
   down) down ;;
-  *) echo "usage: simsite.sh up|status|down SITE_DIR" >&2; exit 2 ;;
+  *) echo "usage: simsite.sh up|status|down|exec|authorize SITE_DIR" >&2; exit 2 ;;
 esac

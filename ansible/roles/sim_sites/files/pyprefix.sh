@@ -1,0 +1,30 @@
+#!/bin/bash
+# pyprefix.sh ROOT PREFIX VERSION FROM — a site's Python build in a prefix of its own inside the
+# site's root: Debian's pythonX.Y packages (FROM=host: this host's archive and architecture;
+# FROM=root: the root's own release and architecture), unpacked, not installed, so that nothing
+# of it is on the root's default PATH; PREFIX/bin/python3 is what the site's module puts on PATH.
+# Prints CHANGED when it unpacked.
+set -euo pipefail
+ROOT=$1 PREFIX=$2 VERSION=$3 FROM=$4
+target=$ROOT$PREFIX
+[ -x "$target/bin/python3" ] && exit 0
+packages="python$VERSION-minimal libpython$VERSION-minimal libpython$VERSION-stdlib python$VERSION"
+debs=$(mktemp -d)
+trap 'rm -rf "$debs"' EXIT
+if [ "$FROM" = host ]; then
+  (cd "$debs" && chown _apt "$debs" 2>/dev/null; apt-get download -q $packages >/dev/null)
+else
+  mkdir -p "$ROOT/var/tmp/aifa-debs"
+  chroot "$ROOT" sh -c "cd /var/tmp/aifa-debs && apt-get download -q $packages >/dev/null"
+  mv "$ROOT"/var/tmp/aifa-debs/*.deb "$debs"/ && rmdir "$ROOT/var/tmp/aifa-debs"
+fi
+rm -rf "$target.new" && mkdir -p "$target.new"
+for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$target.new"; done
+mkdir -p "$target.new/bin"
+ln -s "../usr/bin/python$VERSION" "$target.new/bin/python3"
+ln -s "../usr/bin/python$VERSION" "$target.new/bin/python$VERSION"
+# it runs from its prefix (CPython finds its library next to its executable)
+chroot "$ROOT" "$PREFIX.new/bin/python3" -c 'import ssl, sqlite3, ctypes, venv' ||
+  { echo "pyprefix: Python $VERSION in $PREFIX does not run in $ROOT" >&2; exit 1; }
+rm -rf "$target" && mv "$target.new" "$target"
+echo CHANGED
