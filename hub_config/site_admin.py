@@ -2,8 +2,9 @@
 
 aifa-workbench user-key USER SITE        the public key the hub holds for USER on SITE
 aifa-workbench runtime-key SITE          the public key of the site account that owns the runtime
-aifa-workbench install-runtime SITE      install the job runtime on SITE (over SSH, as that account)
-aifa-workbench check-runtime SITE        say whether SITE runs the runtime of this hub's code
+aifa-workbench install-runtime SITE [ENV] install the job runtime of each environment of SITE (or of
+                                         ENV) over SSH, as that account, for the Python it runs
+aifa-workbench check-runtime SITE        say whether each environment of SITE runs this hub's runtime
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.model.settings import SettingsError, load_settings
 from aifa_workbench.hub_config.site_keys.store import SiteKeyStore, public_key_line
+from aifa_workbench.hub_config.wheelhouses import WheelsUnavailable, wheelhouse_for
 from aifa_workbench.sites import runtime
 from aifa_workbench.sites.background import in_background
 from aifa_workbench.sites.errors import SiteError
@@ -66,52 +68,62 @@ def runtime_key(args) -> int:
     return 0
 
 
-def container_images(site) -> tuple[runtime.ContainerImage, ...]:
-    return tuple(runtime.ContainerImage(e.slug, e.container, e.setup) for e in site.container_environments)
+def _environments(site, slug: str | None) -> list:
+    if slug is None:
+        return list(site.environments.values())
+    if slug not in site.environments:
+        raise SettingsError(f"{site.name} has no environment {slug!r} (its environments: {', '.join(site.environments)})")
+    return [site.environments[slug]]
 
 
 def install(args) -> int:
     settings = _settings(args)
     site = _site(settings, args.site)
+    environments = _environments(site, args.environment)
     runner, owner = _owner_runner(settings, site)
+    wheelhouse = Path(args.wheelhouse)
+    ident = runtime.runtime_id(wheelhouse)
+
+    async def install_each():
+        for environment in environments:
+            interpreter = await runtime.interpreter_of(runner, owner, site.title, site.paths.runtime, environment)
+            house = await wheelhouse_for(interpreter, wheelhouse, settings.state_dir / "runtime-wheels")
+            kib, seconds = await runtime.install_environment(
+                runner, owner, site.title, site.paths.runtime, environment, ident, interpreter, house, print
+            )
+            print(
+                f"{site.title}: {environment.slug}: runtime {ident} for {interpreter.describe()} installed "
+                f"({kib / 1024:.0f} MiB, {seconds:.0f} s)"
+            )
 
     async def go():
         try:
-            return await runtime.install_runtime(
-                runner,
-                owner,
-                site.title,
-                site.paths.runtime,
-                Path(args.wheelhouse),
-                site.paths.python,
-                containers=container_images(site),
-            )
+            await install_each()
         finally:
             runner.close()
 
     try:
-        ident = asyncio.run(go())
+        asyncio.run(go())
     except SiteError as e:
-        print(f"aifa-workbench: {e.sentence} ({e.detail})")
+        print(f"aifa-workbench: {e.sentence}")
         return 1
-    print(f"{site.title}: runtime {ident} installed in {site.paths.runtime}")
+    except WheelsUnavailable as e:
+        print(f"aifa-workbench: {site.title}: {e}")
+        return 1
     return 0
 
 
 async def runtime_report(settings, site, wheelhouse: Path) -> tuple[bool, list[str]]:
-    """Whether `site` runs this hub's job runtime (its own and each container environment's),
-    with a line for each, asked as the runtime's owner."""
+    """Whether each environment of `site` runs this hub's job runtime, with a line for each,
+    asked as the runtime's owner."""
     wanted = runtime.runtime_id(wheelhouse)
     runner, owner = _owner_runner(settings, site)
     try:
-        found = await runtime.installed_runtimes(
-            runner, owner, site.paths.runtime, [e.slug for e in site.container_environments]
-        )
+        found = await runtime.installed_runtimes(runner, owner, site.paths.runtime, list(site.environments))
     finally:
         runner.close()
     lines = [
-        f"{site.title}: runtime {ident or 'none'} installed{f' inside the image of {slug}' if slug else ''}, "
-        f"this hub's is {wanted}"
+        f"{site.title}: {slug}: runtime {ident or 'none'} installed, this hub's is {wanted}"
         for slug, ident in found.items()
     ]
     return all(ident == wanted for ident in found.values()), lines
@@ -165,6 +177,8 @@ def add_commands(sub) -> None:
         if needs_user:
             command.add_argument("user")
         command.add_argument("site")
+        if run is install:
+            command.add_argument("environment", nargs="?", help="only this environment of the site (its slug)")
         command.add_argument("--settings")
         command.add_argument("--wheelhouse", default=str(WHEELHOUSE))
         command.set_defaults(run=run)

@@ -132,7 +132,6 @@ PATHS_SCHEMA = {
         "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{user\}[A-Za-z0-9_./-]*$"},
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
-        "python": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},  # makes the runtime's venv
         # the project's scratch ({account}: the job's account): PyTorch's and Hugging Face's caches
         "scratch": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
     },
@@ -311,25 +310,35 @@ def _check_presets(site: "Site") -> None:
             raise CatalogueError(f"{site.path}: dask_presets.{preset.name}: {e}") from None
 
 
-# Fields an earlier release's site files had and nothing read: a file that keeps one is refused
-# with what to do, rather than with the schema's "Additional properties are not allowed".
-REMOVED_SITE_FIELDS = ("account_pattern",)
-REMOVED_PARTITION_FIELDS = ("gpu_request", "cpu_bind")
+# Fields an earlier release's site files had: a file that keeps one is refused with what to do,
+# rather than with the schema's "Additional properties are not allowed".
+UNREAD = "an earlier release's field, which nothing read"
+REMOVED_SITE_FIELDS = {"account_pattern": UNREAD}
+REMOVED_PATHS_FIELDS = {
+    "python": "each environment's runtime is made by the python3 its own setup lines give, which "
+    "`aifa-workbench install-runtime` asks the site for"
+}
+REMOVED_PARTITION_FIELDS = {"gpu_request": UNREAD, "cpu_bind": UNREAD}
 
 
 def _check_removed_fields(data: dict, path) -> None:
-    partitions = data.get("partitions") if isinstance(data.get("partitions"), dict) else {}
-    found = [field for field in REMOVED_SITE_FIELDS if field in data] + [
-        f"partitions.{name}.{field}"
-        for name, part in partitions.items()
-        if isinstance(part, dict)
-        for field in REMOVED_PARTITION_FIELDS
-        if field in part
-    ]
+    def fields(section) -> dict:
+        return section if isinstance(section, dict) else {}
+
+    partitions = fields(data.get("partitions"))
+    found = (
+        [(field, why) for field, why in REMOVED_SITE_FIELDS.items() if field in data]
+        + [(f"paths.{f}", why) for f, why in REMOVED_PATHS_FIELDS.items() if f in fields(data.get("paths"))]
+        + [
+            (f"partitions.{name}.{field}", why)
+            for name, part in partitions.items()
+            for field, why in REMOVED_PARTITION_FIELDS.items()
+            if field in fields(part)
+        ]
+    )
     if found:
-        raise CatalogueError(
-            f"{path}: {found[0]}: no longer used (an earlier release's field, which nothing read): delete the line."
-        )
+        field, why = found[0]
+        raise CatalogueError(f"{path}: {field}: no longer used ({why}): delete the line.")
 
 
 def site_from_dict(data, path) -> Site:

@@ -54,7 +54,6 @@ class SitePaths:
     home: str | None = None  # pattern with {user}; None: the hub host's passwd (local site)
     runtime: str | None = None  # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
-    python: str = "/usr/bin/python3"
     scratch: str | None = None
 
 

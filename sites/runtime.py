@@ -1,23 +1,25 @@
 """The job's software on a site: the workbench's job runtime (jupyterhub-singleuser, JupyterLab,
 the server extension, the walltime guard, ipywidgets, dask-jobqueue, dask-labextension,
-jupyter-server-proxy, at the versions pyproject.toml pins), installed into the site's runtime
-directory over SSH and stamped with its id, so that the hub can tell whether a site runs the
-runtime of this hub's code.
+jupyter-server-proxy, at the versions pyproject.toml pins), one per environment of the site's
+catalogue, each made by that environment's own Python (after its modules, inside its image) from
+wheels chosen for exactly that interpreter, installed over SSH and stamped with its id.
 
-Layout on the site: <runtime>/wheelhouse (the wheels, uploaded), <runtime>/<id>/ (a venv made
-with the site's Python, installed from those wheels only), <runtime>/current -> <id>, and
-<runtime>/<id>/aifa-workbench-runtime holding the id. A container environment (LUMI's AI Factory
-images) gets a runtime of its own made *inside* its image, on top of the image's packages
-(`venv --system-site-packages`, as the AI Factory guide says): <runtime>/containers/<slug>/<id>,
-with its own `current`; the job binds <runtime> into the container to run it.
+Layout on the site: <runtime>/wheels/<interpreter key>/ (the wheels, uploaded),
+<runtime>/envs/<slug>/<id>/ (a venv made by the environment's python3, installed from those
+wheels only), <runtime>/envs/<slug>/current -> <id>, and <id>/aifa-workbench-runtime holding
+"<id> <interpreter key>". A container environment's venv is made inside its image on top of the
+image's packages (`venv --system-site-packages`, as the AI Factory guide says); the job binds
+<runtime> into the container to run it.
 """
 
 from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass
+import time
 from pathlib import Path
+
+from aifa_workbench.model.interpreter import PROBE, Interpreter, InterpreterError, parse_probe
 
 from .commands import bounded
 from .errors import SiteError
@@ -37,49 +39,13 @@ def runtime_id(wheelhouse: Path) -> str:
     return f"{version}-{(wheelhouse / 'SOURCE').read_text().strip()[:12]}"
 
 
-# The wheelhouse holds compiled wheels for one interpreter: its Python version and machine, as
-# this probe prints them, are written beside the wheels (TARGET) and must be the site's.
-INTERPRETER_PROBE = "import platform, sys; print('%d.%d %s' % (*sys.version_info[:2], platform.machine()))"
-TARGET = "TARGET"
+def env_runtime_dir(runtime_dir: str, slug: str) -> str:
+    """Where the runtimes of environment `slug` live (`current` among them)."""
+    return posixpath.join(runtime_dir, "envs", slug)
 
 
-def this_interpreter() -> str:
-    """What INTERPRETER_PROBE prints for the running Python ("3.11 x86_64")."""
-    import platform
-    import sys
-
-    return "%d.%d %s" % (*sys.version_info[:2], platform.machine())
-
-
-def wheelhouse_target(wheelhouse: Path) -> str | None:
-    """The interpreter the wheelhouse was built for, or None if it does not say (an older one)."""
-    path = wheelhouse / TARGET
-    return path.read_text().strip() or None if path.exists() else None
-
-
-def interpreter_mismatch(where: str, found: str, target: str, fix: str) -> str | None:
-    """A sentence if the Python `where` ("the site's Python /usr/bin/python3") is not the one the
-    wheels were built for, else None."""
-    if found.strip() == target:
-        return None
-    return (
-        f"{where} is Python {found.strip() or '(did not answer)'}, but this hub's wheels are for Python {target}; {fix}"
-    )
-
-
-@dataclass(frozen=True)
-class ContainerImage:
-    """A container environment of the catalogue: its slug, its image, the lines that prepare the
-    shell for it (LUMI: module purge, the bindings module)."""
-
-    slug: str
-    image: str
-    setup: tuple[str, ...] = ()
-
-
-def container_runtime_dir(runtime_dir: str, slug: str) -> str:
-    """Where the runtime made inside the image of container environment `slug` lives."""
-    return posixpath.join(runtime_dir, "containers", slug)
+def wheels_dir(runtime_dir: str, interpreter: Interpreter) -> str:
+    return posixpath.join(runtime_dir, "wheels", interpreter.key)
 
 
 def in_image(runtime_dir: str, image: str) -> list[str]:
@@ -89,144 +55,96 @@ def in_image(runtime_dir: str, image: str) -> list[str]:
     return ["singularity", "run", "--bind", runtime_dir, image]
 
 
-def _venv_script(home: str, ident: str, house: str, venv: list[str], run: list[str]) -> str:
-    """Shell lines making the venv `home`/`ident` with `venv`, filling it from the wheelhouse
-    (its pip started through `run`), stamping it and pointing `home`/current at it."""
+def _in_environment(environment, lines: list[str]) -> list[str]:
+    """An argv running shell `lines` in a login shell (the site's `module` comes with its profile)
+    after the environment's setup lines."""
+    return ["/bin/bash", "-lc", "\n".join(["set -e", *environment.setup, *lines])]
+
+
+def _prefix(environment, runtime_dir: str) -> list[str]:
+    return in_image(runtime_dir, environment.container) if environment.container else []
+
+
+def probe_argv(runtime_dir: str, environment) -> list[str]:
+    """The command that prints the facts of the Python an environment's job would run."""
+    python = shlex.join([*_prefix(environment, runtime_dir), "python3", "-c", PROBE])
+    return _in_environment(environment, [python])
+
+
+def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpreter) -> list[str]:
+    """The command that makes runtime `ident` of `environment` from its uploaded wheels, stamps it,
+    points `current` at it and prints its size in KiB. pip runs from its own wheel (a Python of
+    the site need not bring pip or ensurepip)."""
+    home = env_runtime_dir(runtime_dir, environment.slug)
     target = posixpath.join(home, ident)
-    pip = [
-        *run,
-        target + "/bin/pip",
-        "--isolated",
-        "install",
-        "--quiet",
-        "--no-index",
-        "--find-links",
-        house,
-        "aifa-workbench",
+    house = wheels_dir(runtime_dir, interpreter)
+    run = _prefix(environment, runtime_dir)
+    site_packages = ["--system-site-packages"] if environment.container else []
+    venv = [*run, "python3", "-m", "venv", "--clear", "--without-pip", *site_packages, target]
+    pip_options = ["--isolated", "install", "--quiet", "--no-index", "--find-links", house, "aifa-workbench"]
+    q = shlex.quote
+    lines = [
+        f"mkdir -p {q(home)}",
+        f"pip=$(ls -d {q(house)}/pip-*.whl | tail -n 1)/pip",
+        shlex.join(venv),
+        f'{shlex.join([*run, target + "/bin/python"])} "$pip" {shlex.join(pip_options)}',
+        f"printf '%s %s\\n' {q(ident)} {q(interpreter.key)} > {q(target + '/' + STAMP)}",
+        f"ln -sfn {q(ident)} {q(home + '/current.new')}",
+        f"mv -T {q(home + '/current.new')} {q(home + '/current')}",
+        f"du -sk {q(target)} | cut -f1",
     ]
-    return (
-        f"{shlex.join([*venv, '--clear', target])}; {shlex.join(pip)}; "
-        f"printf '%s\\n' {shlex.quote(ident)} > {shlex.quote(target + '/' + STAMP)}; "
-        f"ln -sfn {shlex.quote(ident)} {shlex.quote(home + '/current.new')}; "
-        f"mv -T {shlex.quote(home + '/current.new')} {shlex.quote(home + '/current')}"
-    )
+    return _in_environment(environment, lines)
 
 
-def install_argvs(
-    runtime_dir: str, ident: str, python: str, containers: tuple[ContainerImage, ...] = ()
-) -> list[list[str]]:
-    """The commands that turn uploaded wheels into the runtime `ident`, each an argv: the site's
-    own, then one inside each container image (in a login shell: the images need modules)."""
-    house = posixpath.join(runtime_dir, "wheelhouse")
-    argvs = [
-        ["mkdir", "-p", house],
-        ["/bin/sh", "-c", "set -e; " + _venv_script(runtime_dir, ident, house, [python, "-m", "venv"], [])],
-    ]
-    for container in containers:
-        home = container_runtime_dir(runtime_dir, container.slug)
-        run = in_image(runtime_dir, container.image)
-        script = _venv_script(home, ident, house, [*run, "python3", "-m", "venv", "--system-site-packages"], run)
-        argvs.append(
-            ["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, shlex.join(["mkdir", "-p", home]), script])]
+async def interpreter_of(runner, as_user: str, site_title: str, runtime_dir: str, environment) -> Interpreter:
+    """The Python of `environment` on the site, as it reports itself."""
+    result = await runner.run(probe_argv(runtime_dir, environment), as_user=as_user, timeout=300)
+    where = f"the environment {environment.slug}"
+    if not result.ok:  # no python3 after its modules, a module that failed, a bad image
+        raise RuntimeError_(
+            site_title, f"{where} has no Python that answered (exit {result.returncode}: {bounded(result.stderr, 400)})"
         )
-    return argvs
-
-
-def probe_argvs(runtime_dir: str, python: str, containers: tuple[ContainerImage, ...] = ()) -> list[list[str]]:
-    """The commands that print which interpreter each runtime would be built on: the site's
-    Python, then each image's python3 (after the image's set-up lines)."""
-    argvs = [[python, "-c", INTERPRETER_PROBE]]
-    for container in containers:
-        probe = shlex.join([*in_image(runtime_dir, container.image), "python3", "-c", INTERPRETER_PROBE])
-        argvs.append(["/bin/bash", "-lc", "\n".join(["set -e", *container.setup, probe])])
-    return argvs
-
-
-async def check_interpreters(
-    runner,
-    as_user: str,
-    site_title: str,
-    runtime_dir: str,
-    python: str,
-    containers: tuple[ContainerImage, ...],
-    target: str,
-) -> None:
-    """Refuse, with a sentence, to install wheels built for another Python or machine."""
-    probes = probe_argvs(runtime_dir, python, containers)
-    wheres = [
-        (
-            f"the site's Python {python}",
-            "set paths.python in the site's catalogue file to a Python of that "
-            "version on the site, or build the runtime's wheels with one like the site's",
-        )
-    ]
-    wheres += [
-        (
-            f"the python3 inside {c.image}",
-            "use an image with that Python, or build the runtime's wheels with one like the image's",
-        )
-        for c in containers
-    ]
-    for argv, (where, fix) in zip(probes, wheres):
-        result = await runner.run(argv, as_user=as_user, timeout=120)
-        if not result.ok or not result.stdout.strip():  # no Python there, a bad image, a module that failed
-            raise RuntimeError_(
-                site_title,
-                f"{where} did not answer ({argv[0]} exit {result.returncode}: {bounded(result.stderr, 400)})",
-            )
-        mismatch = interpreter_mismatch(where, result.stdout.strip().splitlines()[-1], target, fix)
-        if mismatch:
-            raise RuntimeError_(site_title, mismatch)
-
-
-async def installed_runtime(runner, as_user: str, runtime_dir: str) -> str | None:
-    """The id of the runtime the site's `current` points at, or None if there is none."""
-    return (await installed_runtimes(runner, as_user, runtime_dir, ()))[""]
+    try:
+        return parse_probe(result.stdout)
+    except InterpreterError as e:
+        raise RuntimeError_(site_title, f"{where}: {e}") from None
 
 
 async def installed_runtimes(runner, as_user: str, runtime_dir: str, slugs) -> dict[str, str | None]:
-    """The ids of the site's runtime ("") and of the named container environments' runtimes, in
-    one command (`runner`: a site's, or job control's `commands`); None where there is none."""
-    homes = {"": runtime_dir, **{slug: container_runtime_dir(runtime_dir, slug) for slug in slugs}}
-    files = [posixpath.join(home, "current", STAMP) for home in homes.values()]
+    """The runtime id each named environment's `current` holds, in one command (`runner`: a
+    site's, or job control's `commands`); None where there is none."""
+    files = [posixpath.join(env_runtime_dir(runtime_dir, slug), "current", STAMP) for slug in slugs]
     script = 'for f; do head -n 1 "$f" 2>/dev/null || echo; done'
     result = await runner.run(["/bin/sh", "-c", script, "sh", *files], as_user=as_user, timeout=20)
     lines = result.stdout.splitlines() if result.ok else []
     lines += [""] * (len(files) - len(lines))
-    return {name: (line.strip() or None) for name, line in zip(homes, lines)}
+    return {slug: ((line.split() or [None])[0]) for slug, line in zip(slugs, lines)}
 
 
-async def install_runtime(
-    runner,
-    as_user: str,
-    site_title: str,
-    runtime_dir: str,
-    wheelhouse: Path,
-    python: str = "/usr/bin/python3",
-    log=print,
-    containers: tuple[ContainerImage, ...] = (),
-) -> str:
-    """Upload the wheels that are not on the site yet, make the venvs, point `current` at them."""
-    ident = runtime_id(wheelhouse)
-    mkdir, build, *in_images = install_argvs(runtime_dir, ident, python, containers)
-    await _checked(runner, as_user, site_title, mkdir)
-    target = wheelhouse_target(wheelhouse)
-    if target:
-        await check_interpreters(runner, as_user, site_title, runtime_dir, python, containers, target)
+async def upload_wheels(runner, as_user: str, site_title: str, house: str, wheelhouse: Path, log) -> None:
+    """The wheels of `wheelhouse` that the site's `house` lacks (by name and size)."""
+    await _checked(runner, as_user, site_title, ["mkdir", "-p", house])
     connection = await runner.connection_for(as_user).connection()
-    house = posixpath.join(runtime_dir, "wheelhouse")
     async with connection.start_sftp_client() as sftp:
         present = {entry.filename: entry.attrs.size for entry in await sftp.readdir(house)}
-        wheels = [w for w in sorted(wheelhouse.glob("*.whl")) if present.get(w.name) != w.stat().st_size]
-        log(f"{site_title}: uploading {len(wheels)} of {len(list(wheelhouse.glob('*.whl')))} wheels")
-        if wheels:
-            await sftp.put([str(w) for w in wheels], house)
-    log(f"{site_title}: installing runtime {ident} into {runtime_dir}")
-    await _checked(runner, as_user, site_title, build, timeout=900)
-    for container, argv in zip(containers, in_images):
-        log(f"{site_title}: installing runtime {ident} inside {container.image} ({container.slug})")
-        await _checked(runner, as_user, site_title, argv, timeout=900)
-    return ident
+        wheels = sorted(wheelhouse.glob("*.whl"))
+        missing = [w for w in wheels if present.get(w.name) != w.stat().st_size]
+        log(f"{site_title}: uploading {len(missing)} of {len(wheels)} wheels to {house}")
+        if missing:
+            await sftp.put([str(w) for w in missing], house)
+
+
+async def install_environment(
+    runner, as_user: str, site_title: str, runtime_dir: str, environment, ident: str, interpreter, wheelhouse, log
+) -> tuple[int, float]:
+    """Runtime `ident` of one environment from `wheelhouse` (chosen for `interpreter`): its size in
+    KiB and the seconds the install took on the site."""
+    await upload_wheels(runner, as_user, site_title, wheels_dir(runtime_dir, interpreter), wheelhouse, log)
+    log(f"{site_title}: installing runtime {ident} for {environment.slug} ({interpreter.describe()})")
+    started = time.monotonic()
+    result = await _checked(runner, as_user, site_title, install_argv(runtime_dir, environment, ident, interpreter), 1800)
+    size = result.stdout.strip().splitlines()[-1:] or ["0"]
+    return int(size[0]) if size[0].isdigit() else 0, time.monotonic() - started
 
 
 async def _checked(runner, as_user, site_title, argv, timeout=60):

@@ -12,7 +12,7 @@ import jinja2
 
 from aifa_workbench.model.catalogue import Site
 from aifa_workbench.model.job_env import site_job_lines
-from aifa_workbench.sites.runtime import container_runtime_dir
+from aifa_workbench.sites.runtime import env_runtime_dir
 from aifa_workbench.sites.slurm_cli import job_name
 
 from aifa_workbench.model.request import JobRequest
@@ -68,23 +68,22 @@ class ScriptContext:
 class RuntimePaths:
     """Where a job finds the workbench's software on its node."""
 
-    venv_bin: str  # the runtime's bin: the job report, the starter notebooks
-    server_bin: str  # jupyterhub-singleuser's: venv_bin, or the runtime inside the image
+    venv_bin: str  # the runtime's bin: the job report, the starter notebooks (inside the image for a container's)
+    server_bin: str  # jupyterhub-singleuser's
     container_runtime: str = ""  # a container environment's runtime (made inside its image)
     container_binds: tuple[str, ...] = ()
 
 
 def runtime_paths(site: Site, environment: str, hub_venv: str) -> RuntimePaths:
-    """The hub's own venv on the local site; the runtime install-runtime put on a remote one,
-    and for a container environment the runtime made inside its image, with the runtime
-    directory bound into the container."""
+    """The hub's own venv on the local site; on a remote one the runtime install-runtime made for
+    the environment (inside its image for a container environment, with the runtime directory
+    bound into the container)."""
     if site.transport != "ssh":
         return RuntimePaths(f"{hub_venv}/bin", f"{hub_venv}/bin")
-    venv_bin = f"{site.paths.runtime}/current/bin"
+    current = f"{env_runtime_dir(site.paths.runtime, environment)}/current"
     if not site.environments[environment].container:
-        return RuntimePaths(venv_bin, venv_bin)
-    in_image = f"{container_runtime_dir(site.paths.runtime, environment)}/current"
-    return RuntimePaths(venv_bin, f"{in_image}/bin", in_image, (site.paths.runtime,))
+        return RuntimePaths(f"{current}/bin", f"{current}/bin")
+    return RuntimePaths(f"{current}/bin", f"{current}/bin", current, (site.paths.runtime,))
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -141,19 +140,26 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         raise ScriptError(f"refusing to export environment names {bad_names!r}")
     partition = site.partitions[request.partition]
     template = _ENV.get_template(f"{partition.family}.sh.j2")
+    environment = site.environments[request.environment]
+    # a container environment's runtime runs inside its image, its helpers (tunnel, starter
+    # notebooks, end report) too: the node may have no Python of its own
+    helper = (
+        ("singularity", "exec", "--bind", ",".join(ctx.container_binds), environment.container)
+        if ctx.container_runtime
+        else ()
+    )
     return template.render(
         request=request,
         site=site,
         partition=partition,
-        environment=site.environments[request.environment],
-        site_job_lines=site_job_lines(
-            partition.family, site.environments[request.environment], request.whole_node, request.gpus
-        ),
+        environment=environment,
+        site_job_lines=site_job_lines(partition.family, environment, request.whole_node, request.gpus),
         username=ctx.username,
         home=ctx.home,
         venv_bin=ctx.venv_bin,
         launch_argv=ctx.launch_argv,
-        report_argv=(f"{ctx.venv_bin}/python", "-m", "aifa_workbench.extensions.job_report"),
+        helper_argv=(*helper, f"{ctx.venv_bin}/python", "-m"),
+        report_argv=(*helper, f"{ctx.venv_bin}/python", "-m", "aifa_workbench.extensions.job_report"),
         export_names=ctx.export_names,
         warn_minutes=[int(m) for m in ctx.warn_minutes],
         catalogue_dir=ctx.catalogue_dir,

@@ -32,19 +32,20 @@ def env_file_path(home: str, unique: str = "") -> str:
 
 
 async def check_runtime(site, environment: str, control, user: str, wheelhouse: str, log) -> None:
-    """A remote site must run the job runtime of this hub's code."""
+    """A remote site must run the job runtime of this hub's code for the chosen environment."""
     wanted = runtime.runtime_id(Path(wheelhouse))
-    slugs = [environment] if site.environments[environment].container else []
     found = await runtime.installed_runtimes(
-        control.commands("reading the version of its workbench software"), user, site.paths.runtime, slugs
+        control.commands("reading the version of its workbench software"), user, site.paths.runtime, [environment]
     )
-    if any(ident != wanted for ident in found.values()):
-        log.error("Runtime on %s: %s, this hub's: %s", site.name, found, wanted)
-        state = "outdated" if all(found.values()) else "missing"
+    if found[environment] != wanted:
+        log.error("Runtime of %s on %s: %s, this hub's: %s", environment, site.name, found[environment], wanted)
+        title = site.environments[environment].title
+        state = "is outdated there" if found[environment] else "is not installed there yet"
         raise SpawnError(
-            f"The workbench's software on {site.title} is {state}, "
-            "so your server was not started. Your workbench administrator fixes it with "
-            f"`aifa-workbench install-runtime {site.name}`; try again after that."
+            f"The workbench's software for “{title}” on {site.title} {state}, so your server was not "
+            "started. Your workbench administrator fixes it with "
+            f"`aifa-workbench install-runtime {site.name} {environment}`; try again after that, or choose "
+            "another environment."
         )
 
 
