@@ -72,7 +72,9 @@ def _environments(site, slug: str | None) -> list:
     if slug is None:
         return list(site.environments.values())
     if slug not in site.environments:
-        raise SettingsError(f"{site.name} has no environment {slug!r} (its environments: {', '.join(site.environments)})")
+        raise SettingsError(
+            f"{site.name} has no environment {slug!r} (its environments: {', '.join(site.environments)})"
+        )
     return [site.environments[slug]]
 
 

@@ -142,7 +142,9 @@ async def install_environment(
     await upload_wheels(runner, as_user, site_title, wheels_dir(runtime_dir, interpreter), wheelhouse, log)
     log(f"{site_title}: installing runtime {ident} for {environment.slug} ({interpreter.describe()})")
     started = time.monotonic()
-    result = await _checked(runner, as_user, site_title, install_argv(runtime_dir, environment, ident, interpreter), 1800)
+    result = await _checked(
+        runner, as_user, site_title, install_argv(runtime_dir, environment, ident, interpreter), 1800
+    )
     size = result.stdout.strip().splitlines()[-1:] or ["0"]
     return int(size[0]) if size[0].isdigit() else 0, time.monotonic() - started
 

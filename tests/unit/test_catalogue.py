@@ -131,6 +131,10 @@ def mutated(change):
             "partitions.small-g.gpu_request: no longer used",
         ),
         (
+            lambda d: d["paths"].update(python="/usr/bin/python3"),
+            "paths.python: no longer used (each environment's runtime is made by the python3 its own setup",
+        ),
+        (
             lambda d: d["partitions"]["dev-g"].update(cpu_bind="mask_cpu:7e"),
             "partitions.dev-g.cpu_bind: no longer used",
         ),

@@ -136,6 +136,7 @@ async def test_other_commands_on_the_site_go_through_job_control_and_a_timeout_i
         await reach.node_address(control, "alice", "nid005001")
     assert "resolving the node nid005001" in raised.value.detail and runner.calls[0]["as_user"] == "alice"
     with pytest.raises(SiteUnreachable):
-        await runtime.installed_runtimes(control.commands("reading its runtime"), "alice", "/appl/wb", ())
-    control, _ = scripted_control([ok("1.0-abc\n")])
-    assert await runtime.installed_runtimes(control.commands("reading"), "alice", "/appl/wb", ()) == {"": "1.0-abc"}
+        await runtime.installed_runtimes(control.commands("reading its runtime"), "alice", "/appl/wb", ["env"])
+    control, _ = scripted_control([ok("1.0-abc cp311-x86_64-glibc2.41\n")])
+    found = await runtime.installed_runtimes(control.commands("reading"), "alice", "/appl/wb", ["env"])
+    assert found == {"env": "1.0-abc"}

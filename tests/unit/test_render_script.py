@@ -127,7 +127,7 @@ def test_a_lumi_script_is_the_one_the_hub_submits(capsys, settings_file):
     assert "#SBATCH --export=NONE\n" in out and "#SBATCH --chdir=/users/alicelum\n" in out
     assert f"/users/alicelum/.aifa-workbench/job-env-{ENV_FILE_PLACEHOLDER}" in out
     assert "#SBATCH --account=project_465000123\n" in out and "aifa-wb-test1-alice" in out
-    assert "/srv/workbench-venv" not in out and "/appl/local/aifa-workbench/current/bin" in out
+    assert "/srv/workbench-venv" not in out and "/appl/local/aifa-workbench/envs/lumi-stack/current/bin" in out
     assert "reverse_tunnel" in out and "the-token" not in out and "secret key" not in out
 
 

@@ -1,113 +1,185 @@
-"""The job runtime on a site: the commands that install it (on the site's Python, and inside each
-container image on the image's packages) and reading which runtime a site runs."""
+"""The job runtime on a site, one per environment: the commands that ask an environment's Python
+what it is and install the runtime for it (after its modules, inside its image), which wheels each
+interpreter gets, and reading which runtime each environment runs."""
 
+import json
 import shlex
+import sys
 
 import pytest
 
+from aifa_workbench.hub_config import wheelhouses
+from aifa_workbench.model.interpreter import PROBE, Interpreter, InterpreterError, parse_probe
+from aifa_workbench.model.site import Environment
 from aifa_workbench.sites import runtime
 
 from .fakes import ScriptedRunner, ok
 
-IMAGE = runtime.ContainerImage(
-    "pytorch-container",
-    "/appl/images/torch-20260415.sif",
-    ("module purge", "module load lumi-aif-singularity-bindings"),
+STACK = Environment("lumi-stack", "LUMI stack", ("module load LUMI/25.03 partition/G", "module load cray-python"))
+IMAGE = "/appl/images/torch-20260415.sif"
+CONTAINER = Environment(
+    "pytorch-container", "PyTorch", ("module purge", "module load lumi-aif-singularity-bindings"), IMAGE
 )
+JUPITER = Interpreter("3.13", "cp313", "aarch64", "2.41")
+HUB = Interpreter("3.11", "cp311", "x86_64", "2.36")
 
 
-def test_the_runtime_is_built_from_the_uploaded_wheels_only_and_switched_to_at_once():
-    mkdir, build = runtime.install_argvs("/appl/wb", "1.0-abc", "/usr/bin/python3")
-    assert mkdir == ["mkdir", "-p", "/appl/wb/wheelhouse"]
-    assert build[:2] == ["/bin/sh", "-c"]
-    script = build[2]
-    assert "/usr/bin/python3 -m venv --clear /appl/wb/1.0-abc" in script
-    assert "--no-index --find-links /appl/wb/wheelhouse aifa-workbench" in script
-    assert script.index("current.new") < script.index("mv -T /appl/wb/current.new /appl/wb/current")
+def facts(**changes) -> str:
+    base = {"version": "3.13", "abi": "cp313", "implementation": "cpython", "machine": "aarch64", "glibc": "2.41"}
+    return json.dumps({**base, **changes})
 
 
-def test_a_container_environment_gets_a_runtime_made_inside_its_image():
-    _, _, in_image = runtime.install_argvs("/appl/wb", "1.0-abc", "/usr/bin/python3", (IMAGE,))
-    assert in_image[:2] == ["/bin/bash", "-lc"]  # a login shell: the image needs the site's modules
-    lines = in_image[2].splitlines()
-    assert lines[:3] == ["set -e", "module purge", "module load lumi-aif-singularity-bindings"]
-    inside = shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE.image])
-    target = "/appl/wb/containers/pytorch-container/1.0-abc"
-    assert f"{inside} python3 -m venv --system-site-packages --clear {target}" in lines[-1]
-    assert f"{inside} {target}/bin/pip --isolated install" in lines[-1]  # pip runs in the image too
+def test_the_probe_runs_on_any_python_and_describes_the_one_running_it():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    this = parse_probe(out)
+    assert this.version == "%d.%d" % sys.version_info[:2] and this.abi.startswith("cp3")
+    assert this.glibc.startswith("2.")
+
+
+def test_what_a_probe_prints_is_checked_field_by_field():
+    assert parse_probe("a module's banner\n" + facts() + "\n") == JUPITER
+    for bad, why in (
+        ("", "printed no interpreter facts"),
+        ("Python 3.6.15", "printed no interpreter facts"),
+        (facts(implementation="pypy"), "is pypy, not CPython"),
+        (facts(glibc=""), "does not run on glibc"),
+        (facts(machine="x86_64; rm -rf /"), "reported machine"),
+        (facts(version="3.13.5"), "reported version"),
+        (facts(abi="cp313d"), "reported abi"),
+    ):
+        with pytest.raises(InterpreterError, match=why):
+            parse_probe(bad)
+
+
+def test_wheels_are_chosen_for_the_interpreter_and_every_older_manylinux():
+    platforms = JUPITER.platforms()
+    assert platforms[0] == "manylinux_2_41_aarch64" and "manylinux_2_17_aarch64" in platforms
+    assert platforms[-1] == "manylinux2014_aarch64" and not any("x86_64" in p for p in platforms)
+    args = JUPITER.pip_download_args()
+    assert args[:5] == ["--only-binary=:all:", "--implementation", "cp", "--python-version", "3.13"]
+    assert args[5:7] == ["--abi", "cp313"] and JUPITER.key == "cp313-aarch64-glibc2.41"
+
+
+def test_the_hubs_own_wheels_serve_an_interpreter_only_of_its_python_machine_and_a_newer_c_library():
+    assert Interpreter("3.11", "cp311", "x86_64", "2.41").runs_wheels_built_for(HUB)
+    assert not Interpreter("3.11", "cp311", "x86_64", "2.31").runs_wheels_built_for(HUB)  # LUMI's SLES
+    assert not Interpreter("3.11", "cp311", "aarch64", "2.41").runs_wheels_built_for(HUB)
+    assert not JUPITER.runs_wheels_built_for(HUB)
+
+
+def test_an_environments_python_is_asked_after_its_modules_and_inside_its_image():
+    native = runtime.probe_argv("/appl/wb", STACK)
+    assert native[:2] == ["/bin/bash", "-lc"]  # a login shell: the site's `module`
+    lines = native[2].splitlines()
+    assert lines[:3] == ["set -e", *STACK.setup] and lines[3] == shlex.join(["python3", "-c", PROBE])
+    inside = runtime.probe_argv("/appl/wb", CONTAINER)[2].splitlines()
+    assert inside[1:3] == list(CONTAINER.setup)
+    assert inside[-1] == shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE, "python3", "-c", PROBE])
+
+
+def test_a_runtime_is_made_by_the_environments_python_from_its_interpreters_wheels_and_switched_to_at_once():
+    argv = runtime.install_argv("/appl/wb", STACK, "1.0-abc", JUPITER)
+    lines = argv[2].splitlines()
+    assert lines[:3] == ["set -e", *STACK.setup]
+    target = "/appl/wb/envs/lumi-stack/1.0-abc"
+    house = "/appl/wb/wheels/cp313-aarch64-glibc2.41"
+    assert f"python3 -m venv --clear --without-pip {target}" in lines
     assert (
-        "mv -T /appl/wb/containers/pytorch-container/current.new /appl/wb/containers/pytorch-container/current"
-        in lines[-1]
+        f'{target}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} aifa-workbench' in lines
     )
+    assert f"pip=$(ls -d {house}/pip-*.whl | tail -n 1)/pip" in lines  # pip from its wheel: no ensurepip needed
+    assert f"printf '%s %s\\n' 1.0-abc cp313-aarch64-glibc2.41 > {target}/aifa-workbench-runtime" in lines
+    assert lines.index("mv -T /appl/wb/envs/lumi-stack/current.new /appl/wb/envs/lumi-stack/current") < len(lines) - 1
+
+
+def test_a_container_environments_runtime_is_made_inside_its_image_on_its_packages():
+    lines = runtime.install_argv("/appl/wb", CONTAINER, "1.0-abc", JUPITER)[2].splitlines()
+    inside = shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE])
+    target = "/appl/wb/envs/pytorch-container/1.0-abc"
+    assert f"{inside} python3 -m venv --clear --without-pip --system-site-packages {target}" in lines
+    assert any(line.startswith(f'{inside} {target}/bin/python "$pip" --isolated install') for line in lines)
+
+
+async def test_an_environment_without_a_python_is_refused_with_what_the_site_said():
+    with pytest.raises(runtime.RuntimeError_) as refused:
+        await runtime.interpreter_of(
+            ScriptedRunner([(127, "", "bash: line 3: python3: command not found")]), "ops", "LUMI", "/w", STACK
+        )
+    assert "the environment lumi-stack has no Python that answered" in refused.value.sentence
+    assert "python3: command not found" in refused.value.sentence
+    with pytest.raises(runtime.RuntimeError_, match="the environment lumi-stack: its python3 is pypy"):
+        await runtime.interpreter_of(ScriptedRunner([ok(facts(implementation="pypy"))]), "ops", "LUMI", "/w", STACK)
+    assert await runtime.interpreter_of(ScriptedRunner([ok(facts())]), "ops", "JUPITER", "/w", STACK) == JUPITER
 
 
 async def test_installed_runtimes_are_read_in_one_command_and_a_missing_one_is_none():
-    runner = ScriptedRunner([ok("1.0-abc\n\n")])
-    found = await runtime.installed_runtimes(runner, "ops", "/appl/wb", ["pytorch-container"])
-    assert found == {"": "1.0-abc", "pytorch-container": None}
+    runner = ScriptedRunner([ok("1.0-abc cp311-x86_64-glibc2.41\n\n")])
+    found = await runtime.installed_runtimes(runner, "ops", "/appl/wb", ["lumi-stack", "pytorch-container"])
+    assert found == {"lumi-stack": "1.0-abc", "pytorch-container": None}
     assert runner.argvs[0][-2:] == [
-        "/appl/wb/current/aifa-workbench-runtime",
-        "/appl/wb/containers/pytorch-container/current/aifa-workbench-runtime",
+        "/appl/wb/envs/lumi-stack/current/aifa-workbench-runtime",
+        "/appl/wb/envs/pytorch-container/current/aifa-workbench-runtime",
     ]
-    assert await runtime.installed_runtime(ScriptedRunner([(1, "", "no such file")]), "ops", "/appl/wb") is None
+    failed = await runtime.installed_runtimes(ScriptedRunner([(1, "", "no such file")]), "ops", "/w", ["a"])
+    assert failed == {"a": None}
 
 
-def test_the_interpreters_are_probed_on_the_site_and_inside_each_image():
-    site, image = runtime.probe_argvs("/appl/wb", "/usr/bin/python3", (IMAGE,))
-    assert site == ["/usr/bin/python3", "-c", runtime.INTERPRETER_PROBE]
-    lines = image[2].splitlines()
-    assert image[:2] == ["/bin/bash", "-lc"] and lines[1:3] == [
-        "module purge",
-        "module load lumi-aif-singularity-bindings",
-    ]
-    assert lines[-1].startswith(shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE.image, "python3", "-c"]))
+def wheelhouse(tmp_path, target: Interpreter):
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    (house / "aifa_workbench-0.1.0-py3-none-any.whl").write_text("")
+    (house / "SOURCE").write_text("0123456789abcdef\n")
+    (house / "TARGET").write_text(json.dumps({**json.loads(facts()), **target.__dict__}) + "\n")
+    return house
 
 
-async def test_wheels_for_another_python_are_refused_with_a_sentence_before_anything_is_uploaded():
-    this = runtime.this_interpreter()
-    await runtime.check_interpreters(
-        ScriptedRunner([ok(this + "\n"), ok("a runscript's banner\n" + this + "\n")]),
-        "ops",
-        "LUMI",
-        "/appl/wb",
-        "/usr/bin/python3",
-        (IMAGE,),
-        this,
-    )
-    with pytest.raises(runtime.RuntimeError_) as refused:
-        await runtime.check_interpreters(
-            ScriptedRunner([ok("3.6 x86_64\n")]), "ops", "LUMI", "/appl/wb", "/usr/bin/python3", (), "3.11 x86_64"
-        )
-    assert (
-        "the site's Python /usr/bin/python3 is Python 3.6 x86_64, but this hub's wheels are for Python "
-        "3.11 x86_64; set paths.python" in refused.value.sentence
-    )
-    with pytest.raises(runtime.RuntimeError_) as refused:
-        await runtime.check_interpreters(
-            ScriptedRunner([ok("3.11 x86_64\n"), ok("3.11 aarch64\n")]),
-            "ops",
-            "JUPITER",
-            "/e/wb",
-            "/usr/bin/python3",
-            (IMAGE,),
-            "3.11 x86_64",
-        )
-    assert f"the python3 inside {IMAGE.image} is Python 3.11 aarch64" in refused.value.sentence
-    with pytest.raises(runtime.RuntimeError_) as refused:  # no such Python: that, not a version
-        await runtime.check_interpreters(
-            ScriptedRunner([(127, "", "sh: /opt/py/bin/python3: not found")]),
-            "ops",
-            "Lucia",
-            "/w",
-            "/opt/py/bin/python3",
-            (),
-            "3.11 x86_64",
-        )
-    assert "the site's Python /opt/py/bin/python3 did not answer" in refused.value.sentence
-    assert "not found" in refused.value.sentence and "wheels are for" not in refused.value.sentence
+async def test_an_interpreter_like_the_hubs_gets_the_hubs_wheels_and_another_gets_wheels_chosen_for_it(
+    tmp_path, monkeypatch
+):
+    house = wheelhouse(tmp_path, HUB)
+    same = Interpreter("3.11", "cp311", "x86_64", "2.41")
+    assert await wheelhouses.wheelhouse_for(same, house, tmp_path / "cache") == house
+    calls = []
+
+    async def fake_exec(*argv, **kwargs):
+        calls.append(argv)
+        dest = argv[argv.index("--dest") + 1]
+        (tmp_path / dest).joinpath("numpy-2.4.6-cp313-cp313-manylinux_2_27_aarch64.whl").write_text("")
+
+        class Done:
+            returncode = 0
+
+            async def communicate(self):
+                return b"", b""
+
+        return Done()
+
+    monkeypatch.setattr(wheelhouses.asyncio, "create_subprocess_exec", fake_exec)
+    chosen = await wheelhouses.wheelhouse_for(JUPITER, house, tmp_path / "cache", log=lambda _: None)
+    assert chosen == tmp_path / "cache" / "0.1.0-0123456789ab" / "cp313-aarch64-glibc2.41"
+    assert (chosen / "numpy-2.4.6-cp313-cp313-manylinux_2_27_aarch64.whl").exists()
+    argv = calls[0]
+    assert argv[-2:] == ("aifa-workbench==0.1.0", "pip") and "--find-links" in argv
+    assert await wheelhouses.wheelhouse_for(JUPITER, house, tmp_path / "cache") == chosen and len(calls) == 1
 
 
-def test_a_wheelhouse_says_which_interpreter_its_wheels_are_for(tmp_path):
-    assert runtime.wheelhouse_target(tmp_path) is None  # an older wheelhouse: nothing to check
-    (tmp_path / runtime.TARGET).write_text("3.11 x86_64\n")
-    assert runtime.wheelhouse_target(tmp_path) == "3.11 x86_64"
+async def test_no_wheels_for_an_interpreter_is_a_sentence_and_leaves_nothing_half_made(tmp_path, monkeypatch):
+    house = wheelhouse(tmp_path, HUB)
+
+    async def failing_exec(*argv, **kwargs):
+        class Failed:
+            returncode = 1
+
+            async def communicate(self):
+                return b"", b"ERROR: No matching distribution found for pyzmq==27.3.0"
+
+        return Failed()
+
+    monkeypatch.setattr(wheelhouses.asyncio, "create_subprocess_exec", failing_exec)
+    with pytest.raises(wheelhouses.WheelsUnavailable) as refused:
+        await wheelhouses.wheelhouse_for(JUPITER, house, tmp_path / "cache", log=lambda _: None)
+    assert "no binary wheels of the workbench's packages for Python 3.13 on aarch64 (glibc 2.41)" in str(refused.value)
+    assert "pyzmq" in str(refused.value)
+    assert not list((tmp_path / "cache").rglob("*.partial"))

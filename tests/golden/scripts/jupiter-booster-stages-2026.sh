@@ -23,7 +23,7 @@ set -a; . /e/home/jusers/alice/jupiter/.aifa-workbench/job-env-0123456789abcdef;
 # PATH is set below (a profile may reset PATH).
 type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/e/home/jusers/alice/jupiter USER=alice
-export PATH=/e/software/jupiter/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+export PATH=/e/software/jupiter/aifa-workbench/envs/stages-2026/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
 # Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
 export SLURM_EXPORT_ENV=ALL
@@ -38,15 +38,15 @@ export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__
 # One task sees one GPU unless told otherwise (JSC's GPU page): the job's one task, and what
 # it starts, get every GPU of the node it holds alone.
 export CUDA_VISIBLE_DEVICES=0,1,2,3
-module load Stages/2026 GCC CUDA OpenMPI NCCL
+module load Stages/2026 GCC CUDA OpenMPI NCCL Python
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-/e/software/jupiter/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+/e/software/jupiter/aifa-workbench/envs/stages-2026/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 for attempt in 1 2 3; do
-/e/software/jupiter/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+/e/software/jupiter/aifa-workbench/envs/stages-2026/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
@@ -56,5 +56,5 @@ while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench: the server's port was taken as it started; starting it again"
 done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
-/e/software/jupiter/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+/e/software/jupiter/aifa-workbench/envs/stages-2026/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -22,7 +22,7 @@ set -a; . /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef; set +a
 # PATH is set below (a profile may reset PATH).
 type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/gpfs/home/acad/alice USER=alice
-export PATH=/gpfs/softs/aifa-workbench/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+export PATH=/gpfs/softs/aifa-workbench/envs/easybuild-2023a/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
 # Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
 export SLURM_EXPORT_ENV=ALL
@@ -37,13 +37,13 @@ export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__
 module purge
 module load EasyBuild/2023a CUDA/12.2.0 Python/3.11.3-GCCcore-12.3.0
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-/gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+/gpfs/softs/aifa-workbench/envs/easybuild-2023a/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
 trap 'kill -TERM "$server" 2>/dev/null' TERM INT
 for attempt in 1 2 3; do
-/gpfs/softs/aifa-workbench/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+/gpfs/softs/aifa-workbench/envs/easybuild-2023a/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
@@ -53,5 +53,5 @@ while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench: the server's port was taken as it started; starting it again"
 done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
-/gpfs/softs/aifa-workbench/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+/gpfs/softs/aifa-workbench/envs/easybuild-2023a/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"
