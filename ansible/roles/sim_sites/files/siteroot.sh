@@ -2,7 +2,7 @@
 # siteroot.sh ROOT RECIPE_FILE — the userland of a simulated site: a Debian root of its own
 # release and architecture (debootstrap), not the hub host's. RECIPE_FILE (written by the
 # sim_sites role) says SUITE, ARCH, MIRROR, PACKAGES (of the root's architecture) and
-# NATIVE_PACKAGES (the site's tools, Slurm and Lmod: amd64 on every site, added as a foreign
+# NATIVE_PACKAGES (the site's Slurm: amd64 on every site, added as a foreign
 # architecture where the root is not amd64, so that they run natively while jobs, login shells
 # and Python run the site's own binaries, emulated by qemu-user-static through binfmt_misc).
 # Rebuilt only when the recipe changed (its digest is kept in ROOT/.aifa-recipe); the site's data
