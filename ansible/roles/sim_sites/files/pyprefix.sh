@@ -18,11 +18,12 @@ else
   chroot "$ROOT" sh -c "cd /var/tmp/aifa-debs && apt-get download -q $packages >/dev/null"
   mv "$ROOT"/var/tmp/aifa-debs/*.deb "$debs"/ && rmdir "$ROOT/var/tmp/aifa-debs"
 fi
-rm -rf "$target.new" && mkdir -p "$target.new"
-for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$target.new"; done
-mkdir -p "$target.new/bin"
-ln -s "../usr/bin/python$VERSION" "$target.new/bin/python3"
-ln -s "../usr/bin/python$VERSION" "$target.new/bin/python$VERSION"
+rm -rf "$target.new" "$debs/tree" && mkdir -p "$target.new" "$debs/tree"
+for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$debs/tree"; done
+# the packages' usr/ is the prefix: CPython finds its library (PREFIX/lib/pythonX.Y) from its
+# executable's place, and a venv made by it from the folder of PREFIX/bin/python3
+mv "$debs"/tree/usr/* "$target.new"/
+ln -s "python$VERSION" "$target.new/bin/python3"
 # it runs from its prefix (CPython finds its library next to its executable)
 chroot "$ROOT" "$PREFIX.new/bin/python3" -c 'import ssl, sqlite3, ctypes, venv' ||
   { echo "pyprefix: Python $VERSION in $PREFIX does not run in $ROOT" >&2; exit 1; }
