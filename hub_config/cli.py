@@ -51,9 +51,10 @@ def _render_script(args) -> int:
         raise RequestError("--options must be a JSON object.")
     if args.site:
         options["site"] = args.site
-    traits, bind_url, https = _hub_spawner_settings(args.settings, args.catalogue)
+    traits, bind_url, https, registry = _hub_spawner_settings(args.settings, args.catalogue)
     try:
         spawner = script_preview.preview_spawner(traits, args.user, options, bind_url, https, args.home or "")
+        spawner.registry = registry
         sys.stdout.write(asyncio.run(script_preview.render(spawner, options)))
     except script_preview.PreviewError as e:
         print(f"aifa-workbench: {e}", file=sys.stderr)
@@ -67,9 +68,11 @@ def _render_script(args) -> int:
     return 0
 
 
-def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, bool]:
-    """(the spawner's traits, the hub's bind_url, whether it serves https) from the settings file;
-    where none is readable, the spawner's defaults with every site of the catalogue enabled."""
+def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, bool, object]:
+    """(the spawner's traits, the hub's bind_url, whether it serves https, its site-accounts
+    registry or None) from the settings file; where none is readable, the spawner's defaults with
+    every site of the catalogue enabled."""
+    registry = None
     if not os.access(path, os.R_OK):
         print(
             f"aifa-workbench: no readable settings file {path}: the spawner's defaults, every site of the "
@@ -89,9 +92,10 @@ def _hub_spawner_settings(path: str, catalogue: str | None) -> tuple[dict, str, 
             print(
                 f"aifa-workbench: the hub's site accounts are not readable ({e}): the settings' alone", file=sys.stderr
             )
+            registry = None
     if catalogue:
         traits["catalogue_dir"] = catalogue
-    return traits, bind_url, https
+    return traits, bind_url, https, registry
 
 
 def _check_catalogue(args) -> int:

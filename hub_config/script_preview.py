@@ -48,7 +48,8 @@ class PreviewSpawner(WorkbenchSlurmSpawner):
 
     account = ""  # the admin's word (AdminsWord)
     reservation = ""
-    home = ""  # the user's home where the catalogue names none and this host does not know them
+    home = ""  # the user's home as the admin gives it (--home), else what the registry or this host knows
+    registry = None  # the hub's site accounts (hub_config.site_accounts), with the homes sites gave
     service_prefix = "/"
 
     def facts(self, site_name: str) -> AdminsWord:
@@ -63,14 +64,22 @@ class PreviewSpawner(WorkbenchSlurmSpawner):
         return SimpleNamespace(base_url=self.service_prefix, port=0)
 
     def user_home(self) -> str:
-        if self.home and self.sites[self.site_name].home_of(self.site_username()) is None:
+        if self.home:
             return self.home
         try:
-            return super().user_home()
+            home = super().user_home()
         except KeyError:
             raise PreviewError(
                 f"{self.site_username()} has no account on this host: give their home with --home."
             ) from None
+        if not home and self.registry is not None:  # the home the site gave at a start, as the hub kept it
+            home = self.registry.home(self.user.name, self.site_name, self.site_username())
+        if not home:
+            raise PreviewError(
+                f"The home of {self.site_username()} on {self.sites[self.site_name].title} is not known yet "
+                "(the hub reads it from the site at their first start there): give it with --home."
+            )
+        return home
 
 
 def admins_site_users(site_users: dict, user: str, site, account: str) -> dict:

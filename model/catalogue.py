@@ -128,8 +128,6 @@ PATHS_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        # {user} is the user's name on the site
-        "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{user\}[A-Za-z0-9_./-]*$"},
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         # the project's scratch ({account}: the job's account): PyTorch's and Hugging Face's caches
@@ -315,6 +313,7 @@ def _check_presets(site: "Site") -> None:
 UNREAD = "an earlier release's field, which nothing read"
 REMOVED_SITE_FIELDS = {"account_pattern": UNREAD}
 REMOVED_PATHS_FIELDS = {
+    "home": "each user's home is read from the site, their login's $HOME, at their first start there",
     "python": "each environment's runtime is made by the python3 its own setup lines give, which "
     "`aifa-workbench install-runtime` asks the site for"
 }

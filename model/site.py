@@ -51,7 +51,6 @@ class Login:
 
 @dataclass(frozen=True)
 class SitePaths:
-    home: str | None = None  # pattern with {user}; None: the hub host's passwd (local site)
     runtime: str | None = None  # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
     scratch: str | None = None
@@ -108,10 +107,6 @@ class Site:
     timezone: str | None = None  # of the times Slurm prints there; None: the hub host's
     budget: dict | None = None  # where projects' remaining allocations are read (None: nowhere)
     path: str = ""
-
-    def home_of(self, site_user: str) -> str | None:
-        """The home of `site_user` on the site, or None where the site's passwd says (local)."""
-        return self.paths.home.replace("{user}", site_user) if self.paths.home else None
 
     @property
     def container_environments(self) -> tuple[Environment, ...]:

@@ -14,6 +14,7 @@ import pwd
 import re
 from typing import Protocol
 
+from . import home as site_home
 from . import slurm_cli as cli
 from .commands import CommandResult, CommandTimeout, bounded
 from .errors import CredentialRefused, SiteError, SiteUnreachable, SlurmNotAnswering, SlurmRefused
@@ -125,6 +126,15 @@ class JobControl:
             return await self.runner.run(argv, as_user=as_user, timeout=timeout)
         except CommandTimeout:
             raise SiteUnreachable(self.site_title, f"{doing} took longer than {timeout:g} s") from None
+
+    async def home(self, user: str) -> str:
+        """`user`'s home on the site, as their login shell says, after a write test there;
+        HomeUnusable (a sentence) if it is missing, full or not writable."""
+        result = await self.run_on_site(["/bin/sh", "-c", site_home.PROBE], user, 30, "reading your home")
+        report = site_home.parse_probe(result.stdout if result.ok else "")
+        if report.problem:
+            raise site_home.HomeUnusable(self.site_title, report)
+        return report.home
 
     def commands(self, doing: str) -> "SiteCommands":
         """A runner for commands that are not Slurm's, whose timeouts are this site's failures."""

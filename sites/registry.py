@@ -35,6 +35,7 @@ class Identities:
         self.site_users, self.key_store = site_users, key_store
         self.local_names = local_names  # hub user -> account on the local cluster (courses' guests)
         self._credentials: dict[tuple[str, str], Credential] = {}  # keys decrypted once per process
+        self._homes: dict[tuple[str, str, str], str] = {}  # where site_users keeps no homes (a plain dict)
 
     def local_username(self, user: str) -> str:
         return self.local_names(user) if self.local_names is not None else user
@@ -45,6 +46,20 @@ class Identities:
 
     def site_username(self, user: str, site: str) -> str | None:
         return self.site_account(user, site).get("username")
+
+    def site_home(self, user: str, site: str) -> str | None:
+        """The home the site gave the user's current account there at its last start, if known."""
+        username = self.site_username(user, site)
+        if hasattr(self.site_users, "home"):  # the hub's registry keeps them
+            return self.site_users.home(user, site, username)
+        return self._homes.get((user, site, username or ""))
+
+    def remember_home(self, user: str, site: str, home: str) -> None:
+        username = self.site_username(user, site) or ""
+        if hasattr(self.site_users, "remember_home"):
+            self.site_users.remember_home(user, site, username, home)
+        else:
+            self._homes[(user, site, username)] = home
 
     def credential(self, user: str, site) -> Credential:
         username = self.site_username(user, site.name)

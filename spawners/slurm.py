@@ -171,6 +171,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     job_request = None
     _refused_form: dict | None = None  # the values of a form the hub refused, for the form shown again
     job_site = ""  # the site the current job runs on; kept in the hub's state across restarts
+    site_home = ""  # the user's home on it, as the site said at this start (remote sites)
     api_token_record: dict | None = None  # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
     started_at: float | None = None  # when the current job started running (epoch), kept likewise
@@ -376,9 +377,22 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         return self.site_users.get(self.user.name, {}).get(site_name, {})
 
     def user_home(self) -> str:
-        """The user's home on the job's site (where the job writes its output)."""
-        home = self.sites[self.site_name].home_of(self.site_username())
-        return home or pwd.getpwnam(self.site_username()).pw_dir
+        """The user's home on the job's site (where the job writes its output): the local cluster's
+        passwd; a remote site's own word, read at this start or an earlier one ("" if never)."""
+        if not self.remote:
+            return pwd.getpwnam(self.site_username()).pw_dir
+        if self.site_home:
+            return self.site_home
+        known = self.identities.site_home(self.user.name, self.site_name) if self.identities is not None else None
+        return known or ""
+
+    async def read_site_home(self) -> str:
+        """The home the site gives the user, tried for writing (a sentence if it is full or not
+        writable), remembered in the registry: nothing is written into a home the hub guessed."""
+        self.site_home = await self.control.home(self.user.name)
+        if self.identities is not None:
+            self.identities.remember_home(self.user.name, self.site_name, self.site_home)
+        return self.site_home
 
     # --- submission (spawners.submission, spawners.script), argv lists only -------------------------
     async def run_command(self, cmd, input=None, env=None):
@@ -436,7 +450,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
                     self.runtime_wheelhouse,
                     self.log,
                 )
-                env_file = submission.env_file(self.user_home(), env, reach.job_env())
+                env_file = submission.env_file(await self.read_site_home(), env, reach.job_env())
             script = self.batch_script(env, env_file[0] if env_file else None)
             self.log.debug("Batch script for %s:\n%s", username, script)
             job_id = await self.control.submit(username, script, env, env_file=env_file)
@@ -461,6 +475,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         state = super().get_state()
         if self.job_site:
             state["site"] = self.job_site
+        if self.site_home:
+            state["site_home"] = self.site_home
         if self.api_token_record is not None:
             state["api_token"] = self.api_token_record
         for reach in self._reaches.values():
@@ -476,6 +492,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     def load_state(self, state):
         super().load_state(state)
         self.job_site = state.get("site", "")
+        self.site_home = state.get("site_home", "") if isinstance(state.get("site_home"), str) else ""
         record = state.get("api_token")
         self.api_token_record = record if is_record(record) else None
         if self.job_request is None and isinstance(state.get("request"), dict):

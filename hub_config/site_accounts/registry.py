@@ -7,6 +7,8 @@ they may charge. Three sources, the first that names a site wins:
 3. the settings' `site_users`.
 The first two are kept in the hub's state (`site-accounts.json`, 0600), which the tunnel daemon
 reads too (it logs in to forward-reach sites as the user); a reader sees the file's changes.
+Beside them, what the sites said of each account at its last start there (`read`: its home, as
+its login shell's $HOME), kept for that site username only.
 
 The spawner, the keys page and the SSH logins all read this one registry (through
 sites.registry.Identities, whose `site_users` it is)."""
@@ -88,6 +90,17 @@ def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
     return found
 
 
+def _read_layer(data) -> dict:
+    """{user: {site: {username, home}}} as read back, or TypeError."""
+    if not isinstance(data, dict) or not all(
+        isinstance(sites, dict)
+        and all(isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("username", "home")) for e in sites.values())
+        for sites in data.values()
+    ):
+        raise TypeError("read: not {user: {site: {username, home}}}")
+    return data
+
+
 def _layer(data) -> dict:
     """{user: {site: {username, accounts}}} as read back, or TypeError."""
     if not isinstance(data, dict) or not all(
@@ -110,6 +123,7 @@ class SiteAccounts(Mapping):
         self.path = path
         self.kept: dict[str, dict] = {}
         self.claimed: dict[str, dict] = {}
+        self.read: dict[str, dict] = {}
         self._seen = None
         self._refresh()
 
@@ -128,18 +142,19 @@ class SiteAccounts(Mapping):
         try:
             data = json.loads(self.path.read_text())
             kept, claimed = _layer(data["kept"]), _layer(data["claimed"])
+            read = _read_layer(data.get("read", {}))  # an earlier release's file has none
         except (OSError, ValueError, KeyError, TypeError) as e:
             # keep the last good copy: a bad file must not stop logins, spawns or the hub's start
             logging.getLogger("JupyterHub").error(
                 "%s: not read, keeping the site accounts known so far (%s)", self.path, e
             )
             return
-        self.kept, self.claimed = kept, claimed
+        self.kept, self.claimed, self.read = kept, claimed, read
 
     def _write(self) -> None:
         if self.path is None:
             return
-        state = {"kept": self.kept, "claimed": self.claimed}
+        state = {"kept": self.kept, "claimed": self.claimed, "read": self.read}
         write_atomically(self.path, json.dumps(state, indent=1, sort_keys=True), fsync=True)
         stat = self.path.stat()
         self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
@@ -199,6 +214,21 @@ class SiteAccounts(Mapping):
         else:
             self.claimed.pop(user, None)
         self._write()
+
+
+    # --- what the sites said -----------------------------------------------------------------------
+    def home(self, user: str, site: str, username: str | None) -> str | None:
+        """The home `site` gave `username` (the user's account there) at its last start, if any."""
+        self._refresh()
+        entry = self.read.get(user, {}).get(site)
+        return entry["home"] if entry and username and entry["username"] == username else None
+
+    def remember_home(self, user: str, site: str, username: str, home: str) -> None:
+        self._refresh()
+        entry = {"username": username, "home": home}
+        if self.read.get(user, {}).get(site) != entry:
+            self.read.setdefault(user, {})[site] = entry
+            self._write()
 
 
 def registry_of(settings) -> SiteAccounts:

@@ -36,11 +36,11 @@ def test_bundled_catalogue_loads_every_site():
     }
 
 
-def test_a_site_says_where_its_homes_runtime_and_slurm_are():
+def test_a_site_says_where_its_runtime_and_slurm_are_and_nothing_of_its_homes():
     lumi = load_catalogue()["lumi"]
-    assert lumi.home_of("alicelum") == "/users/alicelum" and lumi.paths.runtime == "/appl/local/aifa-workbench"
+    assert lumi.paths.runtime == "/appl/local/aifa-workbench" and lumi.paths.slurm_bin == "/usr/bin"
     assert lumi.login.host == "lumi.csc.fi" and lumi.login.port == 22
-    assert load_catalogue()["local"].home_of("alice") is None  # the hub host's passwd
+    assert not hasattr(lumi.paths, "home")  # read from the site at each start (sites.home)
 
 
 def test_local_partitions_mirror_the_sites_families():
@@ -83,7 +83,10 @@ def mutated(change):
             "login.host_keys.0: 'ssh-ed25519 AAAA;rm -rf /' does not match",
         ),
         (lambda d: d["login"].update(host="-oProxyCommand=x"), "login.host: '-oProxyCommand=x' does not match"),
-        (lambda d: d["paths"].update(home="/users/fixed"), "paths.home: '/users/fixed' does not match"),
+        (
+            lambda d: d["paths"].update(home="/users/{user}"),
+            "paths.home: no longer used (each user's home is read from the site, their login's $HOME",
+        ),
         (lambda d: d["paths"].update(runtime="/appl/$(id)"), "paths.runtime: '/appl/$(id)' does not match"),
         (
             lambda d: d.update(partitons={}),

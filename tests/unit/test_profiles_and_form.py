@@ -78,6 +78,8 @@ def test_admin_command_prints_the_script_without_submitting(capsys, tmp_path):
                 "lumi",
                 "--user",
                 "alice",
+                "--home",
+                "/users/alicelum",
                 "--options",
                 '{"partition": "small-g", "gpus": 2, "hours": 3}',
             ]

@@ -65,6 +65,9 @@ class HubSide:
     async def project_file(self, user, path, account):
         return "{}"
 
+    async def home(self, user):
+        return "/users/alicelum"  # what the site's login shell says ($HOME)
+
     async def submit(self, user, script, env=None, env_file=None):
         raise Submitted(user, script, env_file)
 
@@ -109,8 +112,11 @@ def submitted_by_the_hub(settings_path, options: dict) -> Submitted:
     return submitted.value
 
 
-def rendered(capsys, settings_path, *args) -> str:
-    assert main(["render-script", "--settings", str(settings_path), "--user", "alice", *args]) == 0
+def rendered(capsys, settings_path, *args, home: str | None = "/users/alicelum") -> str:
+    """render-script's script; on a remote site with the home the site gave (the hub reads it at a
+    start; the admin gives it here, or the hub's registry has it)."""
+    given = ["--home", home] if home and "lumi" in args else []
+    assert main(["render-script", "--settings", str(settings_path), "--user", "alice", *given, *args]) == 0
     out, err = capsys.readouterr()
     assert err.startswith("# ") or "\n# " in err  # the request's cost
     return out
@@ -149,6 +155,8 @@ def test_without_a_settings_file_it_says_so_and_uses_the_spawners_defaults(capsy
                 str(tmp_path / "none.yaml"),
                 "--user",
                 "alice",
+                "--home",
+                "/users/alice",
                 "--site",
                 "lumi",
                 "--options",
@@ -172,6 +180,8 @@ def test_the_admins_account_is_taken_and_a_refusal_is_the_hubs_sentence(capsys, 
                 str(settings_file),
                 "--user",
                 "alice",
+                "--home",
+                "/users/alicelum",
                 "--site",
                 "lumi",
                 "--options",
@@ -230,9 +240,14 @@ def test_a_site_account_the_hubs_registry_holds_is_the_one_rendered(capsys, sett
     settings["state_dir"] = str(tmp_path / "state")
     (tmp_path / "state").mkdir()
     settings_file.write_text(yaml.safe_dump(settings))
-    registry_of(load_settings(settings_file)).set_kept(
-        "alice", "lumi", {"username": "alice2lum", "accounts": ["project_465000999"]}
-    )
-    out = rendered(capsys, settings_file, "--site", "lumi", "--options", '{"partition": "small-g", "gpus": 1}')
+    registry = registry_of(load_settings(settings_file))
+    registry.set_kept("alice", "lumi", {"username": "alice2lum", "accounts": ["project_465000999"]})
+    options = ("--site", "lumi", "--options", '{"partition": "small-g", "gpus": 1}')
+    # the home LUMI gave her former account is not hers now: render-script asks for it
+    registry.remember_home("alice", "lumi", "alicelum", "/users/alicelum")
+    assert main(["render-script", "--settings", str(settings_file), "--user", "alice", *options]) == 2
+    assert "The home of alice2lum on LUMI (Finland) · AMD MI250X is not known yet" in capsys.readouterr().err
+    registry.remember_home("alice", "lumi", "alice2lum", "/users/alice2lum")  # as a start there reads it
+    out = rendered(capsys, settings_file, *options, home=None)
     assert "#SBATCH --chdir=/users/alice2lum\n" in out and "#SBATCH --account=project_465000999\n" in out
     assert "alicelum" not in out

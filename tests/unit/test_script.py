@@ -35,7 +35,9 @@ def golden_context(site, environment) -> ScriptContext:
     if site.transport == "local":
         return CTX
     paths = runtime_paths(site, environment, "/opt/aifa-workbench/venv")
-    home = site.home_of("alice")
+    home = {"lumi": "/users/alice", "jupiter": "/e/home/jusers/alice/jupiter", "lucia": "/gpfs/home/acad/ucl-elen/alice"}[
+        site.name
+    ]
     return ScriptContext(
         username="alice",
         home=home,

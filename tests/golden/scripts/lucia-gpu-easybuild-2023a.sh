@@ -10,18 +10,18 @@
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=120G
 #SBATCH --reservation=course_day1
-#SBATCH --chdir=/gpfs/home/acad/alice
-#SBATCH --output=/gpfs/home/acad/alice/.aifa-workbench-job-%j.log
+#SBATCH --chdir=/gpfs/home/acad/ucl-elen/alice
+#SBATCH --output=/gpfs/home/acad/ucl-elen/alice/.aifa-workbench-job-%j.log
 #SBATCH --export=NONE
 set -euo pipefail
 # The hub's variables for this job (its API token among them), in a file only this user reads.
-set -a; . /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /gpfs/home/acad/alice/.aifa-workbench/job-env-0123456789abcdef
+set -a; . /gpfs/home/acad/ucl-elen/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /gpfs/home/acad/ucl-elen/alice/.aifa-workbench/job-env-0123456789abcdef
 # --export=NONE: the script starts from the user's login environment on the node (Slurm's
 # implied --get-user-env), nothing of the login node's session. Lmod's `module` is a shell
 # function that a batch shell may lack: then it comes from the site's profile, read before
 # PATH is set below (a profile may reset PATH).
 type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
-export HOME=/gpfs/home/acad/alice USER=alice
+export HOME=/gpfs/home/acad/ucl-elen/alice USER=alice
 export PATH=/gpfs/softs/aifa-workbench/envs/easybuild-2023a/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
 # Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
