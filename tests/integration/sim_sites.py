@@ -67,7 +67,9 @@ def site_env(name: str) -> dict:
 
 
 def in_site(name: str, argv, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", f"aifa-{name}", *argv], capture_output=True, text=True, **kwargs)
+    """A command on the site's login node, as root, in the site's own userland (its root, its file
+    systems): its paths are the site's, not this host's."""
+    return subprocess.run([SIMSITE, "exec", str(SITES_ROOT / name), *argv], capture_output=True, text=True, **kwargs)
 
 
 def bring_up(name: str) -> None:
@@ -104,7 +106,13 @@ class SimSite:
         )
 
     def home(self, hub_user: str) -> str:
-        return site_env(self.name)["HOME_PATTERN"].replace("{user}", SITE_USERS[self.name][hub_user])
+        """The user's home as the site's own passwd says."""
+        site_user = SITE_USERS[self.name][hub_user]
+        for line in (SITES_ROOT / self.name / "root" / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == site_user:
+                return fields[5]
+        raise KeyError(site_user)
 
 
 def authorize(name: str, site_user: str, key: asyncssh.SSHKey) -> None:

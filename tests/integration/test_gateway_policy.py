@@ -156,9 +156,11 @@ def test_the_site_is_closed_but_for_its_login_node_and_its_nodes_dial_only_the_g
     assert not answers("10.77.1.2", 6818), "the node's slurmd answered the hub's side"
     decoy = socket.create_server(("0.0.0.0", 0))
     try:
-        dial = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)"
-        assert in_site("lumi", ["python3", "-c", dial, "hub-gateway", "2222"]).returncode == 0
-        assert in_site("lumi", ["python3", "-c", dial, "hub-gateway", str(decoy.getsockname()[1])]).returncode != 0
+        # the site's shell dials (LUMI has no python3 on its PATH)
+        dial = 'exec 3<>"/dev/tcp/$0/$1"'
+        assert in_site("lumi", ["timeout", "3", "bash", "-c", dial, "hub-gateway", "2222"]).returncode == 0
+        port = str(decoy.getsockname()[1])
+        assert in_site("lumi", ["timeout", "3", "bash", "-c", dial, "hub-gateway", port]).returncode != 0
     finally:
         decoy.close()
 
