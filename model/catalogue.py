@@ -315,7 +315,7 @@ REMOVED_SITE_FIELDS = {"account_pattern": UNREAD}
 REMOVED_PATHS_FIELDS = {
     "home": "each user's home is read from the site, their login's $HOME, at their first start there",
     "python": "each environment's runtime is made by the python3 its own setup lines give, which "
-    "`aifa-workbench install-runtime` asks the site for"
+    "`aifa-workbench install-runtime` asks the site for",
 }
 REMOVED_PARTITION_FIELDS = {"gpu_request": UNREAD, "cpu_bind": UNREAD}
 

@@ -94,7 +94,9 @@ def _read_layer(data) -> dict:
     """{user: {site: {username, home}}} as read back, or TypeError."""
     if not isinstance(data, dict) or not all(
         isinstance(sites, dict)
-        and all(isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("username", "home")) for e in sites.values())
+        and all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("username", "home")) for e in sites.values()
+        )
         for sites in data.values()
     ):
         raise TypeError("read: not {user: {site: {username, home}}}")
@@ -214,7 +216,6 @@ class SiteAccounts(Mapping):
         else:
             self.claimed.pop(user, None)
         self._write()
-
 
     # --- what the sites said -----------------------------------------------------------------------
     def home(self, user: str, site: str, username: str | None) -> str | None:

@@ -251,3 +251,18 @@ def test_a_site_account_the_hubs_registry_holds_is_the_one_rendered(capsys, sett
     out = rendered(capsys, settings_file, *options, home=None)
     assert "#SBATCH --chdir=/users/alice2lum\n" in out and "#SBATCH --account=project_465000999\n" in out
     assert "alicelum" not in out
+
+
+def test_a_full_home_on_the_site_refuses_the_start_with_the_sites_sentence_before_anything_is_written(
+    settings_file, monkeypatch
+):
+    from aifa_workbench.sites.home import HomeReport, HomeUnusable
+
+    async def full_home(self, user):
+        raise HomeUnusable("LUMI (Finland) · AMD MI250X", HomeReport("/users/alicelum", "full", "Disk quota exceeded"))
+
+    monkeypatch.setattr(HubSide, "home", full_home)
+    with pytest.raises(Exception) as refused:  # JupyterHub's spawn error, the sentence as its message
+        submitted_by_the_hub(settings_file, {"site": "lumi", "partition": "small-g", "gpus": 1})
+    assert "Your home on LUMI (Finland) · AMD MI250X (/users/alicelum) is full" in str(refused.value)
+    assert not isinstance(refused.value, Submitted)

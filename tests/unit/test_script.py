@@ -35,9 +35,11 @@ def golden_context(site, environment) -> ScriptContext:
     if site.transport == "local":
         return CTX
     paths = runtime_paths(site, environment, "/opt/aifa-workbench/venv")
-    home = {"lumi": "/users/alice", "jupiter": "/e/home/jusers/alice/jupiter", "lucia": "/gpfs/home/acad/ucl-elen/alice"}[
-        site.name
-    ]
+    home = {
+        "lumi": "/users/alice",
+        "jupiter": "/e/home/jusers/alice/jupiter",
+        "lucia": "/gpfs/home/acad/ucl-elen/alice",
+    }[site.name]
     return ScriptContext(
         username="alice",
         home=home,

@@ -1,0 +1,98 @@
+"""A user's home on a site is read from the site (their login's $HOME) and tried for writing before
+a job goes there; the hub keeps what the site said for that account only (sites.home, the
+registry's `read` layer)."""
+
+import subprocess
+
+import pytest
+
+from aifa_workbench.hub_config.site_accounts.registry import SiteAccounts
+from aifa_workbench.sites import home
+from aifa_workbench.sites.registry import Identities
+
+from .fakes import ScriptedRunner, ok
+
+
+def test_the_probe_reports_a_writable_home_and_leaves_nothing_in_it(tmp_path):
+    out = subprocess.run(
+        ["/bin/sh", "-c", home.PROBE],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert home.parse_probe(out) == home.HomeReport(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_home_that_cannot_be_written_is_reported_with_what_the_shell_said(tmp_path):
+    out = "home=/gpfs/home/acad/ulg-info0939/bdurand\nunwritable=sh: 3: cannot create x: Permission denied\n"
+    report = home.parse_probe(out)
+    assert report.home == "/gpfs/home/acad/ulg-info0939/bdurand" and report.problem == "unwritable"
+    full = home.parse_probe("home=/users/alicelum\nunwritable=head: error writing: Disk quota exceeded\n")
+    assert full.problem == "full" and "Disk quota exceeded" in full.detail
+    assert home.parse_probe("home=/e/home/x\nunwritable=No space left on device\n").problem == "full"
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        "",  # `cd` failed: no home at all
+        "home=relative/home\nwritable\n",
+        "home=/users/a b\nwritable\n",
+        "home=/users/$(id)\nwritable\n",
+        "home=/users/../etc\nwritable\n",
+        "home=/" + "a" * 1100 + "\nwritable\n",
+    ],
+)
+def test_a_home_the_scripts_could_not_carry_as_it_is_is_refused(out):
+    report = home.parse_probe(out)
+    assert report.home is None and report.problem == "no home"
+
+
+def test_each_problem_is_a_sentence_that_says_what_to_do():
+    full = home.HomeUnusable("LUMI", home.HomeReport("/users/a", "full", "Disk quota exceeded"))
+    assert full.sentence == (
+        "Your home on LUMI (/users/a) is full: the site's quota is reached (Disk quota exceeded), so "
+        "JupyterLab could not start there. Delete or move files out of it, then start again."
+    )
+    locked = home.HomeUnusable("Lucia", home.HomeReport("/gpfs/h/b", "unwritable", "Permission denied"))
+    assert "cannot be written (Permission denied)" in locked.sentence and "Lucia's support" in locked.sentence
+    none = home.HomeUnusable("JUPITER", home.HomeReport(None, "no home", "$HOME is 'x'"))
+    assert none.sentence.startswith("JUPITER gave no home the workbench can use") and "administrator" in none.sentence
+
+
+async def test_job_control_reads_the_home_as_the_user_and_refuses_an_unusable_one():
+    from aifa_workbench.sites.control import JobControl
+
+    runner = ScriptedRunner([ok("home=/gpfs/home/acad/ucl-elen/acolin\nwritable\n")])
+    control = JobControl("lucia", "Lucia", runner, "/usr/bin", timeout=5, shared_queries=False)
+    assert await control.home("alice") == "/gpfs/home/acad/ucl-elen/acolin"
+    assert runner.argvs[0][:2] == ["/bin/sh", "-c"] and runner.calls[0]["as_user"] == "alice"
+    control = JobControl(
+        "lucia", "Lucia", ScriptedRunner([ok("home=/x\nunwritable=Disk quota exceeded\n")]), "/usr/bin", timeout=5
+    )
+    with pytest.raises(home.HomeUnusable, match="is full"):
+        await control.home("alice")
+
+
+def test_the_registry_keeps_the_home_a_site_gave_for_that_account_only(tmp_path):
+    path = tmp_path / "site-accounts.json"
+    registry = SiteAccounts({"alice": {"lucia": {"username": "acolin", "accounts": ["aifa_cat1"]}}}, path)
+    registry.remember_home("alice", "lucia", "acolin", "/gpfs/home/acad/ucl-elen/acolin")
+    again = SiteAccounts({}, path)  # another process of the hub (the tunnel daemon), or after a restart
+    assert again.home("alice", "lucia", "acolin") == "/gpfs/home/acad/ucl-elen/acolin"
+    assert again.home("alice", "lucia", "acolin2") is None  # another account there: not its home
+    assert again.home("bob", "lucia", "acolin") is None
+    identities = Identities(registry, key_store=None)
+    assert identities.site_home("alice", "lucia") == "/gpfs/home/acad/ucl-elen/acolin"
+    plain = Identities({"alice": {"lucia": {"username": "acolin", "accounts": []}}}, key_store=None)
+    assert plain.site_home("alice", "lucia") is None
+    plain.remember_home("alice", "lucia", "/h/acolin")  # without the hub's registry: for this process
+    assert plain.site_home("alice", "lucia") == "/h/acolin"
+
+
+def test_a_registry_file_of_an_earlier_release_without_homes_is_read(tmp_path):
+    path = tmp_path / "site-accounts.json"
+    path.write_text('{"kept": {}, "claimed": {"bob": {"jupiter": {"username": "bob7", "accounts": ["x"]}}}}')
+    registry = SiteAccounts({}, path)
+    assert registry["bob"]["jupiter"]["username"] == "bob7" and registry.home("bob", "jupiter", "bob7") is None
