@@ -183,3 +183,32 @@ async def test_no_wheels_for_an_interpreter_is_a_sentence_and_leaves_nothing_hal
     assert "no binary wheels of the workbench's packages for Python 3.13 on aarch64 (glibc 2.41)" in str(refused.value)
     assert "pyzmq" in str(refused.value)
     assert not list((tmp_path / "cache").rglob("*.partial"))
+
+
+async def test_a_spawn_is_refused_where_the_chosen_environment_has_no_runtime_of_this_hub_naming_the_fix(tmp_path):
+    import logging
+
+    from aifa_workbench.model.catalogue import load_catalogue
+    from aifa_workbench.spawners import submission
+    from aifa_workbench.spawners.errors import SpawnError
+
+    from .fakes import scripted_control
+
+    house = wheelhouse(tmp_path, HUB)  # runtime 0.1.0-0123456789ab
+    lumi = load_catalogue()["lumi"]
+    log = logging.getLogger("test")
+    control, runner = scripted_control([ok("0.1.0-0123456789ab cp311-x86_64-glibc2.41\n")])
+    await submission.check_runtime(lumi, "lumi-stack", control, "alice", str(house), log)
+    assert runner.argvs[0][-1] == "/appl/local/aifa-workbench/envs/lumi-stack/current/aifa-workbench-runtime"
+    for stamp, state in (
+        ("\n", "is not installed there yet"),
+        ("0.0.9-old cp311-x86_64-glibc2.41\n", "is outdated there"),
+    ):
+        control, _ = scripted_control([ok(stamp)])
+        with pytest.raises(SpawnError) as refused:
+            await submission.check_runtime(lumi, "pytorch-container", control, "alice", str(house), log)
+        assert str(refused.value).startswith(
+            f"The workbench's software for “LUMI AI Factory PyTorch container” on {lumi.title} {state}, so your "
+            "server was not started."
+        )
+        assert "`aifa-workbench install-runtime lumi pytorch-container`" in str(refused.value)
