@@ -4,16 +4,22 @@ jupyter-server-proxy, at the versions pyproject.toml pins), one per environment 
 catalogue, each made by that environment's own Python (after its modules, inside its image) from
 wheels chosen for exactly that interpreter, installed over SSH and stamped with its id.
 
-Layout on the site: <runtime>/wheels/<interpreter key>/ (the wheels, uploaded),
-<runtime>/envs/<slug>/<id>/ (a venv made by the environment's python3, installed from those
-wheels only), <runtime>/envs/<slug>/current -> <id>, and <id>/aifa-workbench-runtime holding
-"<id> <interpreter key>". A container environment's venv is made inside its image on top of the
-image's packages (`venv --system-site-packages`, as the AI Factory guide says); the job binds
-<runtime> into the container to run it.
+Layout on the site: <runtime>/wheels/<interpreter key>/ (the wheels, uploaded), and per
+environment <runtime>/envs/<slug>/:
+- base-<wheel set>/: a venv made by the environment's python3 holding every dependency, made once
+  per set of wheels (a new commit of the workbench does not remake it: on an emulated or slow
+  site that is most of the time an install takes);
+- <id>/: a venv made by the same python3 holding the workbench's own package, which reaches the
+  base through a .pth, with the base's commands and Jupyter data beside its own;
+- current -> <id>, and <id>/aifa-workbench-runtime holding "<id> <interpreter key>".
+A container environment's venvs are made inside its image on top of the image's packages
+(`venv --system-site-packages`, as the AI Factory guide says); the job binds <runtime> into the
+container to run it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import shlex
 import time
@@ -25,6 +31,8 @@ from .commands import bounded
 from .errors import SiteError
 
 STAMP = "aifa-workbench-runtime"
+BASE_STAMP = "aifa-workbench-base"
+OWN_WHEELS = ("aifa_workbench-", "pip-")  # the layer's own, and pip (run from its wheel)
 
 
 class RuntimeError_(SiteError):
@@ -46,6 +54,12 @@ def env_runtime_dir(runtime_dir: str, slug: str) -> str:
 
 def wheels_dir(runtime_dir: str, interpreter: Interpreter) -> str:
     return posixpath.join(runtime_dir, "wheels", interpreter.key)
+
+
+def wheel_set(wheel_names) -> str:
+    """The base a set of wheels makes: a digest of the dependencies' file names (versions and tags)."""
+    names = sorted(n for n in wheel_names if n.endswith(".whl") and not n.startswith(OWN_WHEELS))
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
 
 
 def in_image(runtime_dir: str, image: str) -> list[str]:
@@ -71,29 +85,53 @@ def probe_argv(runtime_dir: str, environment) -> list[str]:
     return _in_environment(environment, [python])
 
 
-def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpreter) -> list[str]:
-    """The command that makes runtime `ident` of `environment` from its uploaded wheels, stamps it,
-    points `current` at it and prints its size in KiB. pip runs from its own wheel (a Python of
-    the site need not bring pip or ensurepip)."""
+def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpreter, base: str) -> list[str]:
+    """The command that makes runtime `ident` of `environment` from its uploaded wheels (its base
+    `base` first, unless the site has it), stamps it, points `current` at it and prints its size
+    in KiB. pip runs from its own wheel: a Python of the site need not bring pip or ensurepip."""
     home = env_runtime_dir(runtime_dir, environment.slug)
-    target = posixpath.join(home, ident)
+    target, base_dir = posixpath.join(home, ident), posixpath.join(home, f"base-{base}")
     house = wheels_dir(runtime_dir, interpreter)
     run = _prefix(environment, runtime_dir)
-    site_packages = ["--system-site-packages"] if environment.container else []
-    venv = [*run, "python3", "-m", "venv", "--clear", "--without-pip", *site_packages, target]
-    pip_options = ["--isolated", "install", "--quiet", "--no-index", "--find-links", house, "aifa-workbench"]
     q = shlex.quote
-    lines = [
-        f"mkdir -p {q(home)}",
-        f"pip=$(ls -d {q(house)}/pip-*.whl | tail -n 1)/pip",
-        shlex.join(venv),
-        f'{shlex.join([*run, target + "/bin/python"])} "$pip" {shlex.join(pip_options)}',
-        f"printf '%s %s\\n' {q(ident)} {q(interpreter.key)} > {q(target + '/' + STAMP)}",
-        f"ln -sfn {q(ident)} {q(home + '/current.new')}",
-        f"mv -T {q(home + '/current.new')} {q(home + '/current')}",
-        f"du -sk {q(target)} | cut -f1",
-    ]
-    return _in_environment(environment, lines)
+
+    def venv(path: str) -> str:
+        site_packages = ["--system-site-packages"] if environment.container else []
+        return shlex.join([*run, "python3", "-m", "venv", "--clear", "--without-pip", *site_packages, path])
+
+    def pip(venv_dir: str, *args: str) -> str:
+        return f'{shlex.join([*run, venv_dir + "/bin/python"])} "$pip" --isolated {shlex.join(args)}'
+
+    install = ("install", "--quiet", "--no-index", "--find-links", house)
+    packages = f"lib/python{interpreter.version}/site-packages"
+    return _in_environment(
+        environment,
+        [
+            f"mkdir -p {q(home)}",
+            f"pip=$(ls -d {q(house)}/pip-*.whl | tail -n 1)/pip",
+            # made in place (its commands name its path), complete once stamped
+            f"if [ ! -e {q(base_dir + '/' + BASE_STAMP)} ]; then",
+            f"  {venv(base_dir)}",
+            f"  {pip(base_dir, *install, 'aifa-workbench')}",
+            f"  {pip(base_dir, 'uninstall', '--quiet', '--yes', 'aifa-workbench')}",
+            f"  printf '%s\\n' {q(base)} > {q(base_dir + '/' + BASE_STAMP)}",
+            "fi",
+            venv(target),
+            # the base's Jupyter data and configuration (labextensions, server extensions enabled)
+            f"for d in share etc; do [ ! -d {q(base_dir)}/$d ] || cp -rsn {q(base_dir)}/$d {q(target)}/; done",
+            f"printf 'import site; site.addsitedir(%s)\\n' {q(repr(posixpath.join(base_dir, packages)))} "
+            f"> {q(posixpath.join(target, packages, 'aifa-workbench-base.pth'))}",
+            pip(target, *install, "--no-deps", "aifa-workbench"),
+            # the base's commands (jupyterhub-singleuser, jupyter-lab, dask, ...), run by this venv's Python
+            f'for f in {q(base_dir)}/bin/*; do n=${{f##*/}}; [ -e {q(target)}/bin/"$n" ] && continue; '
+            f'head -n 1 "$f" | grep -q "^#!{base_dir}/bin/python" || continue; '
+            f'{{ echo "#!{target}/bin/python"; tail -n +2 "$f"; }} > {q(target)}/bin/"$n"; chmod 0755 {q(target)}/bin/"$n"; done',
+            f"printf '%s %s\\n' {q(ident)} {q(interpreter.key)} > {q(target + '/' + STAMP)}",
+            f"ln -sfn {q(ident)} {q(home + '/current.new')}",
+            f"mv -T {q(home + '/current.new')} {q(home + '/current')}",
+            f"du -skc {q(base_dir)} {q(target)} | tail -n 1 | cut -f1",
+        ],
+    )
 
 
 async def interpreter_of(runner, as_user: str, site_title: str, runtime_dir: str, environment) -> Interpreter:

@@ -80,22 +80,38 @@ def test_an_environments_python_is_asked_after_its_modules_and_inside_its_image(
 
 
 def test_a_runtime_is_made_by_the_environments_python_from_its_interpreters_wheels_and_switched_to_at_once():
-    argv = runtime.install_argv("/appl/wb", STACK, "1.0-abc", JUPITER)
+    argv = runtime.install_argv("/appl/wb", STACK, "1.0-abc", JUPITER, "0123456789ab")
     lines = argv[2].splitlines()
     assert lines[:3] == ["set -e", *STACK.setup]
-    target = "/appl/wb/envs/lumi-stack/1.0-abc"
+    target, base = "/appl/wb/envs/lumi-stack/1.0-abc", "/appl/wb/envs/lumi-stack/base-0123456789ab"
     house = "/appl/wb/wheels/cp313-aarch64-glibc2.41"
-    assert f"python3 -m venv --clear --without-pip {target}" in lines
-    assert (
-        f'{target}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} aifa-workbench' in lines
-    )
     assert f"pip=$(ls -d {house}/pip-*.whl | tail -n 1)/pip" in lines  # pip from its wheel: no ensurepip needed
+    # the base, once per wheel set: every dependency, made by the environment's python3
+    assert f"if [ ! -e {base}/aifa-workbench-base ]; then" in lines
+    assert f"  python3 -m venv --clear --without-pip {base}" in lines
+    assert (
+        f'  {base}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} aifa-workbench' in lines
+    )
+    assert f'  {base}/bin/python "$pip" --isolated uninstall --quiet --yes aifa-workbench' in lines
+    # the layer: the workbench alone, on top of the base, with its commands and Jupyter data
+    assert f"python3 -m venv --clear --without-pip {target}" in lines
+    layer = f'{target}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} --no-deps aifa-workbench'
+    assert layer in lines
+    pth = f"{target}/lib/python3.13/site-packages/aifa-workbench-base.pth"
+    assert any(line.endswith(f"> {pth}") and f"{base}/lib/python3.13/site-packages" in line for line in lines)
     assert f"printf '%s %s\\n' 1.0-abc cp313-aarch64-glibc2.41 > {target}/aifa-workbench-runtime" in lines
     assert lines.index("mv -T /appl/wb/envs/lumi-stack/current.new /appl/wb/envs/lumi-stack/current") < len(lines) - 1
 
 
+def test_the_base_is_named_by_the_dependencies_wheels_alone():
+    wheels = ["numpy-2.4.6-cp313-cp313-manylinux_2_27_aarch64.whl", "dask-2026.1.0-py3-none-any.whl"]
+    base = runtime.wheel_set(wheels + ["aifa_workbench-0.1.0-py3-none-any.whl", "pip-26.3-py3-none-any.whl"])
+    assert base == runtime.wheel_set(wheels + ["aifa_workbench-0.2.0-py3-none-any.whl"])  # a new commit: same base
+    assert base != runtime.wheel_set(wheels[:1] + ["dask-2026.2.0-py3-none-any.whl"]) and len(base) == 12
+
+
 def test_a_container_environments_runtime_is_made_inside_its_image_on_its_packages():
-    lines = runtime.install_argv("/appl/wb", CONTAINER, "1.0-abc", JUPITER)[2].splitlines()
+    lines = runtime.install_argv("/appl/wb", CONTAINER, "1.0-abc", JUPITER, "0123456789ab")[2].splitlines()
     inside = shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE])
     target = "/appl/wb/envs/pytorch-container/1.0-abc"
     assert f"{inside} python3 -m venv --clear --without-pip --system-site-packages {target}" in lines
