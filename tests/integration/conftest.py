@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from . import hubs
-from .sim_sites import SITE_NODES, site_is_up
+from .sim_sites import SITE_NODES, site_argv, site_is_up
 from .slurm_helpers import cancel_left_test_jobs, wait_for_job_end
 
 ROOT = hubs.ROOT
@@ -54,7 +54,7 @@ def no_jobs_left_by_killed_runs():
         cancel_left_test_jobs()
     for site in SITE_NODES:
         if site_is_up(site):
-            cancel_left_test_jobs(("ip", "netns", "exec", f"aifa-{site}"))
+            cancel_left_test_jobs(site_argv(site))
 
 
 @pytest.fixture

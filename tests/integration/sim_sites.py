@@ -27,6 +27,12 @@ SITE_ACCOUNTS = {
     "lucia": {"alice": ("aifa_cat1",)},
 }
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
+# a Python of each site, as its modules give it (none is on a site's default PATH)
+SITE_PYTHON = {
+    "lumi": "/opt/cray/pe/python/3.11.7/bin/python3",
+    "jupiter": "/e/software/stages/2026/software/Python/3.13.5-GCCcore-14.3.0/bin/python3",
+    "lucia": "/opt/easybuild/software/Python/3.11.3-GCCcore-12.3.0/bin/python3",
+}
 
 
 # Every packet between the hub's side and the site dropped (in the site's namespace):
@@ -66,10 +72,20 @@ def site_env(name: str) -> dict:
     return env
 
 
+def site_argv(name: str, user: str | None = None) -> list[str]:
+    """The argv prefix that runs a command on the site's login node, in its userland (as `user`)."""
+    return [SIMSITE, "exec", str(SITES_ROOT / name), *(["-u", user] if user else [])]
+
+
+def on_site_fs(name: str, site_path: str) -> Path:
+    """Where a path of the site's shared file systems (a home, /scratch/...) is on this host."""
+    return SITES_ROOT / name / "fs" / site_path.lstrip("/")
+
+
 def in_site(name: str, argv, **kwargs) -> subprocess.CompletedProcess:
     """A command on the site's login node, as root, in the site's own userland (its root, its file
     systems): its paths are the site's, not this host's."""
-    return subprocess.run([SIMSITE, "exec", str(SITES_ROOT / name), *argv], capture_output=True, text=True, **kwargs)
+    return subprocess.run([*site_argv(name), *argv], capture_output=True, text=True, **kwargs)
 
 
 def bring_up(name: str) -> None:
@@ -82,6 +98,16 @@ def site_runtime(name: str) -> str:
     from aifa_workbench.model.catalogue import load_catalogue
 
     return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
+
+
+def site_home(name: str, hub_user: str) -> str:
+    """The home of `hub_user`'s account on the site, as the site's own passwd says."""
+    site_user = SITE_USERS[name][hub_user]
+    for line in (SITES_ROOT / name / "root" / "etc" / "passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == site_user:
+            return fields[5]
+    raise KeyError(site_user)
 
 
 def site_is_up(name: str) -> bool:
@@ -106,13 +132,7 @@ class SimSite:
         )
 
     def home(self, hub_user: str) -> str:
-        """The user's home as the site's own passwd says."""
-        site_user = SITE_USERS[self.name][hub_user]
-        for line in (SITES_ROOT / self.name / "root" / "etc" / "passwd").read_text().splitlines():
-            fields = line.split(":")
-            if fields[0] == site_user:
-                return fields[5]
-        raise KeyError(site_user)
+        return site_home(self.name, hub_user)
 
 
 def authorize(name: str, site_user: str, key: asyncssh.SSHKey) -> None:

@@ -21,7 +21,7 @@ import requests
 from aifa_workbench.hub_config.limits import FIRST_REQUEST_SECONDS
 
 from .hubs import wait_ready
-from .sim_sites import answers_through_the_proxy, in_site
+from .sim_sites import SITE_PYTHON, answers_through_the_proxy, in_site, site_argv
 from .test_remote_spawn import REQUESTS, remote_hub, stop_and_see_the_job_end  # noqa: F401
 from .untrusted_helpers import HostileProgram
 
@@ -50,11 +50,15 @@ def attacker_address():
 
 
 def flood(
-    argv_prefix: list[str], host: str, port: int, count: int, source: str = "-", payload: str = ""
+    argv_prefix: list[str],
+    host: str,
+    port: int,
+    count: int,
+    source: str = "-",
+    payload: str = "",
+    python: str = "/usr/bin/python3",
 ) -> HostileProgram:
-    program = HostileProgram(
-        argv_prefix, FLOODER, host, str(port), str(count), source, payload, python="/usr/bin/python3"
-    )
+    program = HostileProgram(argv_prefix, FLOODER, host, str(port), str(count), source, payload, python=python)
     if not program.wait_ready(30):
         program.stop()
         pytest.fail(f"the flood of {host}:{port} did not start")
@@ -67,7 +71,7 @@ def flood_report(program: HostileProgram) -> dict:
 
 
 def from_lumi_as(user: str) -> list[str]:
-    return ["ip", "netns", "exec", "aifa-lumi", "runuser", "-u", user, "--"]
+    return site_argv("lumi", user)
 
 
 def api_answers(hub, token: str, calls: int) -> list[float]:
@@ -84,7 +88,7 @@ def api_answers(hub, token: str, calls: int) -> list[float]:
 def test_a_lumi_user_flooding_the_tunnel_gateway_leaves_another_jobs_tunnel_alone(remote_hub, attacker_address):
     """Before: 220 unauthenticated connections filled sshd's MaxStartups and new tunnels failed."""
     hub, token = remote_hub, remote_hub.user_token("alice")
-    attack = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, GATEWAY_PORT, 400, ATTACKER)
+    attack = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, GATEWAY_PORT, 400, ATTACKER, python=SITE_PYTHON["lumi"])
     try:
         time.sleep(3)  # the flood holds what it can before alice asks
         started = time.monotonic()
@@ -107,7 +111,7 @@ def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_des
     token = hub.user_token("alice")
     api_answers(hub, token, 5)
     before = hub.open_descriptors()
-    remote = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, port, 500, ATTACKER, HALF_A_REQUEST)
+    remote = flood(from_lumi_as(LUMI_ATTACKER), HUB_SIDE, port, 500, ATTACKER, HALF_A_REQUEST, SITE_PYTHON["lumi"])
     try:
         local = flood(["runuser", "-u", HOST_ATTACKER, "--"], "127.0.0.1", port, 500, "-", HALF_A_REQUEST)
     except BaseException:
@@ -119,15 +123,7 @@ def test_half_sent_requests_from_a_lumi_address_and_a_local_account_hold_few_des
         took = api_answers(hub, token, 30)  # through the proxy, as users call it
         direct = in_site(
             "lumi",
-            [
-                "runuser",
-                "-u",
-                "alicelum",
-                "--",
-                "python3",
-                "-c",
-                f"import urllib.request; urllib.request.urlopen('http://hub-gateway:{port}/hub/api/', timeout=10)",
-            ],
+            ["runuser", "-u", "alicelum", "--", "curl", "-sSf", "-m", "10", f"http://hub-gateway:{port}/hub/api/"],
             timeout=30,
         )
         assert direct.returncode == 0, f"a job's call from LUMI's usual address failed: {direct.stderr}"

@@ -13,7 +13,7 @@ import pytest
 
 from aifa_workbench.sites import gateway
 
-from .sim_sites import in_site, site_is_up
+from .sim_sites import SITE_PYTHON, in_site, on_site_fs, site_argv, site_is_up
 
 pytestmark = pytest.mark.sites
 
@@ -29,27 +29,23 @@ def lumi_notebook():
     if not site_is_up("lumi"):
         pytest.fail("the simulated site lumi is not up: run `make sites`")
     server = subprocess.Popen(
+        # a server on the site, by the site's own Python (its module's)
         [
-            "ip",
-            "netns",
-            "exec",
-            "aifa-lumi",
-            "python3",
+            *site_argv("lumi"),
+            SITE_PYTHON["lumi"],
             "-m",
             "http.server",
             str(NOTEBOOK),
             "--bind",
             "0.0.0.0",
             "--directory",
-            "/var/empty",
+            "/tmp",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while in_site(
-        "lumi", ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {NOTEBOOK}), 1)"]
-    ).returncode:
+    while in_site("lumi", ["timeout", "1", "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{NOTEBOOK}"]).returncode:
         assert time.monotonic() < deadline, "the stand-in server on the LUMI node did not start"
         time.sleep(0.2)
     yield
@@ -61,11 +57,12 @@ class Job:
     """A job's credential files, as the job's tunnel writes them (root's here: only the gateway's
     policy is under test)."""
 
-    def __init__(self, directory: Path, valid_seconds: int = 600):
+    def __init__(self, site_path: str, valid_seconds: int = 600):
         self.grant = gateway.grant_port(GRANTS, PORTS)
         credential = gateway.job_credential(CA, self.grant, valid_seconds)
+        directory = on_site_fs("lumi", site_path)  # on LUMI's scratch, where the site's ssh reads them
         directory.mkdir(mode=0o700)
-        self.dir = directory
+        self.dir, self.site_dir = directory, Path(site_path)
         for name, text in (
             ("key", credential.private_key),
             ("key-cert.pub", credential.certificate),
@@ -82,16 +79,20 @@ class Job:
 
 
 @pytest.fixture
-def jobs(tmp_path):
+def jobs():
+    import shutil
+    import uuid
+
     made = []
 
     def make(valid_seconds: int = 600) -> Job:
-        made.append(Job(tmp_path / f"job{len(made)}", valid_seconds))
+        made.append(Job(f"/scratch/gateway-test-{uuid.uuid4().hex[:8]}", valid_seconds))
         return made[-1]
 
     yield make
     for job in made:
         job.revoke()
+        shutil.rmtree(job.dir, ignore_errors=True)
 
 
 def answers(host: str, port: int, timeout: float = 2) -> bool:
@@ -119,7 +120,7 @@ def holds_forward(job: Job, port: int, seconds: float = 8) -> bool:
 
 def background_ssh(job: Job, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        ["ip", "netns", "exec", "aifa-lumi", "ssh", *job_ssh_options(job), *args, "aifa-tunnel@hub-gateway"],
+        [*site_argv("lumi"), "ssh", *job_ssh_options(job), *args, "aifa-tunnel@hub-gateway"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -132,15 +133,15 @@ def job_ssh_options(job: Job) -> list[str]:
         "-p",
         "2222",
         "-i",
-        str(job.dir / "key"),
+        str(job.site_dir / "key"),
         "-o",
-        f"CertificateFile={job.dir / 'key-cert.pub'}",
+        f"CertificateFile={job.site_dir / 'key-cert.pub'}",
         "-o",
         "IdentitiesOnly=yes",
         "-o",
         "BatchMode=yes",
         "-o",
-        f"UserKnownHostsFile={job.dir / 'known_hosts'}",
+        f"UserKnownHostsFile={job.site_dir / 'known_hosts'}",
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",

@@ -3,6 +3,7 @@ namespace): real sshd login nodes, real Slurm clusters of their own, site users 
 
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -10,6 +11,7 @@ import time
 import asyncssh
 import pytest
 
+from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 
@@ -85,7 +87,8 @@ async def test_a_key_the_site_does_not_know_is_refused(lumi):
 
 
 def sshd_sessions_of(site_user: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"^sshd: {site_user}"], capture_output=True, text=True).stdout
+    # the site's OpenSSH (10, trixie) names a session process sshd-session, an older one sshd
+    out = subprocess.run(["pgrep", "-f", f"^sshd(-session)?: {site_user}"], capture_output=True, text=True).stdout
     return [int(pid) for pid in out.split()]
 
 
@@ -124,7 +127,7 @@ async def test_a_purged_job_is_gone(lumi):
 async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi):
     runner = lumi.runner(connect_timeout=3, max_backoff=1)
     assert (await runner.run(["true"], as_user="alice")).ok
-    pidfile = SITES_ROOT / "lumi" / "run" / "sshd.pid"
+    pidfile = SITES_ROOT / "lumi" / "root" / "run" / "aifa" / "sshd.pid"
     os.kill(int(pidfile.read_text()), signal.SIGTERM)
     for pid in sshd_sessions_of("alicelum"):
         os.kill(pid, signal.SIGKILL)
@@ -147,7 +150,6 @@ async def test_a_stopped_login_node_is_unreachable_then_recovers_by_itself(lumi)
 
 
 async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_users_own_key(tmp_path):
-    from aifa_workbench.model.catalogue import load_catalogue
     from aifa_workbench.hub_config.site_keys.store import SiteKeyStore
     from aifa_workbench.sites.registry import Identities, NoSiteAccount, SiteControls
 
@@ -186,41 +188,45 @@ def test_each_site_runs_the_job_runtime_of_this_hubs_code():
             text=True,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        found = in_site(
-            name,
-            [
-                "runuser",
-                "-u",
-                SITE_USERS[name]["alice"],
-                "--",
-                f"{site_runtime(name)}/current/bin/jupyterhub-singleuser",
-                "--version",
-            ],
-        )
-        assert found.stdout.strip() == "6.1.1", found.stderr
-    in_image = f"{site_runtime('lumi')}/containers/pytorch-container/current/bin/jupyterhub-singleuser"
-    image = (
-        "/appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/"
-        "lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif"
-    )
-    singularity = str(SITES_ROOT / "lumi" / "usr-local-bin" / "singularity")  # the site's own
-    found = in_site(
-        "lumi",
-        [
-            "runuser",
-            "-u",
-            SITE_USERS["lumi"]["alice"],
-            "--",
-            singularity,
-            "exec",
-            "--bind",
-            site_runtime("lumi"),
-            image,
-            in_image,
-            "--version",
-        ],
-    )
-    assert found.stdout.strip() == "6.1.1", found.stderr  # and LUMI's container environment its own, in the image
+        site = load_catalogue(SITES_ROOT / "catalogue", [name])[name]
+        for environment in site.environments.values():
+            # as a user would start it: after the environment's modules, inside its image
+            server = f"{site_runtime(name)}/envs/{environment.slug}/current/bin/jupyterhub-singleuser"
+            if environment.container:
+                server = shlex.join(
+                    ["singularity", "exec", "--bind", site_runtime(name), environment.container, server]
+                )
+            script = "\n".join([*environment.setup, f"{server} --version"])
+            found = in_site(
+                name, ["runuser", "-u", SITE_USERS[name]["alice"], "--", "bash", "-lc", script], timeout=600
+            )
+            assert found.stdout.strip().splitlines()[-1:] == ["6.1.1"], (environment.slug, found.stderr)
+
+
+async def test_each_environments_python_is_what_the_site_says_it_is(lumi):
+    """install-runtime builds for the interpreter each environment reports after its modules
+    (inside its image): none of them is this host's, and JUPITER's is aarch64."""
+    from aifa_workbench.sites import runtime
+
+    expected = {
+        ("lumi", "lumi-stack"): ("3.11", "x86_64"),  # cray-python
+        ("lumi", "pytorch-container"): ("3.13", "x86_64"),  # the image's own
+        ("jupiter", "stages-2026"): ("3.13", "aarch64"),  # the stage's, emulated here
+        ("lucia", "easybuild-2023a"): ("3.11", "x86_64"),  # EasyBuild's
+    }
+    for name in SITES:
+        site = sim_site(name)
+        catalogue = load_catalogue(SITES_ROOT / "catalogue", [name])[name]
+        runner = site.runner()
+        try:
+            for environment in catalogue.environments.values():
+                found = await runtime.interpreter_of(runner, "alice", name, catalogue.paths.runtime, environment)
+                assert (found.version, found.machine) == expected[(name, environment.slug)], found
+                assert found.glibc == "2.41"  # trixie's, not this host's 2.36
+        finally:
+            runner.close()
+    plain = await lumi.runner().run(["bash", "-lc", "command -v python3 || echo none"], as_user="alice")
+    assert plain.stdout.strip() == "none"  # LUMI's default PATH has no usable python3
 
 
 async def test_a_private_sites_orphans_are_found_through_the_users_own_login(lumi):
@@ -254,42 +260,3 @@ async def test_a_private_file_is_written_for_the_user_only_and_never_over_anothe
         assert "s3cret" not in ps.stdout
     finally:
         await runner.run(["rm", "-f", path], as_user="alice")
-
-
-async def test_wheels_for_another_python_are_refused_on_the_site_before_any_upload(lumi, tmp_path):
-    """install-runtime asks the site's Python and the image's python3 what they are first."""
-    from aifa_workbench.hub_config.site_admin import container_images
-    from aifa_workbench.model.catalogue import load_catalogue
-    from aifa_workbench.sites import runtime
-
-    site = load_catalogue(SITES_ROOT / "catalogue", ["lumi"])["lumi"]
-    (tmp_path / "aifa_workbench-0.1.0-py3-none-any.whl").write_bytes(b"not uploaded")
-    (tmp_path / "SOURCE").write_text("0123456789abcdef\n")
-    runner = lumi.runner()
-    runtime_dir = f"{lumi.home('alice')}/.aifa-workbench/test-runtime-{os.getpid()}"
-    this = runtime.this_interpreter().split()  # the simulated site's Python (and image's) is this host's
-    where = f"the site's Python {site.paths.python} is Python {' '.join(this)}"
-    try:
-        for target in (f"3.6 {this[1]}", f"{this[0]} sparc64"):  # another version; another machine
-            (tmp_path / runtime.TARGET).write_text(target + "\n")
-            with pytest.raises(runtime.RuntimeError_) as refused:
-                await runtime.install_runtime(
-                    runner,
-                    "alice",
-                    site.title,
-                    runtime_dir,
-                    tmp_path,
-                    site.paths.python,
-                    log=lambda line: None,
-                    containers=container_images(site),
-                )
-            assert where in refused.value.sentence and target in refused.value.sentence, refused.value.sentence
-        # the image's own python3 answers too (inside the image, after its module lines)
-        probes = runtime.probe_argvs(runtime_dir, site.paths.python, container_images(site))
-        inside = await runner.run(probes[1], as_user="alice", timeout=60)
-        assert inside.ok and inside.stdout.strip().splitlines()[-1] == " ".join(this), inside.stderr
-        listed = await runner.run(["ls", "-A", f"{runtime_dir}/wheelhouse"], as_user="alice")
-        assert listed.ok and listed.stdout.strip() == ""  # nothing was uploaded
-    finally:
-        await runner.run(["rm", "-rf", runtime_dir], as_user="alice")
-        runner.close()

@@ -211,12 +211,12 @@ authorize() {
 # exec SITE_DIR [-u USER] COMMAND...: on the login node, as root or USER (a login shell's
 # environment is the command's business: `bash -l -c ...`)
 site_exec() {
+  # exec all the way down: the caller's process becomes the command (a signal reaches it)
   if [ "${1:-}" = -u ]; then
     local user=${2:?user}; shift 2
-    site_cmd runuser -u "$user" -- "$@"
-  else
-    site_cmd "$@"
+    exec ip netns exec "$NS" unshare --uts --mount --propagation private "$0" enter "$DIR" "$LOGIN" runuser -u "$user" -- "$@"
   fi
+  exec ip netns exec "$NS" unshare --uts --mount --propagation private "$0" enter "$DIR" "$LOGIN" "$@"
 }
 
 case "$action" in
