@@ -13,8 +13,16 @@ NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "matplotlib": "matplotli
 
 
 def lacking(modules) -> list[str]:
-    """The modules of `modules` this Python cannot import (looked up, not imported)."""
-    return [module for module in modules if importlib.util.find_spec(module) is None]
+    """The modules of `modules` this Python cannot import (looked up; a dotted name's parents are
+    imported to look it up)."""
+
+    def missing(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a parent package missing; an odd name
+            return True
+
+    return [module for module in modules if missing(module)]
 
 
 def _names(modules) -> str:
@@ -47,7 +55,7 @@ def needs(line: str, cell: str) -> None:
     if missing:
         print(skipped_sentence(missing))
         return
-    get_ipython().run_cell(cell, store_history=False)
+    get_ipython().run_cell(cell, store_history=False).raise_error()  # a real error stops "Run All"
 
 
 def register() -> None:

@@ -19,7 +19,9 @@ from aifa_workbench.hub_config.site_keys.store import SiteKeyStore, public_key_l
 from aifa_workbench.hub_config.wheelhouses import WheelsUnavailable, wheelhouse_for
 from aifa_workbench.sites import runtime
 from aifa_workbench.sites.background import in_background
+from aifa_workbench.sites.commands import CommandTimeout
 from aifa_workbench.sites.errors import SiteError
+from aifa_workbench.sites.ssh_library import asyncssh
 from aifa_workbench.sites.ssh import Credential, LoginNode, SshRunner
 
 WHEELHOUSE = Path("/opt/aifa-workbench/wheelhouse")
@@ -111,6 +113,9 @@ def install(args) -> int:
         return 1
     except WheelsUnavailable as e:
         print(f"aifa-workbench: {site.title}: {e}")
+        return 1
+    except (CommandTimeout, OSError, asyncssh.Error) as e:  # a command that hung, an upload that failed
+        print(f"aifa-workbench: installing the job runtime on {site.title} failed: {e}")
         return 1
     return 0
 

@@ -22,7 +22,7 @@ PROBE = (
 )
 
 _VERSION = re.compile(r"^3\.\d{1,2}$")
-_ABI = re.compile(r"^cp3\d{1,2}t?$")
+_ABI = re.compile(r"^cp3\d{1,2}$")  # not free-threaded (cp313t): its venvs and wheels differ
 _MACHINE = re.compile(r"^[a-z0-9_]{1,20}$")
 _GLIBC = re.compile(r"^2\.\d{1,3}$")
 # the oldest manylinux a wheel may claim (manylinux2014)
@@ -91,7 +91,7 @@ def parse_probe(output: str) -> Interpreter:
     if not fields["glibc"]:
         raise InterpreterError("its python3 does not run on glibc (no manylinux wheel runs there)")
     for name, pattern in (("version", _VERSION), ("abi", _ABI), ("machine", _MACHINE), ("glibc", _GLIBC)):
-        if not pattern.match(fields[name]):
+        if not pattern.fullmatch(fields[name]):
             raise InterpreterError(f"its python3 reported {name} {_bounded(fields[name])!r}")
     return Interpreter(**fields)
 

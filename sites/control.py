@@ -131,7 +131,9 @@ class JobControl:
         """`user`'s home on the site, as their login shell says, after a write test there;
         HomeUnusable (a sentence) if it is missing, full or not writable."""
         result = await self.run_on_site(["/bin/sh", "-c", site_home.PROBE], user, 30, "reading your home")
-        report = site_home.parse_probe(result.stdout if result.ok else "")
+        if not result.ok:  # the probe itself did not run: the site's failure, typed as any other
+            raise self._failure(result, user, action="to read your home")
+        report = site_home.parse_probe(result.stdout)
         if report.problem:
             raise site_home.HomeUnusable(self.site_title, report)
         return report.home

@@ -47,15 +47,16 @@ class Identities:
     def site_username(self, user: str, site: str) -> str | None:
         return self.site_account(user, site).get("username")
 
-    def site_home(self, user: str, site: str) -> str | None:
-        """The home the site gave the user's current account there at its last start, if known."""
-        username = self.site_username(user, site)
+    def site_home(self, user: str, site: str, username: str | None = None) -> str | None:
+        """The home the site gave the user's account there (`username`, else the registry's) at its
+        last start, if known."""
+        username = username or self.site_username(user, site)
         if hasattr(self.site_users, "home"):  # the hub's registry keeps them
             return self.site_users.home(user, site, username)
         return self._homes.get((user, site, username or ""))
 
-    def remember_home(self, user: str, site: str, home: str) -> None:
-        username = self.site_username(user, site) or ""
+    def remember_home(self, user: str, site: str, username: str, home: str) -> None:
+        """`home` is where `site` has `username`, the user's account there (as the spawner runs it)."""
         if hasattr(self.site_users, "remember_home"):
             self.site_users.remember_home(user, site, username, home)
         else:

@@ -56,10 +56,27 @@ def wheels_dir(runtime_dir: str, interpreter: Interpreter) -> str:
     return posixpath.join(runtime_dir, "wheels", interpreter.key)
 
 
-def wheel_set(wheel_names) -> str:
-    """The base a set of wheels makes: a digest of the dependencies' file names (versions and tags)."""
-    names = sorted(n for n in wheel_names if n.endswith(".whl") and not n.startswith(OWN_WHEELS))
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+def pins(wheel_names) -> list[str]:
+    """`name==version` of every dependency wheel (not the workbench's own, not pip): the base
+    installs exactly these, whatever else the site's wheel folder holds."""
+    found = []
+    for name in sorted(wheel_names):
+        if name.endswith(".whl") and not name.startswith(OWN_WHEELS):
+            distribution, version = name.split("-")[:2]
+            found.append(f"{distribution}=={version}")
+    return found
+
+
+def wheel_set(wheel_names, interpreter: Interpreter, image: str | None = None) -> str:
+    """The base a set of wheels makes for an interpreter (inside an image): a digest of all three."""
+    text = "\n".join([*pins(wheel_names), interpreter.key, image or ""])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def own_wheels_dir(runtime_dir: str, ident: str) -> str:
+    """Where the workbench's own wheel of runtime `ident` is uploaded (its name does not change
+    between commits; its folder does)."""
+    return posixpath.join(runtime_dir, "wheels", "own", ident)
 
 
 def in_image(runtime_dir: str, image: str) -> list[str]:
@@ -85,10 +102,14 @@ def probe_argv(runtime_dir: str, environment) -> list[str]:
     return _in_environment(environment, [python])
 
 
-def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpreter, base: str) -> list[str]:
-    """The command that makes runtime `ident` of `environment` from its uploaded wheels (its base
-    `base` first, unless the site has it), stamps it, points `current` at it and prints its size
-    in KiB. pip runs from its own wheel: a Python of the site need not bring pip or ensurepip."""
+def install_argv(
+    runtime_dir: str, environment, ident: str, interpreter: Interpreter, base: str, base_pins, own_wheel: str
+) -> list[str]:
+    """The command that makes runtime `ident` of `environment` (nothing if its `current` already
+    is that runtime): its base `base` first unless the site has it (exactly `base_pins`, from the
+    interpreter's uploaded wheels), then a layer holding `own_wheel`; it stamps the layer, points
+    `current` at it and prints the size of both in KiB. pip runs from its own wheel: a Python of
+    the site need not bring pip or ensurepip."""
     home = env_runtime_dir(runtime_dir, environment.slug)
     target, base_dir = posixpath.join(home, ident), posixpath.join(home, f"base-{base}")
     house = wheels_dir(runtime_dir, interpreter)
@@ -104,16 +125,17 @@ def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpr
 
     install = ("install", "--quiet", "--no-index", "--find-links", house)
     packages = f"lib/python{interpreter.version}/site-packages"
+    stamp = f"{ident} {interpreter.key}"
     return _in_environment(
         environment,
         [
             f"mkdir -p {q(home)}",
+            f'if [ "$(cat {q(home + "/current/" + STAMP)} 2>/dev/null)" = {q(stamp)} ]; then du -skc {q(target)} | tail -n 1 | cut -f1; exit 0; fi',
             f"pip=$(ls -d {q(house)}/pip-*.whl | tail -n 1)/pip",
             # made in place (its commands name its path), complete once stamped
             f"if [ ! -e {q(base_dir + '/' + BASE_STAMP)} ]; then",
             f"  {venv(base_dir)}",
-            f"  {pip(base_dir, *install, 'aifa-workbench')}",
-            f"  {pip(base_dir, 'uninstall', '--quiet', '--yes', 'aifa-workbench')}",
+            f"  {pip(base_dir, *install, *base_pins)}",
             f"  printf '%s\\n' {q(base)} > {q(base_dir + '/' + BASE_STAMP)}",
             "fi",
             venv(target),
@@ -121,12 +143,14 @@ def install_argv(runtime_dir: str, environment, ident: str, interpreter: Interpr
             f"for d in share etc; do [ ! -d {q(base_dir)}/$d ] || cp -rsn {q(base_dir)}/$d {q(target)}/; done",
             f"printf 'import site; site.addsitedir(%s)\\n' {q(repr(posixpath.join(base_dir, packages)))} "
             f"> {q(posixpath.join(target, packages, 'aifa-workbench-base.pth'))}",
-            pip(target, *install, "--no-deps", "aifa-workbench"),
+            pip(target, "install", "--quiet", "--no-index", "--no-deps", own_wheel),
             # the base's commands (jupyterhub-singleuser, jupyter-lab, dask, ...), run by this venv's Python
-            f'for f in {q(base_dir)}/bin/*; do n=${{f##*/}}; [ -e {q(target)}/bin/"$n" ] && continue; '
-            f'head -n 1 "$f" | grep -q "^#!{base_dir}/bin/python" || continue; '
-            f'{{ echo "#!{target}/bin/python"; tail -n +2 "$f"; }} > {q(target)}/bin/"$n"; chmod 0755 {q(target)}/bin/"$n"; done',
-            f"printf '%s %s\\n' {q(ident)} {q(interpreter.key)} > {q(target + '/' + STAMP)}",
+            f"for f in {q(base_dir)}/bin/*; do n=${{f##*/}}; [ -e {q(target)}/bin/\"$n\" ] && continue; "
+            f"head -n 1 \"$f\" | grep -qxF {q('#!' + base_dir + '/bin/python')} || continue; "
+            f"{{ printf '#!%s\\n' {q(target + '/bin/python')}; tail -n +2 \"$f\"; }} > {q(target)}/bin/\"$n\"; "
+            f"chmod 0755 {q(target)}/bin/\"$n\"; done",
+            f"[ -x {q(target + '/bin/jupyterhub-singleuser')} ] || {{ echo 'no jupyterhub-singleuser in the runtime' >&2; exit 1; }}",
+            f"printf '%s\\n' {q(stamp)} > {q(target + '/' + STAMP)}",
             f"ln -sfn {q(ident)} {q(home + '/current.new')}",
             f"mv -T {q(home + '/current.new')} {q(home + '/current')}",
             f"du -skc {q(base_dir)} {q(target)} | tail -n 1 | cut -f1",
@@ -159,13 +183,15 @@ async def installed_runtimes(runner, as_user: str, runtime_dir: str, slugs) -> d
     return {slug: ((line.split() or [None])[0]) for slug, line in zip(slugs, lines)}
 
 
-async def upload_wheels(runner, as_user: str, site_title: str, house: str, wheelhouse: Path, log) -> None:
-    """The wheels of `wheelhouse` that the site's `house` lacks (by name and size)."""
+async def upload_wheels(
+    runner, as_user: str, site_title: str, house: str, wheelhouse: Path, log, wheels: list[Path] | None = None
+) -> None:
+    """The wheels of `wheelhouse` (or `wheels`) that the site's `house` lacks (by name and size)."""
     await _checked(runner, as_user, site_title, ["mkdir", "-p", house])
     connection = await runner.connection_for(as_user).connection()
     async with connection.start_sftp_client() as sftp:
         present = {entry.filename: entry.attrs.size for entry in await sftp.readdir(house)}
-        wheels = sorted(wheelhouse.glob("*.whl"))
+        wheels = sorted(wheelhouse.glob("*.whl")) if wheels is None else wheels
         missing = [w for w in wheels if present.get(w.name) != w.stat().st_size]
         log(f"{site_title}: uploading {len(missing)} of {len(wheels)} wheels to {house}")
         if missing:
@@ -178,11 +204,22 @@ async def install_environment(
     """Runtime `ident` of one environment from `wheelhouse` (chosen for `interpreter`): its size in
     KiB and the seconds the install took on the site."""
     await upload_wheels(runner, as_user, site_title, wheels_dir(runtime_dir, interpreter), wheelhouse, log)
+    own = next(wheelhouse.glob("aifa_workbench-*.whl"))
+    await upload_wheels(runner, as_user, site_title, own_wheels_dir(runtime_dir, ident), wheelhouse, log, [own])
+    names = [w.name for w in wheelhouse.glob("*.whl")]
+    base = wheel_set(names, interpreter, environment.container)
+    argv = install_argv(
+        runtime_dir,
+        environment,
+        ident,
+        interpreter,
+        base,
+        pins(names),
+        posixpath.join(own_wheels_dir(runtime_dir, ident), own.name),
+    )
     log(f"{site_title}: installing runtime {ident} for {environment.slug} ({interpreter.describe()})")
     started = time.monotonic()
-    result = await _checked(
-        runner, as_user, site_title, install_argv(runtime_dir, environment, ident, interpreter), 1800
-    )
+    result = await _checked(runner, as_user, site_title, argv, 3600)
     size = result.stdout.strip().splitlines()[-1:] or ["0"]
     return int(size[0]) if size[0].isdigit() else 0, time.monotonic() - started
 

@@ -142,9 +142,10 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
     template = _ENV.get_template(f"{partition.family}.sh.j2")
     environment = site.environments[request.environment]
     # a container environment's runtime runs inside its image, its helpers (tunnel, starter
-    # notebooks, end report) too: the node may have no Python of its own
+    # notebooks, end report) too, through the image's runscript as install-runtime made it: the
+    # node may have no Python of its own
     helper = (
-        ("singularity", "exec", "--bind", ",".join(ctx.container_binds), environment.container)
+        ("singularity", "run", "--bind", ",".join(ctx.container_binds), environment.container)
         if ctx.container_runtime
         else ()
     )

@@ -383,7 +383,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             return pwd.getpwnam(self.site_username()).pw_dir
         if self.site_home:
             return self.site_home
-        known = self.identities.site_home(self.user.name, self.site_name) if self.identities is not None else None
+        identities = self.identities
+        known = identities.site_home(self.user.name, self.site_name, self.site_username()) if identities else None
         return known or ""
 
     async def read_site_home(self) -> str:
@@ -391,7 +392,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         writable), remembered in the registry: nothing is written into a home the hub guessed."""
         self.site_home = await self.control.home(self.user.name)
         if self.identities is not None:
-            self.identities.remember_home(self.user.name, self.site_name, self.site_home)
+            self.identities.remember_home(self.user.name, self.site_name, self.site_username(), self.site_home)
         return self.site_home
 
     # --- submission (spawners.submission, spawners.script), argv lists only -------------------------
@@ -739,6 +740,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             self.reach.end_job()
         super().clear_state()
         self.job_site = ""
+        self.site_home = ""  # read again at the next start
         self.started_at = None
 
     def run_post_stop_hook(self):

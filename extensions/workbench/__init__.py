@@ -5,7 +5,8 @@ workbench.job_panel()                                  # your job: GPUs, time le
 cluster = workbench.dask_cluster("cpu-workers", workers=4)
 workbench.dask_presets()                               # the presets of this site
 workbench.check_environment("torch")                   # says what this environment lacks
-%%needs torch                                          # (a cell's first line) runs it only if it has it
+
+A cell whose first line is `%%needs torch` runs only where this environment has PyTorch.
 """
 
 from aifa_workbench.extensions.dask_presets import dask_cluster, default_cluster

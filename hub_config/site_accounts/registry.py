@@ -144,14 +144,17 @@ class SiteAccounts(Mapping):
         try:
             data = json.loads(self.path.read_text())
             kept, claimed = _layer(data["kept"]), _layer(data["claimed"])
-            read = _read_layer(data.get("read", {}))  # an earlier release's file has none
         except (OSError, ValueError, KeyError, TypeError) as e:
             # keep the last good copy: a bad file must not stop logins, spawns or the hub's start
             logging.getLogger("JupyterHub").error(
                 "%s: not read, keeping the site accounts known so far (%s)", self.path, e
             )
             return
-        self.kept, self.claimed, self.read = kept, claimed, read
+        self.kept, self.claimed = kept, claimed
+        try:  # what sites said is read again at the next start: a bad layer costs only that
+            self.read = _read_layer(data.get("read", {}))  # an earlier release's file has none
+        except TypeError:
+            self.read = {}
 
     def _write(self) -> None:
         if self.path is None:

@@ -26,6 +26,7 @@ from .sim_sites import (
     bring_up,
     heal,
     in_site,
+    on_site_fs,
     partition,
     site_home,
     site_runtime,
@@ -315,7 +316,7 @@ def test_lumis_billing_file_is_the_projects_budget_in_the_form_and_at_the_spawn(
     """LUMI publishes each project's allocation in a file (what lumi-allocations shows): read there
     as the user, shown in the spawn form, and a request over what is left is refused in words."""
     hub, token = remote_hub, remote_hub.user_token("alice")
-    billing = Path("/var/lib/project_info/users/project_465000123/project_465000123.json")
+    billing = on_site_fs("lumi", "/var/lib/project_info/users/project_465000123/project_465000123.json")
     kept = billing.read_text()
     data = json.loads(kept)
     data["billing"]["gpu_hours"].update(alloc=10, used=9.8)

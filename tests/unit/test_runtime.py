@@ -48,6 +48,8 @@ def test_what_a_probe_prints_is_checked_field_by_field():
         (facts(machine="x86_64; rm -rf /"), "reported machine"),
         (facts(version="3.13.5"), "reported version"),
         (facts(abi="cp313d"), "reported abi"),
+        (facts(abi="cp313t"), "reported abi"),  # free-threaded: not supported
+        (facts(version="3.13\n"), "reported version"),
     ):
         with pytest.raises(InterpreterError, match=why):
             parse_probe(bad)
@@ -79,39 +81,52 @@ def test_an_environments_python_is_asked_after_its_modules_and_inside_its_image(
     assert inside[-1] == shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE, "python3", "-c", PROBE])
 
 
+OWN = "/appl/wb/wheels/own/1.0-abc/aifa_workbench-1.0-py3-none-any.whl"
+PINS = ["dask==2026.1.0", "numpy==2.4.6"]
+
+
 def test_a_runtime_is_made_by_the_environments_python_from_its_interpreters_wheels_and_switched_to_at_once():
-    argv = runtime.install_argv("/appl/wb", STACK, "1.0-abc", JUPITER, "0123456789ab")
+    argv = runtime.install_argv("/appl/wb", STACK, "1.0-abc", JUPITER, "0123456789ab", PINS, OWN)
     lines = argv[2].splitlines()
     assert lines[:3] == ["set -e", *STACK.setup]
     target, base = "/appl/wb/envs/lumi-stack/1.0-abc", "/appl/wb/envs/lumi-stack/base-0123456789ab"
     house = "/appl/wb/wheels/cp313-aarch64-glibc2.41"
+    # the same runtime already current: nothing is remade under running jobs
+    assert lines[4].startswith(
+        "if [ \"$(cat /appl/wb/envs/lumi-stack/current/aifa-workbench-runtime 2>/dev/null)\" = '1.0-abc cp313-aarch64-glibc2.41' ]"
+    )
     assert f"pip=$(ls -d {house}/pip-*.whl | tail -n 1)/pip" in lines  # pip from its wheel: no ensurepip needed
-    # the base, once per wheel set: every dependency, made by the environment's python3
+    # the base, once per wheel set: exactly its pinned dependencies, made by the environment's python3
     assert f"if [ ! -e {base}/aifa-workbench-base ]; then" in lines
     assert f"  python3 -m venv --clear --without-pip {base}" in lines
-    assert (
-        f'  {base}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} aifa-workbench' in lines
-    )
-    assert f'  {base}/bin/python "$pip" --isolated uninstall --quiet --yes aifa-workbench' in lines
-    # the layer: the workbench alone, on top of the base, with its commands and Jupyter data
+    pinned = f'  {base}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} dask==2026.1.0 numpy==2.4.6'
+    assert pinned in lines
+    # the layer: this runtime's own wheel alone, on top of the base, with its commands and Jupyter data
     assert f"python3 -m venv --clear --without-pip {target}" in lines
-    layer = f'{target}/bin/python "$pip" --isolated install --quiet --no-index --find-links {house} --no-deps aifa-workbench'
-    assert layer in lines
+    assert f'{target}/bin/python "$pip" --isolated install --quiet --no-index --no-deps {OWN}' in lines
     pth = f"{target}/lib/python3.13/site-packages/aifa-workbench-base.pth"
     assert any(line.endswith(f"> {pth}") and f"{base}/lib/python3.13/site-packages" in line for line in lines)
-    assert f"printf '%s %s\\n' 1.0-abc cp313-aarch64-glibc2.41 > {target}/aifa-workbench-runtime" in lines
+    assert (
+        f"[ -x {target}/bin/jupyterhub-singleuser ] || {{ echo 'no jupyterhub-singleuser in the runtime' >&2; exit 1; }}"
+        in lines
+    )
+    assert f"printf '%s\\n' '1.0-abc cp313-aarch64-glibc2.41' > {target}/aifa-workbench-runtime" in lines
     assert lines.index("mv -T /appl/wb/envs/lumi-stack/current.new /appl/wb/envs/lumi-stack/current") < len(lines) - 1
 
 
-def test_the_base_is_named_by_the_dependencies_wheels_alone():
+def test_the_base_is_named_by_its_pinned_dependencies_its_interpreter_and_its_image():
     wheels = ["numpy-2.4.6-cp313-cp313-manylinux_2_27_aarch64.whl", "dask-2026.1.0-py3-none-any.whl"]
-    base = runtime.wheel_set(wheels + ["aifa_workbench-0.1.0-py3-none-any.whl", "pip-26.3-py3-none-any.whl"])
-    assert base == runtime.wheel_set(wheels + ["aifa_workbench-0.2.0-py3-none-any.whl"])  # a new commit: same base
-    assert base != runtime.wheel_set(wheels[:1] + ["dask-2026.2.0-py3-none-any.whl"]) and len(base) == 12
+    own = ["aifa_workbench-0.1.0-py3-none-any.whl", "pip-26.3-py3-none-any.whl"]
+    assert runtime.pins(wheels + own) == ["dask==2026.1.0", "numpy==2.4.6"]
+    base = runtime.wheel_set(wheels + own, JUPITER)
+    assert base == runtime.wheel_set(wheels + ["aifa_workbench-0.2.0-py3-none-any.whl"], JUPITER)  # a new commit
+    assert base != runtime.wheel_set(wheels[:1] + ["dask-2026.2.0-py3-none-any.whl"], JUPITER)
+    assert base != runtime.wheel_set(wheels, JUPITER, IMAGE) != runtime.wheel_set(wheels, HUB)
+    assert len(base) == 12
 
 
 def test_a_container_environments_runtime_is_made_inside_its_image_on_its_packages():
-    lines = runtime.install_argv("/appl/wb", CONTAINER, "1.0-abc", JUPITER, "0123456789ab")[2].splitlines()
+    lines = runtime.install_argv("/appl/wb", CONTAINER, "1.0-abc", JUPITER, "0123456789ab", PINS, OWN)[2].splitlines()
     inside = shlex.join(["singularity", "run", "--bind", "/appl/wb", IMAGE])
     target = "/appl/wb/envs/pytorch-container/1.0-abc"
     assert f"{inside} python3 -m venv --clear --without-pip --system-site-packages {target}" in lines

@@ -87,7 +87,7 @@ def test_the_registry_keeps_the_home_a_site_gave_for_that_account_only(tmp_path)
     assert identities.site_home("alice", "lucia") == "/gpfs/home/acad/ucl-elen/acolin"
     plain = Identities({"alice": {"lucia": {"username": "acolin", "accounts": []}}}, key_store=None)
     assert plain.site_home("alice", "lucia") is None
-    plain.remember_home("alice", "lucia", "/h/acolin")  # without the hub's registry: for this process
+    plain.remember_home("alice", "lucia", "acolin", "/h/acolin")  # without the hub's registry: this process
     assert plain.site_home("alice", "lucia") == "/h/acolin"
 
 
