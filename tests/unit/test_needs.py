@@ -36,6 +36,10 @@ def test_the_cell_magic_runs_a_cell_only_where_its_modules_are(capsys):
     assert "ran" not in shell.user_ns
     shell.run_cell("%%needs json\nimport json\nran = json.dumps(1)\n")
     assert shell.user_ns["ran"] == "1"
+    failed = shell.run_cell("%%needs json\nraise ValueError('a real error')\n")
+    assert isinstance(failed.error_in_exec, ValueError)  # the notebook stops there, as without the magic
+    shell.run_cell("%%needs no_such_package_aifa.sub\nran = 2\n")  # a dotted name whose parent is missing
+    assert "Skipped" in capsys.readouterr().out and shell.user_ns["ran"] == "1"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
