@@ -74,16 +74,30 @@ class RuntimePaths:
     container_binds: tuple[str, ...] = ()
 
 
+def helper_environment(site: Site, environment: str) -> str:
+    """The environment whose runtime runs a job's helpers (its tunnel, which needs the node's
+    `ssh`; the starter notebooks' copy; the end report) on the node: the chosen one, unless it runs
+    in an image (an image may have no ssh), then the site's default or first environment of the
+    node's own; where the site has none, the chosen one (the helpers then run in its image)."""
+    if not site.environments[environment].container:
+        return environment
+    native = [slug for slug, env in site.environments.items() if not env.container]
+    if not native:
+        return environment
+    return site.default_environment if site.default_environment in native else native[0]
+
+
 def runtime_paths(site: Site, environment: str, hub_venv: str) -> RuntimePaths:
     """The hub's own venv on the local site; on a remote one the runtime install-runtime made for
     the environment (inside its image for a container environment, with the runtime directory
-    bound into the container)."""
+    bound into the container; its helpers then from the node's own, helper_environment)."""
     if site.transport != "ssh":
         return RuntimePaths(f"{hub_venv}/bin", f"{hub_venv}/bin")
     current = f"{env_runtime_dir(site.paths.runtime, environment)}/current"
     if not site.environments[environment].container:
         return RuntimePaths(f"{current}/bin", f"{current}/bin")
-    return RuntimePaths(f"{current}/bin", f"{current}/bin", current, (site.paths.runtime,))
+    helper = f"{env_runtime_dir(site.paths.runtime, helper_environment(site, environment))}/current/bin"
+    return RuntimePaths(helper, f"{current}/bin", current, (site.paths.runtime,))
 
 
 SERVER_EXTENSION = "aifa_workbench.extensions.server_extension"
@@ -141,12 +155,11 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
     partition = site.partitions[request.partition]
     template = _ENV.get_template(f"{partition.family}.sh.j2")
     environment = site.environments[request.environment]
-    # a container environment's runtime runs inside its image, its helpers (tunnel, starter
-    # notebooks, end report) too, through the image's runscript as install-runtime made it: the
-    # node may have no Python of its own
+    # the job's helpers (tunnel, starter notebooks, end report) run on the node from a runtime of
+    # the node's own; only where the site has none, inside the image, through its runscript
     helper = (
         ("singularity", "run", "--bind", ",".join(ctx.container_binds), environment.container)
-        if ctx.container_runtime
+        if ctx.container_runtime and ctx.venv_bin.startswith(ctx.container_runtime + "/")
         else ()
     )
     return template.render(

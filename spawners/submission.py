@@ -10,7 +10,7 @@ from aifa_workbench.sites import runtime
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteError
 
 from .errors import SpawnError
-from .script import render_env_file
+from .script import helper_environment, render_env_file
 
 
 def export_names(env: dict) -> tuple[str, ...]:
@@ -32,19 +32,23 @@ def env_file_path(home: str, unique: str = "") -> str:
 
 
 async def check_runtime(site, environment: str, control, user: str, wheelhouse: str, log) -> None:
-    """A remote site must run the job runtime of this hub's code for the chosen environment."""
+    """A remote site must run the job runtime of this hub's code for the chosen environment (and
+    for the one whose runtime runs the job's helpers on the node)."""
     wanted = runtime.runtime_id(Path(wheelhouse))
+    slugs = list(dict.fromkeys([environment, helper_environment(site, environment)]))  # the job's helpers' too
     found = await runtime.installed_runtimes(
-        control.commands("reading the version of its workbench software"), user, site.paths.runtime, [environment]
+        control.commands("reading the version of its workbench software"), user, site.paths.runtime, slugs
     )
-    if found[environment] != wanted:
-        log.error("Runtime of %s on %s: %s, this hub's: %s", environment, site.name, found[environment], wanted)
-        title = site.environments[environment].title
-        state = "is outdated there" if found[environment] else "is not installed there yet"
+    for slug in slugs:
+        if found[slug] == wanted:
+            continue
+        log.error("Runtime of %s on %s: %s, this hub's: %s", slug, site.name, found[slug], wanted)
+        title = site.environments[slug].title
+        state = "is outdated there" if found[slug] else "is not installed there yet"
         raise SpawnError(
             f"The workbench's software for “{title}” on {site.title} {state}, so your server was not "
             "started. Your workbench administrator fixes it with "
-            f"`aifa-workbench install-runtime {site.name} {environment}`; try again after that, or choose "
+            f"`aifa-workbench install-runtime {site.name} {slug}`; try again after that, or choose "
             "another environment."
         )
 

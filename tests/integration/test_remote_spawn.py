@@ -114,7 +114,7 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
     # the server does not notice, and the hub's next command (the stop) logs in again
     # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
-    subprocess.run(["pkill", "-KILL", "-f", f"^sshd: {SITE_USERS[site]['alice']}"], check=True)
+    subprocess.run(["pkill", "-KILL", "-f", f"^sshd(-session)?: {SITE_USERS[site]['alice']}"], check=True)
     killed = time.monotonic()
     while not answers_through_the_proxy(hub, token, timeout=1):
         assert time.monotonic() - killed < 15, "the server did not answer again after its connection was killed"

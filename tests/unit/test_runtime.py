@@ -243,3 +243,17 @@ async def test_a_spawn_is_refused_where_the_chosen_environment_has_no_runtime_of
             "server was not started."
         )
         assert "`aifa-workbench install-runtime lumi pytorch-container`" in str(refused.value)
+
+
+def test_a_container_jobs_helpers_run_from_a_runtime_of_the_nodes_own():
+    """The tunnel needs the node's ssh (an image may have none): a container environment's job runs
+    its helpers from the site's default environment of the node's own, its server in the image."""
+    from aifa_workbench.model.catalogue import load_catalogue
+    from aifa_workbench.spawners.script import helper_environment, runtime_paths
+
+    lumi = load_catalogue()["lumi"]
+    assert helper_environment(lumi, "pytorch-container") == "lumi-stack"
+    assert helper_environment(lumi, "lumi-stack") == "lumi-stack"
+    paths = runtime_paths(lumi, "pytorch-container", "/opt/venv")
+    assert paths.venv_bin == "/appl/local/aifa-workbench/envs/lumi-stack/current/bin"
+    assert paths.server_bin == "/appl/local/aifa-workbench/envs/pytorch-container/current/bin"

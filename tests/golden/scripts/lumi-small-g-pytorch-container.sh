@@ -22,7 +22,7 @@ set -a; . /users/alice/.aifa-workbench/job-env-0123456789abcdef; set +a; rm -f /
 # JupyterLab and its kernels) gets it.
 tunnel_dir=$(mktemp -d /users/alice/.aifa-workbench/tunnel-XXXXXXXX)
 export AIFA_WORKBENCH_PORT_FILE="$tunnel_dir/port"
-singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif /appl/local/aifa-workbench/envs/pytorch-container/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
+/appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.reverse_tunnel "$tunnel_dir" &
 tunnel=$!
 unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 # --export=NONE: the script starts from the user's login environment on the node (Slurm's
@@ -31,7 +31,7 @@ unset AIFA_TUNNEL_KEY AIFA_TUNNEL_CERT AIFA_TUNNEL_KNOWN_HOSTS
 # PATH is set below (a profile may reset PATH).
 type module >/dev/null 2>&1 || { set +u; . /etc/profile >/dev/null 2>&1 || true; set -u; }
 export HOME=/users/alice USER=alice
-export PATH=/appl/local/aifa-workbench/envs/pytorch-container/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
+export PATH=/appl/local/aifa-workbench/envs/lumi-stack/current/bin:/usr/bin:/usr/local/bin:/usr/bin:/bin
 # srun from a notebook: the job's --export would reach every srun (NONE: no PATH, no modules), and
 # Slurm >= 22.05 no longer passes the job's --cpus-per-task to it (sbatch manual; JSC, LUMI).
 export SLURM_EXPORT_ENV=ALL
@@ -59,7 +59,7 @@ module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
-singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif /appl/local/aifa-workbench/envs/pytorch-container/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+/appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
 set +e
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
@@ -79,5 +79,5 @@ echo "AIFA Workbench: the server's port was taken as it started; starting it aga
 done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
 kill -TERM "$tunnel" 2>/dev/null; wait "$tunnel" 2>/dev/null; rm -rf "$tunnel_dir"
-singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif /appl/local/aifa-workbench/envs/pytorch-container/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
+/appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"
