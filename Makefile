@@ -107,6 +107,8 @@ bench-polling:           ## watching 10/20/40 servers on the simulated sites: co
 bench-tunnels:           ## per reach mode against direct: 100 MB download through the proxy, partition healed -> answer, gateway and tunnel-daemon memory at 40 tunnels (about 6 minutes; needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_tunnels $(BENCH_ARGS)
 
-bench-remote:            ## one spawn on LUMI (reverse reach) and on JUPITER (forward) against the local cluster, same hub, alternating (needs make sites)
-	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi $(BENCH_ARGS)
-	$(VENV)/bin/python -m benchmarks.bench_remote --site jupiter $(BENCH_ARGS)
+bench-remote:            ## a spawn on each simulated site and environment against the local cluster, same hub, alternating, N=3 (needs make sites)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi --environment lumi-stack $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi --environment pytorch-container $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site lucia --environment easybuild-2023a $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.bench_remote --site jupiter --environment stages-2026 $(BENCH_ARGS)

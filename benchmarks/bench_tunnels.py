@@ -36,6 +36,7 @@ from aifa_workbench.sites.tunnel_client import ask  # noqa: E402
 from tests.integration import hubs  # noqa: E402
 from tests.integration.jupyter_client_helpers import execute  # noqa: E402
 from tests.integration.sim_sites import (  # noqa: E402
+    SIM_KEYS,
     SITE_NODES,
     SITE_USERS,
     SITES_ROOT,
@@ -51,7 +52,6 @@ SITES = {
     "reverse": ("lumi", {"site": "lumi", "partition": "small-g", "gpus": 1}, "alice"),
     "forward": ("jupiter", {"site": "jupiter", "partition": "booster"}, "bob"),
 }
-SIM_KEYS = ("sites", "catalogue_dir", "runtime_owners", "site_users", "hub_bind_address", "hub_egress_addresses")
 MB = 1 << 20
 FILE = "aifa-bench-100mb.bin"
 PARTITION_SECONDS = 20

@@ -26,6 +26,16 @@ SITE_ACCOUNTS = {
     "jupiter": {"alice": ("aifa-be",)},
     "lucia": {"alice": ("aifa_cat1",)},
 }
+# the keys of the simulated sites' settings file a test hub takes over
+SIM_KEYS = (
+    "sites",
+    "catalogue_dir",
+    "runtime_owners",
+    "site_users",
+    "hub_bind_address",
+    "hub_egress_addresses",
+    "start_timeout",
+)
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
 # a Python of each site, as its modules give it (none is on a site's default PATH)
 SITE_PYTHON = {
@@ -100,14 +110,26 @@ def site_runtime(name: str) -> str:
     return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
 
 
-def site_home(name: str, hub_user: str) -> str:
-    """The home of `hub_user`'s account on the site, as the site's own passwd says."""
+def site_passwd(name: str, hub_user: str) -> list[str]:
+    """The line of `hub_user`'s account in the site's own passwd, split."""
     site_user = SITE_USERS[name][hub_user]
     for line in (SITES_ROOT / name / "root" / "etc" / "passwd").read_text().splitlines():
         fields = line.split(":")
         if fields[0] == site_user:
-            return fields[5]
+            return fields
     raise KeyError(site_user)
+
+
+def site_home(name: str, hub_user: str) -> str:
+    """The home of `hub_user`'s account on the site, as the site's own passwd says."""
+    return site_passwd(name, hub_user)[5]
+
+
+def kill_ssh_sessions(name: str, hub_user: str) -> None:
+    """Kill the sshd processes serving `hub_user`'s account on the site's login node (by its uid:
+    under qemu, JUPITER's sshd cannot retitle itself `sshd-session: <user>`)."""
+    uid = site_passwd(name, hub_user)[2]
+    subprocess.run(["pkill", "-KILL", "-U", uid, "-f", "sshd"], check=True)
 
 
 def site_is_up(name: str) -> bool:

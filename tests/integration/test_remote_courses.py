@@ -12,7 +12,8 @@ import yaml
 from .hubs import server_model, wait_ready
 from .sim_sites import SITE_USERS, SITES_ROOT, authorize_line, in_site
 from .test_courses import course_state, wait_all_stopped
-from .test_remote_spawn import SIM_KEYS, hub_cli
+from .sim_sites import SIM_KEYS
+from .test_remote_spawn import hub_cli
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm, pytest.mark.courses]
 

@@ -13,7 +13,7 @@ import yaml
 from . import hubs
 from .oidc_provider import login_through, make_provider, person, start_oidc_hub
 from .sim_sites import SITES_ROOT
-from .test_remote_spawn import SIM_KEYS
+from .sim_sites import SIM_KEYS
 
 pytestmark = [pytest.mark.oidc, pytest.mark.sites, pytest.mark.slurm]
 

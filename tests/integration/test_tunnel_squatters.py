@@ -1,6 +1,6 @@
 """A user of the hub's host who takes the port a remote server is reached on (issue 21, item 1):
 the LUMI job's gateway port as it is granted, the gateway port after the job's tunnel dropped,
-the tunnel daemon's port of a JUPITER forward across a daemon restart. In none of them does the
+the tunnel daemon's port of a forward (Lucia's, as JUPITER's) across a daemon restart. In none of them does the
 taker receive a byte (no token, no cookie): the hub proves whose socket an address is before it
 sends anything (the kernel's uid), and the tunnels' firewall on this host lets no other account's
 socket of those ranges complete a handshake. The victim's server is moved to a fresh port, or
@@ -19,7 +19,7 @@ import pytest
 
 from .hubs import login, server_model, wait_ready
 from .sim_sites import answers_through_the_proxy, heal, partition
-from .test_remote_spawn import REQUESTS, remote_hub, site_job, stop_and_see_the_job_end  # noqa: F401
+from .test_remote_spawn import FORWARD_SITE, REQUESTS, remote_hub, site_job, stop_and_see_the_job_end  # noqa: F401
 from .untrusted_helpers import HostileProgram, route_target, spawn_outcome
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
@@ -123,7 +123,7 @@ def test_a_user_who_holds_a_forwards_old_port_across_a_tunnel_daemon_restart_get
     from . import hubs
 
     hub, token = remote_hub, remote_hub.user_token("alice")
-    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS["jupiter"]).status_code in (201, 202)
+    assert hub.api("POST", "users/alice/server", token=token, json=REQUESTS[FORWARD_SITE]).status_code in (201, 202)
     job_id = wait_ready(hub, "alice", timeout=180)["state"]["job_id"]
     squatter = None
     try:
@@ -139,10 +139,10 @@ def test_a_user_who_holds_a_forwards_old_port_across_a_tunnel_daemon_restart_get
         while not answers_through_the_proxy(hub, token, timeout=1):
             assert time.monotonic() - restarted < 30, "the server was not reached on a fresh port"
             time.sleep(0.2)
-        print(f"jupiter: re-routed {time.monotonic() - restarted:.1f} s after the tunnel daemon restarted")
+        print(f"{FORWARD_SITE}: re-routed {time.monotonic() - restarted:.1f} s after the tunnel daemon restarted")
         new_target = route_target(hub, "alice")
         assert new_target != old_target and new_target.startswith("http://127.0.0.1:"), new_target
     finally:
         report = squatter.stop() if squatter else []
-        stop_and_see_the_job_end(hub, token, "jupiter", job_id)
+        stop_and_see_the_job_end(hub, token, FORWARD_SITE, job_id)
     assert report == [], f"the taker received: {report}"

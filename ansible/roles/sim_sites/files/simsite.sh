@@ -119,7 +119,7 @@ enter() {
   pivot_root . .host
   # the host's tree leaves, by the root's own umount (the host's binaries are gone from here on)
   exec /usr/sbin/chroot . /bin/sh -c 'umount -l /.host && exec /usr/bin/env -i "$@"' sh \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 ${QEMU_CPU:+QEMU_CPU=$QEMU_CPU} "$@"
 }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
