@@ -5,7 +5,7 @@ PLAYBOOK := cd ansible && ansible-playbook
 PYTEST := $(VENV)/bin/python -m pytest
 DEV := .venv
 
-.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit dev lint format bench labextension bench-dask bench-ssh bench-remote bench-tunnels bench-polling bench-sites bench-login bench-courses bench-floods screenshots
+.PHONY: demo demo-sites demo-start demo-stop demo-status install cluster cluster-status cluster-down sites sites-status sites-down test test-unit dev lint format bench labextension bench-dask bench-ssh bench-remote bench-runtime bench-tunnels bench-polling bench-sites bench-login bench-courses bench-floods screenshots
 
 demo: install            ## set everything up and run the hub in the foreground (Ctrl-C stops it)
 	aifa-hubctl run
@@ -106,6 +106,9 @@ bench-polling:           ## watching 10/20/40 servers on the simulated sites: co
 
 bench-tunnels:           ## per reach mode against direct: 100 MB download through the proxy, partition healed -> answer, gateway and tunnel-daemon memory at 40 tunnels (about 6 minutes; needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_tunnels $(BENCH_ARGS)
+
+bench-runtime:           ## install-runtime on each simulated site and environment: first install against a new release's layer alone (needs make sites; remakes the runtimes)
+	$(VENV)/bin/python -m benchmarks.bench_runtime $(BENCH_ARGS)
 
 bench-remote:            ## a spawn on each simulated site and environment against the local cluster, same hub, alternating, N=3 (needs make sites)
 	$(VENV)/bin/python -m benchmarks.bench_remote --site lumi --environment lumi-stack $(BENCH_ARGS)

@@ -219,6 +219,19 @@ def user_context(job: NotebookJob, overrides: dict) -> UserContext:
     return UserContext(accounts={job.site: accounts}, reservations={job.site: reservations})
 
 
+def require_sbatch(job: NotebookJob, site: Site) -> None:
+    """Worker jobs are submitted with Slurm's sbatch, from this notebook's own environment: a
+    container's image has none (LUMI's AI Factory images: Slurm runs outside them)."""
+    if os.access(os.path.join(job.slurm_bin, "sbatch"), os.X_OK):
+        return
+    natives = [e.title for e in site.environments.values() if not e.container]
+    instead = f" Start a session in {natives[0]} to use Dask presets." if natives else ""
+    raise WorkbenchError(
+        f"Dask presets submit their workers with Slurm's sbatch, which this environment does not have "
+        f"(its image holds no Slurm commands).{instead}"
+    )
+
+
 def minutes_left(job: NotebookJob) -> int | None:
     end = scontrol_job(job).get("end")
     return int((end - datetime.now()).total_seconds() // 60) if end else None
@@ -371,6 +384,7 @@ def prepare_cluster(preset: str, overrides: dict) -> dict:
     job = NotebookJob.from_environ()
     site = job.catalogue_site()
     request = preset_request(site, preset, job, user_context(job, overrides), overrides)
+    require_sbatch(job, site)
     home = pwd.getpwuid(os.getuid()).pw_dir
     private = os.path.join(home, PRIVATE_DIRECTORY)
     os.makedirs(private, mode=0o700, exist_ok=True)

@@ -123,6 +123,30 @@ def parse_scontrol_job(line: str, job_name: str | None = None) -> dict:
     }
 
 
+def environ_job_record(env) -> dict | None:
+    """The fields of `parse_scontrol_job` from what Slurm puts in every job's environment, for
+    where its commands are not at hand (inside a container's image, which has no Slurm): None
+    unless Slurm gave the job's end (SLURM_JOB_END_TIME, Slurm >= 23.02)."""
+
+    def number(key: str) -> int | None:
+        value = env.get(key, "")
+        return int(value) if value.isascii() and value.isdigit() else None
+
+    end, start = number("SLURM_JOB_END_TIME"), number("SLURM_JOB_START_TIME")
+    if end is None:
+        return None
+    gpus = [g for g in (env.get("SLURM_JOB_GPUS") or env.get("SLURM_STEP_GPUS") or "").split(",") if g]
+    return {
+        "state": "RUNNING",
+        "node": env.get("SLURMD_NODENAME", ""),
+        "start": datetime.fromtimestamp(start) if start is not None else None,
+        "end": datetime.fromtimestamp(end),
+        "cpus": number("SLURM_CPUS_ON_NODE") or 0,
+        "memory_gb": round((number("SLURM_MEM_PER_NODE") or 0) / 1024, 1),
+        "gpus": len(gpus),
+    }
+
+
 def _after_the_name(line: str, job_name: str | None) -> str:
     _, found, rest = line.partition(" JobName=")
     if not found:
@@ -176,12 +200,21 @@ def cached_scontrol_job(job: NotebookJob) -> dict:
     return record
 
 
-def scontrol_job(job: NotebookJob, timeout: float = 15) -> dict:
-    """Ask Slurm about the job (as the user, from inside the job)."""
+def scontrol_job(job: NotebookJob, timeout: float = 15, env=None) -> dict:
+    """Ask Slurm about the job (as the user, from inside the job); inside an image without
+    Slurm's commands, what Slurm put in the job's environment."""
     try:
         result = subprocess.run(
             cli.job_record_argv(job.slurm_bin, job.job_id), capture_output=True, text=True, timeout=timeout
         )
+    except FileNotFoundError:
+        record = environ_job_record(os.environ if env is None else env)
+        if record is None:
+            raise WorkbenchError(
+                f"Slurm's commands are not in this environment (its image has none), and Slurm did not "
+                f"say when job {job.job_id} ends. The job runs on; the hub's Sessions page shows its end."
+            ) from None
+        return record
     except (OSError, subprocess.TimeoutExpired) as e:
         raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None
     if result.returncode != 0 or not result.stdout.strip():

@@ -3,6 +3,7 @@ Slurm job of that site's user, in that site's namespace and cluster, with the si
 home; a kernel computes through the proxy; stop ends the job there."""
 
 import ast
+import contextlib
 import json
 import re
 import subprocess
@@ -141,6 +142,9 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_and_stops_there(re
     url = hub.server_url("alice")
     where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
     assert home in where
+    if site == "lumi":  # caches on the project's scratch, which the site has and alice may write
+        torch_home = execute(url, token, "import os; os.environ.get('TORCH_HOME')")
+        assert torch_home == repr(f"/scratch/project_465000123/{SITE_USERS[site]['alice']}/torch"), torch_home
     if site in ("jupiter", "lucia"):  # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
         seen = execute(
             url,
@@ -196,6 +200,15 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
         # the site's Lmod ran the environment's lines: after `module purge`, the bindings alone
         assert modules == "lumi-aif-singularity-bindings", modules
         proves_the_session_from_outside(hub, token, "lumi")
+        # the image holds no Slurm commands (Slurm runs outside LUMI's images): a Dask preset,
+        # which submits its workers with sbatch, says so and names the environment that can
+        with Kernel(url, token, timeout=300) as kernel:
+            said = kernel.run(
+                "import workbench\ntry:\n    workbench.dask_cluster('gpu-workers', workers=1)\n"
+                "except workbench.WorkbenchError as e:\n    said = str(e)\nsaid"
+            )
+        assert "Slurm's sbatch, which this environment does not have" in said and "LUMI software stack" in said, said
+        assert in_site("lumi", ["squeue", "-h", "-n", f"aifa-dask-{SITE_USERS['lumi']['alice']}"]).stdout == ""
     finally:
         stop_and_see_the_job_end(hub, token, "lumi", job_id)
 
@@ -254,6 +267,8 @@ def test_a_hub_restart_keeps_a_remote_server_and_a_stopped_login_node_keeps_it_t
         restart_keeps_the_server(hub, token, job_id, url)
     finally:
         in_site("lumi", ["scancel", job_id])
+        with contextlib.suppress(Exception):  # the hub's record too, or the next tests find alice running
+            hub.api("DELETE", "users/alice/server", token=token)
 
 
 def restart_keeps_the_server(hub, token, job_id, url):
@@ -308,7 +323,7 @@ def says_each_sites_runtime_is_this_hubs(hub):
         assert time.monotonic() < deadline, hub.log_tail()
         time.sleep(0.5)
     assert not any("refused until" in line for line in said), said
-    assert any("inside the image of pytorch-container" in line for line in said), said
+    assert any("pytorch-container: runtime" in line for line in said), said  # checked inside its image
 
 
 def spawns_again_once_the_login_node_is_back(hub, token):

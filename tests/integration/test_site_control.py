@@ -203,6 +203,26 @@ def test_each_site_runs_the_job_runtime_of_this_hubs_code():
             assert found.stdout.strip().splitlines()[-1:] == ["6.1.1"], (environment.slug, found.stderr)
 
 
+def test_no_user_of_a_site_can_change_the_runtime_every_users_job_runs():
+    """The runtime is the owner's alone: a user of the site (alice's account) can neither add nor
+    replace anything in it (a .pth in a base runs in every job's Python), and nothing in it is
+    writable by its group or by others."""
+    for name in SITES:
+        runtime_dir = site_runtime(name)
+        loose = in_site(name, ["find", runtime_dir, "!", "-type", "l", "-perm", "/022"], timeout=120)
+        assert loose.returncode == 0 and loose.stdout == "", (name, loose.stdout[:500], loose.stderr[-300:])
+        env = f"{runtime_dir}/envs/" + next(iter(load_catalogue(SITES_ROOT / "catalogue", [name])[name].environments))
+        tries = [
+            f"touch {env}/base-x",
+            f"ln -sfn /tmp {env}/current",
+            f"echo 'import os' > \"$(ls -d {env}/base-*/lib/python*/site-packages | head -1)\"/evil.pth",
+        ]
+        for attempt in tries:
+            tried = in_site(name, ["runuser", "-u", SITE_USERS[name]["alice"], "--", "bash", "-c", attempt])
+            assert tried.returncode != 0, (name, attempt)
+        assert in_site(name, ["test", "-d", f"{env}/current/bin"]).returncode == 0
+
+
 async def test_each_environments_python_is_what_the_site_says_it_is(lumi):
     """install-runtime builds for the interpreter each environment reports after its modules
     (inside its image): none of them is this host's, and JUPITER's is aarch64."""

@@ -6,7 +6,15 @@ from datetime import datetime
 import pytest
 
 from aifa_workbench.extensions import dask_presets as dp
-from aifa_workbench.extensions.job_context import NotebookJob, WorkbenchError, job_status, memory_gb, parse_scontrol_job
+from aifa_workbench.extensions.job_context import (
+    NotebookJob,
+    WorkbenchError,
+    environ_job_record,
+    job_status,
+    memory_gb,
+    parse_scontrol_job,
+    scontrol_job,
+)
 from aifa_workbench.extensions.panel import panel_rows, render_html
 from aifa_workbench.extensions.starter_notebooks import MANIFEST, TARGET_DIR, copy_starter_notebooks
 from aifa_workbench.model.catalogue import CatalogueError, load_catalogue, site_from_dict
@@ -47,6 +55,33 @@ def test_status_has_time_left_and_cost_so_far():
     assert "1.50 GPU-hours so far" in rows["Estimated cost"]
     assert "<script" not in render_html({**status, "account": "<script>"})
     assert memory_gb("512M") == 0.5 and memory_gb("2048") == 2
+
+
+def test_inside_an_image_without_slurm_the_job_comes_from_what_slurm_put_in_its_environment(tmp_path):
+    """LUMI's AI Factory images hold no Slurm commands: the panel reads the job's own variables,
+    and a Dask preset, which needs sbatch, says what to do instead."""
+    start, end = datetime(2026, 11, 22, 10, 0), datetime(2026, 11, 22, 12, 0)
+    env = {
+        **ENV,
+        "SLURM_JOB_START_TIME": str(int(start.timestamp())),
+        "SLURM_JOB_END_TIME": str(int(end.timestamp())),
+        "SLURM_CPUS_ON_NODE": "8",
+        "SLURM_MEM_PER_NODE": "61440",
+        "SLURM_JOB_GPUS": "3",
+        "AIFA_WORKBENCH_SLURM_BIN": str(tmp_path),  # no scontrol, no sbatch there
+    }
+    job = NotebookJob.from_environ(env)
+    slurm = scontrol_job(job, env=env)
+    assert slurm == parse_scontrol_job(SCONTROL) | {"node": "vm"}
+    assert job_status(job, SITES["local"], slurm, datetime(2026, 11, 22, 11, 30))["seconds_left"] == 1800
+    assert environ_job_record({**env, "SLURM_JOB_END_TIME": "soon"}) is None
+    with pytest.raises(WorkbenchError, match="did not say when job 42 ends"):
+        scontrol_job(job, env=ENV)
+    with pytest.raises(WorkbenchError, match="submit their workers with Slurm's sbatch, which this environment does"):
+        dp.require_sbatch(job, SITES["local"])
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    dp.require_sbatch(job, SITES["local"])
 
 
 def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():

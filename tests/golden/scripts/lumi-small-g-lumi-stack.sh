@@ -49,8 +49,9 @@ export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
 # against the job); LUMI's AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH.
 cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
 export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
-# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch.
-export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
+# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch, where
+# the site has it and the user may write there (otherwise their own defaults, in the home).
+[ ! -w /scratch/project_465000123 ] || export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module load LUMI/25.03 partition/G
 module load cray-python
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"

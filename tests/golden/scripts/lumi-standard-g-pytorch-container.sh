@@ -54,8 +54,9 @@ export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen
 # where an old jupyter_server or distributed would shadow its own (LUMI's own Jupyter app sets
 # it too). Packages installed with pip --user are not seen in this environment.
 export PYTHONNOUSERSITE=1
-# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch.
-export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
+# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch, where
+# the site has it and the user may write there (otherwise their own defaults, in the home).
+[ ! -w /scratch/project_465000123 ] || export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
