@@ -15,37 +15,23 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from aifa_workbench.model.catalogue import load_catalogue  # noqa: E402
-from tests.integration.sim_sites import SITES_ROOT, in_site, site_runtime  # noqa: E402
+from tests.integration.sim_sites import SITES_ROOT, in_site, site_runtime, sites_cli  # noqa: E402
 
 INSTALLED = re.compile(r": (?P<env>[a-z0-9-]+): runtime .* installed \((?P<mib>\d+) MiB, (?P<s>\d+) s\)$")
 
 
 def install_runtime(site: str, environment: str) -> tuple[int, int]:
     """(MiB, seconds) as install-runtime reports them for one environment."""
-    out = subprocess.run(
-        [
-            "runuser",
-            "-u",
-            "aifa-hub",
-            "--",
-            "env",
-            f"AIFA_WORKBENCH_SETTINGS={SITES_ROOT}/workbench-sites.yaml",
-            "/opt/aifa-workbench/venv/bin/aifa-workbench",
-            "install-runtime",
-            site,
-            environment,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = sites_cli("install-runtime", site, environment)
+    out = result.stdout
+    if result.returncode != 0:
+        raise RuntimeError(f"install-runtime {site} {environment} failed: {(out + result.stderr)[-500:]}")
     for line in out.splitlines():
         found = INSTALLED.search(line)
         if found and found["env"] == environment:

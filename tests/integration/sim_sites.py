@@ -110,6 +110,24 @@ def site_runtime(name: str) -> str:
     return load_catalogue(SITES_ROOT / "catalogue", [name])[name].paths.runtime
 
 
+def sites_cli(*args: str, settings: Path = SITES_ROOT / "workbench-sites.yaml") -> subprocess.CompletedProcess:
+    """`aifa-workbench ARGS` as the hub's user, with `settings` (make sites' by default)."""
+    return subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "aifa-hub",
+            "--",
+            "env",
+            f"AIFA_WORKBENCH_SETTINGS={settings}",
+            "/opt/aifa-workbench/venv/bin/aifa-workbench",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
 def site_passwd(name: str, hub_user: str) -> list[str]:
     """The line of `hub_user`'s account in the site's own passwd, split."""
     site_user = SITE_USERS[name][hub_user]

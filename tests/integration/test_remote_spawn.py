@@ -33,6 +33,7 @@ from .sim_sites import (
     partition,
     site_home,
     site_runtime,
+    sites_cli,
 )
 
 pytestmark = [pytest.mark.sites, pytest.mark.slurm]
@@ -60,21 +61,9 @@ def remote_hub(cluster):
 
 def hub_cli(hub, *args: str) -> str:
     """`aifa-workbench ARGS` as the hub's user, with this hub's settings."""
-    return subprocess.run(
-        [
-            "runuser",
-            "-u",
-            "aifa-hub",
-            "--",
-            "env",
-            f"AIFA_WORKBENCH_SETTINGS={hub.home}/workbench.yaml",
-            "/opt/aifa-workbench/venv/bin/aifa-workbench",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = sites_cli(*args, settings=hub.home / "workbench.yaml")
+    result.check_returncode()
+    return result.stdout
 
 
 def site_job(site: str, job_id: str) -> dict:

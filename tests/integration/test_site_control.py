@@ -15,7 +15,17 @@ from aifa_workbench.model.catalogue import load_catalogue
 from aifa_workbench.sites.errors import CredentialRefused, HostKeyMismatch, SiteUnreachable, SlurmRefused
 from aifa_workbench.sites.ssh import LoginNode, SshRunner
 
-from .sim_sites import SITE_ACCOUNTS, SITE_NODES, SITE_USERS, SITES_ROOT, bring_up, in_site, sim_site, site_runtime
+from .sim_sites import (
+    SITE_ACCOUNTS,
+    SITE_NODES,
+    SITE_USERS,
+    SITES_ROOT,
+    bring_up,
+    in_site,
+    sim_site,
+    site_runtime,
+    sites_cli,
+)
 
 pytestmark = pytest.mark.sites
 SITES = ("lumi", "jupiter", "lucia")
@@ -172,21 +182,7 @@ async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_use
 def test_each_site_runs_the_job_runtime_of_this_hubs_code():
     """make sites installed it (aifa-workbench install-runtime, over SSH as the runtime's owner)."""
     for name in SITES:
-        result = subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "aifa-hub",
-                "--",
-                "env",
-                f"AIFA_WORKBENCH_SETTINGS={SITES_ROOT}/workbench-sites.yaml",
-                "/opt/aifa-workbench/venv/bin/aifa-workbench",
-                "check-runtime",
-                name,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        result = sites_cli("check-runtime", name)
         assert result.returncode == 0, result.stdout + result.stderr
         site = load_catalogue(SITES_ROOT / "catalogue", [name])[name]
         for environment in site.environments.values():
