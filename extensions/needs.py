@@ -7,9 +7,23 @@ stopping at an ImportError."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
-# import name -> what a person calls it
-NAMES = {"torch": "PyTorch", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "pandas": "pandas"}
+# import name -> what a person calls it; "slurm" is no module: Slurm's sbatch, with which Dask
+# presets submit their workers (a container's image holds none)
+NAMES = {
+    "torch": "PyTorch",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "pandas": "pandas",
+    "slurm": "Slurm (sbatch)",
+}
+
+
+def has_slurm(environ=None) -> bool:
+    """Whether this job can submit jobs: sbatch where the job script says the site keeps it."""
+    environ = os.environ if environ is None else environ
+    return os.access(os.path.join(environ.get("AIFA_WORKBENCH_SLURM_BIN", "/usr/bin"), "sbatch"), os.X_OK)
 
 
 def lacking(modules) -> list[str]:
@@ -17,6 +31,8 @@ def lacking(modules) -> list[str]:
     imported to look it up)."""
 
     def missing(module: str) -> bool:
+        if module == "slurm":
+            return not has_slurm()
         try:
             return importlib.util.find_spec(module) is None
         except (ImportError, ValueError):  # a parent package missing; an odd name

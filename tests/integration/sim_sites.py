@@ -37,6 +37,9 @@ SIM_KEYS = (
     "start_timeout",
 )
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
+# every compute node of each site: JUPITER has a second booster node (whole nodes: a Dask worker
+# needs one of its own), where a job lands when the first is taken
+SITE_ALL_NODES = {"lumi": ("nid005001",), "jupiter": ("jpbo-001-01", "jpbo-001-02"), "lucia": ("lucia-gpu001",)}
 # a Python of each site, as its modules give it (none is on a site's default PATH)
 SITE_PYTHON = {
     "lumi": "/opt/cray/pe/python/3.11.7/bin/python3",

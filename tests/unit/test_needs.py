@@ -42,12 +42,26 @@ def test_the_cell_magic_runs_a_cell_only_where_its_modules_are(capsys):
     assert "Skipped" in capsys.readouterr().out and shell.user_ns["ran"] == "1"
 
 
+def test_an_environment_without_slurms_commands_lacks_slurm(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIFA_WORKBENCH_SLURM_BIN", str(tmp_path))  # a container's image: no sbatch
+    assert needs.lacking(["slurm", "json"]) == ["slurm"]
+    assert needs.environment_sentence(["slurm"], "LUMI AI container").startswith(
+        "This environment (LUMI AI container) has no Slurm (sbatch): the cells that need it say so"
+    )
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text("#!/bin/sh\n")
+    sbatch.chmod(0o755)
+    assert needs.lacking(["slurm"]) == []
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_starter_notebook_names_what_it_uses_beyond_the_runtime_and_guards_each_cell_using_it(path):
     cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     used = set()
     for source in cells:
         imported = set(re.findall(r"^\s*(?:import|from)\s+(\w+)", source, re.M)) & set(needs.NAMES)
+        if re.search(r"\bdask_cluster\(|\b(client|cluster)\.", source):  # Dask workers: Slurm jobs
+            imported.add("slurm")
         guarded = set(source.splitlines()[0].split()[1:]) if source.startswith("%%needs") else set()
         assert imported <= guarded, f"{path.name}: a cell imports {sorted(imported - guarded)} unguarded"
         used |= imported

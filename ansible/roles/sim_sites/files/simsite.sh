@@ -5,8 +5,8 @@
 # made by siteroot.sh: another Debian release, another architecture where the site has one),
 # with the site's shared file systems (SITE_DIR/fs/<path>) mounted at their paths: nothing of the
 # hub host's files is there. The site's Slurm is the root's own (daemons and commands).
-# SITE_DIR/site.env (written by the sim_sites role) says NAME, NS, INDEX, CONTROLLER, NODE, LOGIN,
-# FILESYSTEMS. Daemons are found by PID file, never by name. Idempotent.
+# SITE_DIR/site.env (written by the sim_sites role) says NAME, NS, INDEX, CONTROLLER, NODE, NODES,
+# LOGIN, FILESYSTEMS. Daemons are found by PID file, never by name. Idempotent.
 # `exec SITE_DIR [-u USER] COMMAND...` runs a command on the site's login node (as USER).
 # `authorize SITE_DIR SITE_USER` (public key on stdin) plays the site's portal: the key is added
 # to that user's authorized_keys on the site.
@@ -15,6 +15,7 @@ action=${1:?usage: simsite.sh up|status|down SITE_DIR}
 DIR=${2:?usage: simsite.sh up|status|down SITE_DIR}
 # shellcheck disable=SC1091
 . "$DIR/site.env"
+NODES=${NODES:-$NODE}
 ROOT=$DIR/root
 FS=$DIR/fs
 HOST_IP=10.77.$INDEX.1
@@ -129,12 +130,15 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 # Up and taking jobs; "resv": a reservation (a course's) holds it, as real sites' nodes often are.
-node_ready() { local t; t=$(site_cmd sinfo -h -n "$NODE" -o %t) && grep -Eq '^(idle|mix|alloc|resv)' <<<"$t"; }
+node_ready() { local t; t=$(site_cmd sinfo -h -n "$1" -o %t) && grep -Eq '^(idle|mix|alloc|resv)' <<<"$t"; }
 # a command on the site (the login node's host name), as root
 site_cmd() { start_as "$LOGIN" "$@"; }
 pid_file() { echo "$ROOT/run/aifa/$1.pid"; }
+# the site's daemons, each named as its PID file is: slurmd-NODE for each compute node
+daemons() { local node; echo slurmdbd slurmctld; for node in $NODES; do echo "slurmd-$node"; done; echo sshd; }
 
 up() {
+  local node
   network_up
   firewall_up
   mkdir -p "$ROOT/run/aifa" "$ROOT/run/sshd" "$ROOT/run/munge" "$ROOT/run/mysqld"
@@ -142,21 +146,25 @@ up() {
   wait_for 30 "slurmdbd answering" in_site bash -c "exec 3<>/dev/tcp/$SITE_IP/6819"
   alive "$(pid_file slurmctld)" || start_as "$CONTROLLER" /usr/sbin/slurmctld
   wait_for 30 "slurmctld answering" output_has UP site_cmd scontrol ping
-  alive "$(pid_file slurmd)" || start_as "$NODE" /usr/sbin/slurmd -N "$NODE"
+  for node in $NODES; do
+    alive "$(pid_file "slurmd-$node")" || start_as "$node" /usr/sbin/slurmd -N "$node"
+  done
   alive "$(pid_file sshd)" || start_as "$LOGIN" /usr/sbin/sshd -f /etc/ssh/aifa_sshd_config -E /var/log/aifa-sshd.log
-  wait_for 20 "node $NODE registering" nonempty site_cmd sinfo -h -n "$NODE" -o %t
-  case "$(site_cmd sinfo -h -n "$NODE" -o %t | head -1)" in
-    drain*|down*|inval*|drng*) site_cmd scontrol update nodename="$NODE" state=resume ;;
-  esac
-  wait_for 20 "node $NODE idle" node_ready
+  for node in $NODES; do
+    wait_for 20 "node $node registering" nonempty site_cmd sinfo -h -n "$node" -o %t
+    case "$(site_cmd sinfo -h -n "$node" -o %t | head -1)" in
+      drain*|down*|inval*|drng*) site_cmd scontrol update nodename="$node" state=resume ;;
+    esac
+    wait_for 20 "node $node idle" node_ready "$node"
+  done
   wait_for 10 "the login node answering" bash -c "exec 3<>/dev/tcp/$SITE_IP/22"
-  echo "$NAME: up (login $SITE_IP:22, controller $CONTROLLER, node $NODE)"
+  echo "$NAME: up (login $SITE_IP:22, controller $CONTROLLER, nodes $NODES)"
 }
 
 status() {
   local state=up ping
   ns_exists || { echo "$NAME: down (no namespace)"; return 3; }
-  for d in slurmdbd slurmctld slurmd sshd; do
+  for d in $(daemons); do
     if alive "$(pid_file $d)"; then echo "$NAME: $d running (pid $(cat "$(pid_file $d)"))"
     else echo "$NAME: $d not running"; state=degraded; fi
   done
@@ -168,8 +176,8 @@ status() {
 }
 
 down() {
-  for d in sshd slurmd slurmctld slurmdbd; do
-    pf=$(pid_file $d)
+  for d in $(daemons | tac); do
+    pf=$(pid_file "$d")
     alive "$pf" || continue
     pid=$(cat "$pf"); kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
