@@ -81,15 +81,20 @@ class Kernel:
         """Run `code`; return the last expression's text/plain result (None if there is none)."""
         request = _message(code, self.session)
         self.ws.send(json.dumps(request))
-        result = None
+        result, printed = None, []
         while True:
             reply = json.loads(self.ws.recv())
             if reply.get("parent_header", {}).get("msg_id") != request["header"]["msg_id"]:
                 continue
             if reply["msg_type"] == "execute_result":
                 result = reply["content"]["data"]["text/plain"]
+            elif reply["msg_type"] == "stream":  # what the cell printed and logged, for a failure's message
+                printed.append(reply["content"]["text"])
             elif reply["msg_type"] == "error":
-                raise RuntimeError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
+                said = "".join(printed)[-4000:]
+                raise RuntimeError(
+                    f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}\nthe cell printed:\n{said}"
+                )
             elif reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
                 return result
 
