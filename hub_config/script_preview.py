@@ -131,4 +131,8 @@ async def render(spawner: PreviewSpawner, options: dict) -> str:
         raise PreviewError(refusal.log_message) from None
     env = spawner.get_env()
     env_file = submission.env_file_path(spawner.user_home(), ENV_FILE_PLACEHOLDER) if spawner.remote else None
+    if spawner.remote and spawner.registry is not None:  # the project's folders the site had at a start
+        spawner.site_storage = spawner.registry.storage(
+            spawner.user.name, spawner.site_name, spawner.site_username(), spawner.job_request.account
+        )
     return spawner.batch_script(env, env_file)

@@ -130,7 +130,10 @@ PATHS_SCHEMA = {
     "properties": {
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
-        # the project's scratch ({account}: the job's account): PyTorch's and Hugging Face's caches
+        # the project's shared folder and its scratch ({account}: the job's account), as the site
+        # publishes them; a start keeps those the site has and the user may write in (the scratch
+        # takes PyTorch's and Hugging Face's caches)
+        "project": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
         "scratch": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
     },
 }

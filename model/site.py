@@ -53,7 +53,8 @@ class Login:
 class SitePaths:
     runtime: str | None = None  # where install-runtime puts the job's software on the site
     slurm_bin: str = "/usr/bin"
-    scratch: str | None = None
+    project: str | None = None  # the project's shared folder ({account}: the job's), where the site has one
+    scratch: str | None = None  # the project's scratch, likewise
 
 
 @dataclass(frozen=True)

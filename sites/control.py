@@ -127,16 +127,18 @@ class JobControl:
         except CommandTimeout:
             raise SiteUnreachable(self.site_title, f"{doing} took longer than {timeout:g} s") from None
 
-    async def home(self, user: str) -> str:
-        """`user`'s home on the site, as their login shell says, after a write test there;
-        HomeUnusable (a sentence) if it is missing, full or not writable."""
-        result = await self.run_on_site(["/bin/sh", "-c", site_home.PROBE], user, 30, "reading your home")
+    async def home(self, user: str, storage: dict[str, str] | None = None) -> site_home.HomeReport:
+        """`user`'s home on the site, as their login shell says, after a write test there, and which
+        of the project's directories `storage` ({kind: directory}) exist there for them to write;
+        HomeUnusable (a sentence) if the home is missing, full or not writable."""
+        argv = site_home.probe_argv(storage or {})
+        result = await self.run_on_site(argv, user, 30, "reading your home")
         if not result.ok:  # the probe itself did not run: the site's failure, typed as any other
             raise self._failure(result, user, action="to read your home")
-        report = site_home.parse_probe(result.stdout)
+        report = site_home.parse_probe(result.stdout, storage)
         if report.problem:
             raise site_home.HomeUnusable(self.site_title, report)
-        return report.home
+        return report
 
     def commands(self, doing: str) -> "SiteCommands":
         """A runner for commands that are not Slurm's, whose timeouts are this site's failures."""

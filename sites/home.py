@@ -1,5 +1,7 @@
 """A user's home on a site, read from the site (their login's $HOME) and tried for writing before
-a job is submitted: sites lay homes out their own way (Lucia's
+a job is submitted, with the project's directories the site publishes (its shared project folder
+and its scratch: the catalogue's paths for the job's account), kept where they exist and the user
+may write there, never guessed: sites lay homes out their own way (Lucia's
 /gpfs/home/acad/<institution-department>/<user>, which no pattern of the username gives), and a
 full or read-only home stops JupyterLab with nothing the user can read (the sites' own Jupyter
 services test this before starting: Jupyter-JSC reports "Disk quota exceeded in $HOME")."""
@@ -13,13 +15,19 @@ from .commands import bounded
 from .errors import SiteError
 
 # Run by the user's shell on the login node (homes are shared with the compute nodes): where the
-# home is, and whether 64 KiB can be written there (a quota counts blocks, not only files).
+# home is, and whether 64 KiB can be written there (a quota counts blocks, not only files); then,
+# for each KIND=DIR argument (the project's folders as the catalogue names them), that line again
+# where DIR is a directory the user may write in.
 PROBE = r"""cd || exit 0
 printf 'home=%s\n' "$HOME"
 f="$HOME/.aifa-workbench-write-test.$$"
 if err=$( (head -c 65536 /dev/zero > "$f") 2>&1 ); then echo writable; else printf 'unwritable=%s\n' "$err" | head -n 1; fi
 rm -f "$f"
+for asked in "$@"; do [ -d "${asked#*=}" ] && [ -w "${asked#*=}" ] && printf 'dir:%s\n' "$asked"; done
 """
+
+# the project's directories a job may use, by kind: the project's shared folder, its scratch
+STORAGE_KINDS = ("project", "scratch")
 
 # A home the batch script and the job's paths can carry as they are.
 HOME_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]{1,1023}$")
@@ -31,9 +39,27 @@ class HomeReport:
     home: str | None  # None: the site gave none the workbench can use
     problem: str = ""  # "", "full", "unwritable" or "no home"
     detail: str = ""
+    storage: tuple[tuple[str, str], ...] = ()  # (kind, directory) the site has and the user may write
 
 
-def parse_probe(stdout: str) -> HomeReport:
+def probe_argv(storage: dict[str, str]) -> list[str]:
+    """The probe's command line, asking about `storage` ({kind: directory}) too; the directories
+    are the catalogue's paths (validated there) with the job's account (validated) filled in."""
+    asked = [f"{kind}={path}" for kind, path in storage.items() if kind in STORAGE_KINDS and HOME_PATH.match(path)]
+    return ["/bin/sh", "-c", PROBE, "sh", *asked]
+
+
+def parse_probe(stdout: str, asked: dict[str, str] | None = None) -> HomeReport:
+    report = _parse_home(stdout)
+    # only the directories asked about, as asked: the user's shell startup files may print anything
+    found = {line[len("dir:") :] for line in stdout.splitlines() if line.startswith("dir:")}
+    storage = tuple(
+        (kind, path) for kind, path in (asked or {}).items() if HOME_PATH.match(path) and f"{kind}={path}" in found
+    )
+    return HomeReport(report.home, report.problem, report.detail, storage)
+
+
+def _parse_home(stdout: str) -> HomeReport:
     lines = stdout.splitlines()
     homes = [line[len("home=") :] for line in lines if line.startswith("home=")]
     if not homes:

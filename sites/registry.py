@@ -55,10 +55,11 @@ class Identities:
             return self.site_users.home(user, site, username)
         return self._homes.get((user, site, username or ""))
 
-    def remember_home(self, user: str, site: str, username: str, home: str) -> None:
-        """`home` is where `site` has `username`, the user's account there (as the spawner runs it)."""
+    def remember_home(self, user: str, site: str, username: str, home: str, storage: dict | None = None) -> None:
+        """`home` is where `site` has `username`, the user's account there (as the spawner runs it),
+        and `storage` ({account: {kind: dir}}) the project's directories it has for them."""
         if hasattr(self.site_users, "remember_home"):
-            self.site_users.remember_home(user, site, username, home)
+            self.site_users.remember_home(user, site, username, home, storage)
         else:
             self._homes[(user, site, username)] = home
 

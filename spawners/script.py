@@ -21,6 +21,8 @@ from aifa_workbench.model.request import JobRequest
 # instead of quoting we refuse anything but a plain token.
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.:,=/%@+-]+")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# a project folder the site named (already checked against the catalogue): nothing a shell would read twice
+_PLAIN_DIR = re.compile(r"(/[A-Za-z0-9._+@-]+)+")
 
 
 class ScriptError(ValueError):
@@ -62,6 +64,10 @@ class ScriptContext:
     # The hub user the job is for: its name carries it (the reconcilers look for it), whoever the
     # job runs as on the site (a site username, a course's guest account).
     hub_user: str = ""
+    # The project's shared folder and scratch on a remote site, where the site said at this start
+    # that they exist and the user may write there ("": none); the scratch takes the caches.
+    project_dir: str = ""
+    scratch_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,9 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
     bad_names = [n for n in ctx.export_names if not _ENV_NAME.fullmatch(n)]
     if bad_names:
         raise ScriptError(f"refusing to export environment names {bad_names!r}")
+    odd_dirs = [d for d in (ctx.project_dir, ctx.scratch_dir) if d and not _PLAIN_DIR.fullmatch(d)]
+    if odd_dirs:
+        raise ScriptError(f"refusing project directories that are not plain absolute paths: {odd_dirs!r}")
     partition = site.partitions[request.partition]
     template = _ENV.get_template(f"{partition.family}.sh.j2")
     environment = site.environments[request.environment]
@@ -177,6 +186,8 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         export_names=ctx.export_names,
         warn_minutes=[int(m) for m in ctx.warn_minutes],
         catalogue_dir=ctx.catalogue_dir,
+        project_dir=ctx.project_dir,
+        scratch_dir=ctx.scratch_dir,
         slurm_bin=ctx.slurm_bin,
         env_file=ctx.env_file,
         container_runtime=ctx.container_runtime,

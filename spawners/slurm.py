@@ -172,6 +172,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     _refused_form: dict | None = None  # the values of a form the hub refused, for the form shown again
     job_site = ""  # the site the current job runs on; kept in the hub's state across restarts
     site_home = ""  # the user's home on it, as the site said at this start (remote sites)
+    site_storage: dict | None = None  # the project's directories it has for this job, likewise {kind: dir}
     api_token_record: dict | None = None  # which row the server's API token is (not the secret), kept likewise
     _port_reported: asyncio.Event | None = None
     started_at: float | None = None  # when the current job started running (epoch), kept likewise
@@ -387,12 +388,26 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         known = identities.site_home(self.user.name, self.site_name, self.site_username()) if identities else None
         return known or ""
 
+    def storage_asked(self) -> dict[str, str]:
+        """The project's directories the catalogue names for the job's account, {kind: dir}."""
+        paths, account = self.sites[self.site_name].paths, self.job_request.account
+        named = {"project": paths.project, "scratch": paths.scratch}
+        return {kind: path.replace("{account}", account) for kind, path in named.items() if path and account}
+
     async def read_site_home(self) -> str:
         """The home the site gives the user, tried for writing (a sentence if it is full or not
-        writable), remembered in the registry: nothing is written into a home the hub guessed."""
-        self.site_home = await self.control.home(self.user.name)
+        writable), and which of the project's directories exist there for them to write,
+        remembered in the registry: nothing is written into a path the hub guessed."""
+        report = await self.control.home(self.user.name, self.storage_asked())
+        self.site_home, self.site_storage = report.home, dict(report.storage)
         if self.identities is not None:
-            self.identities.remember_home(self.user.name, self.site_name, self.site_username(), self.site_home)
+            self.identities.remember_home(
+                self.user.name,
+                self.site_name,
+                self.site_username(),
+                self.site_home,
+                {self.job_request.account: self.site_storage} if self.job_request.account else None,
+            )
         return self.site_home
 
     # --- submission (spawners.submission, spawners.script), argv lists only -------------------------
@@ -431,6 +446,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             tunnel=self.reach.tunnel_in_job,
             hub_ca=self.reach.hub_ca_in_job,
             hub_user=self.user.name,
+            project_dir=(self.site_storage or {}).get("project", "") if self.remote else "",
+            scratch_dir=(self.site_storage or {}).get("scratch", "") if self.remote else "",
         )
         return render_batch_script(self.job_request, site, ctx)
 

@@ -8,7 +8,8 @@ they may charge. Three sources, the first that names a site wins:
 The first two are kept in the hub's state (`site-accounts.json`, 0600), which the tunnel daemon
 reads too (it logs in to forward-reach sites as the user); a reader sees the file's changes.
 Beside them, what the sites said of each account at its last start there (`read`: its home, as
-its login shell's $HOME), kept for that site username only.
+its login shell's $HOME, and per project the project's folders it has there), kept for that site
+username only.
 
 The spawner, the keys page and the SSH logins all read this one registry (through
 sites.registry.Identities, whose `site_users` it is)."""
@@ -91,7 +92,7 @@ def accounts_from_claims(values, systems: Mapping[str, str]) -> dict[str, dict]:
 
 
 def _read_layer(data) -> dict:
-    """{user: {site: {username, home}}} as read back, or TypeError."""
+    """{user: {site: {username, home[, storage]}}} as read back, or TypeError."""
     if not isinstance(data, dict) or not all(
         isinstance(sites, dict)
         and all(
@@ -100,6 +101,13 @@ def _read_layer(data) -> dict:
         for sites in data.values()
     ):
         raise TypeError("read: not {user: {site: {username, home}}}")
+    for sites in data.values():
+        for entry in sites.values():
+            storage = entry.get("storage", {})
+            if not isinstance(storage, dict) or not all(
+                isinstance(dirs, dict) and all(isinstance(v, str) for v in dirs.values()) for dirs in storage.values()
+            ):
+                raise TypeError("read: a storage is not {account: {kind: directory}}")
     return data
 
 
@@ -227,9 +235,22 @@ class SiteAccounts(Mapping):
         entry = self.read.get(user, {}).get(site)
         return entry["home"] if entry and username and entry["username"] == username else None
 
-    def remember_home(self, user: str, site: str, username: str, home: str) -> None:
+    def storage(self, user: str, site: str, username: str | None, account: str) -> dict:
+        """The project's directories `site` had for `username` in `account` at its last start there
+        ({kind: dir}), {} if none is known."""
         self._refresh()
+        entry = self.read.get(user, {}).get(site)
+        if not entry or not username or entry["username"] != username:
+            return {}
+        return dict((entry.get("storage") or {}).get(account) or {})
+
+    def remember_home(self, user: str, site: str, username: str, home: str, storage: dict | None = None) -> None:
+        self._refresh()
+        old = self.read.get(user, {}).get(site) or {}
+        kept = dict(old.get("storage") or {}) if old.get("username") == username else {}
         entry = {"username": username, "home": home}
+        if kept or storage:
+            entry["storage"] = {**kept, **(storage or {})}
         if self.read.get(user, {}).get(site) != entry:
             self.read.setdefault(user, {})[site] = entry
             self._write()

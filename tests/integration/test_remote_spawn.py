@@ -81,6 +81,15 @@ MACHINES = {"lumi": "x86_64", "jupiter": "aarch64", "lucia": "x86_64"}
 START_TIMEOUT = {"jupiter": 600}
 
 
+# (project folder, TORCH_HOME) of alice's default project: LUMI and JUPITER publish the project's
+# folder and scratch (the catalogue's paths, found there at the start), Lucia none
+PROJECT_FOLDERS = {
+    "lumi": ("/project/project_465000123", f"/scratch/project_465000123/{SITE_USERS['lumi']['alice']}/torch"),
+    "jupiter": ("/e/project1/aifa-be", f"/e/scratch/aifa-be/{SITE_USERS['jupiter']['alice']}/torch"),
+    "lucia": (None, None),
+}
+
+
 def quick_start_profile(site: str):
     """The site's quick-start card for the partition REQUESTS uses (the card an SME user would
     click)."""
@@ -134,9 +143,11 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_works_inside_its_j
     url = hub.server_url("alice")
     where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
     assert home in where
-    if site == "lumi":  # caches on the project's scratch, which the site has and alice may write
-        torch_home = execute(url, token, "import os; os.environ.get('TORCH_HOME')")
-        assert torch_home == repr(f"/scratch/project_465000123/{SITE_USERS[site]['alice']}/torch"), torch_home
+    # the project's folders the site has (read at this start, as alice), caches on its scratch
+    folders = execute(
+        url, token, "import os; tuple(os.environ.get(v) for v in ('AIFA_WORKBENCH_PROJECT_DIR', 'TORCH_HOME'))"
+    )
+    assert folders == repr(PROJECT_FOLDERS[site]), folders
     if site in ("jupiter", "lucia"):  # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
         seen = execute(
             url,

@@ -65,16 +65,27 @@ class HubSide:
     async def project_file(self, user, path, account):
         return "{}"
 
-    async def home(self, user):
-        return "/users/alicelum"  # what the site's login shell says ($HOME)
+    async def home(self, user, storage=None):
+        from aifa_workbench.sites.home import HomeReport
+
+        # what the site's login shell says ($HOME), and that the project's folders are there
+        return HomeReport("/users/alicelum", storage=tuple((storage or {}).items()))
 
     async def submit(self, user, script, env=None, env_file=None):
         raise Submitted(user, script, env_file)
 
 
 class HubsSpawner(WorkbenchSlurmSpawner):
+    registry = None  # the hub's site accounts, as the hub's runtime hands them to its spawners
+
     def control_of(self, site_name):
         return HubSide()
+
+    @property
+    def identities(self):
+        from aifa_workbench.sites.registry import Identities
+
+        return Identities(self.registry, key_store=None)
 
 
 @pytest.fixture
@@ -106,6 +117,7 @@ def submitted_by_the_hub(settings_path, options: dict) -> Submitted:
         api_token="the-token",
     )
     spawner.server = Server(base_url="/user/alice/")
+    spawner.registry = registry_of(load_settings(settings_path))  # where a start keeps what the site said
     spawner.user_options = options
     with pytest.raises(Submitted) as submitted:
         asyncio.run(spawner.start())
@@ -133,6 +145,8 @@ def test_a_lumi_script_is_the_one_the_hub_submits(capsys, settings_file):
     assert "#SBATCH --export=NONE\n" in out and "#SBATCH --chdir=/users/alicelum\n" in out
     assert f"/users/alicelum/.aifa-workbench/job-env-{ENV_FILE_PLACEHOLDER}" in out
     assert "#SBATCH --account=project_465000123\n" in out and "aifa-wb-test1-alice" in out
+    # the project's folders the site said at the start it has: kept in the registry, previewed alike
+    assert "export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123\n" in out
     assert "/srv/workbench-venv" not in out and "/appl/local/aifa-workbench/envs/lumi-stack/current/bin" in out
     assert "reverse_tunnel" in out and "the-token" not in out and "secret key" not in out
 
@@ -258,7 +272,7 @@ def test_a_full_home_on_the_site_refuses_the_start_with_the_sites_sentence_befor
 ):
     from aifa_workbench.sites.home import HomeReport, HomeUnusable
 
-    async def full_home(self, user):
+    async def full_home(self, user, storage=None):
         raise HomeUnusable("LUMI (Finland) · AMD MI250X", HomeReport("/users/alicelum", "full", "Disk quota exceeded"))
 
     monkeypatch.setattr(HubSide, "home", full_home)

@@ -51,6 +51,10 @@ def golden_context(site, environment) -> ScriptContext:
         container_runtime=paths.container_runtime,
         container_binds=paths.container_binds,
         tunnel=site.reach is not None and site.reach.mode == "reverse",
+        # the project's folders as the catalogue names them for the example account, as a start
+        # finds them on the site
+        project_dir=(site.paths.project or "").replace("{account}", site.account_example),
+        scratch_dir=(site.paths.scratch or "").replace("{account}", site.account_example),
     )
 
 

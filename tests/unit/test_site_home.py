@@ -24,6 +24,32 @@ def test_the_probe_reports_a_writable_home_and_leaves_nothing_in_it(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_probe_keeps_the_projects_folders_that_exist_and_the_user_may_write_in(tmp_path):
+    project, scratch, locked = tmp_path / "project", tmp_path / "scratch", tmp_path / "locked"
+    project.mkdir()
+    locked.mkdir(mode=0o500)
+    asked = {"project": str(project), "scratch": str(scratch)}  # the scratch does not exist here
+    out = subprocess.run(
+        home.probe_argv({**asked, "odd": "/etc"}),  # a kind the workbench has no use for is not asked
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert home.parse_probe(out, asked).storage == (("project", str(project)),)
+    assert "/etc" not in out
+    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":  # root writes anywhere
+        out = subprocess.run(home.probe_argv({"project": str(locked)}), capture_output=True, text=True).stdout
+        assert home.parse_probe(out, {"project": str(locked)}).storage == ()
+
+
+def test_a_folder_the_users_shell_prints_but_the_hub_did_not_ask_about_is_not_kept():
+    # a user's shell startup files may print anything before the probe: only the asked pairs count
+    out = "dir:scratch=/etc\ndir:project=/users/x/../../etc\nhome=/users/a\nwritable\ndir:project=/project/p1\n"
+    report = home.parse_probe(out, {"project": "/project/p1", "scratch": "/scratch/p1"})
+    assert report.storage == (("project", "/project/p1"),) and report.home == "/users/a"
+    assert home.probe_argv({"project": "/project/$(id)"})[4:] == []  # not a plain path: never asked
+
+
 def test_a_home_that_cannot_be_written_is_reported_with_what_the_shell_said(tmp_path):
     out = "home=/gpfs/home/acad/ulg-info0939/bdurand\nunwritable=sh: 3: cannot create x: Permission denied\n"
     report = home.parse_probe(out)
@@ -66,7 +92,7 @@ async def test_job_control_reads_the_home_as_the_user_and_refuses_an_unusable_on
 
     runner = ScriptedRunner([ok("home=/gpfs/home/acad/ucl-elen/acolin\nwritable\n")])
     control = JobControl("lucia", "Lucia", runner, "/usr/bin", timeout=5, shared_queries=False)
-    assert await control.home("alice") == "/gpfs/home/acad/ucl-elen/acolin"
+    assert (await control.home("alice")).home == "/gpfs/home/acad/ucl-elen/acolin"
     assert runner.argvs[0][:2] == ["/bin/sh", "-c"] and runner.calls[0]["as_user"] == "alice"
     control = JobControl(
         "lucia", "Lucia", ScriptedRunner([ok("home=/x\nunwritable=Disk quota exceeded\n")]), "/usr/bin", timeout=5
@@ -89,6 +115,21 @@ def test_the_registry_keeps_the_home_a_site_gave_for_that_account_only(tmp_path)
     assert plain.site_home("alice", "lucia") is None
     plain.remember_home("alice", "lucia", "acolin", "/h/acolin")  # without the hub's registry: this process
     assert plain.site_home("alice", "lucia") == "/h/acolin"
+
+
+def test_the_registry_keeps_the_projects_folders_per_project_for_that_account_only(tmp_path):
+    path = tmp_path / "site-accounts.json"
+    registry = SiteAccounts({}, path)
+    registry.remember_home("alice", "lumi", "alicelum", "/users/alicelum", {"p1": {"scratch": "/scratch/p1"}})
+    registry.remember_home("alice", "lumi", "alicelum", "/users/alicelum", {"p2": {}})  # p1's stays
+    again = SiteAccounts({}, path)
+    assert again.storage("alice", "lumi", "alicelum", "p1") == {"scratch": "/scratch/p1"}
+    assert again.storage("alice", "lumi", "alicelum", "p2") == {}
+    assert again.storage("alice", "lumi", "other", "p1") == {}  # another account there: not its folders
+    registry.remember_home("alice", "lumi", "other", "/users/other")
+    assert SiteAccounts({}, path).storage("alice", "lumi", "other", "p1") == {}
+    path.write_text('{"read": {"alice": {"lumi": {"username": "a", "home": "/h", "storage": {"p1": ["x"]}}}}}')
+    assert SiteAccounts({}, path).storage("alice", "lumi", "a", "p1") == {}  # a file not of this shape: not read
 
 
 def test_a_registry_file_of_an_earlier_release_without_homes_is_read(tmp_path):

@@ -33,6 +33,11 @@ unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=jupiter AIFA_WORKBENCH_ENVIRONMENT=stages-2026
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
+export AIFA_WORKBENCH_PROJECT_DIR=/e/project1/aifa-be
+# Caches away from the small home: PyTorch's and Hugging Face's on the project's scratch, which
+# the site said at this start it has and the user may write in.
+export AIFA_WORKBENCH_SCRATCH_DIR=/e/scratch/aifa-be
+export TORCH_HOME=/e/scratch/aifa-be/"$USER"/torch HF_HOME=/e/scratch/aifa-be/"$USER"/huggingface
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 # One task sees one GPU unless told otherwise (JSC's GPU page): the job's one task, and what

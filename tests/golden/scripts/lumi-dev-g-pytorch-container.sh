@@ -41,6 +41,11 @@ unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
+export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
+# Caches away from the small home: PyTorch's and Hugging Face's on the project's scratch, which
+# the site said at this start it has and the user may write in.
+export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
+export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
@@ -53,9 +58,6 @@ export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen
 # where an old jupyter_server or distributed would shadow its own (LUMI's own Jupyter app sets
 # it too). Packages installed with pip --user are not seen in this environment.
 export PYTHONNOUSERSITE=1
-# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch, where
-# the site has it and the user may write there (otherwise their own defaults, in the home).
-[ ! -w /scratch/project_465000123 ] || export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module purge
 module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings

@@ -42,6 +42,11 @@ unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=lumi-stack
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
+export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
+# Caches away from the small home: PyTorch's and Hugging Face's on the project's scratch, which
+# the site said at this start it has and the user may write in.
+export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
+export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
@@ -50,9 +55,6 @@ export NCCL_SOCKET_IFNAME=hsn0,hsn1,hsn2,hsn3
 # against the job); LUMI's AI guide names MIOPEN_USER_DB, EasyBuild's PyTorch MIOPEN_USER_DB_PATH.
 cache_dir=$(mktemp -d "${TMPDIR:-/tmp}/aifa-cache-XXXXXXXX")
 export MIOPEN_USER_DB_PATH="$cache_dir/miopen" MIOPEN_USER_DB="$cache_dir/miopen" MIOPEN_CUSTOM_CACHE_DIR="$cache_dir/miopen"
-# Caches away from the 20 GB home: PyTorch's and Hugging Face's on the project's scratch, where
-# the site has it and the user may write there (otherwise their own defaults, in the home).
-[ ! -w /scratch/project_465000123 ] || export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
 module load LUMI/25.03 partition/G
 module load cray-python
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
