@@ -102,9 +102,11 @@ def quick_start_profile(site: str):
 
 
 def run_starter_notebook(site: str, kernel, name: str = "01-welcome.ipynb") -> list:
-    """Every code cell of the starter notebook the job copied into the user's home on the site,
-    in order, in `kernel`: the first error stops it (the kernel's error is raised)."""
-    path = on_site_fs(site, f"{site_home(site, 'alice')}/starter-notebooks/{name}")
+    """Every code cell of the starter notebook, in order, in `kernel`: the first error stops it
+    (the kernel's error is raised). The job copied it into the user's home on the site; the cells
+    run are this release's (a copy there is never overwritten: an earlier start's stays as it was)."""
+    assert on_site_fs(site, f"{site_home(site, 'alice')}/starter-notebooks/{name}").is_file()
+    path = Path(__file__).resolve().parents[2] / "notebooks" / name
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     return [kernel.run("".join(cell["source"])) for cell in cells]
 

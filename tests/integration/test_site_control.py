@@ -221,6 +221,40 @@ def test_no_user_of_a_site_can_change_the_runtime_every_users_job_runs():
         assert in_site(name, ["test", "-d", f"{env}/current/bin"]).returncode == 0
 
 
+# alice's project's folders on each site (she and carol are in it, bob is not)
+ALICES_PROJECT_DIRS = {
+    "lumi": ("project_465000123", ["/project/project_465000123", "/scratch/project_465000123"]),
+    "jupiter": ("aifa-be", ["/e/project1/aifa-be", "/e/scratch/aifa-be"]),
+    "lucia": ("aifa_cat1", ["/gpfs/projects/aifa_cat1"]),
+}
+
+
+def test_a_projects_folders_are_its_members_alone():
+    """As on the real sites, a project's folders belong to its Unix group (2770): a user of
+    another project can neither list nor write there, whatever the hub does; a member can, and
+    what a member makes there stays the project's."""
+    for name in SITES:
+        project, folders = ALICES_PROJECT_DIRS[name]
+        for folder in folders:
+            as_bob = in_site(
+                name, ["runuser", "-u", SITE_USERS[name]["bob"], "--", "bash", "-c", f"ls {folder} || touch {folder}/x"]
+            )
+            assert as_bob.returncode != 0, (name, folder)
+            made = in_site(
+                name,
+                [
+                    "runuser",
+                    "-u",
+                    SITE_USERS[name]["alice"],
+                    "--",
+                    "bash",
+                    "-c",
+                    f'f=$(mktemp {folder}/t.XXXX) && stat -c %G "$f" && rm -f "$f"',
+                ],
+            )
+            assert made.returncode == 0 and made.stdout.strip() == project, (name, folder, made.stdout, made.stderr)
+
+
 async def test_each_environments_python_is_what_the_site_says_it_is(lumi):
     """install-runtime builds for the interpreter each environment reports after its modules
     (inside its image): none of them is this host's, and JUPITER's is aarch64."""
