@@ -124,6 +124,10 @@ LOGIN_SCHEMA = {
     },
 }
 
+# a project's folder: plain absolute path segments, one of them holding {account}, none empty, "." or ".."
+_SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9_.-]+"
+PROJECT_FOLDER = rf"^(?:/{_SEGMENT})*/(?!\.\.?(?:/|$))[A-Za-z0-9_.-]*\{{account\}}[A-Za-z0-9_.-]*(?:/{_SEGMENT})*$"
+
 PATHS_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -133,8 +137,8 @@ PATHS_SCHEMA = {
         # the project's shared folder and its scratch ({account}: the job's account), as the site
         # publishes them; a start keeps those the site has and the user may write in (the scratch
         # takes PyTorch's and Hugging Face's caches)
-        "project": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
-        "scratch": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*\{account\}[A-Za-z0-9_./-]*$"},
+        "project": {"type": "string", "pattern": PROJECT_FOLDER},
+        "scratch": {"type": "string", "pattern": PROJECT_FOLDER},
     },
 }
 

@@ -23,7 +23,10 @@ printf 'home=%s\n' "$HOME"
 f="$HOME/.aifa-workbench-write-test.$$"
 if err=$( (head -c 65536 /dev/zero > "$f") 2>&1 ); then echo writable; else printf 'unwritable=%s\n' "$err" | head -n 1; fi
 rm -f "$f"
-for asked in "$@"; do [ -d "${asked#*=}" ] && [ -w "${asked#*=}" ] && printf 'dir:%s\n' "$asked"; done
+for asked in "$@"; do
+  if [ -d "${asked#*=}" ] && [ -w "${asked#*=}" ]; then printf 'dir:%s\n' "$asked"; fi
+done
+exit 0
 """
 
 # the project's directories a job may use, by kind: the project's shared folder, its scratch

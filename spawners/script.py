@@ -22,7 +22,7 @@ from aifa_workbench.model.request import JobRequest
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.:,=/%@+-]+")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # a project folder the site named (already checked against the catalogue): nothing a shell would read twice
-_PLAIN_DIR = re.compile(r"(/[A-Za-z0-9._+@-]+)+")
+_PLAIN_DIR = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+@-]+)+")
 
 
 class ScriptError(ValueError):

@@ -131,51 +131,56 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_works_inside_its_j
     assert r.status_code in (201, 202), r.text
     model = wait_ready(hub, "alice", timeout=START_TIMEOUT.get(site, 180))
     job_id = model["state"]["job_id"]
-    assert model["state"]["site"] == site
-    on_site = site_job(site, job_id)
-    home = site_home(site, "alice")
-    assert on_site["node"] in SITE_ALL_NODES[site], on_site
-    assert on_site == {
-        "user": SITE_USERS[site]["alice"],
-        "state": "RUNNING",
-        "node": on_site["node"],
-        "workdir": home,
-    }, on_site
-    proves_the_session_from_outside(hub, token, site)
-    url = hub.server_url("alice")
-    where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
-    assert home in where
-    # the project's folders the site has (read at this start, as alice), caches on its scratch
-    folders = execute(
-        url, token, "import os; tuple(os.environ.get(v) for v in ('AIFA_WORKBENCH_PROJECT_DIR', 'TORCH_HOME'))"
-    )
-    assert folders == repr(PROJECT_FOLDERS[site]), folders
-    if site in ("jupiter", "lucia"):  # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
-        seen = execute(
-            url,
-            token,
-            "import os; (os.environ['JUPYTERHUB_API_URL'].split(':')[0], "
-            "os.environ.get('SSL_CERT_FILE'), os.environ.get('AIFA_WORKBENCH_HUB_CA_PEM'))",
+    try:
+        assert model["state"]["site"] == site
+        on_site = site_job(site, job_id)
+        home = site_home(site, "alice")
+        assert on_site["node"] in SITE_ALL_NODES[site], on_site
+        assert on_site == {
+            "user": SITE_USERS[site]["alice"],
+            "state": "RUNNING",
+            "node": on_site["node"],
+            "workdir": home,
+        }, on_site
+        proves_the_session_from_outside(hub, token, site)
+        url = hub.server_url("alice")
+        where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
+        assert home in where
+        # the project's folders the site has (read at this start, as alice), caches on its scratch
+        folders = execute(
+            url, token, "import os; tuple(os.environ.get(v) for v in ('AIFA_WORKBENCH_PROJECT_DIR', 'TORCH_HOME'))"
         )
-        assert seen == "('https', None, None)"  # and its kernels keep the node's usual trust
-    # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
-    # the server does not notice, and the hub's next command (the stop) logs in again
-    # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
-    kill_ssh_sessions(site, "alice")
-    killed = time.monotonic()
-    while not answers_through_the_proxy(hub, token, timeout=1):
-        assert time.monotonic() - killed < 15, "the server did not answer again after its connection was killed"
-        time.sleep(0.1)
-    print(f"{site}: answered again {time.monotonic() - killed:.1f} s after its SSH connections were killed")
-    assert execute(url, token, "2 + 3") == "5"
-    proves_the_job_from_inside(hub, token, site, job_id, profile.options["hours"])
-    # who alice is on the site does not change under her running job; her projects may
-    me = SITE_USERS[site]["alice"]
-    moved = hub.api("PUT", "site-accounts/alice", json={site: {"username": me + "x", "accounts": []}})
-    assert moved.status_code == 409 and f"(job {job_id}) as {me}; stop it first" in moved.json()["message"]
-    kept = hub.api("PUT", "site-accounts/alice", json={site: {"username": me, "accounts": ["extra_project"]}})
-    assert kept.status_code == 200 and kept.json()[site]["accounts"] == ["extra_project"]
-    assert hub.api("DELETE", f"site-accounts/alice/{site}").status_code == 204  # the settings' again
+        assert folders == repr(PROJECT_FOLDERS[site]), folders
+        if site in ("jupiter", "lucia"):  # forward reach: the job calls the hub over TLS (sites.hub_api_tls)
+            seen = execute(
+                url,
+                token,
+                "import os; (os.environ['JUPYTERHUB_API_URL'].split(':')[0], "
+                "os.environ.get('SSL_CERT_FILE'), os.environ.get('AIFA_WORKBENCH_HUB_CA_PEM'))",
+            )
+            assert seen == "('https', None, None)"  # and its kernels keep the node's usual trust
+        # the hub's SSH connection to the site dies (its sshd child, on the login node) mid-session:
+        # the server does not notice, and the hub's next command (the stop) logs in again
+        # (and, on forward-reach sites, the tunnel daemon's: it makes the forward again, same port)
+        kill_ssh_sessions(site, "alice")
+        killed = time.monotonic()
+        while not answers_through_the_proxy(hub, token, timeout=1):
+            assert time.monotonic() - killed < 15, "the server did not answer again after its connection was killed"
+            time.sleep(0.1)
+        print(f"{site}: answered again {time.monotonic() - killed:.1f} s after its SSH connections were killed")
+        assert execute(url, token, "2 + 3") == "5"
+        proves_the_job_from_inside(hub, token, site, job_id, profile.options["hours"])
+        # who alice is on the site does not change under her running job; her projects may
+        me = SITE_USERS[site]["alice"]
+        moved = hub.api("PUT", "site-accounts/alice", json={site: {"username": me + "x", "accounts": []}})
+        assert moved.status_code == 409 and f"(job {job_id}) as {me}; stop it first" in moved.json()["message"]
+        kept = hub.api("PUT", "site-accounts/alice", json={site: {"username": me, "accounts": ["extra_project"]}})
+        assert kept.status_code == 200 and kept.json()[site]["accounts"] == ["extra_project"]
+        assert hub.api("DELETE", f"site-accounts/alice/{site}").status_code == 204  # the settings' again
+    except BaseException:  # the next tests need alice's server stopped and her accounts as the settings say
+        hub.api("DELETE", "users/alice/server", token=token)
+        hub.api("DELETE", f"site-accounts/alice/{site}")
+        raise
     stop_and_see_the_job_end(hub, token, site, job_id)
 
 

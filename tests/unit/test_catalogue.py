@@ -123,6 +123,11 @@ def mutated(change):
         (lambda d: d["environments"][0].update(setup=["module load x\nrm -rf /"]), "environments.0.setup.0:"),
         (lambda d: d.update(name="lumi2"), "name: 'lumi2' must match the file name ('lumi')."),
         (lambda d: d["paths"].pop("runtime"), "environments[1].container: a container environment needs a remote site"),
+        # a project's folder the batch script would refuse: plain segments only, {account} in one
+        (lambda d: d["paths"].update(scratch="/scratch/{account}/"), "paths.scratch: '/scratch/{account}/' does not"),
+        (lambda d: d["paths"].update(project="/project//{account}"), "paths.project: '/project//{account}' does not"),
+        (lambda d: d["paths"].update(scratch="/scratch/../{account}"), "paths.scratch: '/scratch/../{account}' does"),
+        (lambda d: d["paths"].update(project="/project/shared"), "paths.project: '/project/shared' does not match"),
         (lambda d: d["partitions"]["small-g"]["billing"].update(kind="euros"), "partitions.small-g.billing:"),
         # an earlier release's site file: its dead fields are named, with what to do
         (

@@ -94,7 +94,9 @@ def settings_file(tmp_path, monkeypatch):
     monkeypatch.setattr(submission, "check_runtime", no_runtime_check)
     monkeypatch.setattr(ReverseReach, "job_env", lambda reach: {"AIFA_TUNNEL_KEY": "secret key"})
     path = tmp_path / "workbench.yaml"
-    path.write_text(yaml.safe_dump(SETTINGS))
+    # a state directory of the test's own: a start keeps what the site said in its registry there
+    (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
+    path.write_text(yaml.safe_dump({**SETTINGS, "state_dir": str(tmp_path / "state")}))
     return path
 
 
@@ -250,10 +252,6 @@ def test_only_render_script_loads_the_hubs_spawner():
 def test_a_site_account_the_hubs_registry_holds_is_the_one_rendered(capsys, settings_file, tmp_path):
     """An admin gave alice another LUMI username on /hub/site-accounts: the hub submits as that one,
     and so does render-script (it reads the hub's registry, not the settings' site_users alone)."""
-    settings = yaml.safe_load(settings_file.read_text())
-    settings["state_dir"] = str(tmp_path / "state")
-    (tmp_path / "state").mkdir()
-    settings_file.write_text(yaml.safe_dump(settings))
     registry = registry_of(load_settings(settings_file))
     registry.set_kept("alice", "lumi", {"username": "alice2lum", "accounts": ["project_465000999"]})
     options = ("--site", "lumi", "--options", '{"partition": "small-g", "gpus": 1}')

@@ -1,7 +1,9 @@
 """Batch scripts: one golden file per partition of every site (diff them against the sites' docs),
 and the escaping rules."""
 
+import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,29 @@ def test_in_a_container_the_hubs_ca_is_pinned_inside_the_image_after_its_environ
     assert "bash -c 'source \"$0/bin/activate\" && exec \"$@\"' " in script
     launch = script[script.index("singularity run") :]
     assert launch.index("python -m aifa_workbench.extensions.hub_trust") < launch.index("jupyterhub-singleuser")
+
+
+def _cache_lines(scratch: str) -> str:
+    """The job-script lines that put the caches on the project's scratch (LUMI's script)."""
+    site = SITES["lumi"]
+    ctx = dataclasses.replace(golden_context(site, "lumi-stack"), scratch_dir=scratch)
+    script = render_batch_script(golden_request(site, "small-g", "lumi-stack"), site, ctx)
+    start = script.index("cache_home=")
+    return script[start : script.index("\nfi\n", start) + 4]
+
+
+def test_the_caches_go_to_a_folder_of_the_users_own_on_the_scratch_or_stay_in_the_home(tmp_path):
+    """The project's members may all write in its scratch: the job makes <scratch>/$USER 0700 and
+    uses it only if it is the user's own directory, not a link another member swapped in."""
+    check = _cache_lines(str(tmp_path)) + '\nprintf "%s|%s" "${TORCH_HOME:-}" "${HF_HOME:-}"'
+
+    def run():
+        env = {"USER": "alicelum", "PATH": "/usr/bin:/bin"}
+        return subprocess.run(["bash", "-c", check], env=env, capture_output=True, text=True).stdout
+
+    assert run() == f"{tmp_path}/alicelum/torch|{tmp_path}/alicelum/huggingface"
+    assert oct((tmp_path / "alicelum").stat().st_mode & 0o777) == "0o700"
+    (tmp_path / "alicelum").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "alicelum").symlink_to(tmp_path / "elsewhere")  # another member's link
+    assert run() == "|"

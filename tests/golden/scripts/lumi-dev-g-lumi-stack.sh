@@ -42,10 +42,16 @@ unset XDG_RUNTIME_DIR
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=lumi-stack
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
-# Caches away from the small home: PyTorch's and Hugging Face's on the project's scratch, which
-# the site said at this start it has and the user may write in.
+# Caches away from the small home: PyTorch's and Hugging Face's (downloaded code, a saved token)
+# on the project's scratch, which the site said at this start it has and the user may write in,
+# in a folder of the user's own there (0700): the project's other members may write in the
+# scratch itself, so a folder one of them made or swapped in is not used (the home's, then).
 export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
-export TORCH_HOME=/scratch/project_465000123/"$USER"/torch HF_HOME=/scratch/project_465000123/"$USER"/huggingface
+cache_home=/scratch/project_465000123/"$USER"
+mkdir -p -m 0700 "$cache_home" 2>/dev/null || true
+if [ -d "$cache_home" ] && [ ! -L "$cache_home" ] && [ -O "$cache_home" ] && chmod 0700 "$cache_home"; then
+  export TORCH_HOME="$cache_home/torch" HF_HOME="$cache_home/huggingface"
+fi
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
 # RCCL over the Slingshot interfaces: "always needs to be set on LUMI" (LUMI course notes).
