@@ -3,6 +3,7 @@
 
 import json
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -56,6 +57,27 @@ def errors_in(notebook: dict) -> list[str]:
     ]
 
 
+def run_job(script: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The job submitted as the user, once it ended: returncode 0 if it COMPLETED. Its end is
+    watched every 0.5 s (`sbatch --wait` asks at growing intervals, up to half a minute late)."""
+    submitted = subprocess.run(
+        ["sudo", "-u", USER, "sbatch", "--parsable"], input=script, text=True, capture_output=True, timeout=60
+    )
+    if submitted.returncode != 0:
+        return submitted
+    job_id = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
+        state = re.search(r"\bJobState=(\S+)", shown)
+        if state and state.group(1) not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"):
+            ended = f"job {job_id}: {state.group(1)}"
+            return subprocess.CompletedProcess(submitted.args, 0 if state.group(1) == "COMPLETED" else 1, "", ended)
+        time.sleep(0.5)
+    subprocess.run(["scancel", job_id], check=False)
+    return subprocess.CompletedProcess(submitted.args, 124, "", f"job {job_id} did not end within {timeout:g} s")
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_starter_notebook_runs_top_to_bottom_in_a_slurm_job(name, workdir):
     target = workdir / name
@@ -63,13 +85,7 @@ def test_starter_notebook_runs_top_to_bottom_in_a_slurm_job(name, workdir):
     shutil.chown(target, USER)
     script = JOB.format(user=USER, home=pwd.getpwnam(USER).pw_dir, venv=VENV, workdir=workdir, notebook=name)
     started = time.monotonic()
-    run = subprocess.run(
-        ["sudo", "-u", USER, "sbatch", "--wait", "--parsable"],
-        input=script,
-        text=True,
-        capture_output=True,
-        timeout=900,
-    )
+    run = run_job(script)
     log = (workdir / "job.log").read_text() if (workdir / "job.log").exists() else ""
     if run.returncode != 0 and "Timeout waiting for execute reply" in log:
         # nbclient and a fresh kernel have been seen (once in many runs) to wait on each other
@@ -77,13 +93,7 @@ def test_starter_notebook_runs_top_to_bottom_in_a_slurm_job(name, workdir):
         print(f"{name}: the first run hung before a cell answered ({log.splitlines()[-1][:200]}); running it again")
         shutil.copyfile(ROOT / "notebooks" / name, target)
         started = time.monotonic()
-        run = subprocess.run(
-            ["sudo", "-u", USER, "sbatch", "--wait", "--parsable"],
-            input=script,
-            text=True,
-            capture_output=True,
-            timeout=900,
-        )
+        run = run_job(script)
         log = (workdir / "job.log").read_text() if (workdir / "job.log").exists() else ""
     took = time.monotonic() - started
     assert run.returncode == 0, f"{run.stderr}\n{log[-3000:]}"
