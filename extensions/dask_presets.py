@@ -405,13 +405,15 @@ def prepare_cluster(preset: str, overrides: dict) -> dict:
     return kwargs
 
 
-def dask_cluster(preset: str, workers: int = 1, **overrides):
-    """A dask-jobqueue SLURMCluster shaped by a catalogue preset, scaled to `workers` workers.
+def dask_cluster(preset: str | None = None, workers: int = 1, **overrides):
+    """A dask-jobqueue SLURMCluster shaped by a catalogue preset (by default the site's first,
+    so that a notebook runs on every site), scaled to `workers` workers.
 
     `cluster.job_script()` shows what will be submitted; `cluster.scale(n)` changes the number of
     workers; `cluster.close()` cancels them (they also end with this notebook's job)."""
     if type(workers) is not int or not 0 <= workers <= MAX_WORKERS:
         raise WorkbenchError(f"'workers' must be a whole number from 0 to {MAX_WORKERS}.")
+    preset = first_preset() if preset is None else preset
     kwargs = prepare_cluster(preset, overrides)
     cluster = cluster_class()(**kwargs)
     name = dask_listing.cluster_name(preset, kwargs["queue"])

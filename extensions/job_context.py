@@ -201,25 +201,27 @@ def cached_scontrol_job(job: NotebookJob) -> dict:
 
 
 def scontrol_job(job: NotebookJob, timeout: float = 15, env=None) -> dict:
-    """Ask Slurm about the job (as the user, from inside the job); inside an image without
-    Slurm's commands, what Slurm put in the job's environment."""
+    """Ask Slurm about the job (as the user, from inside the job); where that fails or the
+    commands are missing (an image without Slurm), what Slurm put in the job's environment."""
     try:
         result = subprocess.run(
             cli.job_record_argv(job.slurm_bin, job.job_id), capture_output=True, text=True, timeout=timeout
         )
     except FileNotFoundError:
-        record = environ_job_record(os.environ if env is None else env)
-        if record is None:
-            raise WorkbenchError(
-                f"Slurm's commands are not in this environment (its image has none), and Slurm did not "
-                f"say when job {job.job_id} ends. The job runs on; the hub's Sessions page shows its end."
-            ) from None
-        return record
+        problem = (
+            f"Slurm's commands are not in this environment (its image has none), and Slurm did not "
+            f"say when job {job.job_id} ends. The job runs on; the hub's Sessions page shows its end."
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise WorkbenchError(f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute.") from None
-    if result.returncode != 0 or not result.stdout.strip():
-        raise WorkbenchError(f"Slurm knows nothing about job {job.job_id}: {result.stderr.strip() or 'no answer'}.")
-    return parse_scontrol_job(result.stdout.strip().splitlines()[0], job.name)
+        problem = f"Slurm did not answer about job {job.job_id} ({e}). Try again in a minute."
+    else:
+        if result.returncode == 0 and result.stdout.strip():
+            return parse_scontrol_job(result.stdout.strip().splitlines()[0], job.name)
+        problem = f"Slurm knows nothing about job {job.job_id}: {result.stderr.strip() or 'no answer'}."
+    record = environ_job_record(os.environ if env is None else env)
+    if record is None:
+        raise WorkbenchError(problem)
+    return record
 
 
 def budget_text(job: NotebookJob, site: Site, timeout: float = 15) -> str | None:

@@ -2,7 +2,7 @@
 
 import workbench
 workbench.job_panel()                                  # your job: GPUs, time left, cost
-cluster = workbench.dask_cluster("cpu-workers", workers=4)
+cluster = workbench.dask_cluster("cpu-workers", workers=4)   # or dask_cluster(workers=4): the site's first preset
 workbench.dask_presets()                               # the presets of this site
 workbench.check_environment("torch")                   # says what this environment lacks
 

@@ -82,6 +82,12 @@ def test_inside_an_image_without_slurm_the_job_comes_from_what_slurm_put_in_its_
     (tmp_path / "sbatch").write_text("#!/bin/sh\n")
     (tmp_path / "sbatch").chmod(0o755)
     dp.require_sbatch(job, SITES["local"])
+    # scontrol fails (slurmctld busy, a stand-in that cannot reach it): the job's variables still say
+    (tmp_path / "scontrol").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Socket timed out' >&2; exit 1\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    assert scontrol_job(job, env=env) == slurm
+    with pytest.raises(WorkbenchError, match="Slurm knows nothing about job 42: slurm_load_jobs error"):
+        scontrol_job(job, env=ENV)
 
 
 def test_a_preset_becomes_cluster_arguments_from_the_catalogue_and_the_job():
