@@ -82,10 +82,11 @@ START_TIMEOUT = {"jupiter": 600}
 
 
 # (project folder, TORCH_HOME) of alice's default project: LUMI and JUPITER publish the project's
-# folder and scratch (the catalogue's paths, found there at the start), Lucia none
+# folder and scratch (the catalogue's paths, found there at the start), Lucia none. The scratch is
+# the project group's to write in (2770, as LUMI's), so PyTorch's cache stays in the home.
 PROJECT_FOLDERS = {
-    "lumi": ("/project/project_465000123", f"/scratch/project_465000123/{SITE_USERS['lumi']['alice']}/torch"),
-    "jupiter": ("/e/project1/aifa-be", f"/e/scratch/aifa-be/{SITE_USERS['jupiter']['alice']}/torch"),
+    "lumi": ("/project/project_465000123", None),
+    "jupiter": ("/e/project1/aifa-be", None),
     "lucia": (None, None),
 }
 
@@ -146,7 +147,7 @@ def test_a_server_runs_as_the_sites_user_in_the_sites_cluster_works_inside_its_j
         url = hub.server_url("alice")
         where = execute(url, token, "import os, sys; (os.environ['HOME'], sys.prefix.split('/')[-2:])")
         assert home in where
-        # the project's folders the site has (read at this start, as alice), caches on its scratch
+        # the project's folders the site has (read at this start, as alice), caches not on its scratch
         folders = execute(
             url, token, "import os; tuple(os.environ.get(v) for v in ('AIFA_WORKBENCH_PROJECT_DIR', 'TORCH_HOME'))"
         )

@@ -152,22 +152,49 @@ def _cache_lines(scratch: str) -> str:
     site = SITES["lumi"]
     ctx = dataclasses.replace(golden_context(site, "lumi-stack"), scratch_dir=scratch)
     script = render_batch_script(golden_request(site, "small-g", "lumi-stack"), site, ctx)
-    start = script.index("cache_home=")
+    start = script.index("folder_is_held() {")
     return script[start : script.index("\nfi\n", start) + 4]
 
 
-def test_the_caches_go_to_a_folder_of_the_users_own_on_the_scratch_or_stay_in_the_home(tmp_path):
-    """The project's members may all write in its scratch: the job makes <scratch>/$USER 0700 and
-    uses it only if it is the user's own directory, not a link another member swapped in."""
-    check = _cache_lines(str(tmp_path)) + '\nprintf "%s|%s" "${TORCH_HOME:-}" "${HF_HOME:-}"'
+def _caches_with(scratch) -> tuple[str, str]:
+    """(TORCH_HOME|HF_HOME, the job log's line) when the job's lines run with this scratch."""
+    check = _cache_lines(str(scratch)) + '\nprintf "%s|%s" "${TORCH_HOME:-}" "${HF_HOME:-}"'
+    env = {"USER": "alicelum", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-euc", check], env=env, capture_output=True, text=True, check=True)
+    said, _, caches = done.stdout.rpartition("\n")
+    return caches, said
 
-    def run():
-        env = {"USER": "alicelum", "PATH": "/usr/bin:/bin"}
-        return subprocess.run(["bash", "-c", check], env=env, capture_output=True, text=True).stdout
 
-    assert run() == f"{tmp_path}/alicelum/torch|{tmp_path}/alicelum/huggingface"
-    assert oct((tmp_path / "alicelum").stat().st_mode & 0o777) == "0o700"
-    (tmp_path / "alicelum").rmdir()
+def test_the_caches_stay_in_the_home_where_the_project_may_rename_folders_in_its_scratch(tmp_path):
+    """A project's scratch is its group's to write in (2770, LUMI's): another member could move the
+    user's folder away after the job's check and put a link to theirs in its place, and PyTorch
+    would run their code. Only a sticky scratch, or one no one else may write in, holds caches."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    scratch.chmod(0o2770)
+    caches, said = _caches_with(scratch)
+    assert caches == "|" and "stay in your home" in said and str(scratch) in said
+    assert not (scratch / "alicelum").exists()
+
+    scratch.chmod(0o3770)  # sticky: only a folder's owner may rename it
+    assert _caches_with(scratch) == (f"{scratch}/alicelum/torch|{scratch}/alicelum/huggingface", "")
+    assert oct((scratch / "alicelum").stat().st_mode & 0o777) == "0o700"
+
+    (scratch / "alicelum").rmdir()
     (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "alicelum").symlink_to(tmp_path / "elsewhere")  # another member's link
-    assert run() == "|"
+    (scratch / "alicelum").symlink_to(tmp_path / "elsewhere")  # another member's link, made first
+    caches, said = _caches_with(scratch)
+    assert caches == "|" and "not a folder of yours" in said
+
+
+def test_the_caches_follow_no_link_and_every_folder_above_them_must_be_held(tmp_path):
+    """The path exported is the physical one, and a folder above the scratch that others may
+    write in (not sticky) disqualifies it as well."""
+    shared = tmp_path / "shared"
+    (shared / "scratch").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(shared / "scratch")
+    shared.chmod(0o755)
+    caches, _ = _caches_with(tmp_path / "link")
+    assert caches == f"{shared}/scratch/alicelum/torch|{shared}/scratch/alicelum/huggingface"
+    shared.chmod(0o777)
+    assert _caches_with(tmp_path / "link")[0] == "|"

@@ -42,15 +42,33 @@ unset XDG_RUNTIME_DIR
 export AIFA_WORKBENCH_SITE=lumi AIFA_WORKBENCH_ENVIRONMENT=pytorch-container
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
 export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
-# Caches away from the small home: PyTorch's and Hugging Face's (downloaded code, a saved token)
-# on the project's scratch, which the site said at this start it has and the user may write in,
-# in a folder of the user's own there (0700): the project's other members may write in the
-# scratch itself, so a folder one of them made or swapped in is not used (the home's, then).
 export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
-cache_home=/scratch/project_465000123/"$USER"
-mkdir -p -m 0700 "$cache_home" 2>/dev/null || true
-if [ -d "$cache_home" ] && [ ! -L "$cache_home" ] && [ -O "$cache_home" ] && chmod 0700 "$cache_home"; then
+# Caches away from the small home: PyTorch's and Hugging Face's hold downloaded code, pickled
+# weights and a saved token, so they go to a 0700 folder of the user's own on the project's
+# scratch only where nobody else can move that folder away and put a link of theirs in its place
+# after this check: every folder from it up to / is the user's or root's and, unless sticky,
+# writable by its owner alone. A project's scratch is usually its group's to write in (setgid,
+# 2770 on the simulated sites; strangers share a course's), so the caches then stay in the home.
+folder_is_held() {
+  local d=$1
+  while :; do
+    { [ -O "$d" ] || [ "$(stat -c %u -- "$d")" = 0 ]; } || return 1
+    [ -k "$d" ] || [ -z "$(find "$d" -maxdepth 0 -perm /022 -print)" ] || return 1
+    [ "$d" = / ] && return 0
+    d=$(dirname -- "$d")
+  done
+}
+scratch=$(cd -P -- /scratch/project_465000123 2>/dev/null && pwd) || scratch=
+cache_home=$scratch/$USER
+if [ -z "$scratch" ]; then
+  :
+elif ! folder_is_held "$scratch"; then
+  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: others may rename folders in $scratch, so downloaded code kept there would not be safe."
+elif mkdir -p -m 0700 "$cache_home" 2>/dev/null && [ -d "$cache_home" ] && [ ! -L "$cache_home" ] \
+  && [ -O "$cache_home" ] && chmod 0700 "$cache_home"; then
   export TORCH_HOME="$cache_home/torch" HF_HOME="$cache_home/huggingface"
+else
+  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: $cache_home is not a folder of yours."
 fi
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
