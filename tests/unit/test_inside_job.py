@@ -1,7 +1,11 @@
 """Pure parts of what runs inside the job: job context, status, Dask preset arguments, panel, notebooks copy."""
 
+import hashlib
 import json
+import os
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -218,13 +222,70 @@ def test_starter_notebooks_are_copied_once_and_never_over_edits(tmp_path):
     for name in ("a.ipynb", "b.ipynb"):
         (bundled / name).write_text(json.dumps({"name": name}))
     home = tmp_path / "home"
-    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == ["a.ipynb"]
+    both = {n: bundled / n for n in ("a.ipynb", "b.ipynb")}
+    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == (["a.ipynb"], [])
     (home / TARGET_DIR / "a.ipynb").write_text("my edits")
-    assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == ["b.ipynb"]
+    assert copy_starter_notebooks(home, both) == (["b.ipynb"], [])
     assert (home / TARGET_DIR / "a.ipynb").read_text() == "my edits"
     (home / TARGET_DIR / "b.ipynb").unlink()  # deleted stays deleted
-    assert copy_starter_notebooks(home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}) == []
+    (bundled / "a.ipynb").write_text("a new version")  # and edits stay, whatever the new version
+    assert copy_starter_notebooks(home, both) == ([], [])
+    assert (home / TARGET_DIR / "a.ipynb").read_text() == "my edits"
     assert sorted(json.loads((home / MANIFEST).read_text())) == ["a.ipynb", "b.ipynb"]
+
+
+def test_a_starter_notebook_the_user_never_changed_is_brought_up_to_date(tmp_path):
+    """A new guard in a notebook's first cell reaches the users who already have a copy, unless
+    they changed it: the copy is unchanged if it is what was copied (the manifest's fingerprint),
+    or, under the first manifests (names alone), one of the versions the workbench shipped."""
+    bundled, home = tmp_path / "bundled", tmp_path / "home"
+    bundled.mkdir()
+    (bundled / "a.ipynb").write_text("version 1")
+    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == (["a.ipynb"], [])
+    (bundled / "a.ipynb").write_text("version 2")
+    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == ([], ["a.ipynb"])
+    assert (home / TARGET_DIR / "a.ipynb").read_text() == "version 2"
+    assert not list((home / TARGET_DIR).glob(".*"))  # no partial file left behind
+
+    old_home = tmp_path / "old-home"  # copied by an earlier workbench: the manifest lists names
+    (old_home / TARGET_DIR).mkdir(parents=True)
+    (old_home / MANIFEST).parent.mkdir()
+    (old_home / MANIFEST).write_text(json.dumps(["a.ipynb", "b.ipynb"]))
+    (old_home / TARGET_DIR / "a.ipynb").write_text("version 1")
+    (old_home / TARGET_DIR / "b.ipynb").write_text("version 1 and my edits")
+    (bundled / "b.ipynb").write_text("b, version 2")
+    shipped = {"a.ipynb": [hashlib.sha256(b"version 1").hexdigest()], "b.ipynb": [hashlib.sha256(b"v1").hexdigest()]}
+    assert copy_starter_notebooks(old_home, {n: bundled / n for n in ("a.ipynb", "b.ipynb")}, shipped) == (
+        [],
+        ["a.ipynb"],
+    )
+    assert (old_home / TARGET_DIR / "b.ipynb").read_text() == "version 1 and my edits"
+
+
+def test_every_version_of_a_starter_notebook_the_workbench_shipped_is_known(request):
+    """past-versions.json lists every earlier version of each notebook in git's history, so that an
+    unchanged copy of any of them is brought up to date (UPDATE_GOLDEN=1 writes it)."""
+    root = Path(request.config.rootpath)
+    history = subprocess.run(
+        ["git", "-C", str(root), "log", "--format=%H", "--", "notebooks"], capture_output=True, text=True
+    )
+    if history.returncode != 0 or not history.stdout.strip():
+        pytest.skip("no git history here")
+    listed = json.loads((root / "notebooks" / "past-versions.json").read_text())
+    found = {}
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
+        current = hashlib.sha256(notebook.read_bytes()).hexdigest()
+        versions = set()
+        for commit in history.stdout.split():
+            shown = subprocess.run(
+                ["git", "-C", str(root), "show", f"{commit}:notebooks/{notebook.name}"], capture_output=True
+            )
+            if shown.returncode == 0:
+                versions.add(hashlib.sha256(shown.stdout).hexdigest())
+        found[notebook.name] = sorted(versions - {current} | set(listed.get(notebook.name, ())) - {current})
+    if os.environ.get("UPDATE_GOLDEN"):
+        (root / "notebooks" / "past-versions.json").write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    assert listed == found, "a notebook changed: run UPDATE_GOLDEN=1 pytest -m unit tests/unit/test_inside_job.py"
 
 
 def test_the_catalogue_is_read_and_checked_once_per_process_not_on_every_status_request(tmp_path, monkeypatch):
