@@ -37,6 +37,7 @@ from aifa_workbench.sites import slurm_cli as cli
 from aifa_workbench.sites.slurm_cli import parse_reservations, parse_user_accounts
 
 from . import dask_listing
+from . import tls_error_queue
 from .job_context import NotebookJob, WorkbenchError, scontrol_job
 
 MAX_WORKERS = 64
@@ -48,16 +49,26 @@ SCRATCH_VARIABLE = "AIFA_DASK_SCRATCH"
 MODULE_FALLBACK = "type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true"
 PRIVATE_DIRECTORY = ".aifa-workbench/dask-tls"  # 0700, in the user's home, which workers read
 WORKER_SETUP_FILE = "aifa_dask_worker_setup.py"
-# A worker preload: Dask workers always open an HTTP server (metrics, health) even without
-# --no-dashboard; this closes it before the worker's event loop has served anything.
-WORKER_SETUP = '''"""Written by AIFA Workbench: this Dask worker serves no HTTP (no dashboard, metrics or health)."""
+# A worker and nanny preload: Dask workers always open an HTTP server (metrics, health) even
+# without --no-dashboard; this closes it before the worker's event loop has served anything.
+WORKER_SETUP = '''"""Written by AIFA Workbench: this Dask worker serves no HTTP (no dashboard, metrics or health),
+and its TLS reads start with OpenSSL's error queue empty (python/cpython#148594)."""
+
+try:
+    from aifa_workbench.extensions import tls_error_queue
+except ImportError:  # a worker's Python without the workbench
+    pass
+else:
+    tls_error_queue.install()
 
 
-def dask_setup(worker):
-    server = getattr(worker, "http_server", None)
-    if server is not None:
-        server.stop()
-    worker.services.pop("dashboard", None)
+def dask_setup(server):
+    http_server = getattr(server, "http_server", None)
+    if http_server is not None:
+        http_server.stop()
+    services = getattr(server, "services", None)  # a nanny has none of its own
+    if isinstance(services, dict):
+        services.pop("dashboard", None)
 '''
 
 
@@ -178,6 +189,8 @@ def cluster_kwargs(
             "--dashboard-address",
             "127.0.0.1:0",
             "--preload",
+            shlex.quote(f"{home}/{PRIVATE_DIRECTORY}/{WORKER_SETUP_FILE}"),
+            "--preload-nanny",
             shlex.quote(f"{home}/{PRIVATE_DIRECTORY}/{WORKER_SETUP_FILE}"),
         ],
         # Other users share nodes and networks: TLS with throw-away certificates (kept in a 0700
@@ -381,6 +394,7 @@ def prepare_cluster(preset: str, overrides: dict) -> dict:
     """Validate the preset against the catalogue and the job (asks Slurm); the SLURMCluster kwargs."""
     import dask
 
+    tls_error_queue.install()  # the scheduler and the Client live in this process
     job = NotebookJob.from_environ()
     site = job.catalogue_site()
     request = preset_request(site, preset, job, user_context(job, overrides), overrides)

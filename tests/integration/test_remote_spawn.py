@@ -538,11 +538,6 @@ def forward_ids(hub) -> list[str]:
 # simulated JUPITER's two, its one worker the other.
 DASK_PRESETS = {"lumi": "gpu-workers", "lucia": "gpu-workers", "jupiter": "gpu-node-workers"}
 DASK_WORKERS = {"lumi": 2, "lucia": 2, "jupiter": 1}
-# Where a notebook's Client computes on the workers. Under the emulated JUPITER (Python 3.13) a
-# Client's TLS connection to its scheduler in the same kernel was lost at random around a worker's
-# joining (BrokenPipe on read; 2 runs in 5 with the Client made first; not seen under 3.11): there
-# the worker joining and the dashboard are the proof.
-COMPUTES = ("lumi", "lucia")
 # Where 03 and 04 also run top to bottom with their Dask workers, on the site's own presets (LUMI's
 # container has no Slurm: its test runs them with the Dask cells skipped; the simulated JUPITER has
 # one booster node beside the notebook's, and 03 scales to three workers).
@@ -604,12 +599,13 @@ def proves_the_job_from_inside(hub, token, site: str, job_id: str, hours: float)
             assert len(workers) == wanted and all(f"|{REQUESTS[site]['partition']}|RUNNING" in w for w in workers), (
                 workers
             )
-            if site in COMPUTES:
-                out = kernel.run(
-                    "from distributed import Client\nclient = Client(cluster)\n"
-                    "sum(client.gather(client.map(lambda x: x * x, range(10))))"
-                )
-                assert out == "285", out
+            # a Client in the same kernel as its scheduler (under JUPITER's Python 3.13 it lost the
+            # scheduler when a worker joined, until extensions/tls_error_queue.py)
+            out = kernel.run(
+                "from distributed import Client\nclient = Client(cluster)\n"
+                "sum(client.gather(client.map(lambda x: x * x, range(10))))"
+            )
+            assert out == "285", out
             link = ast.literal_eval(kernel.run("cluster.dashboard_link"))
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
             dashboard = requests.get(origin + link, headers={"Authorization": f"token {token}"}, timeout=30)

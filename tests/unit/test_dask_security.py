@@ -101,6 +101,7 @@ def test_the_arguments_seal_the_dashboard_and_give_workers_no_dashboard_and_thei
     args = kwargs["worker_extra_args"]
     assert "--no-dashboard" in args and args[args.index("--dashboard-address") + 1] == "127.0.0.1:0"
     assert args[args.index("--preload") + 1] == "/home/alice/.aifa-workbench/dask-tls/aifa_dask_worker_setup.py"
+    assert args[args.index("--preload-nanny") + 1] == "/home/alice/.aifa-workbench/dask-tls/aifa_dask_worker_setup.py"
     prologue = "\n".join(kwargs["job_script_prologue"])
     assert 'mktemp -d "/tmp/aifa-dask-XXXXXXXXXX"' in prologue and 'export TMPDIR="$AIFA_DASK_SCRATCH"' in prologue
     assert SECRET not in repr({k: v for k, v in kwargs.items() if k != "scheduler_options"})  # not for the job
@@ -188,6 +189,22 @@ async def test_a_worker_with_the_preload_serves_no_http(tmp_path):
             s.address, dashboard=False, dashboard_address="127.0.0.1:0", local_directory=str(tmp_path / "w")
         ) as plain:
             assert listening(plain.http_server.port)  # what Dask does without it
+
+
+async def test_a_nanny_takes_the_preload_too_and_its_tls_reads_start_clean(tmp_path):
+    """The nanny has TLS comms of its own (to the scheduler, to its worker): the preload installs
+    the guard against stale OpenSSL errors there (extensions/tls_error_queue.py) and finds no
+    dashboard to close."""
+    from distributed import Nanny, Scheduler
+    from tornado.iostream import SSLIOStream
+
+    setup = dp.write_worker_setup(str(tmp_path))
+    async with Scheduler(dashboard_address="127.0.0.1:0", host="127.0.0.1", local_directory=str(tmp_path)) as s:
+        async with Nanny(
+            s.address, preload_nanny=[setup], local_directory=str(tmp_path / "n"), host="127.0.0.1", dashboard=False
+        ) as nanny:
+            assert nanny.status.name == "running" and len(s.workers) == 1
+    assert getattr(SSLIOStream, "_aifa_empties_openssl_errors", False)
 
 
 def run_prologue(base, then: str = "") -> subprocess.CompletedProcess:
