@@ -57,12 +57,13 @@ and its TLS reads start with OpenSSL's error queue empty (python/cpython#148594)
 try:
     from aifa_workbench.extensions import tls_error_queue
 except ImportError:  # a worker's Python without the workbench
-    pass
+    GUARDED = False
 else:
-    tls_error_queue.install()
+    GUARDED = tls_error_queue.install()
 
 
 def dask_setup(server):
+    server.aifa_tls_guard = GUARDED
     http_server = getattr(server, "http_server", None)
     if http_server is not None:
         http_server.stop()

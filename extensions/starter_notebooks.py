@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from importlib import resources
 from pathlib import Path
+
+from aifa_workbench.model.files import write_atomically
 
 TARGET_DIR = "starter-notebooks"
 MANIFEST = ".aifa-workbench/starter-notebooks.json"
@@ -91,16 +92,15 @@ def copy_starter_notebooks(
         manifest[name] = current
     if manifest != before:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
     return copied, updated
 
 
 def _install(source: Path, destination: Path) -> None:
-    """Write the notebook whole or not at all (a job may be stopped while it copies)."""
+    """Write the notebook whole or not at all (a job may be stopped while it copies; two servers
+    of the user may start at once), through a new file that follows no link."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.partial")
-    partial.write_bytes(source.read_bytes())
-    os.replace(partial, destination)
+    write_atomically(destination, source.read_bytes(), mode=0o644)
 
 
 if __name__ == "__main__":

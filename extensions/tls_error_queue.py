@@ -1,6 +1,6 @@
 """Dask's TLS connections empty OpenSSL's per-thread error queue before each read, write and
 handshake, as OpenSSL asks of every caller (SSL_get_error(3)) and CPython's ssl module does not
-(python/cpython#148594, open in 3.12 to 3.15).
+(python/cpython#148594, open as this is written; 3.12 to 3.15 have it).
 
 Why it matters: one TLS connection that ends without a goodbye (a Dask nanny's, say) leaves
 "unexpected eof while reading" in the queue of the thread that read it, and the next read of
@@ -11,38 +11,29 @@ every try, with a worker and its nanny on the same machine, and none once the qu
 (tests/integration/test_tls_error_queue.py runs both in the simulated LUMI image).
 
 Dask's TCP comms are tornado's SSLIOStream: its three methods that call OpenSSL are wrapped.
-Only where the ssl module's libcrypto is a shared library of this process that can be told apart
-(one path in /proc/self/maps); elsewhere nothing changes."""
+ERR_clear_error is looked up from the ssl module's own extension (its OpenSSL, whichever that is:
+the system's, or one linked into it); where it cannot be found, nothing changes and install()
+says so."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import re
+import logging
 
 WRAPPED = ("read_from_fd", "write_to_fd", "_do_ssl_handshake")
 _MARK = "_aifa_empties_openssl_errors"
-_LIBCRYPTO = re.compile(r"\s(/\S*/libcrypto\.so[.\d]*)$")
-
-
-def libcrypto_paths(maps: str) -> set[str]:
-    """The libcrypto shared objects mapped into a process, from its /proc/PID/maps text (pure)."""
-    return {match.group(1) for line in maps.splitlines() if (match := _LIBCRYPTO.search(line))}
+log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _err_clear_error():
-    import ssl  # noqa: F401  (loads _ssl, and with it the libcrypto it was linked with)
+def err_clear_error():
+    """OpenSSL's ERR_clear_error as the ssl module links it, or None."""
+    import _ssl
 
+    where = getattr(_ssl, "__file__", None)  # None: built into the interpreter
     try:
-        with open("/proc/self/maps") as maps:
-            paths = libcrypto_paths(maps.read())
-    except OSError:
-        return None
-    if len(paths) != 1:  # none (OpenSSL linked in statically) or several: not ours to guess
-        return None
-    try:
-        clear = ctypes.CDLL(paths.pop()).ERR_clear_error
+        clear = (ctypes.CDLL(where) if where else ctypes.pythonapi).ERR_clear_error
     except (OSError, AttributeError):
         return None
     clear.restype, clear.argtypes = None, []
@@ -64,8 +55,9 @@ def install() -> bool:
 
     if getattr(SSLIOStream, _MARK, False):
         return True
-    clear = _err_clear_error()
+    clear = err_clear_error()
     if clear is None:
+        log.warning("OpenSSL's ERR_clear_error was not found: Dask's TLS comms may be lost to python/cpython#148594")
         return False
     for name in WRAPPED:
         setattr(SSLIOStream, name, _emptying_first(getattr(SSLIOStream, name), clear))

@@ -192,6 +192,9 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
         env_file=ctx.env_file,
         container_runtime=ctx.container_runtime,
         container_binds=ctx.container_binds,
+        # Slurm's commands for a notebook in an image without them: a relay on the node, from
+        # the node's runtime (none where the helpers themselves run in the image)
+        slurm_relay=bool(environment.container) and not helper,
         tunnel=ctx.tunnel,
         hub_ca=ctx.hub_ca,
         # forward reach: JupyterLab trusts the hub's CA alone (in a container: the image's python,

@@ -212,21 +212,42 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
         # the site's Lmod ran the environment's lines: after `module purge`, the bindings alone
         assert modules == "lumi-aif-singularity-bindings", modules
         proves_the_session_from_outside(hub, token, "lumi")
-        # the image holds no Slurm commands (Slurm runs outside LUMI's images): a Dask preset,
-        # which submits its workers with sbatch, says so and names the environment that can
+        # the image holds no Slurm commands (Slurm runs outside LUMI's images): the job's relay runs
+        # the node's for the notebook, so squeue answers and a Dask preset's worker job starts from
+        # the image, runs in it (its Python, not the node's) and computes for a Client
         with Kernel(url, token, timeout=300) as kernel:
-            said = kernel.run(
-                "import workbench\ntry:\n    workbench.dask_cluster('gpu-workers', workers=1)\n"
-                "except workbench.WorkbenchError as e:\n    said = str(e)\nsaid"
+            seen = kernel.run(
+                "import os, subprocess\nsubprocess.run(['squeue', '-h', '-j', os.environ['SLURM_JOB_ID'], "
+                "'-o', '%i|%T'], capture_output=True, text=True, timeout=60).stdout.strip()"
             )
-            # and the starter notebooks that use Dask run to their end, each Dask cell skipped with a sentence
+            assert ast.literal_eval(seen) == f"{job_id}|RUNNING", seen
+            out = kernel.run(
+                "import sys, time, workbench\ncluster = workbench.dask_cluster('gpu-workers', workers=1)\n"
+                "deadline = time.monotonic() + 180\n"
+                "while not cluster.scheduler_info.get('workers') and time.monotonic() < deadline:\n"
+                "    time.sleep(0.5)\n"
+                "from distributed import Client\nclient = Client(cluster)\n"
+                "(sum(client.gather(client.map(lambda x: x * x, range(10)))), "
+                "sorted(set(client.run(lambda: sys.version_info[:2]).values())), tuple(sys.version_info[:2]))"
+            )
+            total, worker_pythons, kernel_python = ast.literal_eval(out)
+            assert total == 285 and worker_pythons == [kernel_python] and kernel_python != (3, 11), out
+            assert len(site_dask_workers("lumi")) == 1
+            kernel.run("client.close()\ncluster.close()")
+        deadline = time.monotonic() + 60
+        while site_dask_workers("lumi"):
+            assert time.monotonic() < deadline, site_dask_workers("lumi")
+            time.sleep(1)
+        # and the starter notebooks that use Dask run top to bottom there with their workers
+        with Kernel(url, token, timeout=300) as kernel:
             for name in ("03-scale-out-with-dask.ipynb", "04-hyperparameter-sweep.ipynb"):
                 run_starter_notebook("lumi", kernel, name)
-            assert kernel.run("'cluster' in globals() or 'client' in globals()") == "False"
-        assert "Slurm's sbatch, which this environment does not have" in said and "LUMI software stack" in said, said
-        assert in_site("lumi", ["squeue", "-h", "-n", f"aifa-dask-{SITE_USERS['lumi']['alice']}"]).stdout == ""
+        relays = on_site_fs("lumi", f"{site_home('lumi', 'alice')}/.aifa-workbench")
+        assert list(relays.glob(f"slurm-relay-{job_id}-*")), "the job's relay folder is where the job said"
     finally:
         stop_and_see_the_job_end(hub, token, "lumi", job_id)
+    relays = on_site_fs("lumi", f"{site_home('lumi', 'alice')}/.aifa-workbench")
+    assert not list(relays.glob(f"slurm-relay-{job_id}-*")), "the job removes its relay's folder when it ends"
 
 
 def user_key_line(hub, user: str, site: str) -> str:
@@ -539,7 +560,7 @@ def forward_ids(hub) -> list[str]:
 DASK_PRESETS = {"lumi": "gpu-workers", "lucia": "gpu-workers", "jupiter": "gpu-node-workers"}
 DASK_WORKERS = {"lumi": 2, "lucia": 2, "jupiter": 1}
 # Where 03 and 04 also run top to bottom with their Dask workers, on the site's own presets (LUMI's
-# container has no Slurm: its test runs them with the Dask cells skipped; the simulated JUPITER has
+# container test runs them too, through the job's Slurm relay; the simulated JUPITER has
 # one booster node beside the notebook's, and 03 scales to three workers).
 DASK_NOTEBOOK_SITES = ("lucia",)
 

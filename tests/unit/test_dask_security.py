@@ -183,6 +183,7 @@ async def test_a_worker_with_the_preload_serves_no_http(tmp_path):
             host="127.0.0.1",
         ) as worker:
             port = worker.http_server.port
+            assert worker.aifa_tls_guard is True
             assert not listening(port) and "dashboard" not in worker.service_ports
             assert "dashboard" not in s.workers[worker.address].services
         async with Worker(
@@ -204,6 +205,7 @@ async def test_a_nanny_takes_the_preload_too_and_its_tls_reads_start_clean(tmp_p
             s.address, preload_nanny=[setup], local_directory=str(tmp_path / "n"), host="127.0.0.1", dashboard=False
         ) as nanny:
             assert nanny.status.name == "running" and len(s.workers) == 1
+            assert nanny.aifa_tls_guard is True  # the preload ran in the nanny, and its guard is on
     assert getattr(SSLIOStream, "_aifa_empties_openssl_errors", False)
 
 

@@ -142,9 +142,25 @@ def test_in_a_container_the_hubs_ca_is_pinned_inside_the_image_after_its_environ
     site = SITES["lumi"]
     ctx = ScriptContext(**{**golden_context(site, "pytorch-container").__dict__, "hub_ca": True})
     script = render_batch_script(golden_request(site, "small-g", "pytorch-container"), site, ctx)
-    assert "bash -c 'source \"$0/bin/activate\" && exec \"$@\"' " in script
+    assert "bash -c 'source \"$0/bin/activate\" && export PATH=\"$AIFA_WORKBENCH_RELAY_BIN:$PATH\"" in script
     launch = script[script.index("singularity run") :]
     assert launch.index("python -m aifa_workbench.extensions.hub_trust") < launch.index("jupyterhub-singleuser")
+
+
+def test_the_slurm_relay_runs_on_the_node_and_only_where_the_helpers_do():
+    """The relay runs the node's Slurm for a notebook in an image: from the node's runtime. Where a
+    site has no runtime of the node's own, the helpers run in the image, where no Slurm is: then
+    no relay, and the wrapper puts nothing on the server's PATH (an empty entry is the cwd)."""
+    site = SITES["lumi"]
+    ctx = golden_context(site, "pytorch-container")
+    script = render_batch_script(golden_request(site, "small-g", "pytorch-container"), site, ctx)
+    relay = next(line for line in script.splitlines() if "extensions.slurm_relay serve" in line)
+    assert relay.startswith("/appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m ")
+    assert 'kill -TERM "$slurm_relay"' in script and "AIFA_WORKBENCH_RELAY_BIN:$PATH" in script
+    in_image = dataclasses.replace(ctx, venv_bin=f"{ctx.container_runtime}/bin")
+    script = render_batch_script(golden_request(site, "small-g", "pytorch-container"), site, in_image)
+    assert "slurm_relay" not in script and "RELAY_BIN" not in script
+    assert "bash -c 'source \"$0/bin/activate\" && exec \"$@\"' " in script
 
 
 def _cache_lines(scratch: str) -> str:
@@ -185,6 +201,28 @@ def test_the_caches_stay_in_the_home_where_the_project_may_rename_folders_in_its
     (scratch / "alicelum").symlink_to(tmp_path / "elsewhere")  # another member's link, made first
     caches, said = _caches_with(scratch)
     assert caches == "|" and "not a folder of yours" in said
+
+
+def test_a_folder_the_user_opened_to_the_project_or_one_holding_anothers_cache_is_not_used(tmp_path):
+    """The user's own folder in a sticky scratch, left open to the group (2770, a 002 umask):
+    another member may have put a link to their code under `torch` there. Used only when it is
+    the user's alone, and nothing in it under the caches' names is a link or someone else's."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    scratch.chmod(0o3770)
+    mine = scratch / "alicelum"
+    mine.mkdir()
+    mine.chmod(0o2770)
+    (tmp_path / "evil").mkdir()
+    (mine / "torch").symlink_to(tmp_path / "evil")
+    caches, said = _caches_with(scratch)
+    assert caches == "|" and "not a folder of yours alone" in said
+    assert oct(mine.stat().st_mode & 0o7777) == "0o2770"  # not repaired behind the user's back
+    mine.chmod(0o700)
+    assert _caches_with(scratch)[0] == "|"  # the link is still there
+    (mine / "torch").unlink()
+    (mine / "torch").mkdir()
+    assert _caches_with(scratch)[0] == f"{mine}/torch|{mine}/huggingface"
 
 
 def test_the_caches_follow_no_link_and_every_folder_above_them_must_be_held(tmp_path):

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from aifa_workbench.extensions.tls_error_queue import libcrypto_paths
+from aifa_workbench.extensions.tls_error_queue import err_clear_error
 
 pytestmark = pytest.mark.unit
 
@@ -25,14 +25,11 @@ STALE_ERROR_CASE = textwrap.dedent(
         assert tls_error_queue.install() and tls_error_queue.install()  # once is enough; twice is harmless
 
     def leave_a_stale_error():  # "unexpected eof while reading", as a nanny's ended connection does
-        libcrypto = ctypes.CDLL(next(iter(tls_error_queue_paths())))
-        libcrypto.ERR_set_error.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
-        libcrypto.ERR_new()
-        libcrypto.ERR_set_error(20, 294, None)
-
-    def tls_error_queue_paths():
-        from aifa_workbench.extensions.tls_error_queue import libcrypto_paths
-        return libcrypto_paths(open("/proc/self/maps").read())
+        import _ssl
+        openssl = ctypes.CDLL(_ssl.__file__)  # OpenSSL 3's calls, as the ssl module links them
+        openssl.ERR_set_error.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+        openssl.ERR_new()
+        openssl.ERR_set_error(20, 294, None)
 
     async def main():
         security = Security.temporary()
@@ -59,20 +56,10 @@ def run_case(mode: str) -> str:
 
 
 def test_a_stale_openssl_error_breaks_a_healthy_dask_comm_unless_the_queue_is_emptied_first():
-    assert run_case("plain") == "lost: CommClosedError"  # what Dask does in this thread without the guard
+    assert err_clear_error() is not None, "the ssl module's ERR_clear_error is found"
+    plain = run_case("plain")
+    if plain != "lost: CommClosedError":
+        pytest.skip(
+            f"a stale error no longer breaks a comm here ({plain}): python/cpython#148594 fixed? the guard may go"
+        )
     assert run_case("guarded") == "answered: Scheduler"
-
-
-def test_the_libcrypto_of_the_process_is_found_in_its_memory_map():
-    maps = (
-        "7f00-7f01 r--p 00000000 fe:01 12 /usr/lib/x86_64-linux-gnu/libcrypto.so.3\n"
-        "7f01-7f02 r-xp 00001000 fe:01 12 /usr/lib/x86_64-linux-gnu/libcrypto.so.3\n"
-        "7f02-7f03 r--p 00000000 fe:01 13 /usr/lib/x86_64-linux-gnu/libssl.so.3\n"
-        "7f03-7f04 r--p 00000000 fe:01 14 /opt/x/lib/libcrypto-hidden.so (deleted)\n"
-        "7f04-7f05 rw-p 00000000 00:00 0 [heap]\n"
-    )
-    assert libcrypto_paths(maps) == {"/usr/lib/x86_64-linux-gnu/libcrypto.so.3"}
-    assert libcrypto_paths(maps + "7f05-7f06 r--p 0 fe:01 15 /opt/conda/lib/libcrypto.so.3\n") == {
-        "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
-        "/opt/conda/lib/libcrypto.so.3",
-    }

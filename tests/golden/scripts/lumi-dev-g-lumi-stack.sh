@@ -45,7 +45,8 @@ export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
 export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
 # Caches away from the small home: PyTorch's and Hugging Face's hold downloaded code, pickled
 # weights and a saved token, so they go to a 0700 folder of the user's own on the project's
-# scratch only where nobody else can move that folder away and put a link of theirs in its place
+# scratch (made now, or theirs alone already) only where nobody else can move it away and put a
+# link of theirs in its place
 # after this check: every folder from it up to / is the user's or root's and, unless sticky,
 # writable by its owner alone. A project's scratch is usually its group's to write in (setgid,
 # 2770 on the simulated sites; strangers share a course's), so the caches then stay in the home.
@@ -58,17 +59,25 @@ folder_is_held() {
     d=$(dirname -- "$d")
   done
 }
+# made now, or already the user's alone (no group or other bits), holding no one else's caches
+cache_folder_is_ours() {
+  mkdir -m 0700 "$1" 2>/dev/null && return 0
+  [ -d "$1" ] && [ ! -L "$1" ] && [ -O "$1" ] && [ -z "$(find "$1" -maxdepth 0 -perm /077 -print)" ] || return 1
+  local d
+  for d in "$1/torch" "$1/huggingface"; do
+    if [ -e "$d" ] || [ -L "$d" ]; then [ ! -L "$d" ] && [ -O "$d" ] || return 1; fi
+  done
+}
 scratch=$(cd -P -- /scratch/project_465000123 2>/dev/null && pwd) || scratch=
 cache_home=$scratch/$USER
 if [ -z "$scratch" ]; then
   :
 elif ! folder_is_held "$scratch"; then
   echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: others may rename folders in $scratch, so downloaded code kept there would not be safe."
-elif mkdir -p -m 0700 "$cache_home" 2>/dev/null && [ -d "$cache_home" ] && [ ! -L "$cache_home" ] \
-  && [ -O "$cache_home" ] && chmod 0700 "$cache_home"; then
+elif cache_folder_is_ours "$cache_home"; then
   export TORCH_HOME="$cache_home/torch" HF_HOME="$cache_home/huggingface"
 else
-  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: $cache_home is not a folder of yours."
+  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: $cache_home is not a folder of yours alone (mode 0700)."
 fi
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster

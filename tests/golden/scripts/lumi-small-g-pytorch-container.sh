@@ -45,7 +45,8 @@ export AIFA_WORKBENCH_PROJECT_DIR=/project/project_465000123
 export AIFA_WORKBENCH_SCRATCH_DIR=/scratch/project_465000123
 # Caches away from the small home: PyTorch's and Hugging Face's hold downloaded code, pickled
 # weights and a saved token, so they go to a 0700 folder of the user's own on the project's
-# scratch only where nobody else can move that folder away and put a link of theirs in its place
+# scratch (made now, or theirs alone already) only where nobody else can move it away and put a
+# link of theirs in its place
 # after this check: every folder from it up to / is the user's or root's and, unless sticky,
 # writable by its owner alone. A project's scratch is usually its group's to write in (setgid,
 # 2770 on the simulated sites; strangers share a course's), so the caches then stay in the home.
@@ -58,17 +59,25 @@ folder_is_held() {
     d=$(dirname -- "$d")
   done
 }
+# made now, or already the user's alone (no group or other bits), holding no one else's caches
+cache_folder_is_ours() {
+  mkdir -m 0700 "$1" 2>/dev/null && return 0
+  [ -d "$1" ] && [ ! -L "$1" ] && [ -O "$1" ] && [ -z "$(find "$1" -maxdepth 0 -perm /077 -print)" ] || return 1
+  local d
+  for d in "$1/torch" "$1/huggingface"; do
+    if [ -e "$d" ] || [ -L "$d" ]; then [ ! -L "$d" ] && [ -O "$d" ] || return 1; fi
+  done
+}
 scratch=$(cd -P -- /scratch/project_465000123 2>/dev/null && pwd) || scratch=
 cache_home=$scratch/$USER
 if [ -z "$scratch" ]; then
   :
 elif ! folder_is_held "$scratch"; then
   echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: others may rename folders in $scratch, so downloaded code kept there would not be safe."
-elif mkdir -p -m 0700 "$cache_home" 2>/dev/null && [ -d "$cache_home" ] && [ ! -L "$cache_home" ] \
-  && [ -O "$cache_home" ] && chmod 0700 "$cache_home"; then
+elif cache_folder_is_ours "$cache_home"; then
   export TORCH_HOME="$cache_home/torch" HF_HOME="$cache_home/huggingface"
 else
-  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: $cache_home is not a folder of yours."
+  echo "AIFA Workbench: PyTorch's and Hugging Face's caches stay in your home: $cache_home is not a folder of yours alone (mode 0700)."
 fi
 export DASK_DISTRIBUTED__DASHBOARD__LINK='{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status'
 export DASK_LABEXTENSION__FACTORY__MODULE=workbench DASK_LABEXTENSION__FACTORY__CLASS=default_cluster
@@ -87,6 +96,13 @@ module use /appl/local/laifs/modules
 module load lumi-aif-singularity-bindings
 echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 /appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.starter_notebooks || true
+# The image holds no Slurm: inside it, Slurm's commands are stand-ins that ask a relay out here,
+# which runs the node's own (extensions/slurm_relay.py; a folder of the user's alone, seen inside
+# at the same path), so that Dask presets and squeue work in the notebook.
+slurm_relay_dir=$(mktemp -d /users/alice/.aifa-workbench/slurm-relay-"$SLURM_JOB_ID"-XXXXXXXX)
+/appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.slurm_relay serve "$slurm_relay_dir" /usr/bin /appl/local/aifa-workbench/envs/pytorch-container/current/bin/python &
+slurm_relay=$!
+export AIFA_WORKBENCH_RELAY_BIN="$slurm_relay_dir/bin"
 set +e
 # On scancel or the time limit Slurm signals the job: pass it on, wait for the server, then
 # tell the hub the job ends so that it notices at once.
@@ -95,7 +111,8 @@ for attempt in 1 2 3; do
 # JupyterLab inside the image, from the runtime install-runtime made there on the image's own
 # packages; the runtime directory is bound in (the container sees none of the node's /opt).
 singularity run --bind /appl/local/aifa-workbench /appl/local/laifs/containers/lumi-multitorch-u24r70f21m50t210-20260415_130625/lumi-multitorch-full-u24r70f21m50t210-20260415_130625.sif \
-  bash -c 'source "$0/bin/activate" && exec "$@"' /appl/local/aifa-workbench/envs/pytorch-container/current /appl/local/aifa-workbench/envs/pytorch-container/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
+  bash -c 'source "$0/bin/activate" && export PATH="$AIFA_WORKBENCH_RELAY_BIN:$PATH" AIFA_WORKBENCH_SLURM_BIN="$AIFA_WORKBENCH_RELAY_BIN" && exec "$@"' /appl/local/aifa-workbench/envs/pytorch-container/current \
+  /appl/local/aifa-workbench/envs/pytorch-container/current/bin/jupyterhub-singleuser --ServerApp.port=0 --ServerApp.jpserver_extensions=aifa_workbench.extensions.server_extension=True &
 server=$!
 wait "$server"; code=$?
 while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
@@ -105,6 +122,7 @@ while kill -0 "$server" 2>/dev/null; do wait "$server"; code=$?; done
 echo "AIFA Workbench: the server's port was taken as it started; starting it again"
 done
 echo "AIFA Workbench job $SLURM_JOB_ID ended $(date -Is) with exit code $code"
+kill -TERM "$slurm_relay" 2>/dev/null; wait "$slurm_relay" 2>/dev/null; rm -rf "$slurm_relay_dir"
 kill -TERM "$tunnel" 2>/dev/null; wait "$tunnel" 2>/dev/null; rm -rf "$tunnel_dir"
 /appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.job_report ended "$code" >/dev/null 2>&1
 exit "$code"

@@ -1,0 +1,141 @@
+"""The Slurm relay of container environments (extensions/slurm_relay.py): a real relay process
+and real stand-ins, with stand-in Slurm commands of this test (scripts that print what they got)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aifa_workbench.extensions.slurm_relay import (
+    COMMANDS,
+    MAX_REQUEST,
+    RelayError,
+    encode_request,
+    exit_code,
+    parse_request,
+)
+
+pytestmark = pytest.mark.unit
+
+FAKE_SLURM = {
+    # prints its argv one per line between brackets, its working directory and its stdin
+    "sbatch": '#!/bin/bash\nfor a in "$@"; do printf "[%s]\\n" "$a"; done; echo "cwd=$PWD fmt=${SBATCH_X:-} home=${HOME_X:-}"; '
+    'cat; echo oops >&2; exit 3\n',
+    "squeue": '#!/bin/bash\nsleep 60 & echo $! > "$1"; wait\n',
+    "scancel": "#!/bin/bash\nexit 0\n",
+}
+
+
+@pytest.fixture
+def relay(tmp_path):
+    slurm_bin, directory = tmp_path / "slurm", tmp_path / "relay"
+    slurm_bin.mkdir()
+    directory.mkdir(mode=0o700)
+    for name, text in FAKE_SLURM.items():
+        (slurm_bin / name).write_text(text)
+        (slurm_bin / name).chmod(0o755)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aifa_workbench.extensions.slurm_relay",
+            "serve",
+            str(directory),
+            str(slurm_bin),
+            sys.executable,
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not (directory / "socket").exists():
+        assert time.monotonic() < deadline and process.poll() is None, "the relay did not start"
+        time.sleep(0.05)
+    yield directory, process
+    process.kill()
+    process.wait()
+
+
+def standin(directory, command, *args, stdin=None, **kwargs):
+    return subprocess.run(
+        [str(directory / "bin" / command), *args], input=stdin, capture_output=True, timeout=60, **kwargs
+    )
+
+
+def test_a_standin_runs_the_nodes_command_with_its_argv_as_given_and_its_own_input_and_output(relay, tmp_path):
+    directory, _ = relay
+    assert sorted(os.listdir(directory / "bin")) == sorted(COMMANDS)
+    assert all(oct((directory / "bin" / c).stat().st_mode & 0o777) == "0o700" for c in COMMANDS)
+    hostile = ["--job-name=a b", "'; touch /tmp/pwned #", "$(id)", "line\nbreak", ""]
+    env = {**os.environ, "SBATCH_X": "passed", "HOME_X": "not passed"}
+    done = standin(directory, "sbatch", *hostile, stdin=b"#!/bin/bash\nhostname\n", cwd=tmp_path, env=env)
+    assert done.returncode == 3 and done.stderr == b"oops\n"
+    expected = "".join(f"[{a}]\n" for a in hostile) + f"cwd={tmp_path} fmt=passed home=\n#!/bin/bash\nhostname\n"
+    assert done.stdout.decode() == expected
+    assert not os.path.exists("/tmp/pwned")
+
+
+def test_what_the_relay_refuses_or_cannot_run_is_said_on_the_callers_stderr(relay, tmp_path):
+    directory, _ = relay
+    done = standin(directory, "sbatch", *["x" * 100_000] * 11)  # each under the kernel's limit of one argument
+    assert done.returncode == 1 and b"over 1024 KiB, which the relay refuses" in done.stderr
+    done = standin(directory, "sinfo")  # not on this node (the test's Slurm has three commands)
+    assert done.returncode == 127 and b"sinfo: No such file or directory" in done.stderr
+
+
+def test_a_caller_that_goes_away_stops_its_command_and_the_relay_outlives_slurms_term(relay, tmp_path):
+    directory, process = relay
+    pid_file = tmp_path / "squeue.pid"
+    caller = subprocess.Popen([str(directory / "bin" / "squeue"), str(pid_file)])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    command_pid = int(pid_file.read_text())  # what the command started: its whole session stops
+    caller.kill()
+    caller.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{command_pid}") and "zombie" not in _state(command_pid):
+        assert time.monotonic() < deadline, "the command outlived its caller"
+        time.sleep(0.05)
+    assert process.poll() is None and standin(directory, "scancel", "42").returncode == 0
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return status.read()
+    except OSError:
+        return "zombie"
+
+
+def test_without_its_relay_a_standin_says_so(tmp_path, relay):
+    directory, process = relay
+    process.kill()
+    process.wait()
+    done = standin(directory, "squeue")
+    assert done.returncode == 1 and b"the job's Slurm relay is not answering" in done.stderr
+
+
+def test_requests_are_checked_and_refused_whole_not_cut():
+    with pytest.raises(RelayError, match="over 1024 KiB"):
+        encode_request("sbatch", ["x" * MAX_REQUEST], "/home/a", {})
+    good = encode_request("squeue", ["--me"], "/home/a", {"SQUEUE_FORMAT": "%i", "LD_PRELOAD": "/x.so"})[4:]
+    request = parse_request(good)
+    assert request.args == ("--me",) and request.env == {"SQUEUE_FORMAT": "%i"}  # Slurm's input variables only
+    for bad, reason in [
+        (b'{"command": "bash", "args": [], "cwd": "/", "env": {}}', "not one of the Slurm commands"),
+        (b'{"command": "../../bin/sh", "args": [], "cwd": "/", "env": {}}', "not one of the Slurm commands"),
+        (b'{"command": "squeue", "args": [1], "cwd": "/", "env": {}}', "must be strings"),
+        (b'{"command": "squeue", "args": [], "cwd": "tmp", "env": {}}', "absolute path"),
+        (b'{"command": "squeue", "args": [], "cwd": "/", "env": {"A": 1}}', "variables must be strings"),
+        (b'{"command": "squeue"}', "malformed"),
+        (b"[" * 100000 + b"]" * 100000, "malformed"),
+        (b"not json", "malformed"),
+    ]:
+        with pytest.raises(RelayError, match=reason):
+            parse_request(bad)
+
+
+def test_a_command_a_signal_ended_exits_as_a_shell_says():
+    assert (exit_code(0), exit_code(3), exit_code(-9), exit_code(-15)) == (0, 3, 137, 143)
