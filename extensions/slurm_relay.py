@@ -8,9 +8,10 @@ The batch script starts the relay outside the image, as the user, beside the ser
 DIR is a fresh 0700 directory of the user's (mktemp -d), seen inside the image at the same path:
 the relay listens on DIR/socket and writes stand-ins for Slurm's commands into DIR/bin, which the
 server inside the image finds first on its PATH (AIFA_WORKBENCH_SLURM_BIN). A stand-in sends its
-argv, its working directory, Slurm's own input variables (SBATCH_*, SQUEUE_FORMAT, ...) and its
-stdin, stdout and stderr themselves (SCM_RIGHTS); the relay runs the node's command with them
-(never a shell) and answers its exit code. Only the user's processes can reach the socket (the
+argv, its working directory (the path, and the directory held open: a path the image mounts from
+elsewhere is refused), Slurm's own input variables (SBATCH_*, SQUEUE_FORMAT, ...) and its stdin,
+stdout and stderr themselves (SCM_RIGHTS); the relay runs the node's command with them (never a
+shell) and answers its exit code. Only the user's processes can reach the socket (the
 directory is theirs alone, and the relay checks the peer's uid the kernel reports); a caller that
 goes away stops its command and what that started.
 """
@@ -104,20 +105,25 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    """The request frame and the caller's three descriptors (sent with its first bytes)."""
+    """The request frame and the caller's stdin, stdout, stderr and working directory (sent with
+    its first bytes), within REQUEST_TIMEOUT in all."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
     conn.settimeout(REQUEST_TIMEOUT)
-    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST + _LENGTH.size, 3)
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST + _LENGTH.size, 4)
     try:
-        if len(fds) != 3 or len(data) < _LENGTH.size:
-            raise RelayError("a request without its input and output")
+        if len(fds) != 4 or len(data) < _LENGTH.size:
+            raise RelayError("a request without its input, output and working directory")
         (length,) = _LENGTH.unpack(data[: _LENGTH.size])
         if length > MAX_REQUEST:
             raise RelayError(f"a request of {length} bytes, over the relay's {MAX_REQUEST}")
         while len(data) < _LENGTH.size + length:
+            conn.settimeout(max(0.0, deadline - time.monotonic()) or 0.001)
             more = conn.recv(_LENGTH.size + length - len(data))
             if not more:
                 raise RelayError("a request cut short")
             data += more
+        if len(data) != _LENGTH.size + length:
+            raise RelayError("more than the request")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -125,8 +131,22 @@ def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
     return data[_LENGTH.size :], fds
 
 
+def same_directory(path: str, fd: int) -> bool:
+    """Whether `path`, here, is the directory the caller holds open (the image may mount a folder
+    of the same name that another user made, out here)."""
+    try:
+        here, theirs = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
 def _run(request: Request, fds: list[int], slurm_bin: str, conn: socket.socket) -> int:
     try:
+        if not same_directory(request.cwd, fds[3]):
+            raise RelayError(
+                f"{request.command}: the working directory {request.cwd} is not the same outside the image"
+            )
         process = subprocess.Popen(
             [os.path.join(slurm_bin, request.command), *request.args],
             cwd=request.cwd,
@@ -143,8 +163,8 @@ def _run(request: Request, fds: list[int], slurm_bin: str, conn: socket.socket) 
     conn.setblocking(False)
     while process.poll() is None:
         readable, _, _ = select.select([conn], [], [], 0.2)
-        gone = bool(readable) and not _recv_or_empty(conn)
-        if gone or time.monotonic() > deadline:
+        # after its request a caller sends nothing: its end (or anything else) stops the command
+        if (readable and _stirred(conn)) or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its session: what it started too
             process.wait()
@@ -152,13 +172,14 @@ def _run(request: Request, fds: list[int], slurm_bin: str, conn: socket.socket) 
     return exit_code(process.returncode)
 
 
-def _recv_or_empty(conn: socket.socket) -> bytes:
+def _stirred(conn: socket.socket) -> bool:
     try:
-        return conn.recv(1)
+        conn.recv(1)
     except BlockingIOError:
-        return b"?"
+        return False
     except OSError:
-        return b""
+        pass
+    return True
 
 
 def _serve_one(conn: socket.socket, slurm_bin: str, calls: threading.BoundedSemaphore) -> None:
@@ -189,8 +210,12 @@ def _answer(conn: socket.socket, slurm_bin: str) -> tuple[int, str]:
         return 2, f"AIFA Workbench's Slurm relay: {error}\n"
     try:
         return _run(request, fds, slurm_bin, conn), ""  # _run closes the descriptors
+    except RelayError as error:
+        return 2, f"AIFA Workbench's Slurm relay: {error}\n"
     except OSError as error:  # the command or its working directory is missing
         return 127, f"{request.command}: {error.strerror or error}\n"
+    except ValueError as error:  # a variable Popen will not pass on
+        return 2, f"AIFA Workbench's Slurm relay: {request.command}: {error}\n"
 
 
 def serve(directory: str, slurm_bin: str, inner_python: str) -> None:
@@ -209,10 +234,15 @@ def serve(directory: str, slurm_bin: str, inner_python: str) -> None:
             except OSError:  # out of descriptors, say: the calls in flight free some
                 time.sleep(0.1)
                 continue
-            if not calls.acquire(blocking=False):
+            if not calls.acquire(timeout=COMMAND_TIMEOUT):  # calls in flight end by then
                 conn.close()
                 continue
-            threading.Thread(target=_serve_one, args=(conn, slurm_bin, calls), daemon=True).start()
+            try:
+                threading.Thread(target=_serve_one, args=(conn, slurm_bin, calls), daemon=True).start()
+            except RuntimeError:  # no thread to be had now (the job's or the user's process limit)
+                conn.close()
+                calls.release()
+                time.sleep(0.1)
 
 
 # --- a stand-in, inside the image -----------------------------------------------------------------
@@ -228,7 +258,9 @@ def call(argv: list[str] | None = None) -> None:
         frame = encode_request(command, args, os.getcwd(), passed_variables(os.environ))
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(os.path.join(directory, SOCKET))
-            sent = socket.send_fds(sock, [frame], [_open_or_null(fd) for fd in (0, 1, 2)])
+            here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+            sent = socket.send_fds(sock, [frame], [*(_open_or_null(fd) for fd in (0, 1, 2)), here])
+            os.close(here)
             sock.sendall(frame[sent:])
             answer = b""
             while more := sock.recv(4096):  # the exit code, then what the relay says; then it closes

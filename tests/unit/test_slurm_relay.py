@@ -15,6 +15,7 @@ from aifa_workbench.extensions.slurm_relay import (
     encode_request,
     exit_code,
     parse_request,
+    same_directory,
 )
 
 pytestmark = pytest.mark.unit
@@ -139,3 +140,17 @@ def test_requests_are_checked_and_refused_whole_not_cut():
 
 def test_a_command_a_signal_ended_exits_as_a_shell_says():
     assert (exit_code(0), exit_code(3), exit_code(-9), exit_code(-15)) == (0, 3, 137, 143)
+
+
+def test_a_working_directory_is_taken_only_if_it_is_the_one_the_caller_holds(tmp_path):
+    """Inside the image a path may be a folder of the image's (or a private /tmp) while out here
+    the same name is another user's: the caller's open directory decides."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "theirs").mkdir()
+    held = os.open(tmp_path / "mine", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert same_directory(str(tmp_path / "mine"), held)
+        assert not same_directory(str(tmp_path / "theirs"), held)
+        assert not same_directory(str(tmp_path / "gone"), held)
+    finally:
+        os.close(held)
