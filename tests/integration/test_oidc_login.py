@@ -164,6 +164,12 @@ def test_a_person_in_no_allowed_group_joins_a_course_by_its_invite_link_and_leav
 
 
 def sign_in_with_chromium(page, provider, login):
+    # the provider's sign-in page: a busy machine (the suite's drills) may take its time; if it
+    # never comes, say where the browser is instead
+    try:
+        page.wait_for_selector("#login", timeout=60_000)
+    except Exception as error:  # noqa: BLE001 (playwright's TimeoutError, with what the page is)
+        raise AssertionError(f"no sign-in form at {page.url}: {page.content()[:600]}") from error
     page.fill("#login", login)
     page.fill("#password", provider.people[login].password)
     page.get_by_role("button", name="Sign in").click()
