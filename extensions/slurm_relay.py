@@ -35,7 +35,7 @@ COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "sinfo", "sacctm
 # the variables Slurm's commands read as input, passed from the caller (the relay's own otherwise)
 PASSED_PREFIXES = ("SBATCH_", "SQUEUE_", "SACCT_", "SINFO_", "SCANCEL_", "SCONTROL_", "SLURM_TIME_FORMAT")
 MAX_REQUEST = 1 << 20  # argv, working directory and variables together: refused above, not cut
-MAX_CALLS = 32  # at once; one more is closed at once
+MAX_CALLS = 32  # at once; more wait for one of them to end
 REQUEST_TIMEOUT = 10.0  # to send a request, once connected
 COMMAND_TIMEOUT = 600.0
 SOCKET = "socket"

@@ -262,6 +262,20 @@ def test_a_starter_notebook_the_user_never_changed_is_brought_up_to_date(tmp_pat
     assert (old_home / TARGET_DIR / "b.ipynb").read_text() == "version 1 and my edits"
 
 
+def test_the_copy_follows_no_link_left_in_the_home(tmp_path):
+    """A link someone left where the manifest goes (an unpacked archive, say) is replaced, not
+    written through: the file it points at stays as it was."""
+    bundled, home = tmp_path / "bundled", tmp_path / "home"
+    bundled.mkdir()
+    (bundled / "a.ipynb").write_text("version 1")
+    (home / ".aifa-workbench").mkdir(parents=True)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (home / MANIFEST).symlink_to(precious)
+    assert copy_starter_notebooks(home, {"a.ipynb": bundled / "a.ipynb"}) == (["a.ipynb"], [])
+    assert precious.read_text() == "keep me" and not (home / MANIFEST).is_symlink()
+
+
 def test_every_version_of_a_starter_notebook_the_workbench_shipped_is_known(request):
     """past-versions.json lists every earlier version of each notebook in git's history, so that an
     unchanged copy of any of them is brought up to date (UPDATE_GOLDEN=1 writes it)."""
