@@ -14,16 +14,22 @@ stdout and stderr themselves (SCM_RIGHTS); the relay runs the node's command wit
 shell) and answers its exit code. Only the user's processes can reach the socket (the
 directory is theirs alone, and the relay checks the peer's uid the kernel reports); a caller that
 goes away stops its command and what that started.
+
+The batch script removes DIR when the job ends; should Slurm kill the script first, the folder is
+left, and the next relay of the user's removes the folders of jobs Slurm no longer runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import os
+import re
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -39,6 +45,8 @@ MAX_CALLS = 32  # at once; more wait for one of them to end
 REQUEST_TIMEOUT = 10.0  # to send a request, once connected
 COMMAND_TIMEOUT = 600.0
 SOCKET = "socket"
+# DIR's name as the batch script makes it: slurm-relay-<job id>-<mktemp's 8 characters>
+FOLDER = re.compile(r"^slurm-relay-([0-9]{1,12})-[A-Za-z0-9]{8}$")
 _LENGTH = struct.Struct("!I")
 _CODE = struct.Struct("!i")
 
@@ -218,6 +226,44 @@ def _answer(conn: socket.socket, slurm_bin: str) -> tuple[int, str]:
         return 2, f"AIFA Workbench's Slurm relay: {request.command}: {error}\n"
 
 
+def remove_ended_relays(directory: str, slurm_bin: str) -> list[str]:
+    """Remove the user's relay folders beside `directory` whose job Slurm no longer runs (left
+    behind when Slurm killed a batch script before it could clean up); the names removed. Nothing
+    is removed when Slurm cannot say which of the user's jobs run."""
+    parent, own = os.path.split(os.path.abspath(directory))
+    try:
+        listed = subprocess.run(
+            [os.path.join(slurm_bin, "squeue"), "-h", "-u", str(os.getuid()), "-o", "%A"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        names = os.listdir(parent)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if listed.returncode != 0:
+        return []
+    known = set(listed.stdout.split())  # %A: each job's own id (an array's elements' too), pending or running
+    removed = []
+    for name in names:
+        found = FOLDER.match(name)
+        if not found or name == own or found.group(1) in known or not _ours_alone(os.path.join(parent, name)):
+            continue
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _ours_alone(path: str) -> bool:
+    """A real folder (not a link) of this user's."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+
+
 def serve(directory: str, slurm_bin: str, inner_python: str) -> None:
     os.makedirs(os.path.join(directory, "bin"), mode=0o700, exist_ok=True)
     for command in COMMANDS:
@@ -228,6 +274,7 @@ def serve(directory: str, slurm_bin: str, inner_python: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(os.path.join(directory, SOCKET))
         listener.listen(64)
+        threading.Thread(target=remove_ended_relays, args=(directory, slurm_bin), daemon=True).start()
         while True:
             try:
                 conn, _ = listener.accept()

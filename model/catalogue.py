@@ -127,6 +127,8 @@ LOGIN_SCHEMA = {
 # a project's folder: plain absolute path segments, one of them holding {account}, none empty, "." or ".."
 _SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9_.-]+"
 PROJECT_FOLDER = rf"^(?:/{_SEGMENT})*/(?!\.\.?(?:/|$))[A-Za-z0-9_.-]*\{{account\}}[A-Za-z0-9_.-]*(?:/{_SEGMENT})*$"
+# or the variable the site's login shell sets to it, as JSC's $PROJECT_<project> and $SCRATCH_<project>
+PROJECT_VARIABLE = r"^\$[A-Za-z_][A-Za-z0-9_]*\{account\}[A-Za-z0-9_]*$"
 
 PATHS_SCHEMA = {
     "type": "object",
@@ -135,10 +137,11 @@ PATHS_SCHEMA = {
         "runtime": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         "slurm_bin": {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]+$"},
         # the project's shared folder and its scratch ({account}: the job's account), as the site
-        # publishes them; a start keeps those the site has and the user may write in (the scratch
-        # takes PyTorch's and Hugging Face's caches)
-        "project": {"type": "string", "pattern": PROJECT_FOLDER},
-        "scratch": {"type": "string", "pattern": PROJECT_FOLDER},
+        # publishes them: a path, or $VARIABLE, read from the user's login shell on the site; a
+        # start keeps those the site has and the user may write in (the scratch takes PyTorch's and
+        # Hugging Face's caches)
+        "project": {"type": "string", "pattern": f"{PROJECT_FOLDER}|{PROJECT_VARIABLE}"},
+        "scratch": {"type": "string", "pattern": f"{PROJECT_FOLDER}|{PROJECT_VARIABLE}"},
     },
 }
 

@@ -1,7 +1,8 @@
 """A user's home on a site, read from the site (their login's $HOME) and tried for writing before
 a job is submitted, with the project's directories the site publishes (its shared project folder
-and its scratch: the catalogue's paths for the job's account), kept where they exist and the user
-may write there, never guessed: sites lay homes out their own way (Lucia's
+and its scratch, for the job's account: a path the site documents, or the variable its login shell
+sets, as JSC's $PROJECT_<project>), kept where they exist and the user may write there, never
+guessed: sites lay homes out their own way (Lucia's
 /gpfs/home/acad/<institution-department>/<user>, which no pattern of the username gives), and a
 full or read-only home stops JupyterLab with nothing the user can read (the sites' own Jupyter
 services test this before starting: Jupyter-JSC reports "Disk quota exceeded in $HOME")."""
@@ -16,17 +17,31 @@ from .errors import SiteError
 
 # Run by the user's shell on the login node (homes are shared with the compute nodes): where the
 # home is, and whether 64 KiB can be written there (a quota counts blocks, not only files); then,
-# for each KIND=DIR argument (the project's folders as the catalogue names them), that line again
-# where DIR is a directory the user may write in.
+# for each KIND=WHERE argument (the project's folders as the catalogue names them: a directory, or
+# $NAME, the login shell's variable that holds it), "dir:KIND=WHERE DIR" where DIR is a directory
+# the user may write in. Names are checked before they are asked (VARIABLE): printenv reads one.
 PROBE = r"""cd || exit 0
 printf 'home=%s\n' "$HOME"
 f="$HOME/.aifa-workbench-write-test.$$"
 if err=$( (head -c 65536 /dev/zero > "$f") 2>&1 ); then echo writable; else printf 'unwritable=%s\n' "$err" | head -n 1; fi
 rm -f "$f"
 for asked in "$@"; do
-  if [ -d "${asked#*=}" ] && [ -w "${asked#*=}" ]; then printf 'dir:%s\n' "$asked"; fi
+  where=${asked#*=}
+  case $where in
+    '$'*) dir=$(printenv "${where#?}") || continue ;;
+    *) dir=$where ;;
+  esac
+  if [ -d "$dir" ] && [ -w "$dir" ]; then printf 'dir:%s %s\n' "$asked" "$dir"; fi
 done
 exit 0
+"""
+
+# Where the catalogue names a folder by the login shell's variable: the probe runs in a login shell
+# (bash's where there is one: JSC's login shell is bash, and its profile is bash's), which reads the
+# site's /etc/profile and the user's own, as a terminal on the site would.
+IN_A_LOGIN_SHELL = r"""probe=$1; shift
+if command -v bash >/dev/null 2>&1; then exec bash -l -c "$probe" sh "$@"; fi
+exec /bin/sh -l -c "$probe" sh "$@"
 """
 
 # the project's directories a job may use, by kind: the project's shared folder, its scratch
@@ -34,6 +49,8 @@ STORAGE_KINDS = ("project", "scratch")
 
 # A home the batch script and the job's paths can carry as they are.
 HOME_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]{1,1023}$")
+# a variable of the login shell's that names a project's folder (JSC: $PROJECT_<project>)
+VARIABLE = re.compile(r"^\$[A-Za-z_][A-Za-z0-9_]{0,127}$")
 FULL = ("Disk quota exceeded", "No space left on device")
 
 
@@ -46,20 +63,44 @@ class HomeReport:
 
 
 def probe_argv(storage: dict[str, str]) -> list[str]:
-    """The probe's command line, asking about `storage` ({kind: directory}) too; the directories
-    are the catalogue's paths (validated there) with the job's account (validated) filled in."""
-    asked = [f"{kind}={path}" for kind, path in storage.items() if kind in STORAGE_KINDS and HOME_PATH.match(path)]
+    """The probe's command line, asking about `storage` ({kind: directory or $VARIABLE}) too: the
+    catalogue's paths (validated there) with the job's account (validated) filled in. A variable is
+    the login environment's (/etc/profile and the user's own), so the probe is then a login shell."""
+    asked = [f"{kind}={where}" for kind, where in storage.items() if kind in STORAGE_KINDS and _askable(where)]
+    if any(VARIABLE.match(entry.partition("=")[2]) for entry in asked):
+        return ["/bin/sh", "-c", IN_A_LOGIN_SHELL, "sh", PROBE, *asked]
     return ["/bin/sh", "-c", PROBE, "sh", *asked]
+
+
+def _askable(where: str) -> bool:
+    return bool(VARIABLE.match(where) or _plain_path(where))
+
+
+def _plain_path(path: str) -> bool:
+    return bool(HOME_PATH.match(path)) and "/../" not in path + "/" and "/./" not in path + "/"
 
 
 def parse_probe(stdout: str, asked: dict[str, str] | None = None) -> HomeReport:
     report = _parse_home(stdout)
-    # only the directories asked about, as asked: the user's shell startup files may print anything
-    found = {line[len("dir:") :] for line in stdout.splitlines() if line.startswith("dir:")}
-    storage = tuple(
-        (kind, path) for kind, path in (asked or {}).items() if HOME_PATH.match(path) and f"{kind}={path}" in found
-    )
-    return HomeReport(report.home, report.problem, report.detail, storage)
+    return HomeReport(report.home, report.problem, report.detail, _storage_found(stdout, asked or {}))
+
+
+def _storage_found(stdout: str, asked: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(kind, directory) for each folder asked about that the probe found: a path as asked, a
+    variable's plain absolute value. The user's shell startup files may print anything before the
+    probe does, so the last answer to each question counts (what they could point at is the user's
+    own to write anyway)."""
+    answers: dict[str, str] = {}
+    for line in stdout.splitlines():
+        if line.startswith("dir:"):
+            question, _, directory = line.removeprefix("dir:").partition(" ")
+            answers[question] = directory
+    storage = []
+    for kind, where in asked.items():
+        directory = answers.get(f"{kind}={where}")
+        if directory and _askable(where) and _plain_path(directory) and (directory == where or VARIABLE.match(where)):
+            storage.append((kind, directory))
+    return tuple(storage)
 
 
 def _parse_home(stdout: str) -> HomeReport:
@@ -68,7 +109,7 @@ def _parse_home(stdout: str) -> HomeReport:
     if not homes:
         return HomeReport(None, "no home", "the login shell could not enter $HOME")
     home = homes[0]
-    if not HOME_PATH.match(home) or "/../" in home + "/" or "/./" in home + "/":
+    if not _plain_path(home):
         return HomeReport(None, "no home", f"$HOME is {bounded(home, 120)!r}, not a plain absolute path")
     if "writable" in lines:
         return HomeReport(home)

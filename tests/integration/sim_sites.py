@@ -23,7 +23,7 @@ SITE_USERS = {
 }
 SITE_ACCOUNTS = {
     "lumi": {"alice": ("project_465000123",)},
-    "jupiter": {"alice": ("aifa-be",)},
+    "jupiter": {"alice": ("aifabe",)},
     "lucia": {"alice": ("aifa_cat1",)},
 }
 # the keys of the simulated sites' settings file a test hub takes over
@@ -39,7 +39,11 @@ SIM_KEYS = (
 SITE_NODES = {"lumi": "nid005001", "jupiter": "jpbo-001-01", "lucia": "lucia-gpu001"}
 # every compute node of each site: JUPITER has a second booster node (whole nodes: a Dask worker
 # needs one of its own), where a job lands when the first is taken
-SITE_ALL_NODES = {"lumi": ("nid005001",), "jupiter": ("jpbo-001-01", "jpbo-001-02"), "lucia": ("lucia-gpu001",)}
+SITE_ALL_NODES = {
+    "lumi": ("nid005001",),
+    "jupiter": ("jpbo-001-01", "jpbo-001-02", "jpbo-001-03", "jpbo-001-04"),
+    "lucia": ("lucia-gpu001",),
+}
 # a Python of each site, as its modules give it (none is on a site's default PATH)
 SITE_PYTHON = {
     "lumi": "/opt/cray/pe/python/3.11.7/bin/python3",

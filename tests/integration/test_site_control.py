@@ -169,11 +169,11 @@ async def test_a_catalogue_site_is_reached_through_the_registry_with_the_hub_use
 
     store = SiteKeyStore(tmp_path / "keys", "a secret")
     authorize_line("jupiter", "alice1", store.public_key("alice", "jupiter"))  # the user, in JuDoor
-    controls = SiteControls(Identities({"alice": {"jupiter": {"username": "alice1", "accounts": ["aifa-be"]}}}, store))
+    controls = SiteControls(Identities({"alice": {"jupiter": {"username": "alice1", "accounts": ["aifabe"]}}}, store))
     jupiter = load_catalogue(root / "catalogue", ["jupiter"])["jupiter"]
     control = controls.of(jupiter)
     await control.ping("alice")
-    assert await control.accounts("alice", "alice1") == ("aifa-be",)
+    assert await control.accounts("alice", "alice1") == ("aifabe",)
     whoami = await control.runner.run(["id", "-un"], as_user="alice")
     assert whoami.stdout == "alice1\n"
     with pytest.raises(NoSiteAccount) as unknown:
@@ -224,7 +224,7 @@ def test_no_user_of_a_site_can_change_the_runtime_every_users_job_runs():
 # alice's project's folders on each site (she and carol are in it, bob is not)
 ALICES_PROJECT_DIRS = {
     "lumi": ("project_465000123", ["/project/project_465000123", "/scratch/project_465000123"]),
-    "jupiter": ("aifa-be", ["/e/project1/aifa-be", "/e/scratch/aifa-be"]),
+    "jupiter": ("aifabe", ["/e/project1/aifabe", "/e/scratch/aifabe"]),
     "lucia": ("aifa_cat1", ["/gpfs/projects/aifa_cat1"]),
 }
 

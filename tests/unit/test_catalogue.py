@@ -128,6 +128,8 @@ def mutated(change):
         (lambda d: d["paths"].update(project="/project//{account}"), "paths.project: '/project//{account}' does not"),
         (lambda d: d["paths"].update(scratch="/scratch/../{account}"), "paths.scratch: '/scratch/../{account}' does"),
         (lambda d: d["paths"].update(project="/project/shared"), "paths.project: '/project/shared' does not match"),
+        (lambda d: d["paths"].update(project="$PROJECT-{account}"), "paths.project: '$PROJECT-{account}' does not"),
+        (lambda d: d["paths"].update(scratch="$(id){account}"), "paths.scratch: '$(id){account}' does not match"),
         (lambda d: d["partitions"]["small-g"]["billing"].update(kind="euros"), "partitions.small-g.billing:"),
         # an earlier release's site file: its dead fields are named, with what to do
         (

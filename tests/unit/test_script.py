@@ -54,10 +54,18 @@ def golden_context(site, environment) -> ScriptContext:
         container_binds=paths.container_binds,
         tunnel=site.reach is not None and site.reach.mode == "reverse",
         # the project's folders as the catalogue names them for the example account, as a start
-        # finds them on the site
-        project_dir=(site.paths.project or "").replace("{account}", site.account_example),
-        scratch_dir=(site.paths.scratch or "").replace("{account}", site.account_example),
+        # finds them on the site (a variable: as the site's login shell sets it)
+        project_dir=site_says((site.paths.project or "").replace("{account}", site.account_example)),
+        scratch_dir=site_says((site.paths.scratch or "").replace("{account}", site.account_example)),
     )
+
+
+# what JSC's login environment sets for the example project (its file systems are under /e/)
+LOGIN_VARIABLES = {"$PROJECT_aifabe": "/e/project1/aifabe", "$SCRATCH_aifabe": "/e/scratch/aifabe"}
+
+
+def site_says(where: str) -> str:
+    return LOGIN_VARIABLES[where] if where.startswith("$") else where
 
 
 def golden_request(site, partition, environment) -> JobRequest:

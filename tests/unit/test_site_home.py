@@ -44,11 +44,43 @@ def test_the_probe_keeps_the_projects_folders_that_exist_and_the_user_may_write_
         assert home.parse_probe(out, {"project": str(locked)}).storage == ()
 
 
+def test_a_folder_the_site_publishes_as_a_login_variable_is_read_from_it(tmp_path):
+    # JSC: $PROJECT_<project> and $SCRATCH_<project>, set by the login environment; the probe is then
+    # a login shell, and keeps the value where the user may write
+    project, locked = tmp_path / "elsewhere" / "p1", tmp_path / "locked"
+    project.mkdir(parents=True)
+    locked.mkdir(mode=0o500)
+    asked = {"project": "$PROJECT_p1", "scratch": "$SCRATCH_p1"}
+    argv = home.probe_argv(asked)
+    assert argv[:5] == ["/bin/sh", "-c", home.IN_A_LOGIN_SHELL, "sh", home.PROBE]
+    assert home.probe_argv({"project": "/project/p1"})[:3] == ["/bin/sh", "-c", home.PROBE]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PROJECT_p1": str(project)}  # no $SCRATCH_p1 here
+    out = subprocess.run(argv, env=env, capture_output=True, text=True).stdout
+    assert home.parse_probe(out, asked).storage == (("project", str(project)),)
+    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
+        out = subprocess.run(argv, env={**env, "PROJECT_p1": str(locked)}, capture_output=True, text=True).stdout
+        assert home.parse_probe(out, asked).storage == ()
+    # only a plain name is asked: nothing of it reaches a shell's expansion
+    assert home.probe_argv({"project": "$PROJECT_$(id)", "scratch": "${SCRATCH}"}) == [
+        "/bin/sh",
+        "-c",
+        home.PROBE,
+        "sh",
+    ]
+
+
 def test_a_folder_the_users_shell_prints_but_the_hub_did_not_ask_about_is_not_kept():
     # a user's shell startup files may print anything before the probe: only the asked pairs count
-    out = "dir:scratch=/etc\ndir:project=/users/x/../../etc\nhome=/users/a\nwritable\ndir:project=/project/p1\n"
+    out = (
+        "dir:scratch=/etc /etc\ndir:project=/project/p1 /users/x/../../etc\ndir:odd=/etc /etc\n"
+        "home=/users/a\nwritable\ndir:project=/project/p1 /project/p1\n"
+    )
     report = home.parse_probe(out, {"project": "/project/p1", "scratch": "/scratch/p1"})
     assert report.storage == (("project", "/project/p1"),) and report.home == "/users/a"
+    # a path asked is kept only as asked; a variable's value only if it is a plain absolute path
+    asked = {"project": "/project/p1", "scratch": "$SCRATCH_p1"}
+    forged = "dir:project=/project/p1 /etc\ndir:scratch=$SCRATCH_p1 /e/scratch/../p2\n"
+    assert home.parse_probe("home=/h\nwritable\n" + forged, asked).storage == ()
     assert home.probe_argv({"project": "/project/$(id)"})[4:] == []  # not a plain path: never asked
 
 

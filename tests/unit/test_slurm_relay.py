@@ -15,6 +15,7 @@ from aifa_workbench.extensions.slurm_relay import (
     encode_request,
     exit_code,
     parse_request,
+    remove_ended_relays,
     same_directory,
 )
 
@@ -24,7 +25,8 @@ FAKE_SLURM = {
     # prints its argv one per line between brackets, its working directory and its stdin
     "sbatch": '#!/bin/bash\nfor a in "$@"; do printf "[%s]\\n" "$a"; done; echo "cwd=$PWD fmt=${SBATCH_X:-} home=${HOME_X:-}"; '
     'cat; echo oops >&2; exit 3\n',
-    "squeue": '#!/bin/bash\nsleep 60 & echo $! > "$1"; wait\n',
+    # (the relay's own question at its start, -h ..., is answered with no job)
+    "squeue": '#!/bin/bash\n[ "$1" = -h ] && exit 0; sleep 60 & echo $! > "$1"; wait\n',
     "scancel": "#!/bin/bash\nexit 0\n",
 }
 
@@ -154,3 +156,31 @@ def test_a_working_directory_is_taken_only_if_it_is_the_one_the_caller_holds(tmp
         assert not same_directory(str(tmp_path / "gone"), held)
     finally:
         os.close(held)
+
+
+def test_a_relay_removes_the_folders_of_the_users_jobs_that_slurm_no_longer_runs(tmp_path):
+    # left when Slurm killed a batch script before its last line: the next relay clears them
+    slurm_bin, home = tmp_path / "slurm", tmp_path / "aifa"
+    slurm_bin.mkdir()
+    home.mkdir()
+    squeue = slurm_bin / "squeue"
+    squeue.write_text('#!/bin/sh\necho "$@" > "$0.args"; printf "4\\n5\\n"\n')
+    squeue.chmod(0o755)
+    own, ended, live = home / "slurm-relay-5-abcdEFGH", home / "slurm-relay-3-x1x2x3x4", home / "slurm-relay-4-y1y2y3y4"
+    for folder in (own, ended, live, home / "notes"):
+        (folder / "bin").mkdir(parents=True)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (home / "slurm-relay-2-linklink").symlink_to(kept)  # a link is never followed nor removed
+    assert remove_ended_relays(str(own), str(slurm_bin)) == [ended.name]
+    assert sorted(p.name for p in home.iterdir()) == sorted([own.name, live.name, "notes", "slurm-relay-2-linklink"])
+    assert kept.is_dir() and (squeue.parent / "squeue.args").read_text().split() == [
+        "-h",
+        "-u",
+        str(os.getuid()),
+        "-o",
+        "%A",
+    ]
+    squeue.write_text("#!/bin/sh\nexit 1\n")  # Slurm cannot say: nothing goes
+    (ended / "bin").mkdir(parents=True)
+    assert remove_ended_relays(str(own), str(slurm_bin)) == [] and ended.is_dir()

@@ -1,7 +1,7 @@
 #!/bin/bash
 # AIFA Workbench: JupyterLab for alice on JUPITER (Germany) · NVIDIA GH200 (aarch64), submitted by the hub.
 #SBATCH --job-name=aifa-wb-hub-alice
-#SBATCH --account=aifa-be
+#SBATCH --account=aifabe
 #SBATCH --partition=booster
 #SBATCH --time=2:00:00
 #SBATCH --nodes=1
@@ -33,8 +33,8 @@ unset XDG_RUNTIME_DIR
 # For what runs inside the job: the job panel, the walltime guard, Dask presets and dashboards.
 export AIFA_WORKBENCH_SITE=jupiter AIFA_WORKBENCH_ENVIRONMENT=stages-2026
 export AIFA_WORKBENCH_WARN_MINUTES=10,2 AIFA_WORKBENCH_SLURM_BIN=/usr/bin
-export AIFA_WORKBENCH_PROJECT_DIR=/e/project1/aifa-be
-export AIFA_WORKBENCH_SCRATCH_DIR=/e/scratch/aifa-be
+export AIFA_WORKBENCH_PROJECT_DIR=/e/project1/aifabe
+export AIFA_WORKBENCH_SCRATCH_DIR=/e/scratch/aifabe
 # Caches away from the small home: PyTorch's and Hugging Face's hold downloaded code, pickled
 # weights and a saved token, so they go to a 0700 folder of the user's own on the project's
 # scratch (made now, or theirs alone already) only where nobody else can move it away and put a
@@ -60,7 +60,7 @@ cache_folder_is_ours() {
     if [ -e "$d" ] || [ -L "$d" ]; then [ ! -L "$d" ] && [ -O "$d" ] || return 1; fi
   done
 }
-scratch=$(cd -P -- /e/scratch/aifa-be 2>/dev/null && pwd) || scratch=
+scratch=$(cd -P -- /e/scratch/aifabe 2>/dev/null && pwd) || scratch=
 cache_home=$scratch/$USER
 if [ -z "$scratch" ]; then
   :
