@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -45,8 +45,8 @@ MAX_CALLS = 32  # at once; more wait for one of them to end
 REQUEST_TIMEOUT = 10.0  # to send a request, once connected
 COMMAND_TIMEOUT = 600.0
 SOCKET = "socket"
-# DIR's name as the batch script makes it: slurm-relay-<job id>-<mktemp's 8 characters>
-FOLDER = re.compile(r"^slurm-relay-([0-9]{1,12})-[A-Za-z0-9]{8}$")
+# DIR's name as the batch script makes it: slurm-relay-<cluster>-<job id>-<mktemp's 8 characters>
+FOLDER = re.compile(r"^slurm-relay-(?P<cluster>[A-Za-z0-9_.-]{1,64})-(?P<job>[0-9]{1,12})-[A-Za-z0-9]{8}$")
 _LENGTH = struct.Struct("!I")
 _CODE = struct.Struct("!i")
 
@@ -227,32 +227,48 @@ def _answer(conn: socket.socket, slurm_bin: str) -> tuple[int, str]:
 
 
 def remove_ended_relays(directory: str, slurm_bin: str) -> list[str]:
-    """Remove the user's relay folders beside `directory` whose job Slurm no longer runs (left
-    behind when Slurm killed a batch script before it could clean up); the names removed. Nothing
-    is removed when Slurm cannot say which of the user's jobs run."""
+    """Remove the user's relay folders beside `directory` of jobs of the same cluster that Slurm no
+    longer knows (left behind when Slurm killed a batch script before it could clean up); the
+    names removed. The folders are listed before Slurm is asked: a folder seen then is a job that
+    had started, so Slurm lists it unless it ended. Nothing is removed when Slurm cannot say."""
     parent, own = os.path.split(os.path.abspath(directory))
+    own_folder = FOLDER.match(own)
     try:
+        names = os.listdir(parent)
         listed = subprocess.run(
-            [os.path.join(slurm_bin, "squeue"), "-h", "-u", str(os.getuid()), "-o", "%A"],
+            [os.path.join(slurm_bin, "squeue"), "-h", "-a", "-u", str(os.getuid()), "-o", "%A"],
             capture_output=True,
             text=True,
             timeout=60,
             stdin=subprocess.DEVNULL,
+            env=_unnarrowed(os.environ),
         )
-        names = os.listdir(parent)
     except (OSError, subprocess.SubprocessError):
         return []
-    if listed.returncode != 0:
+    if listed.returncode != 0 or own_folder is None:
         return []
     known = set(listed.stdout.split())  # %A: each job's own id (an array's elements' too), pending or running
     removed = []
     for name in names:
         found = FOLDER.match(name)
-        if not found or name == own or found.group(1) in known or not _ours_alone(os.path.join(parent, name)):
+        if not found or name == own or found.group("cluster") != own_folder.group("cluster"):
+            continue
+        if found.group("job") in known or not _ours_alone(os.path.join(parent, name)):
             continue
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         removed.append(name)
     return removed
+
+
+def _unnarrowed(environ) -> dict[str, str]:
+    """The environment without what would narrow squeue's answer (its own input variables, another
+    cluster): the question is every job of the user's on this cluster."""
+    return {k: v for k, v in environ.items() if not k.startswith("SQUEUE_") and k != "SLURM_CLUSTERS"}
+
+
+def _log_removed(directory: str, slurm_bin: str) -> None:
+    for name in remove_ended_relays(directory, slurm_bin):
+        print(f"AIFA Workbench: removed {name}, the Slurm relay folder of a job that has ended", file=sys.stderr)
 
 
 def _ours_alone(path: str) -> bool:
@@ -274,7 +290,7 @@ def serve(directory: str, slurm_bin: str, inner_python: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(os.path.join(directory, SOCKET))
         listener.listen(64)
-        threading.Thread(target=remove_ended_relays, args=(directory, slurm_bin), daemon=True).start()
+        threading.Thread(target=_log_removed, args=(directory, slurm_bin), daemon=True).start()
         while True:
             try:
                 conn, _ = listener.accept()

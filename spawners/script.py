@@ -12,6 +12,7 @@ import jinja2
 
 from aifa_workbench.model.catalogue import Site
 from aifa_workbench.model.job_env import site_job_lines
+from aifa_workbench.sites.home import plain_dir
 from aifa_workbench.sites.runtime import env_runtime_dir
 from aifa_workbench.sites.slurm_cli import job_name
 
@@ -21,8 +22,6 @@ from aifa_workbench.model.request import JobRequest
 # instead of quoting we refuse anything but a plain token.
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.:,=/%@+-]+")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-# a project folder the site named (already checked against the catalogue): nothing a shell would read twice
-_PLAIN_DIR = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+@-]+)+")
 
 
 class ScriptError(ValueError):
@@ -158,7 +157,7 @@ def render_batch_script(request: JobRequest, site: Site, ctx: ScriptContext) -> 
     bad_names = [n for n in ctx.export_names if not _ENV_NAME.fullmatch(n)]
     if bad_names:
         raise ScriptError(f"refusing to export environment names {bad_names!r}")
-    odd_dirs = [d for d in (ctx.project_dir, ctx.scratch_dir) if d and not _PLAIN_DIR.fullmatch(d)]
+    odd_dirs = [d for d in (ctx.project_dir, ctx.scratch_dir) if d and not plain_dir(d)]
     if odd_dirs:
         raise ScriptError(f"refusing project directories that are not plain absolute paths: {odd_dirs!r}")
     partition = site.partitions[request.partition]

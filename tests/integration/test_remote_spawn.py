@@ -213,8 +213,9 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
     # a relay folder an earlier job left (Slurm killed its batch script before its last line)
     relays = on_site_fs("lumi", f"{site_home('lumi', 'alice')}/.aifa-workbench")
     uid = int(site_passwd("lumi", "alice")[2])
-    left = relays / "slurm-relay-1-leftover"
-    for folder in (relays, left, left / "bin"):
+    left = relays / "slurm-relay-lumi-1-leftover"
+    another_clusters = relays / "slurm-relay-elsewhere-1-leftover"  # a home shared with another cluster's jobs
+    for folder in (relays, left, left / "bin", another_clusters):
         folder.mkdir(mode=0o700, exist_ok=True)
         os.chown(folder, uid, uid)
     assert hub.api("POST", "users/alice/server", token=token, json=request).status_code in (201, 202)
@@ -258,12 +259,14 @@ def test_lumis_container_environment_runs_jupyterlab_inside_its_image_from_the_r
         # and the starter notebooks that use Dask run top to bottom there with their workers
         with Kernel(url, token, timeout=300) as kernel:
             run_dask_starter_notebooks("lumi", kernel)
-        assert list(relays.glob(f"slurm-relay-{job_id}-*")), "the job's relay folder is where the job said"
+        assert list(relays.glob(f"slurm-relay-lumi-{job_id}-*")), "the job's relay folder is where the job said"
         assert not left.exists(), "this job's relay removes the folder of a job Slurm no longer runs"
+        assert another_clusters.is_dir(), "a folder of another cluster's job is not this Slurm's to judge"
+        another_clusters.rmdir()
     finally:
         stop_and_see_the_job_end(hub, token, "lumi", job_id)
     relays = on_site_fs("lumi", f"{site_home('lumi', 'alice')}/.aifa-workbench")
-    assert not list(relays.glob(f"slurm-relay-{job_id}-*")), "the job removes its relay's folder when it ends"
+    assert not list(relays.glob(f"slurm-relay-lumi-{job_id}-*")), "the job removes its relay's folder when it ends"
 
 
 def user_key_line(hub, user: str, site: str) -> str:

@@ -44,23 +44,53 @@ def test_the_probe_keeps_the_projects_folders_that_exist_and_the_user_may_write_
         assert home.parse_probe(out, {"project": str(locked)}).storage == ()
 
 
-def test_a_folder_the_site_publishes_as_a_login_variable_is_read_from_it(tmp_path):
-    # JSC: $PROJECT_<project> and $SCRATCH_<project>, set by the login environment; the probe is then
-    # a login shell, and keeps the value where the user may write
+def probe_with_profile(home_dir, profile: str, asked: dict, **env) -> home.HomeReport:
+    """The probe as a user whose login profile (bash's) is `profile`."""
+    (home_dir / ".bash_profile").write_text(profile)
+    run = subprocess.run(
+        home.probe_argv(asked),
+        env={"HOME": str(home_dir), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return home.parse_probe(run.stdout, asked)
+
+
+def test_a_folder_the_site_publishes_as_a_login_variable_is_read_from_the_users_login_shell(tmp_path):
+    # JSC: $PROJECT_<project> and $SCRATCH_<project>, set by the login environment (not by the
+    # shell sshd runs a command in); kept where the user may write
     project, locked = tmp_path / "elsewhere" / "p1", tmp_path / "locked"
     project.mkdir(parents=True)
     locked.mkdir(mode=0o500)
     asked = {"project": "$PROJECT_p1", "scratch": "$SCRATCH_p1"}
-    argv = home.probe_argv(asked)
-    assert argv[:5] == ["/bin/sh", "-c", home.IN_A_LOGIN_SHELL, "sh", home.PROBE]
-    assert home.probe_argv({"project": "/project/p1"})[:3] == ["/bin/sh", "-c", home.PROBE]
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PROJECT_p1": str(project)}  # no $SCRATCH_p1 here
-    out = subprocess.run(argv, env=env, capture_output=True, text=True).stdout
-    assert home.parse_probe(out, asked).storage == (("project", str(project)),)
-    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
-        out = subprocess.run(argv, env={**env, "PROJECT_p1": str(locked)}, capture_output=True, text=True).stdout
-        assert home.parse_probe(out, asked).storage == ()
-    # only a plain name is asked: nothing of it reaches a shell's expansion
+    noisy = f"echo welcome; echo 'dir:project=$PROJECT_p1 /etc'; echo oops >&2; export PROJECT_p1={project}\n"
+    report = probe_with_profile(tmp_path, noisy, asked)  # no $SCRATCH_p1 there
+    assert report.home == str(tmp_path) and report.storage == (("project", str(project)),)
+    assert probe_with_profile(tmp_path, "", asked, PROJECT_p1=str(project)).storage == (("project", str(project)),)
+    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":  # root writes anywhere
+        assert probe_with_profile(tmp_path, f"export PROJECT_p1={locked}\n", asked).storage == ()
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "exit 1\n",  # a profile that fails, or hands over to another shell: the home is still read
+        "exec sh\n",
+        "export PROJECT_p1=\"$(printf '/tmp\\n/etc')\"\n",  # a value of two lines
+        "export PROJECT_p1=/tmp/\n",  # values the batch script would refuse
+        "export PROJECT_p1=//tmp\n",
+        "export PROJECT_p1=tmp\n",
+    ],
+)
+def test_a_login_profile_that_fails_or_gives_an_odd_value_leaves_the_job_without_that_folder(tmp_path, profile):
+    report = probe_with_profile(tmp_path, profile, {"project": "$PROJECT_p1"})
+    assert report.home == str(tmp_path) and report.problem == "" and report.storage == ()
+
+
+def test_only_a_plain_variable_name_is_asked():
+    # nothing of it reaches a shell's expansion
     assert home.probe_argv({"project": "$PROJECT_$(id)", "scratch": "${SCRATCH}"}) == [
         "/bin/sh",
         "-c",

@@ -158,29 +158,62 @@ def test_a_working_directory_is_taken_only_if_it_is_the_one_the_caller_holds(tmp
         os.close(held)
 
 
-def test_a_relay_removes_the_folders_of_the_users_jobs_that_slurm_no_longer_runs(tmp_path):
+def test_a_relay_removes_the_folders_of_the_users_jobs_that_slurm_no_longer_runs(tmp_path, monkeypatch):
     # left when Slurm killed a batch script before its last line: the next relay clears them
     slurm_bin, home = tmp_path / "slurm", tmp_path / "aifa"
     slurm_bin.mkdir()
     home.mkdir()
     squeue = slurm_bin / "squeue"
-    squeue.write_text('#!/bin/sh\necho "$@" > "$0.args"; printf "4\\n5\\n"\n')
+    # Slurm knows jobs 4 and 5; while it answers, job 6 starts and makes its folder
+    squeue.write_text(
+        '#!/bin/sh\necho "$@" "states=${SQUEUE_STATES:-}" > "$0.args"\n'
+        f'mkdir -p {home}/slurm-relay-lumi-6-n1n2n3n4\nprintf "4\\n5\\n"\n'
+    )
     squeue.chmod(0o755)
-    own, ended, live = home / "slurm-relay-5-abcdEFGH", home / "slurm-relay-3-x1x2x3x4", home / "slurm-relay-4-y1y2y3y4"
-    for folder in (own, ended, live, home / "notes"):
+    monkeypatch.setenv("SQUEUE_STATES", "RUNNING")  # would hide a pending job's id
+    own, ended, live = (home / f"slurm-relay-lumi-{n}" for n in ("5-abcdEFGH", "3-x1x2x3x4", "4-y1y2y3y4"))
+    elsewhere = home / "slurm-relay-other-3-z1z2z3z4"  # another cluster's job 3, in a home both share
+    for folder in (own, ended, live, elsewhere, home / "notes"):
         (folder / "bin").mkdir(parents=True)
     kept = tmp_path / "kept"
     kept.mkdir()
-    (home / "slurm-relay-2-linklink").symlink_to(kept)  # a link is never followed nor removed
+    (home / "slurm-relay-lumi-2-linklink").symlink_to(kept)  # a link is never followed nor removed
     assert remove_ended_relays(str(own), str(slurm_bin)) == [ended.name]
-    assert sorted(p.name for p in home.iterdir()) == sorted([own.name, live.name, "notes", "slurm-relay-2-linklink"])
-    assert kept.is_dir() and (squeue.parent / "squeue.args").read_text().split() == [
+    assert sorted(p.name for p in home.iterdir()) == sorted(
+        [own.name, live.name, elsewhere.name, "notes", "slurm-relay-lumi-2-linklink", "slurm-relay-lumi-6-n1n2n3n4"]
+    )
+    assert kept.is_dir()
+    assert (squeue.parent / "squeue.args").read_text().split() == [
         "-h",
+        "-a",
         "-u",
         str(os.getuid()),
         "-o",
         "%A",
+        "states=",
     ]
     squeue.write_text("#!/bin/sh\nexit 1\n")  # Slurm cannot say: nothing goes
     (ended / "bin").mkdir(parents=True)
     assert remove_ended_relays(str(own), str(slurm_bin)) == [] and ended.is_dir()
+
+
+def test_a_relay_clears_ended_jobs_folders_once_it_listens(tmp_path):
+    slurm_bin, home = tmp_path / "slurm", tmp_path / "aifa"
+    slurm_bin.mkdir()
+    home.mkdir()
+    (slurm_bin / "squeue").write_text("#!/bin/sh\necho 9\n")
+    (slurm_bin / "squeue").chmod(0o755)
+    own, ended = home / "slurm-relay-lumi-9-abcdEFGH", home / "slurm-relay-lumi-3-x1x2x3x4"
+    own.mkdir(mode=0o700)
+    ended.mkdir()
+    argv = [sys.executable, "-m", "aifa_workbench.extensions.slurm_relay", "serve", str(own), str(slurm_bin), "python3"]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while ended.exists():
+            assert time.monotonic() < deadline and process.poll() is None, "the ended job's folder stayed"
+            time.sleep(0.05)
+        assert (own / "socket").exists()
+    finally:
+        process.kill()
+    assert f"removed {ended.name}, the Slurm relay folder of a job that has ended" in process.communicate()[1]

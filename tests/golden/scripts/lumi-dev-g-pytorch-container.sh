@@ -99,7 +99,7 @@ echo "AIFA Workbench job $SLURM_JOB_ID on $(hostname) started $(date -Is)"
 # The image holds no Slurm: inside it, Slurm's commands are stand-ins that ask a relay out here,
 # which runs the node's own (extensions/slurm_relay.py; a folder of the user's alone, seen inside
 # at the same path), so that Dask presets and squeue work in the notebook.
-slurm_relay_dir=$(mktemp -d /users/alice/.aifa-workbench/slurm-relay-"$SLURM_JOB_ID"-XXXXXXXX)
+slurm_relay_dir=$(mktemp -d /users/alice/.aifa-workbench/slurm-relay-"$SLURM_CLUSTER_NAME-$SLURM_JOB_ID"-XXXXXXXX)
 /appl/local/aifa-workbench/envs/lumi-stack/current/bin/python -m aifa_workbench.extensions.slurm_relay serve "$slurm_relay_dir" /usr/bin /appl/local/aifa-workbench/envs/pytorch-container/current/bin/python &
 slurm_relay=$!
 export AIFA_WORKBENCH_RELAY_BIN="$slurm_relay_dir/bin"
