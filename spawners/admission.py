@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -18,6 +19,7 @@ from aifa_workbench.model.ttl_cache import MISSING, TtlCache
 from aifa_workbench.sites.errors import SiteError
 
 from . import profiles as profiles_mod
+from .metrics import site_reason
 
 # Projects' billing files read on remote sites: {(site, user, project): (expires, Budget | None)}
 PROJECT_BUDGET_TTL = 300.0
@@ -53,6 +55,7 @@ class Admitted:
 class Refusal:
     sentence: str  # what the user reads
     form: dict | None = None  # the refused form's values, to show it again
+    step: str = ""  # which check refused, for the hub's metrics: admission:<check>, or site:<reason>
 
 
 class _Refused(Exception):
@@ -62,13 +65,17 @@ class _Refused(Exception):
 
 
 async def admit(who: Applicant, options) -> Admitted | Refusal:
+    step = "course"
     try:
         course, options = course_options(who, options)
+        step = "request"
         request = await _parsed(who, options)
+        step = "reach"
         _check_reach_and_course(who, request, course)
+        step = "budget"
         await _check_budget(who, request, options)
     except _Refused as e:
-        return e.refusal
+        return dataclasses.replace(e.refusal, step=e.refusal.step or f"admission:{step}")
     return Admitted(request, course)
 
 
@@ -125,7 +132,7 @@ async def _parsed(who: Applicant, options) -> JobRequest:
         ) from None
     except SiteError as e:
         who.log.warning("Spawn request of %s not checked: %s", who.user, e.detail or e)
-        raise _Refused(Refusal(e.sentence)) from None
+        raise _Refused(Refusal(e.sentence, step=site_reason(e))) from None
 
 
 def _check_reach_and_course(who: Applicant, request: JobRequest, course) -> None:

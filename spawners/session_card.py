@@ -11,7 +11,7 @@ from aifa_workbench.sites.slurm_cli import JobInfo, describe_reason
 HUB_STOP_REASONS = ("idle", "course_ended", "tunnel_taken")
 
 # Endings the hub names itself; any other final state is Slurm's, read by model.session.
-_HUB_ENDINGS = ("stopped", "start timeout", "start failed", *HUB_STOP_REASONS)
+HUB_ENDINGS = ("stopped", "start timeout", "start failed", *HUB_STOP_REASONS)
 
 
 def catalogue_site(sites, request):
@@ -39,7 +39,7 @@ def stop_ending(*, start_failed: bool, late: bool, started: bool, stop_reason: s
 
 def ended(site, request, job_id: str, final_state: str, started: float | None, now: float) -> dict:
     """What ended, why and what it cost (session.ended_summary)."""
-    if final_state in _HUB_ENDINGS:
+    if final_state in HUB_ENDINGS:
         ending = final_state
     else:
         ran = now - started if started else 0

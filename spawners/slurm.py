@@ -37,7 +37,7 @@ from aifa_workbench.sites.errors import SiteError
 from aifa_workbench.sites.registry import SiteControls
 from aifa_workbench.sites.slurm_cli import JobInfo
 
-from . import admission, form, profiles as profiles_mod, progress_wording, session_card, submission
+from . import admission, form, metrics, profiles as profiles_mod, progress_wording, session_card, submission
 from .queue_monitor import QueueMonitor
 from .server_token import is_record, limit_token, revoke_token
 from .script import ScriptContext, render_batch_script, runtime_paths, server_launch_argv
@@ -177,6 +177,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
     _port_reported: asyncio.Event | None = None
     started_at: float | None = None  # when the current job started running (epoch), kept likewise
     _submitted_at = 0.0  # monotonic: when the current job was submitted
+    _queue_counted = True  # its wait in the queue is in the metrics (or it was not submitted here)
     _start_failed = False  # the current start raised (the hub stops the server next)
     # why the hub itself stops a server, when it says so on the ended card (one of session_card.HUB_STOP_REASONS)
     stop_reason: str | None = None
@@ -270,6 +271,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         """The job request of `options` (spawners.admission); a refusal is HTTP 400 in the form's words."""
         outcome = await admission.admit(self._applicant(), options)
         if isinstance(outcome, admission.Refusal):
+            metrics.REFUSALS.labels(reason=outcome.step or "admission:other").inc()
             self.forget_user_options()
             if outcome.form is not None:
                 self._refused_form = outcome.form
@@ -455,9 +457,14 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         if self.job_request is None:
             await self.apply_job_request(self.user_options or {})
         username, reach = self.user.name, self.reach
-        await reach.prepare()
+        try:
+            await reach.prepare()
+        except SpawnError:
+            metrics.REFUSALS.labels(reason="hub:reach").inc()
+            raise
         env = self.get_env()
         env_file = None
+        asked_at = time.monotonic()
         try:
             if self.remote:
                 await submission.check_runtime(
@@ -474,13 +481,19 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             job_id = await self.control.submit(username, script, env, env_file=env_file)
         except SiteError as e:
             self.log.error("sbatch for %s on %s failed: %s", username, self.job_request.site, e.detail or e)
+            metrics.REFUSALS.labels(reason=metrics.site_reason(e)).inc()
             reach.release()
             raise SpawnError(submission.refused_sentence(e, self.keys_page_url)) from None
+        except SpawnError:  # the environment's runtime is missing or outdated there
+            metrics.REFUSALS.labels(reason="site:runtime").inc()
+            reach.release()
+            raise
         except BaseException:
             reach.release()
             raise
         self.job_id, self.job_site = job_id, self.job_request.site
-        self._submitted_at = time.monotonic()
+        self._submitted_at, self._queue_counted = time.monotonic(), False
+        metrics.SPAWN_PHASE.labels(site=self.job_site, phase="submit").observe(self._submitted_at - asked_at)
         # the token ends with the job at the latest: its walltime after it waited at most start_timeout
         self.api_token_record = limit_token(
             self.user.db, self.api_token, self.job_request.hours * 3600 + self.start_timeout
@@ -585,23 +598,38 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         await self.submit_batch_script()
         monitor, job_id = self.monitor, self.job_id
         monitor.watch_start(job_id)
+        running_since = None
         try:
             while True:
                 info = monitor.info(job_id)
                 if info is not None and not info.active:
                     raise await self._died_early(info)
                 self._note_running(info)  # billed from here, JupyterLab up or not
+                if running_since is None and info is not None and info.running:
+                    running_since = self._queue_waited()
                 if info is not None and info.running and self.port:
                     break
                 await self._wait_for_news(info, timeout=5)
             ip, port = await reach.target(info.node, self.port)
             await reach.prove_listener(ip, port)  # before the token goes there
             await self._check_server_is_own(ip, port)
+            metrics.SPAWN_PHASE.labels(site=self.job_site, phase="server").observe(time.monotonic() - running_since)
         finally:
             monitor.started(job_id)
         self.ip, self.port = ip, port  # exactly the address checked
         self.log.info("Job %s of %s runs JupyterLab at %s:%s", self.job_id, self.user.name, ip, port)
         return ip, port
+
+    def _queue_waited(self, outcome: str = "ran") -> float:
+        """The job runs (or its start is given up while it waits): how long it waited in the queue,
+        counted once; the monotonic time now."""
+        now = time.monotonic()
+        if not self._queue_counted:
+            self._queue_counted = True
+            metrics.QUEUE_WAIT.labels(
+                site=self.job_site, partition=self.job_request.partition, outcome=outcome
+            ).observe(now - self._submitted_at)
+        return now
 
     async def _check_server_is_own(self, ip: str, port: int) -> None:
         """Whether the server at the address is this very server (Reach.check_own_server)."""
@@ -695,6 +723,8 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
             return
         if not self.last_session or self.last_session.get("job_id") != job_id:
             self._note_running(self.monitor.info(job_id))
+            if self.pending == "spawn" and not self.started_at:  # given up while it waited
+                self._queue_waited(outcome="gave_up")
             self._record_end(self._stop_ending())
         self.stop_reason = None
         await self.cancel_batch_job()
@@ -745,6 +775,7 @@ class WorkbenchSlurmSpawner(SlurmSpawner):
         site = self._catalogue_site()
         if not self.job_id or site is None:
             return
+        metrics.job_ended(self.job_site or site.name, final_state, frozenset(session_card.HUB_ENDINGS))
         self.last_session = session_card.ended(
             site, self.job_request, self.job_id, final_state, self.started_at, time.time()
         )

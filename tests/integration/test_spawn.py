@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from .hubs import login, wait_ready
 from .jupyter_client_helpers import execute
@@ -119,3 +120,42 @@ def test_bad_request_is_refused_and_submits_nothing(hub):
         assert r.status_code == 400, (options, r.status_code, r.text)
         assert field in r.json()["message"]
     assert squeue_ids("carol") == before
+
+
+def test_the_hubs_metrics_count_starts_and_refusals_for_a_metrics_token_alone(hub):
+    """/hub/metrics (JupyterHub's, with the workbench's own figures) answers a token that may read
+    metrics (the workbench-admin service's here), not a plain user's or nobody's; it names sites,
+    partitions and reasons, never a user."""
+    token = hub.user_token("carol")
+    assert (
+        hub.api("POST", "users/carol/server", token=token, json={"partition": "small-g", "hours": "x"}).status_code
+        == 400
+    )
+    assert hub.api("POST", "users/carol/server", token=token, json={"partition": "small-g", "gpus": 1}).status_code in (
+        201,
+        202,
+    )
+    job_id = wait_ready(hub, "carol")["state"]["job_id"]
+    assert hub.api("DELETE", "users/carol/server", token=token).status_code in (202, 204)
+    wait_for_job_end(job_id)
+    url = hub.url + "hub/metrics"
+    assert requests.get(url, timeout=30, allow_redirects=False).status_code in (302, 403)
+    user = requests.get(url, headers={"Authorization": f"token {token}"}, timeout=30, allow_redirects=False)
+    assert user.status_code == 403
+    answer = requests.get(url, headers={"Authorization": f"token {hub.admin_token}"}, timeout=30)  # the service's
+    assert answer.status_code == 200 and "jupyterhub_running_servers" in answer.text
+    values = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name.startswith("aifa_workbench_")
+    }
+
+    def value(name, **labels):
+        return values.get((name, tuple(sorted(labels.items()))), 0)
+
+    assert value("aifa_workbench_spawn_refusals_total", reason="admission:request") >= 1, values
+    assert value("aifa_workbench_queue_wait_seconds_count", site="local", partition="small-g", outcome="ran") >= 1
+    assert value("aifa_workbench_spawn_phase_seconds_count", site="local", phase="server") >= 1, values
+    assert value("aifa_workbench_job_ends_total", site="local", ending="stopped") >= 1, values
+    assert not any(name in answer.text for name in ("alice", "bob", "carol"))

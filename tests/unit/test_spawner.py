@@ -5,6 +5,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from tornado import web
 
 from aifa_workbench.sites.errors import SlurmNotAnswering
 from aifa_workbench.sites.slurm_cli import JobInfo
@@ -323,3 +324,92 @@ def test_a_configured_hub_connect_url_still_holds_where_no_reach_names_one():
     spawner = WorkbenchSlurmSpawner(user=user, hub=hub, hub_connect_url="http://hub.internal:8081")
     spawner.job_site = "local"
     assert spawner.get_env()["JUPYTERHUB_API_URL"] == "http://hub.internal:8081/hub/api"
+
+
+def sample(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_start_is_counted_for_prometheus_by_site_partition_and_phase_never_by_user(fake):
+    waited = sample("aifa_workbench_queue_wait_seconds_count", site="local", partition="cpu", outcome="ran")
+    served = sample("aifa_workbench_spawn_phase_seconds_count", site="local", phase="server")
+    refused = sample("aifa_workbench_spawn_refusals_total", reason="site:slurm_down")
+    spawner = make_spawner(fake)
+    start = asyncio.ensure_future(spawner.start())
+    await wait_for(lambda: spawner.job_id)
+    assert sample("aifa_workbench_spawn_phase_seconds_count", site="local", phase="submit") >= 1
+    fake.run(spawner.job_id, "node7")
+    spawner.port_reported(8123)
+    await asyncio.wait_for(start, 5)
+    assert sample("aifa_workbench_queue_wait_seconds_count", site="local", partition="cpu", outcome="ran") == waited + 1
+    assert sample("aifa_workbench_spawn_phase_seconds_count", site="local", phase="server") == served + 1
+    ended = sample("aifa_workbench_job_ends_total", site="local", ending="stopped")
+    await spawner.stop(now=True)
+    assert sample("aifa_workbench_job_ends_total", site="local", ending="stopped") == ended + 1
+    fake.down = True
+    with pytest.raises(SpawnError):
+        await make_spawner(fake).start()
+    assert sample("aifa_workbench_spawn_refusals_total", reason="site:slurm_down") == refused + 1
+    # a start given up while its job still waits: its wait so far, apart
+    gave_up = sample("aifa_workbench_queue_wait_seconds_count", site="local", partition="cpu", outcome="gave_up")
+    fake.down = False
+    waiting = make_spawner(fake)
+    waiting._spawn_pending = True
+    start = asyncio.ensure_future(waiting.start())
+    await wait_for(lambda: waiting.job_id)
+    await waiting.stop(now=True)
+    start.cancel()
+    assert (
+        sample("aifa_workbench_queue_wait_seconds_count", site="local", partition="cpu", outcome="gave_up")
+        == gave_up + 1
+    )
+    asked = sample("aifa_workbench_spawn_refusals_total", reason="admission:request")
+    odd = make_spawner(fake)
+    odd.user_options = {"partition": "no-such-queue"}
+    with pytest.raises(web.HTTPError):
+        await odd.start()
+    assert sample("aifa_workbench_spawn_refusals_total", reason="admission:request") == asked + 1
+    from prometheus_client import REGISTRY, generate_latest
+
+    assert b"alice" not in generate_latest(REGISTRY)
+
+
+def test_a_jobs_end_is_counted_under_a_known_word():
+    from aifa_workbench.spawners import metrics
+
+    hub = frozenset({"stopped", "start failed"})
+    before = {
+        w: sample("aifa_workbench_job_ends_total", site="x", ending=w) for w in ("CANCELLED", "OTHER", "start failed")
+    }
+    metrics.job_ended("x", "CANCELLED by 21001", hub)
+    metrics.job_ended("x", "start failed", hub)
+    metrics.job_ended("x", "<script>", hub)
+    metrics.job_ended("x", "", hub)
+    after = {w: sample("aifa_workbench_job_ends_total", site="x", ending=w) for w in before}
+    assert after == {
+        "CANCELLED": before["CANCELLED"] + 1,
+        "OTHER": before["OTHER"] + 2,
+        "start failed": before["start failed"] + 1,
+    }
+
+
+def test_a_sites_failure_is_counted_under_a_fixed_word():
+    from aifa_workbench.sites.errors import SiteError, SiteUnreachable
+    from aifa_workbench.sites.registry import NoHostKey, NoSiteAccount
+    from aifa_workbench.spawners.metrics import site_reason
+
+    def bare(cls):
+        return cls.__new__(cls)
+
+    assert [
+        site_reason(bare(c)) for c in (NoHostKey, NoSiteAccount, SiteUnreachable, SlurmNotAnswering, SiteError)
+    ] == [
+        "site:host_key",
+        "site:no_account",
+        "site:unreachable",
+        "site:slurm_down",
+        "site:other",
+    ]
+    assert site_reason(ValueError("x")) == "site:other"
