@@ -2,6 +2,7 @@
 and real stand-ins, with stand-in Slurm commands of this test (scripts that print what they got)."""
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -214,6 +215,10 @@ def test_a_relay_clears_ended_jobs_folders_once_it_listens(tmp_path):
             assert time.monotonic() < deadline and process.poll() is None, "the ended job's folder stayed"
             time.sleep(0.05)
         assert (own / "socket").exists()
+        # the job's log says so (once the folder is gone)
+        assert select.select([process.stderr], [], [], 30)[0], "the relay said nothing"
+        said = process.stderr.readline()
     finally:
         process.kill()
-    assert f"removed {ended.name}, the Slurm relay folder of a job that has ended" in process.communicate()[1]
+        process.communicate()
+    assert f"removed {ended.name}, the Slurm relay folder of a job that has ended" in said
